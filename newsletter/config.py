@@ -1,0 +1,438 @@
+"""Loading and validating subscribers.yaml, so every mistake is reported at once with file:line:col before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from .sources import SOURCE_TYPES, Source
+from .topics import Topic, keyword_error
+
+FREQUENCIES = ("daily", "weekdays", "weekly")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+KEYWORDS_TOPIC = "keywords"  # section key of a subscriber's personal keywords
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Installation-wide defaults from the `settings:` block."""
+
+    timezone: str = "UTC"
+    send_at: time = time(7, 0)
+    max_papers_per_topic: int = 10
+    horizon_days: int = 7
+    allow_private_network: bool = False
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One reader and what they want to read."""
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    min_score: int = 0
+    max_papers: int | None = None  # cap on the whole digest
+    frequency: str = "daily"
+    day: str = "monday"  # for weekly
+    send_at: time = time(7, 0)
+    timezone: str = "UTC"
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated subscribers.yaml."""
+
+    path: Path
+    settings: Settings
+    sources: tuple[Source, ...]
+    topics: dict[str, Topic]
+    subscribers: tuple[Subscriber, ...]
+
+    def subscriber(self, email: str) -> Subscriber | None:
+        """Find a subscriber by address, ignoring case."""
+        wanted = email.strip().lower()
+        return next((s for s in self.subscribers if s.email.lower() == wanted), None)
+
+    def personal_topic(self, subscriber: Subscriber) -> Topic | None:
+        """The subscriber's own keywords as a topic of their own, shown as its own section."""
+        if not subscriber.keywords:
+            return None
+        return Topic(name=f"{KEYWORDS_TOPIC}:{subscriber.email.lower()}", title="Your keywords", any=subscriber.keywords)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in the file, located as an editor would show it (1-based)."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found, never just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def default_path(explicit: str | Path | None, environ: dict[str, str]) -> Path:
+    """--config, else $NEWSLETTER_CONFIG, else ./subscribers.yaml."""
+    return Path(explicit or environ.get("NEWSLETTER_CONFIG") or "subscribers.yaml")
+
+
+def load(path: Path) -> Config:
+    """Read and validate the file; raise ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    return parse(text, str(path))
+
+
+def parse(text: str, filename: str) -> Config:
+    """Validate YAML text; the filename is used in messages and to resolve relative source paths."""
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {exc.problem or exc.context}")]) from exc
+    checker = _Checker(filename)
+    config = checker.config(data, Path(filename))
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    assert config is not None
+    return config
+
+
+class _Checker:
+    """Walks the YAML tree once, collecting problems and building the dataclasses."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[Problem] = []
+
+    def problem(self, node: Any, key: Any, path: str, message: str) -> None:
+        line, col = _position(node, key)
+        self.problems.append(Problem(self.filename, line, col, path, message))
+
+    def mapping(self, node: Any, parent: Any, key: Any, path: str, allowed: tuple[str, ...]) -> CommentedMap | None:
+        """Check a mapping's type and keys; unknown keys get a did-you-mean."""
+        if node is None:
+            return CommentedMap()
+        if not isinstance(node, CommentedMap):
+            self.problem(parent, key, path, f"expected a mapping, got {_kind(node)}")
+            return None
+        for k in node:
+            if k not in allowed:
+                hint = difflib.get_close_matches(str(k), allowed, n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
+                self.problem(node, k, _join(path, k), f"unknown key '{k}'{extra}")
+        return node
+
+    def value(self, node: CommentedMap, key: str, path: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        """Fetch one scalar of the expected type or report it."""
+        if key not in node or node[key] is None:
+            return default
+        value = node[key]
+        if isinstance(value, bool) and kind is not bool and not (isinstance(kind, tuple) and bool in kind):
+            self.problem(node, key, _join(path, key), f"expected {_name(kind)}, got a boolean")
+            return default
+        if not isinstance(value, kind):
+            self.problem(node, key, _join(path, key), f"expected {_name(kind)}, got {_kind(value)}")
+            return default
+        return value
+
+    def count(self, node: CommentedMap, key: str, path: str, default: Any, minimum: int = 0) -> Any:
+        """A whole number no smaller than minimum."""
+        value = self.value(node, key, path, int, default)
+        if isinstance(value, int) and value is not default and value < minimum:
+            self.problem(node, key, _join(path, key), f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def strings(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
+        """A list of non-empty strings (a lone string is accepted as a list of one)."""
+        if key not in node or node[key] is None:
+            return ()
+        value = node[key]
+        if isinstance(value, str):
+            items = [(value, node, key, _join(path, key))]
+        elif isinstance(value, CommentedSeq):
+            items = [(item, value, i, f"{_join(path, key)}[{i}]") for i, item in enumerate(value)]
+        else:
+            self.problem(node, key, _join(path, key), f"expected a list of strings, got {_kind(value)}")
+            return ()
+        out = []
+        for item, parent, index, item_path in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            if not isinstance(item, str):
+                self.problem(parent, index, item_path, f"expected a string, got {_kind(item)}")
+            elif not item.strip():
+                self.problem(parent, index, item_path, "empty string")
+            else:
+                out.append(item.strip())
+        return tuple(out)
+
+    def keywords(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
+        """Keyword lists, each keyword checked by the matcher's own rules."""
+        words = self.strings(node, key, path)
+        value = node.get(key)
+        for i, word in enumerate(words):
+            error = keyword_error(word)
+            if error:
+                where = (value, i) if isinstance(value, CommentedSeq) else (node, key)
+                self.problem(where[0], where[1], f"{_join(path, key)}[{i}]", error)
+        return words
+
+    def timezone(self, node: CommentedMap, key: str, path: str, default: str) -> str:
+        """An IANA zone name such as Europe/London."""
+        name = self.value(node, key, path, str, default)
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(node, key, _join(path, key), f"unknown timezone '{name}' (use an IANA name such as Europe/London)")
+            return default
+        return name
+
+    def send_at(self, node: CommentedMap, key: str, path: str, default: time) -> time:
+        """A 24-hour HH:MM time; YAML may read 07:30 unquoted as a sexagesimal int, so say to quote it."""
+        if key not in node or node[key] is None:
+            return default
+        raw = node[key]
+        match = _SEND_AT.match(raw) if isinstance(raw, str) else None
+        if not match:
+            hint = ' (write it quoted, e.g. "07:30")' if not isinstance(raw, str) else " (expected HH:MM, 24-hour)"
+            self.problem(node, key, _join(path, key), f"bad send_at {raw!r}{hint}")
+            return default
+        return time(int(match.group(1)), int(match.group(2)))
+
+    def config(self, data: Any, path: Path) -> Config | None:
+        root = self.mapping(data, data, None, "", ("settings", "sources", "topics", "subscribers"))
+        if root is None:
+            return None
+        settings = self.settings(root.get("settings"), root)
+        sources = self.sources(root.get("sources"), root, path.parent)
+        topics = self.topics(root.get("topics"), root, {s.name for s in sources})
+        subscribers = self.subscribers(root.get("subscribers"), root, settings, topics)
+        return Config(path, settings, sources, topics, subscribers)
+
+    def settings(self, node: Any, root: CommentedMap) -> Settings:
+        keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network")
+        m = self.mapping(node, root, "settings", "settings", keys)
+        if m is None:
+            return Settings()
+        d = Settings()
+        return Settings(
+            timezone=self.timezone(m, "timezone", "settings", d.timezone),
+            send_at=self.send_at(m, "send_at", "settings", d.send_at),
+            max_papers_per_topic=self.count(m, "max_papers_per_topic", "settings", d.max_papers_per_topic, 1),
+            horizon_days=self.count(m, "horizon_days", "settings", d.horizon_days, 1),
+            allow_private_network=self.value(m, "allow_private_network", "settings", bool, d.allow_private_network),
+        )
+
+    def sources(self, node: Any, root: CommentedMap, base: Path) -> tuple[Source, ...]:
+        keys = ("name", "type", "url", "categories", "announce_types", "query", "max_results", "days", "replace")
+        out: list[Source] = []
+        for i, item, item_path in self.items(node, root, "sources"):
+            m = self.mapping(item, node, i, item_path, keys)
+            if m is None:
+                continue
+            name = self.value(m, "name", item_path, str, "")
+            kind = self.value(m, "type", item_path, str, "")
+            if not name:
+                self.problem(m, None, item_path, "missing 'name'")
+            elif any(s.name == name for s in out):
+                self.problem(m, "name", f"{item_path}.name", f"duplicate source name '{name}'")
+            if kind not in SOURCE_TYPES:
+                hint = difflib.get_close_matches(str(kind), SOURCE_TYPES, n=1)
+                said = f"unknown type '{kind}'" if kind else "missing 'type'"
+                extra = f" (did you mean '{hint[0]}'?)" if hint else f" (one of: {', '.join(SOURCE_TYPES)})"
+                self.problem(m, "type" if "type" in m else None, f"{item_path}.type", said + extra)
+            url = self.value(m, "url", item_path, str, None)
+            source = Source(
+                name=name,
+                type=kind,
+                url=_resolve_url(url, base) if url else None,
+                categories=self.strings(m, "categories", item_path),
+                announce_types=self.strings(m, "announce_types", item_path) or Source.announce_types,
+                query=self.value(m, "query", item_path, str, None),
+                max_results=self.count(m, "max_results", item_path, Source.max_results, 1),
+                days=self.count(m, "days", item_path, Source.days, 1),
+                replace=self.value(m, "replace", item_path, bool, False),
+            )
+            missing = {"feed": not source.url, "arxiv_rss": not (source.url or source.categories), "arxiv_api": not (source.url or source.query)}
+            if missing.get(kind):
+                need = {"feed": "'url'", "arxiv_rss": "'categories' (or 'url')", "arxiv_api": "'query' (or 'url')"}[kind]
+                self.problem(m, None, item_path, f"a {kind} source needs {need}")
+            if name:
+                out.append(source)
+        return tuple(out)
+
+    def topics(self, node: Any, root: CommentedMap, source_names: set[str]) -> dict[str, Topic]:
+        keys = ("title", "description", "any", "all", "none", "min_score", "sources", "max_papers")
+        out: dict[str, Topic] = {}
+        if node is None:
+            return out
+        if not isinstance(node, CommentedMap):
+            self.problem(root, "topics", "topics", f"expected a mapping of topic names, got {_kind(node)}")
+            return out
+        for name, body in node.items():
+            path = _join("topics", name)
+            m = self.mapping(body, node, name, path, keys)
+            if m is None:
+                continue
+            sources = self.strings(m, "sources", path)
+            for i, s in enumerate(sources):
+                if s not in source_names:
+                    hint = difflib.get_close_matches(s, sorted(source_names), n=1)
+                    extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                    seq = m["sources"]
+                    self.problem(*((seq, i) if isinstance(seq, CommentedSeq) else (m, "sources")), f"{path}.sources[{i}]", f"unknown source '{s}'{extra}")
+            out[str(name)] = Topic(
+                name=str(name),
+                title=self.value(m, "title", path, str, str(name)),
+                description=self.value(m, "description", path, str, ""),
+                any=self.keywords(m, "any", path),
+                all=self.keywords(m, "all", path),
+                none=self.keywords(m, "none", path),
+                min_score=self.count(m, "min_score", path, 0),
+                sources=sources or None,
+                max_papers=self.count(m, "max_papers", path, None, 1),
+            )
+        return out
+
+    def subscribers(self, node: Any, root: CommentedMap, settings: Settings, topics: dict[str, Topic]) -> tuple[Subscriber, ...]:
+        keys = ("email", "name", "topics", "keywords", "min_score", "max_papers", "frequency", "day", "send_at", "timezone", "paused")
+        out: list[Subscriber] = []
+        seen: set[str] = set()
+        for i, item, path in self.items(node, root, "subscribers"):
+            m = self.mapping(item, node, i, path, keys)
+            if m is None:
+                continue
+            email = self.value(m, "email", path, str, "").strip()
+            if not email:
+                self.problem(m, None, path, "missing 'email'")
+            elif not _EMAIL.match(email):
+                self.problem(m, "email", f"{path}.email", f"invalid email address '{email}'")
+            elif email.lower() in seen:
+                self.problem(m, "email", f"{path}.email", f"duplicate subscriber '{email}'")
+            seen.add(email.lower())
+            chosen = self.strings(m, "topics", path)
+            for j, t in enumerate(chosen):
+                if t not in topics:
+                    hint = difflib.get_close_matches(t, list(topics), n=1)
+                    extra = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(topics) or 'none'})"
+                    seq = m["topics"]
+                    self.problem(*((seq, j) if isinstance(seq, CommentedSeq) else (m, "topics")), f"{path}.topics[{j}]", f"unknown topic '{t}'{extra}")
+            keywords = self.keywords(m, "keywords", path)
+            if not chosen and not keywords and "email" in m:
+                self.problem(m, None, path, "no 'topics' and no 'keywords': this subscriber would never get mail")
+            frequency = self.value(m, "frequency", path, str, "daily")
+            if frequency not in FREQUENCIES:
+                self.problem(m, "frequency", f"{path}.frequency", f"unknown frequency '{frequency}' (one of: {', '.join(FREQUENCIES)})")
+            day = self.value(m, "day", path, str, "monday").lower()
+            if day not in WEEKDAYS:
+                self.problem(m, "day", f"{path}.day", f"unknown day '{day}' (one of: {', '.join(WEEKDAYS)})")
+            out.append(
+                Subscriber(
+                    email=email,
+                    name=self.value(m, "name", path, str, ""),
+                    topics=chosen,
+                    keywords=keywords,
+                    min_score=self.count(m, "min_score", path, 0),
+                    max_papers=self.count(m, "max_papers", path, None, 1),
+                    frequency=frequency,
+                    day=day,
+                    send_at=self.send_at(m, "send_at", path, settings.send_at),
+                    timezone=self.timezone(m, "timezone", path, settings.timezone),
+                    paused=self.value(m, "paused", path, bool, False),
+                )
+            )
+        return tuple(out)
+
+    def items(self, node: Any, root: CommentedMap, key: str) -> Iterator[tuple[int, Any, str]]:
+        """The entries of a top-level list, with their paths."""
+        if node is None:
+            return
+        if not isinstance(node, CommentedSeq):
+            self.problem(root, key, key, f"expected a list, got {_kind(node)}")
+            return
+        for i, item in enumerate(node):
+            yield i, item, f"{key}[{i}]"
+
+
+def _position(node: Any, key: Any) -> tuple[int, int]:
+    """1-based line and column of a key (or list item, or the node itself) in the source text."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return 1, 1
+    try:
+        if key is None:
+            line, col = lc.line, lc.col
+        elif isinstance(node, CommentedSeq):
+            line, col = lc.item(key)
+        else:
+            line, col = lc.key(key)
+    except (KeyError, IndexError, TypeError):
+        line, col = lc.line, lc.col
+    return line + 1, col + 1
+
+
+def _resolve_url(url: str, base: Path) -> str:
+    """Relative file paths in the config are relative to the config file, not the working directory."""
+    if "://" in url:
+        return url
+    path = Path(url).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, CommentedMap):
+        return "a mapping"
+    if isinstance(value, CommentedSeq):
+        return "a list"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    names: dict[type, str] = {str: "text", int: "a whole number", bool: "true or false", float: "a number"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+

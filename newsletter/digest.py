@@ -1,0 +1,127 @@
+"""Choosing which papers go into one subscriber's digest, grouped by their topics; no I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from .config import Config, Subscriber
+from .papers import Paper
+from .topics import Marks, Matcher, Topic
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A paper in a section, with the other topics it also belongs to and the words that matched."""
+
+    paper: Paper
+    tags: tuple[str, ...]
+    marks: Marks
+
+
+@dataclass(frozen=True)
+class Section:
+    """One topic's part of the digest; papers cut by a cap are counted, and count as delivered."""
+
+    key: str
+    title: str
+    description: str
+    entries: tuple[Entry, ...]
+    cut: tuple[str, ...] = ()  # ids of matching papers left out by a cap
+
+    @property
+    def more(self) -> int:
+        return len(self.cut)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """The content of one mail, independent of who receives it, so equal digests render once."""
+
+    day: date
+    sections: tuple[Section, ...]
+
+    @property
+    def papers(self) -> list[Paper]:
+        return [e.paper for s in self.sections for e in s.entries]
+
+    @property
+    def covered_ids(self) -> list[str]:
+        """Papers shown plus papers cut: the reader was told of both, so neither comes again."""
+        return [p.id for p in self.papers] + [pid for s in self.sections for pid in s.cut]
+
+    @property
+    def count(self) -> int:
+        return sum(len(s.entries) for s in self.sections)
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Identity of the content: equal keys render to equal mails."""
+        return (self.day, tuple((s.key, s.title, s.more, tuple(e.paper.id for e in s.entries)) for s in self.sections))
+
+
+def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
+    """The subscriber's topics in their order, then their personal keywords."""
+    topics = [config.topics[name] for name in subscriber.topics if name in config.topics]
+    personal = config.personal_topic(subscriber)
+    return topics + ([personal] if personal else [])
+
+
+def all_topics(config: Config) -> list[Topic]:
+    """Every shared topic and every personal-keyword topic, for compiling one matcher."""
+    personal = (config.personal_topic(s) for s in config.subscribers)
+    return list(config.topics.values()) + [t for t in personal if t is not None]
+
+
+def match_all(matcher: Matcher, papers: Iterable[Paper]) -> dict[str, frozenset[str]]:
+    """Topic names per paper id, computed once and shared by every subscriber."""
+    return {p.id: frozenset(matcher.topics_for(p)) for p in papers}
+
+
+def compose(
+    config: Config,
+    subscriber: Subscriber,
+    matcher: Matcher,
+    papers: Sequence[Paper],
+    matches: Mapping[str, frozenset[str]],
+    already_sent: set[str],
+    day: date,
+) -> Digest | None:
+    """The subscriber's next digest from candidate papers, or None when nothing is new to them."""
+    topics = subscriber_topics(config, subscriber)
+    buckets: dict[str, list[Entry]] = {t.name: [] for t in topics}
+    for paper in papers:
+        if paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
+            continue
+        hits = [t for t in topics if t.name in matches.get(paper.id, ())]
+        if not hits:
+            continue
+        first = hits[0]
+        tags = tuple(t.title for t in hits[1:])
+        marks = matcher.marks(paper, [t.name for t in hits])
+        buckets[first.name].append(Entry(paper, tags, marks))
+
+    budget = subscriber.max_papers
+    sections = []
+    for topic in topics:
+        entries = sorted(buckets[topic.name], key=_rank)
+        cap = topic.max_papers or config.settings.max_papers_per_topic
+        if budget is not None:
+            cap = min(cap, budget)
+        kept = entries[:cap]
+        if budget is not None:
+            budget -= len(kept)
+        if kept:
+            sections.append(Section(topic.name, topic.title, topic.description, tuple(kept), tuple(e.paper.id for e in entries[cap:])))
+    if not sections:
+        return None
+    return Digest(day, tuple(sections))
+
+
+def _rank(entry: Entry) -> tuple[int, float, str]:
+    """Highest score first, then newest, then id for a stable order."""
+    paper = entry.paper
+    return (-(paper.score or 0), -(paper.published or _EPOCH).timestamp(), paper.id)

@@ -1,0 +1,98 @@
+"""Deployment settings and secrets from the process environment and `.env`, with real variables winning."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+SECURITY_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+DEFAULT_FROM = "Paper Digest <digest@localhost>"
+
+
+@dataclass(frozen=True)
+class Env:
+    """Everything `.env.example` documents, parsed once."""
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = 30.0
+    sender: str | None = None  # NEWSLETTER_FROM
+    outbox: Path = Path("outbox")
+    db: Path = Path("newsletter.db")
+    base_url: str = "http://localhost:8000"
+    secret_key: str | None = None
+    templates: Path | None = None
+    config: str | None = None  # NEWSLETTER_CONFIG
+
+    @property
+    def from_address(self) -> Address:
+        """The From header as an Address; a placeholder on the local outbox when unset."""
+        name, addr = parseaddr(self.sender or DEFAULT_FROM)
+        return Address(display_name=name, addr_spec=addr)
+
+
+class EnvError(ValueError):
+    """A setting whose value cannot be used."""
+
+
+def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> Env:
+    """Merge `.env` under the real environment and parse it; raise EnvError naming the variable."""
+    values = {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if dotenv.is_file() else {}
+    values.update(os.environ if environ is None else environ)
+
+    def get(name: str) -> str | None:
+        value = values.get(name, "").strip()
+        return value or None
+
+    security = (get("SMTP_SECURITY") or "starttls").lower()
+    if security not in SECURITY_PORTS:
+        raise EnvError(f"SMTP_SECURITY must be one of {', '.join(SECURITY_PORTS)}, got {security!r}")
+    port = get("SMTP_PORT")
+    if port is not None and not port.isdigit():
+        raise EnvError(f"SMTP_PORT must be a port number, got {port!r}")
+    sender = get("NEWSLETTER_FROM")
+    if sender is not None:
+        _, addr = parseaddr(sender)
+        if "@" not in addr or any(c in sender for c in "\r\n"):
+            raise EnvError(f"NEWSLETTER_FROM must be an address like 'Paper Digest <digest@example.org>', got {sender!r}")
+    base_url = get("NEWSLETTER_BASE_URL") or Env.base_url
+    if not base_url.startswith(("http://", "https://")):
+        raise EnvError(f"NEWSLETTER_BASE_URL must start with http:// or https://, got {base_url!r}")
+    templates = get("NEWSLETTER_TEMPLATES")
+    return Env(
+        smtp_host=get("SMTP_HOST"),
+        smtp_port=int(port) if port else SECURITY_PORTS[security],
+        smtp_security=security,
+        smtp_username=get("SMTP_USERNAME"),
+        smtp_password=get("SMTP_PASSWORD"),
+        sender=sender,
+        outbox=Path(get("NEWSLETTER_OUTBOX") or Env.outbox),
+        db=Path(get("NEWSLETTER_DB") or Env.db),
+        base_url=base_url.rstrip("/"),
+        secret_key=get("NEWSLETTER_SECRET_KEY"),
+        templates=Path(templates) if templates else None,
+        config=get("NEWSLETTER_CONFIG"),
+    )
+
+
+def problems(env: Env) -> list[str]:
+    """What stops a real (SMTP) send, as messages naming the variable."""
+    found = []
+    if env.smtp_host:
+        if not env.sender:
+            found.append("NEWSLETTER_FROM is required when SMTP_HOST is set")
+        if not env.secret_key:
+            found.append("NEWSLETTER_SECRET_KEY is required when SMTP_HOST is set (it signs unsubscribe links)")
+        if bool(env.smtp_username) != bool(env.smtp_password):
+            found.append("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+    if env.templates and not env.templates.is_dir():
+        found.append(f"NEWSLETTER_TEMPLATES={env.templates} is not a folder")
+    return found

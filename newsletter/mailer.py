@@ -1,0 +1,160 @@
+"""Building the MIME message and handing it to an SMTP server, or to the local outbox when none is configured."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Protocol
+
+from .environment import Env
+
+
+class DeliveryError(Exception):
+    """The message was not accepted; `temporary` says whether trying later may work."""
+
+    def __init__(self, reply: str, temporary: bool) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What differs between messages: who, what, and the links to leave."""
+
+    to: Address
+    subject: str
+    unsubscribe_url: str
+    list_id: str
+
+
+def build_message(sender: Address, headers: Headers, text: str, html: str, now: datetime | None = None) -> EmailMessage:
+    """multipart/alternative (text first, then HTML); EmailMessage refuses CR/LF smuggled into headers."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = headers.to
+    msg["Subject"] = headers.subject
+    msg["Date"] = format_datetime(now or datetime.now(timezone.utc))
+    msg["Message-ID"] = make_msgid(domain=sender.domain or "localhost")
+    msg["List-Id"] = headers.list_id
+    msg["List-Unsubscribe"] = f"<{headers.unsubscribe_url}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["Precedence"] = "bulk"
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg
+
+
+class Transport(Protocol):
+    """Where messages go: an SMTP server or a folder."""
+
+    description: str
+
+    def send(self, msg: EmailMessage) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Outbox:
+    """Writes each message as an .eml file, atomically, for the demo and for people without SMTP."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.description = f"outbox {folder}"
+
+    def send(self, msg: EmailMessage) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        to = msg["To"].addresses[0].addr_spec
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in to)
+        final = self.folder / f"{stamp}-{safe}.eml"
+        n = 1
+        while final.exists():
+            n += 1
+            final = self.folder / f"{stamp}-{safe}-{n}.eml"
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(msg.as_bytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        return f"written {final}"
+
+    def close(self) -> None:
+        return None
+
+
+class Smtp:
+    """One reused SMTP connection; TLS when asked is never dropped to plaintext."""
+
+    def __init__(self, env: Env) -> None:
+        assert env.smtp_host
+        self.env = env
+        self.description = f"SMTP {env.smtp_host}:{env.smtp_port} ({env.smtp_security})"
+        self._conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        env = self.env
+        context = ssl.create_default_context()
+        try:
+            conn: smtplib.SMTP
+            if env.smtp_security == "ssl":
+                conn = smtplib.SMTP_SSL(env.smtp_host or "", env.smtp_port, timeout=env.smtp_timeout, context=context)
+            else:
+                conn = smtplib.SMTP(env.smtp_host or "", env.smtp_port, timeout=env.smtp_timeout)
+                if env.smtp_security == "starttls":
+                    conn.ehlo()
+                    if not conn.has_extn("starttls"):
+                        conn.close()
+                        raise DeliveryError(f"{env.smtp_host} does not offer STARTTLS; refusing to send in plaintext", temporary=False)
+                    conn.starttls(context=context)
+                    conn.ehlo()
+            if env.smtp_username:
+                conn.login(env.smtp_username, env.smtp_password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(f"login refused: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", temporary=False) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"cannot connect to {env.smtp_host}:{env.smtp_port}: {exc}", temporary=True) from exc
+        return conn
+
+    def send(self, msg: EmailMessage) -> str:
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            refused = self._conn.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            raise DeliveryError(f"{code} {text.decode(errors='replace')}", temporary=400 <= code < 500) from exc
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421:
+                self.close()
+            raise DeliveryError(f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", temporary=400 <= exc.smtp_code < 500) from exc
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.close()
+            raise DeliveryError(f"connection lost: {exc}", temporary=True) from exc
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise DeliveryError(f"{code} {text.decode(errors='replace')}", temporary=400 <= code < 500)
+        return "250 accepted"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (OSError, smtplib.SMTPException):
+                self._conn.close()
+            self._conn = None
+
+
+def transport(env: Env) -> Transport:
+    """SMTP when SMTP_HOST is set, else the outbox folder."""
+    return Smtp(env) if env.smtp_host else Outbox(env.outbox)

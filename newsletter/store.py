@@ -1,0 +1,304 @@
+"""SQLite state: papers seen, per-source health and HTTP validators, and the per-subscriber delivery ledger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .papers import Paper, merge
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS papers (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS papers_first_seen ON papers(first_seen);
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY,
+    last_attempt TEXT,
+    last_success TEXT,
+    last_error TEXT,
+    last_error_at TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    papers_seen INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS http_cache (
+    url TEXT PRIMARY KEY,
+    etag TEXT,
+    last_modified TEXT
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    edition TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
+    paper_ids TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_reply TEXT,
+    message_id TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (edition, subscriber)
+);
+CREATE TABLE IF NOT EXISTS sent (
+    subscriber TEXT NOT NULL,
+    paper_id TEXT NOT NULL,
+    edition TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (subscriber, paper_id)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """What `newsletter sources` prints for one source."""
+
+    name: str
+    last_attempt: datetime | None
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    consecutive_failures: int
+    papers_seen: int
+
+
+@dataclass(frozen=True)
+class StoredPaper:
+    """A paper with when this installation first saw it: age counts from there, not from publication."""
+
+    paper: Paper
+    first_seen: datetime
+
+
+def utcnow() -> datetime:
+    """The one clock the store uses, timezone-aware."""
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """One SQLite file; each method is one short transaction so a crash never leaves half a change."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE so concurrent writers queue instead of failing half-way."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # papers
+
+    def add_papers(self, papers: Iterable[Paper], now: datetime | None = None) -> int:
+        """Insert or merge papers; returns how many were new to this installation."""
+        now_s = (now or utcnow()).isoformat()
+        new = 0
+        with self.transaction() as db:
+            for paper in papers:
+                row = db.execute("SELECT data FROM papers WHERE id = ?", (paper.id,)).fetchone()
+                if row is None:
+                    db.execute("INSERT INTO papers (id, data, first_seen, updated) VALUES (?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s))
+                    new += 1
+                else:
+                    merged = merge(Paper.from_dict(json.loads(row["data"])), paper)
+                    db.execute("UPDATE papers SET data = ?, updated = ? WHERE id = ?", (_dumps(merged), now_s, paper.id))
+        return new
+
+    def paper(self, paper_id: str) -> Paper | None:
+        row = self.db.execute("SELECT data FROM papers WHERE id = ?", (paper_id,)).fetchone()
+        return Paper.from_dict(json.loads(row["data"])) if row else None
+
+    def papers_seen_since(self, since: datetime) -> list[StoredPaper]:
+        """Papers first fetched at or after `since`, newest first."""
+        rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ? ORDER BY first_seen DESC, id", (since.isoformat(),))
+        return [StoredPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"])) for r in rows]
+
+    def papers_by_id(self, ids: Iterable[str]) -> list[Paper]:
+        """Papers in the order asked, skipping unknown ids."""
+        out = []
+        for paper_id in ids:
+            paper = self.paper(paper_id)
+            if paper is not None:
+                out.append(paper)
+        return out
+
+    # sources
+
+    def validators(self, url: str) -> tuple[str | None, str | None]:
+        """ETag and Last-Modified from the last 200 for this URL."""
+        row = self.db.execute("SELECT etag, last_modified FROM http_cache WHERE url = ?", (url,)).fetchone()
+        return (row["etag"], row["last_modified"]) if row else (None, None)
+
+    def save_validators(self, url: str, etag: str | None, last_modified: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO http_cache (url, etag, last_modified) VALUES (?, ?, ?) "
+                "ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified",
+                (url, etag, last_modified),
+            )
+
+    def source_succeeded(self, name: str, papers: int, now: datetime | None = None) -> None:
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO sources (name, last_attempt, last_success, consecutive_failures, papers_seen) VALUES (?, ?, ?, 0, ?) "
+                "ON CONFLICT(name) DO UPDATE SET last_attempt = excluded.last_attempt, last_success = excluded.last_success, "
+                "consecutive_failures = 0, papers_seen = papers_seen + excluded.papers_seen",
+                (name, now_s, now_s, papers),
+            )
+
+    def source_failed(self, name: str, error: str, now: datetime | None = None) -> None:
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO sources (name, last_attempt, last_error, last_error_at, consecutive_failures) VALUES (?, ?, ?, ?, 1) "
+                "ON CONFLICT(name) DO UPDATE SET last_attempt = excluded.last_attempt, last_error = excluded.last_error, "
+                "last_error_at = excluded.last_error_at, consecutive_failures = consecutive_failures + 1",
+                (name, now_s, error, now_s),
+            )
+
+    def source_health(self) -> dict[str, SourceHealth]:
+        rows = self.db.execute("SELECT * FROM sources ORDER BY name")
+        return {
+            r["name"]: SourceHealth(
+                name=r["name"],
+                last_attempt=_dt(r["last_attempt"]),
+                last_success=_dt(r["last_success"]),
+                last_error=r["last_error"],
+                last_error_at=_dt(r["last_error_at"]),
+                consecutive_failures=r["consecutive_failures"],
+                papers_seen=r["papers_seen"],
+            )
+            for r in rows
+        }
+
+    # delivery ledger
+
+    def sent_paper_ids(self, subscriber: str) -> set[str]:
+        """Every paper this subscriber has been mailed, or has waiting in an unfinished delivery."""
+        key = subscriber.lower()
+        sent = {r[0] for r in self.db.execute("SELECT paper_id FROM sent WHERE subscriber = ?", (key,))}
+        for row in self.db.execute("SELECT paper_ids FROM deliveries WHERE subscriber = ? AND status IN ('pending', 'sending', 'deferred')", (key,)):
+            sent.update(json.loads(row[0]))
+        return sent
+
+    def plan_delivery(self, edition: str, subscriber: str, paper_ids: list[str], now: datetime | None = None) -> bool:
+        """Record a digest to send; False when this edition already has a row for the subscriber."""
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO deliveries (edition, subscriber, status, paper_ids, created, updated) VALUES (?, ?, 'pending', ?, ?, ?)",
+                (edition, subscriber.lower(), json.dumps(paper_ids), now_s, now_s),
+            )
+            return cur.rowcount == 1
+
+    def claim(self, edition: str, subscriber: str, now: datetime | None = None) -> list[str] | None:
+        """Atomically move a pending/deferred row to sending; the paper ids, or None if someone else has it."""
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated = ? "
+                "WHERE edition = ? AND subscriber = ? AND status IN ('pending', 'deferred')",
+                (now_s, edition, subscriber.lower()),
+            )
+            if cur.rowcount != 1:
+                return None
+            row = db.execute("SELECT paper_ids FROM deliveries WHERE edition = ? AND subscriber = ?", (edition, subscriber.lower())).fetchone()
+            return list(json.loads(row[0]))
+
+    def mark_sent(self, edition: str, subscriber: str, message_id: str, reply: str, now: datetime | None = None) -> None:
+        """The server accepted the message: the row and the per-paper sent marks change together."""
+        now_s = (now or utcnow()).isoformat()
+        key = subscriber.lower()
+        with self.transaction() as db:
+            row = db.execute("SELECT paper_ids FROM deliveries WHERE edition = ? AND subscriber = ?", (edition, key)).fetchone()
+            db.execute(
+                "UPDATE deliveries SET status = 'sent', message_id = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
+                (message_id, reply, now_s, edition, key),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?)",
+                [(key, pid, edition, now_s) for pid in json.loads(row[0])],
+            )
+
+    def mark_unsent(self, edition: str, subscriber: str, status: str, reply: str, now: datetime | None = None) -> None:
+        """Record a deferral (try again later) or a hard failure, with the server's words."""
+        assert status in ("deferred", "failed")
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
+                (status, reply, (now or utcnow()).isoformat(), edition, subscriber.lower()),
+            )
+
+    def recover_interrupted(self, now: datetime | None = None) -> int:
+        """Rows left in 'sending' by a crash may or may not have reached the server: send them once more, never twice."""
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            again = db.execute(
+                "UPDATE deliveries SET status = 'deferred', last_reply = 'interrupted while sending; sending once more', updated = ? "
+                "WHERE status = 'sending' AND attempts < 2",
+                (now_s,),
+            ).rowcount
+            db.execute(
+                "UPDATE deliveries SET status = 'failed', last_reply = 'interrupted while sending twice; not retried', updated = ? WHERE status = 'sending'",
+                (now_s,),
+            )
+        return again
+
+    def deliveries(self, statuses: Iterable[str] | None = None) -> list[sqlite3.Row]:
+        """Ledger rows, oldest first, optionally only some statuses."""
+        if statuses is None:
+            return list(self.db.execute("SELECT * FROM deliveries ORDER BY created, subscriber"))
+        wanted = list(statuses)
+        marks = ",".join("?" * len(wanted))
+        return list(self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted))
+
+    # installation-wide values
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _dumps(paper: Paper) -> str:
+    return json.dumps(paper.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

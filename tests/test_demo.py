@@ -1,0 +1,39 @@
+"""The README's first Quick start line: the bundled config and feeds mail real papers into the outbox."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from newsletter import config
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_demo_writes_one_digest_per_sample_subscriber_grouped_by_their_topics(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
+    env |= {"NEWSLETTER_OUTBOX": str(tmp_path / "outbox"), "NEWSLETTER_DB": str(tmp_path / "state.db")}
+    run = subprocess.run([sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"Messages are in {tmp_path / 'outbox'}" in run.stdout
+
+    sample = config.load(ROOT / "subscribers.yaml")
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == len(sample.subscribers)
+    for path in files:
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        subscriber = sample.subscriber(msg["To"].addresses[0].addr_spec)
+        assert subscriber is not None
+        text = msg.get_body(("plain",)).get_content()
+        headings = [line.strip("= ").rsplit(" (", 1)[0] for line in text.splitlines() if line.startswith("== ")]
+        allowed = [sample.topics[t].title for t in subscriber.topics] + (["Your keywords"] if subscriber.keywords else [])
+        assert headings and set(headings) <= set(allowed), (subscriber.email, headings)
+        assert headings == [t for t in allowed if t in headings], "sections follow the subscriber's topic order"
+
+    again = subprocess.run([sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing new for anyone" in again.stdout
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == len(files)

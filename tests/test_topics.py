@@ -1,0 +1,480 @@
+"""The topic-rule contract, clause by clause, and agreement with the per-keyword regex oracle on real papers."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import random
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from newsletter.papers import Paper
+from newsletter.topics import Marks, Matcher, Topic, keyword_error, parse_keyword
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests/fixtures/arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml"
+
+
+def _bench() -> ModuleType:
+    """bench/topics_bench.py holds the oracle (the straightforward per-keyword regex loop) and the loader."""
+    spec = importlib.util.spec_from_file_location("topics_bench", ROOT / "bench/topics_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+def paper(title: str = "", abstract: str = "", **fields: Any) -> Paper:
+    """A paper with only the fields a case cares about."""
+    return Paper(id="2411.00001", title=title, abstract=abstract, **fields)
+
+
+def topic(name: str = "t", **rule: Any) -> Topic:
+    """A topic from lists, the way the config hands them over as tuples."""
+    clauses: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in rule.items()}
+    return Topic(name=name, title=name, **clauses)
+
+
+def check_keyword(keyword: str, p: Paper, expected: bool) -> None:
+    """The matcher and the oracle both give the expected verdict for one keyword."""
+    assert keyword_error(keyword) is None
+    assert (Matcher([topic(any=(keyword,))]).topics_for(p) == ["t"]) is expected
+    assert bool(bench.reference_test(parse_keyword(keyword))(p)) is expected
+
+
+# (keyword, abstract, expected)
+TEXT_CASES = [
+    # separators: a space or hyphen between words matches any run of spaces and hyphens, or none
+    ("fine-tuning", "We study fine-tuning.", True),
+    ("fine-tuning", "fine tuning", True),
+    ("fine-tuning", "Fine-Tuning", True),
+    ("fine-tuning", "finetuning", True),
+    ("fine-tuning", "fine  -- tuning", True),
+    ("fine-tuning", "fine\n    tuning", True),
+    ("fine-tuning", "fine\u2010tuning", True),
+    ("fine tuning", "fine-tuning", True),
+    ("fine tuning", "FINE--TUNING", True),
+    ("fine-tuning", "fine_tuning", False),
+    ("fine-tuning", "fine, tuning", False),
+    ("fine-tuning", "fine/tuning", False),
+    ("fine-tuning", "fine tuned", False),
+    ("large language model", "large-language-model", True),
+    ("large language model", "LargeLanguage Model", True),
+    ("large language model", "large language modeling", False),
+    ("large language model", "large. Language model", False),
+    ("parameter-efficient", "parameter efficient", True),
+    ("parameter-efficient", "parameterefficient", True),
+    ('"catastrophic forgetting"', "avoids Catastrophic-Forgetting", True),
+    ("GPT-4o", "GPT4o", True),
+    ("GPT-4o", "gpt 4o", True),
+    ("GPT-4o", "GPT-4", False),
+    ("3D", "3D-printed parts", True),
+    ("3D", "3Dprinting", False),
+    # case
+    ("LoRA", "LORA adapters", True),
+    ("lora", "LoRA", True),
+    # trailing *
+    ("distill*", "distillation", True),
+    ("distill*", "Distilled", True),
+    ("distill*", "distill", True),
+    ("distill*", "undistilled", False),
+    ("distill*", "distil", False),
+    ("large language model*", "large language models", True),
+    ("large language model*", "largelanguagemodels", True),
+    ("fine-tun*", "finetuned", True),
+    ("LLM*", "LLMs", True),
+    # word boundaries
+    ("RAG", "fragment", False),
+    ("RAG", "RAG-based retrieval", True),
+    ("RAG", "(RAG)", True),
+    ("RAG", "RAGs", False),
+    ("LoRA", "exploration", False),
+    ("LoRA", "LoRA's rank", True),
+    ("foo", "foo_bar", False),
+    ("C++", "C++ code", True),
+    ("C++", "written in C++.", True),
+    ("C++", "(C++)", True),
+    ("C++", "C++11", False),
+    ("C++", "C code", False),
+    ("C++", "C+ +", False),
+    ("C++ code", "C++code", True),
+    ("C++ code", "C++ - code", True),
+    ("C#", "C# and F#", True),
+    (".NET", "the .NET runtime", True),
+    (".NET", "ASP.NET", False),
+    ('"A*"', "the A* algorithm", True),
+    ('"A*"', "Algorithm A", False),
+    # non-ASCII
+    ("Schrödinger", "the Schrödinger equation", True),
+    ("schrödinger", "SCHRÖDINGER", True),
+    ("Schrödinger", "Schrödingers", False),
+    ("Ainu", "the Ainu language", True),
+    ("Ainu", "Ainuyo", False),
+    ("naïve Bayes", "naïve-Bayes", True),
+    ("café*", "cafés", True),
+    ("cat", "Schrödinger’s cat", True),
+    ("model", "the model’s output", True),
+    ("fine-tuning", "Schrödinger fine  -  tuning", True),
+    ("Schrödinger", "Schrodinger", False),
+    # regex: case-insensitive, no word boundaries added
+    ("/diffusion (model|policy)/", "Diffusion Policy learning", True),
+    ("/rag/", "fragment", True),
+    (r"/\brag\b/", "fragment", False),
+    ("/[A-Z]{3}/", "abc", True),
+    ("/gpt-?4/", "GPT4", True),
+    (r"/\d+B param/", "a 7B parameter model", True),
+    ("/^we/", "We begin.", True),
+    ("/^we/", "Here we begin.", False),
+]
+
+
+@pytest.mark.parametrize(("keyword", "abstract", "expected"), TEXT_CASES)
+def test_keyword_in_abstract(keyword: str, abstract: str, expected: bool) -> None:
+    """Each keyword form matches (or not) in the abstract exactly as the contract says."""
+    check_keyword(keyword, paper(abstract=abstract), expected)
+
+
+@pytest.mark.parametrize(("keyword", "abstract", "expected"), TEXT_CASES)
+def test_keyword_in_title(keyword: str, abstract: str, expected: bool) -> None:
+    """The same cases hold in the title, which goes through the same engine separately."""
+    check_keyword(keyword, paper(title=abstract, abstract="Unrelated words."), expected)
+
+
+# (keyword, paper fields, expected)
+FIELD_CASES = [
+    ("title:LoRA", {"title": "LoRA adapters"}, True),
+    ("title:LoRA", {"abstract": "LoRA adapters"}, False),
+    ("Title: LoRA", {"title": "LoRA adapters"}, True),
+    ("abstract:LoRA", {"abstract": "LoRA adapters"}, True),
+    ("abstract:LoRA", {"title": "LoRA adapters"}, False),
+    ("title:fine-tun*", {"title": "Finetuned"}, True),
+    ("title:/^lora/", {"title": "LoRA for all"}, True),
+    ("title:/^lora/", {"abstract": "LoRA for all"}, False),
+    ('title:"A*"', {"title": "A* search"}, True),
+    ("author:Yann LeCun", {"authors": ("Yann  LeCun",)}, True),
+    ("author:yann lecun", {"authors": ("Ada Lovelace", "Yann LeCun")}, True),
+    ("author:LeCun", {"authors": ("Yann LeCun",)}, False),
+    ("author:Yann", {"authors": ("Yann LeCun",)}, False),
+    ("author:Yann Le*", {"authors": ("Yann LeCun",)}, True),
+    ("author:/lecun$/", {"authors": ("Yann LeCun",)}, True),
+    ("author:Erwin Schrödinger", {"authors": ("ERWIN SCHRÖDINGER",)}, True),
+    ("author:LeCun", {"title": "LeCun", "abstract": "LeCun"}, False),
+    ("category:cs.CL", {"categories": ("cs.LG", "cs.CL")}, True),
+    ("category:CS.cl", {"categories": ("cs.CL",)}, True),
+    ("category:cs.C", {"categories": ("cs.CL",)}, False),
+    ("category:cs.*", {"categories": ("cs.LG",)}, True),
+    ("category:cs.*", {"categories": ("physics.cs", "csx.AB")}, False),
+    ("category:/^(cs|stat)\\.ML$/", {"categories": ("stat.ML",)}, True),
+    ("category:cs.CL", {"title": "cs.CL", "abstract": "cs.CL"}, False),
+]
+
+
+@pytest.mark.parametrize(("keyword", "fields", "expected"), FIELD_CASES)
+def test_field_prefix(keyword: str, fields: dict[str, Any], expected: bool) -> None:
+    """title:/abstract:/author:/category: look at their field only."""
+    check_keyword(keyword, paper(**fields), expected)
+
+
+def names(topics: list[Topic], p: Paper) -> list[str]:
+    """The matcher's verdict, checked against the oracle's."""
+    got = Matcher(topics).topics_for(p)
+    assert got == bench.ReferenceMatcher(topics).topics_for(p)
+    return got
+
+
+@pytest.mark.parametrize(
+    ("rule", "fields", "expected"),
+    [
+        ({"any": ["LoRA"], "none": ["survey"]}, {"title": "A survey of LoRA"}, False),
+        ({"any": ["LoRA"], "none": ["survey"]}, {"title": "LoRA at scale"}, True),
+        ({"any": ["LoRA"], "none": ["title:survey"]}, {"title": "LoRA", "abstract": "No survey."}, True),
+        ({"all": ["LoRA", "quantiz*"]}, {"title": "LoRA", "abstract": "quantized"}, True),
+        ({"all": ["LoRA", "quantiz*"]}, {"title": "LoRA"}, False),
+        ({"any": ["LoRA", "adapter*"], "all": ["vision"]}, {"title": "Adapters for vision"}, True),
+        ({"any": ["LoRA", "adapter*"], "all": ["vision"]}, {"title": "Vision transformers"}, False),
+        ({}, {"title": "Anything at all"}, True),
+        ({"none": ["survey"]}, {"title": "Anything at all"}, True),
+        ({"none": ["survey"]}, {"title": "A survey"}, False),
+        ({"any": ["LoRA"], "min_score": 5}, {"title": "LoRA", "score": None}, False),
+        ({"any": ["LoRA"], "min_score": 5}, {"title": "LoRA", "score": 4}, False),
+        ({"any": ["LoRA"], "min_score": 5}, {"title": "LoRA", "score": 5}, True),
+        ({"any": ["LoRA"], "min_score": 0}, {"title": "LoRA", "score": None}, True),
+        ({"min_score": 1}, {"title": "x", "score": None}, False),
+        ({"any": ["LoRA"], "sources": ["hf"]}, {"title": "LoRA", "sources": ("arxiv",)}, False),
+        ({"any": ["LoRA"], "sources": ["hf"]}, {"title": "LoRA", "sources": ("arxiv", "hf")}, True),
+        ({"any": ["LoRA"], "sources": ["hf"]}, {"title": "LoRA"}, False),
+        ({"any": ["LoRA"], "sources": None}, {"title": "LoRA"}, True),
+        ({"any": ["LoRA"], "sources": ()}, {"title": "LoRA"}, True),
+        ({"any": [], "all": []}, {"title": ""}, True),
+    ],
+)
+def test_rule_clauses(rule: dict[str, Any], fields: dict[str, Any], expected: bool) -> None:
+    """any/all/none/min_score/sources combine as documented; `none` beats `any`."""
+    assert names([topic(**rule)], paper(**fields)) == (["t"] if expected else [])
+
+
+def test_topics_in_given_order_with_shared_keywords() -> None:
+    """Callers rely on the topic order: a paper goes to the section of its first topic."""
+    topics = [
+        topic("zeta", any=["lora"]),
+        topic("alpha", any=["LoRA", "adapters"]),
+        topic("mid", any=["diffusion"]),
+        topic("omega", all=["LORA"], none=["survey"]),
+    ]
+    assert names(topics, paper("LoRA adapters")) == ["zeta", "alpha", "omega"]
+    assert names(topics, paper("LoRA survey")) == ["zeta", "alpha"]
+    assert Matcher([]).topics_for(paper("LoRA")) == []
+
+
+def test_invalid_keywords_are_reported_by_topic() -> None:
+    """A bad rule fails at compile time with every offending keyword named."""
+    with pytest.raises(ValueError, match=r"topic 'bad', any: 'autor:x'.*did you mean 'author:'") as e:
+        Matcher([topic("ok", any=["LoRA"]), topic("bad", any=["autor:x"], none=["/(/"])])
+    assert "topic 'bad', none: '/(/': invalid regex" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "message"),
+    [
+        ("", "empty keyword"),
+        ("   ", "empty keyword"),
+        (" - ", "empty keyword"),
+        ("autor:Hinton", "unknown field 'autor:' (did you mean 'author:'?"),
+        ("titel:LoRA", "did you mean 'title:'?"),
+        ("foo:bar", "known: title:, abstract:, author:, category:"),
+        ("*", "'*' alone"),
+        ("fine *", "'*' must directly follow a letter or digit"),
+        ("C++*", "'*' must directly follow a letter or digit"),
+        ("a*b", "'*' is only allowed at the end"),
+        ("**", "'*' is only allowed at the end"),
+        ("/(/", "invalid regex /(/: missing ), unterminated subpattern"),
+        ("//", "empty regex"),
+        ("/abc", "a regex must be written /like this/"),
+        ("++", "needs a letter or digit"),
+        ("title:", "nothing after 'title:'"),
+        ("author:  ", "nothing after 'author:'"),
+        ('"unterminated', "unterminated quote"),
+        ("one two three four five six seven eight nine", "at most 8 words"),
+    ],
+)
+def test_keyword_error(keyword: str, message: str) -> None:
+    """The config loader shows these messages to the user."""
+    error = keyword_error(keyword)
+    assert error is not None and message in error
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    ["LoRA", "distill*", '"A*"', "title:LoRA", "author:Yann Le*", "category:cs.*", "/x|y/", '"autor: x"', "C++", "Schrödinger"],
+)
+def test_valid_keywords(keyword: str) -> None:
+    """Every documented form is accepted."""
+    assert keyword_error(keyword) is None
+
+
+def test_explain_lines() -> None:
+    """`newsletter topics explain` prints exactly these aligned lines."""
+    topics = [
+        topic("fine-tuning", any=["LoRA", "fine-tuning"], none=["survey"]),
+        topic("diffusion", any=["diffusion*", "score-based"]),
+    ]
+    lines = [str(e) for e in Matcher(topics).explain(paper("LoRA for everyone", "We adapt models."))]
+    assert lines == [
+        'fine-tuning  MATCH     any: "LoRA" in title; none: –',
+        'diffusion    no match  any: none of ["diffusion*", "score-based"] matched',
+    ]
+
+
+def test_explain_clauses() -> None:
+    """Explanations say which keyword hit in which field, and why a clause failed."""
+    topics = [
+        topic("a", any=["LoRA", "adapter*"], all=["vision", "title:vision"], none=["survey"], min_score=5, sources=["hf"]),
+        topic("b", any=["author:Ada Lovelace", "category:cs.*"]),
+    ]
+    p = paper(
+        "LoRA for vision", "A survey of LoRA adapters.", authors=("Ada Lovelace",), categories=("cs.CV",), sources=("arxiv",)
+    )
+    a, b = Matcher(topics).explain(p)
+    assert not a.matched and b.matched
+    clauses = {c.name: c for c in a.clauses}
+    assert [(h.keyword, h.fields) for h in clauses["any"].hits] == [("LoRA", ("title", "abstract")), ("adapter*", ("abstract",))]
+    assert clauses["all"].ok and not clauses["none"].ok and not clauses["min_score"].ok and not clauses["sources"].ok
+    assert (
+        str(a).split("  ", 2)[2].strip()
+        == 'none: "survey" in abstract; min_score: score unknown (0) < 5; sources: arxiv not in [hf]'
+    )
+    assert str(b).endswith('any: "author:Ada Lovelace" in authors, "category:cs.*" in categories')
+    missing = Matcher([topic("c", all=["LoRA", "diffusion", "GAN"])]).explain(p)[0]
+    assert str(missing).endswith('all: missing "diffusion", "GAN"')
+    assert str(Matcher([topic("d")]).explain(p)[0]).endswith("MATCH     no conditions: takes every paper")
+
+
+def test_marks() -> None:
+    """Highlights cover the positive keywords of the given topics only, merged and sorted."""
+    title = "Efficient Fine-Tuning with LoRA: a survey"
+    abstract = "Large language models via finetuning. Not a fragment of RAG; lora."
+    p = paper(title, abstract)
+    topics = [
+        topic("ft", any=["fine-tuning", "LoRA"], none=["survey"]),
+        topic("llm", any=["large language", "language model*"], all=["title:efficient"]),
+        topic("rag", any=["RAG"]),
+        topic("meta", any=["author:Ada", "category:cs.CL"]),
+    ]
+    m = Matcher(topics)
+
+    def span(text: str, word: str) -> tuple[int, int]:
+        i = text.index(word)
+        return (i, i + len(word))
+
+    assert m.marks(p, ["ft"]) == Marks(
+        title=[span(title, "Fine-Tuning"), span(title, "LoRA")],
+        abstract=[span(abstract, "finetuning"), span(abstract, "lora")],
+    )
+    # overlapping "large language" + "language models" merge; the title-only `all` keyword marks the title only
+    assert m.marks(p, ["llm"]) == Marks(title=[span(title, "Efficient")], abstract=[span(abstract, "Large language models")])
+    assert m.marks(p, ["rag", "meta", "unknown"]) == Marks(title=[], abstract=[span(abstract, "RAG")])
+    touching = Matcher([topic(any=["fine", "tuning", "/e t/"])]).marks(paper("fine tuning"), ["t"])
+    assert touching == Marks(title=[(0, 11)], abstract=[])
+
+
+def test_counts() -> None:
+    """`topics try` shows how many papers each topic would take, zeros included."""
+    m = Matcher([topic("a", any=["LoRA"]), topic("b", any=["GAN"]), topic("c")])
+    assert m.counts([paper("LoRA"), paper("LoRA and GAN"), paper("x")]) == {"a": 2, "b": 1, "c": 3}
+
+
+# A few dozen research topics as a user would write them, over the real arXiv fixture
+RESEARCH: dict[str, dict[str, Any]] = {
+    "llm": {"any": ["large language model*", "LLM*", "GPT-4*", "ChatGPT"]},
+    "fine-tuning": {"any": ["fine-tuning", "LoRA", "parameter-efficient", "instruction tun*", "PEFT"]},
+    "rag": {"any": ["RAG", "retrieval-augmented", "retrieval augmented generation"]},
+    "diffusion": {"any": ["diffusion model*", "score-based", "denoising diffusion", "DDPM"], "none": ["reaction-diffusion"]},
+    "rl": {"any": ["reinforcement learning", "RLHF", "policy gradient*", "Q-learning", "reward model*"]},
+    "gnn": {"any": ["graph neural network*", "GNN*", "message passing", "graph convolution*"]},
+    "vision-language": {"any": ["vision-language", "VLM*", "multimodal", "multi-modal", "CLIP"]},
+    "distillation": {"any": ["distill*", "knowledge transfer"], "none": ["distillation column*"]},
+    "quantization": {
+        "any": ["quantiz*", "low-bit", "INT8", "4-bit"],
+        "none": ["quantized Hall", "/quantization of (the )?(electromagnetic|gauge) field/"],
+    },
+    "robotics": {"any": ["robot*", "manipulation", "locomotion", "embodied"]},
+    "speech": {"any": ["speech recognition", "ASR", "text-to-speech", "TTS", "speech"]},
+    "federated": {"any": ["federated learning", "federated"]},
+    "privacy": {"any": ["differential privacy", "differentially private", "privacy-preserving", "membership inference"]},
+    "safety": {"any": ["jailbreak*", "red-teaming", "red teaming", "alignment", "AI safety"], "none": ["sequence alignment"]},
+    "transformers": {"any": ["transformer*", "self-attention", "attention mechanism*"], "none": ["power transformer*"]},
+    "nlp-title": {"any": ["title:language model*", "title:NLP", "title:machine translation"]},
+    "llm-eval": {"any": ["benchmark*", "evaluation"], "all": ["large language model*"]},
+    "quantum-computing": {"any": ["quantum comput*", "qubit*", "quantum circuit*", "NISQ", "quantum error correction"]},
+    "quantum-ml": {"all": ["quantum", "machine learning"]},
+    "black-holes": {"any": ["black hole*", "event horizon", "Hawking radiation"]},
+    "dark-matter": {"any": ["dark matter", "WIMP*", "axion*"]},
+    "gravitational-waves": {"any": ["gravitational wave*", "LIGO", "GW150914", "gravitational-wave"]},
+    "exoplanets": {"any": ["exoplanet*", "transiting planet*", "JWST", "habitable zone"]},
+    "superconductivity": {"any": ["superconduct*", "Cooper pair*", "BCS"]},
+    "topology": {"any": ["topological insulator*", "Chern number*", "topological phase*", "Majorana"]},
+    "graph-theory": {"any": ["chromatic number", "Ramsey", "planar graph*", "hypergraph*"], "none": ["graph neural network*"]},
+    "pde": {"any": ["Navier-Stokes", "partial differential equation*", "PDE*", "Schrödinger equation*"]},
+    "protein": {"any": ["protein*", "AlphaFold", "molecular dynamics", "drug discovery"]},
+    "medical-imaging": {"any": ["MRI", "CT scan*", "medical imag*", "segmentation"], "all": ["/medical|clinical|patient/"]},
+    "epidemiology": {"any": ["epidemic*", "COVID-19", "SARS-CoV-2", "infection*"]},
+    "finance": {"any": ["portfolio*", "asset pricing", "volatility", "stock*"], "sources": ["arxiv"]},
+    "econ": {"any": ["category:econ.*", "category:q-fin.*"]},
+    "cs-cl": {"any": ["category:cs.CL", "category:cs.IR"], "none": ["title:survey"]},
+    "c-plus-plus": {"any": ["C++", "CUDA", "GPU kernel*", "compiler*"]},
+    "3d": {"any": ["3D", "point cloud*", "NeRF*", "Gaussian splatting"]},
+    "authors": {"any": ["author:Yoshua Bengio", "author:/\\bli$/", "author:Jun C*"]},
+    "popular": {"any": ["LLM*", "diffusion*"], "min_score": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def arxiv() -> list[Paper]:
+    """The real papers of the fixture, with made-up scores and sources so every clause gets exercised."""
+    rng = random.Random(5)
+    return [
+        Paper(
+            **{
+                **p.to_dict(),
+                "published": None,
+                "score": rng.choice((None, 0, 2, 5)),
+                "sources": rng.choice((("arxiv",), ("hf",), ("arxiv", "hf"))),
+            }
+        )
+        for p in bench.load_arxiv_papers(FIXTURE)
+    ]
+
+
+def test_matches_oracle_on_real_papers(arxiv: list[Paper]) -> None:
+    """On 1504 real arXiv papers the matcher, `explain` and the per-keyword regex loop all agree."""
+    topics = [topic(name, **rule) for name, rule in RESEARCH.items()]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics, prefilter=True)
+    assert len(arxiv) == 1504
+    counts = dict.fromkeys(RESEARCH, 0)
+    for i, p in enumerate(arxiv):
+        got = matcher.topics_for(p)
+        assert got == oracle.topics_for(p), p.id
+        if i % 5 == 0:
+            assert [e.topic for e in matcher.explain(p) if e.matched] == got
+        for name in got:
+            counts[name] += 1
+    # the topics are realistic: each takes some papers, none takes them all
+    assert all(0 < n < len(arxiv) / 3 for n in counts.values()), counts
+
+
+def test_marks_on_real_papers(arxiv: list[Paper]) -> None:
+    """Marks on real text stay sorted, disjoint and inside the field."""
+    topics = [topic(name, **rule) for name, rule in RESEARCH.items()]
+    matcher = Matcher(topics)
+    marked = 0
+    for p in arxiv[:300]:
+        got = matcher.topics_for(p)
+        marks = matcher.marks(p, got)
+        for text, spans in ((p.title, marks.title), (p.abstract, marks.abstract)):
+            assert spans == sorted(spans) and all(a < b <= c < d for (a, b), (c, d) in itertools.pairwise(spans))
+            assert all(0 <= a < b <= len(text) for a, b in spans)
+        marked += bool(marks.title or marks.abstract)
+    assert marked > 50
+
+
+def test_matches_oracle_on_tricky_texts() -> None:
+    """Random texts glued from words, digits, punctuation and separators of every kind, ASCII or not."""
+    rng = random.Random(11)
+    words = ["fine", "tuning", "lora", "LoRA", "(lora)", "c", "c++", "C#", ".net", "net", "4o", "gpt", "café", "naïve"]
+    words += ["x_y", "3d", "model", "models"]
+    glue = [" ", "-", "--", " - ", "\n  ", "", ",", ", ", ".", "(", ")", "+", "++", "’", "\u2010", "_", "#", "\t"]
+    keywords = [
+        "fine-tuning",
+        "fine tun*",
+        "LoRA",
+        "lora*",
+        "C++",
+        "C#",
+        ".NET",
+        "GPT-4o",
+        "gpt*",
+        "café",
+        "naïve model*",
+        "3D",
+        "x_y",
+        "model",
+        "models",
+        "C++ model",
+        '"c++"',
+        "/c\\+\\+/",
+        "/Fine.Tuning/",
+        "(lora)",
+        "net model",
+    ]
+    topics = [topic(f"k{i}", any=[k]) for i, k in enumerate(keywords)]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+    for _ in range(3000):
+        text = "".join(rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(1, 6)))
+        p = paper(text, text.upper())
+        assert matcher.topics_for(p) == oracle.topics_for(p), repr(text)

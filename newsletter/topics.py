@@ -379,7 +379,7 @@ class Matcher:
         forms: dict[str, int] = {}
         sure: list[tuple[set[int], set[int]]] = []
         check: list[tuple[list[_Check], list[_Check]]] = []
-        self._regexes: tuple[list[_Check], list[_Check]] = ([], [])
+        regexes: tuple[list[_Check], list[_Check]] = ([], [])
         self._meta: dict[str, list[tuple[int, Callable[[str], object]]]] = {"author": [], "category": []}
         for kid, kw in enumerate(self._keywords):
             if kw.field in self._meta:
@@ -388,7 +388,7 @@ class Matcher:
             fields = [f for f, name in enumerate(TEXT_FIELDS) if kw.field in (None, name)]
             if kw.regex is not None:
                 for f in fields:
-                    self._regexes[f].append((kid, *_matching_regex(kw.regex)))
+                    regexes[f].append((kid, *_matching_regex(kw.regex)))
                 continue
             one_token = len(kw.words) == 1 and _WORD.fullmatch(kw.words[0]) is not None
             lowered = _lowered_pattern(kw)
@@ -402,6 +402,7 @@ class Matcher:
                         sure[a][f].add(kid)
                     else:
                         check[a][f].append((kid, lowered, True))
+        self._regexes = (tuple(regexes[0]), tuple(regexes[1]))
         self._entries = tuple([(frozenset(s[f]), tuple(c[f])) for s, c in zip(sure, check, strict=True)] for f in (0, 1))
         self._automaton: ahocorasick.Automaton | None = None
         if forms:
@@ -414,13 +415,14 @@ class Matcher:
         """Add to `found` the ids of the title/abstract keywords matching `text`, field number `f`; return it."""
         if not text:
             return found
-        checks = list(self._regexes[f])
+        checks = self._regexes[f]
         if self._automaton is not None:
             entries = self._entries[f]
             for a in {a for _, a in self._automaton.iter(_token_text(text))}:
                 sure, check = entries[a]
                 found |= sure
-                checks += check
+                if check:
+                    checks = checks + check
         if checks:
             low = text.lower()
             for kid, pattern, on_lowered in checks:

@@ -221,7 +221,7 @@ class Daemon:
                         continue
                     if decision.action == "missed":
                         store.record_slot(subscriber.email, decision.slot, "missed", now)
-                        log.warning("%s: slot %s passed more than %d h ago; its papers wait for the next slot", subscriber.email, edition_for(decision.slot), config.settings.catch_up_hours)
+                        (log.warning if last else log.debug)("%s: slot %s passed more than %d h ago; its papers wait for the next slot", subscriber.email, edition_for(decision.slot), config.settings.catch_up_hours)
                         continue
                     batches.setdefault(decision.slot, []).append(subscriber)
                 for slot, subscribers in sorted(batches.items(), key=lambda item: item[0]):

@@ -265,7 +265,7 @@ class Daemon:
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("%s", problem)
-            log.error("%s: %d problems; keeping the last good config", self.config.path, len(exc.problems))
+            log.error("%s: %d problem%s; keeping the last good config", self.config.path, len(exc.problems), "s" if len(exc.problems) != 1 else "")
             return
         old, self.config = self.config, fresh
         log.info("reloaded %s: %d sources, %d topics, %d subscribers", fresh.path, len(fresh.sources), len(fresh.topics), len(fresh.subscribers))

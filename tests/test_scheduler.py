@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
+from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 import time_machine
 
 from newsletter import scheduler
 from newsletter.config import Subscriber, parse
 from newsletter.environment import Env
+from newsletter.mailer import Outbox
 from newsletter.papers import Paper
 from newsletter.scheduler import Clock, Daemon, decide, edition_for, latest_slot, next_slot, slot_on
 from newsletter.store import Store
@@ -151,3 +154,33 @@ def test_the_tick_sends_everyone_due_at_a_slot_as_one_edition_and_records_the_sl
     with Store(env.db) as store:
         assert store.handled_slots()["cy@example.org"] == (utc(2026, 11, 25, 9, 0), "sent")
         assert scheduler.next_sends(config, store, utc(2026, 11, 25, 9, 1))[0][1] == utc(2026, 11, 26, 7, 30)
+
+
+def test_a_stop_mid_batch_finishes_the_message_in_flight_and_leaves_the_rest_due_for_the_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse(CONFIG, str(tmp_path / "subscribers.yaml"))
+    env = Env(outbox=tmp_path / "outbox", db=tmp_path / "state.db")
+    with Store(env.db) as store:
+        store.add_papers([Paper(id="2611.00001", title="Agents that read papers", sources=("local",))], utc(2026, 11, 25, 1, 0))
+    first = Daemon(config, env, Clock(), tick=1)
+
+    class StopAfterOne(Outbox):
+        """The signal arrives while the first message is being written."""
+
+        def send(self, msg: EmailMessage) -> str:
+            reply = super().send(msg)
+            first.stopping.set()
+            return reply
+
+    monkeypatch.setattr(scheduler, "make_transport", lambda env: StopAfterOne(env.outbox))
+    with time_machine.travel(utc(2026, 11, 25, 7, 30, 5), tick=False):
+        first.tick()
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    with Store(env.db) as store:
+        handled = store.handled_slots()
+    assert handled["ada@example.org"] == (utc(2026, 11, 25, 7, 30), "sent")
+    assert "bob@example.org" not in handled, "bob was not reached: his slot stays due"
+
+    monkeypatch.undo()
+    with time_machine.travel(utc(2026, 11, 25, 7, 31, 0), tick=False):
+        Daemon(config, env, Clock(), tick=1).tick()
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "outbox").glob("*.eml")) == ["ada@example.org.eml", "bob@example.org.eml"]

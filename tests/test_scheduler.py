@@ -11,7 +11,7 @@ import pytest
 import time_machine
 
 from newsletter import scheduler
-from newsletter.config import Subscriber, parse
+from newsletter.config import ConfigError, Subscriber, parse
 from newsletter.environment import Env
 from newsletter.mailer import Outbox
 from newsletter.papers import Paper
@@ -184,3 +184,14 @@ def test_a_stop_mid_batch_finishes_the_message_in_flight_and_leaves_the_rest_due
     with time_machine.travel(utc(2026, 11, 25, 7, 31, 0), tick=False):
         Daemon(config, env, Clock(), tick=1).tick()
     assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "outbox").glob("*.eml")) == ["ada@example.org.eml", "bob@example.org.eml"]
+
+
+def test_schedule_settings_are_validated_with_their_line() -> None:
+    text = "settings:\n  catch_up_hours: -1\n  fetch_every: 1\n"
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "subscribers.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "subscribers.yaml:2:3: settings.catch_up_hours: must be at least 0, got -1",
+        "subscribers.yaml:3:3: settings.fetch_every: must be at least 5, got 1",
+    ]
+    assert parse("settings:\n  catch_up_hours: 0\n", "s.yaml").settings.catch_up_hours == 0

@@ -200,10 +200,7 @@ class Daemon:
         except Exception:
             log.exception("fetch failed")
             return
-        log.info("%s", line)
-        for r in results:
-            if r.error:
-                log.warning("source %s failed: %s", r.name, r.error)
+        log.info("%s", line)  # each failing source is also named by pipeline.fetch, at warning level
 
     def tick(self) -> None:
         """Send every subscriber who is due now, one batch per slot."""

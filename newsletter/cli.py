@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from . import config as config_mod
-from . import environment, pipeline, tokens
+from . import environment, pipeline, scheduler, tokens
 from .config import Config, ConfigError
 from .environment import Env, EnvError
 from .mailer import transport as make_transport
@@ -197,6 +198,38 @@ def status(ctx: click.Context) -> None:
     last = [r for r in rows if r["status"] == "sent"][-5:]
     for row in last:
         click.echo(f"  sent     {row['subscriber']} at {row['updated']}")
+    with Store(env.db) as store:
+        _print_schedule(config, store, pipeline.utcnow())
+
+
+def _print_schedule(config: Config, store: Store, now: datetime) -> None:
+    """The daemon's side of `status`: next send per subscriber, last fetch per source, last runs."""
+    click.echo("Next sends:")
+    for subscriber, upcoming, last in scheduler.next_sends(config, store, now):
+        when = "paused" if upcoming is None else f"{upcoming.astimezone(ZoneInfo(subscriber.timezone)):%a %Y-%m-%d %H:%M %Z} ({_when(upcoming)})"
+        handled = f"; last slot {_when(last[0])}: {last[1]}" if last else ""
+        click.echo(f"  {subscriber.email} [{subscriber.frequency}]: {when}{handled}")
+    click.echo("Last fetch:")
+    health = store.source_health()
+    for source in config.sources:
+        h = health.get(source.name)
+        state = "never" if h is None else f"{_when(h.last_attempt)} ({'ok' if h.consecutive_failures == 0 else 'failed: ' + (h.last_error or '')})"
+        click.echo(f"  {source.name}: {state}")
+    for key in ("run.last_fetch", "run.last_send"):
+        click.echo(f"Last {key.split('_')[-1]} run: {store.meta(key) or 'never'}")
+
+
+@cli.command()
+@click.option("--tick", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="Seconds between checks for subscribers due.")
+@click.option("--clock", "clock_start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. For rehearsing a schedule and for tests.")
+@click.pass_context
+def run(ctx: click.Context, tick: float, clock_start: datetime | None) -> None:
+    """The daemon: fetches and sends on schedule until SIGTERM or Ctrl-C."""
+    env, config = _ready(ctx)
+    logging.getLogger("newsletter.scheduler").setLevel(logging.INFO)
+    if clock_start is not None and clock_start.tzinfo is None:
+        clock_start = clock_start.replace(tzinfo=timezone.utc)
+    sys.exit(scheduler.Daemon(config, env, scheduler.Clock(clock_start), tick=tick).run())
 
 
 @cli.group()

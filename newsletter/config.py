@@ -34,6 +34,8 @@ class Settings:
     max_papers_per_topic: int = 10
     horizon_days: int = 7
     allow_private_network: bool = False
+    catch_up_hours: int = 12  # `run`: a slot missed while down is still sent if this recent
+    fetch_every: int = 60  # `run`: minutes between fetches of hf_daily and feed sources
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ class _Checker:
         return Config(path, settings, sources, topics, subscribers)
 
     def settings(self, node: Any, root: CommentedMap) -> Settings:
-        keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network")
+        keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network", "catch_up_hours", "fetch_every")
         m = self.mapping(node, root, "settings", "settings", keys)
         if m is None:
             return Settings()
@@ -255,6 +257,8 @@ class _Checker:
             max_papers_per_topic=self.count(m, "max_papers_per_topic", "settings", d.max_papers_per_topic, 1),
             horizon_days=self.count(m, "horizon_days", "settings", d.horizon_days, 1),
             allow_private_network=self.value(m, "allow_private_network", "settings", bool, d.allow_private_network),
+            catch_up_hours=self.count(m, "catch_up_hours", "settings", d.catch_up_hours, 0),
+            fetch_every=self.count(m, "fetch_every", "settings", d.fetch_every, 5),
         )
 
     def sources(self, node: Any, root: CommentedMap, base: Path) -> tuple[Source, ...]:

@@ -7,7 +7,7 @@ import fcntl
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -184,24 +184,34 @@ def send(
     dry_run: bool = False,
     only: str | None = None,
     renderer: Renderer | None = None,
+    edition: str | None = None,
+    subscribers: Sequence[Subscriber] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> SendReport:
-    """Deliver every active subscriber's digest through the ledger; papers are marked sent only once accepted."""
+    """Deliver every active subscriber's digest through the ledger; papers are marked sent only once accepted.
+
+    The scheduler passes the slot's `edition` name (so a restart in the same slot finds the slot's rows and never
+    sends a second digest for it), the batch of `subscribers` due, and `should_stop`, checked between messages.
+    """
     now = now or utcnow()
     report = SendReport()
     renderer = renderer or Renderer(env.base_url, env.templates)
     planner = Planner(config, store, now)
     secret = secret_key(env, store)
-    edition = f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
-    subscribers = [s for s in config.subscribers if not s.paused and (only is None or s.email.lower() == only.lower())]
-    wanted = {s.email.lower(): s for s in subscribers}
+    edition = edition or f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    candidates = config.subscribers if subscribers is None else subscribers
+    batch = [s for s in candidates if not s.paused and (only is None or s.email.lower() == only.lower())]
+    wanted = {s.email.lower(): s for s in batch}
     with _lock(store.path):
         if not dry_run:
             store.recover_interrupted()
             for row in store.deliveries(("pending", "deferred")):
                 subscriber = wanted.get(row["subscriber"])
-                if subscriber is not None:
+                if subscriber is not None and not should_stop():
                     _deliver(row["edition"], subscriber, planner, renderer, transport, store, env, secret, report, resume=True)
-        for subscriber in subscribers:
+        for subscriber in batch:
+            if should_stop():
+                break
             digest = planner.next_digest(subscriber)
             if digest is None:
                 continue

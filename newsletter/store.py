@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS sent (
     sent_at TEXT NOT NULL,
     PRIMARY KEY (subscriber, paper_id)
 );
+CREATE TABLE IF NOT EXISTS schedule (
+    subscriber TEXT PRIMARY KEY,
+    slot TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -284,6 +290,22 @@ class Store:
         wanted = list(statuses)
         marks = ",".join("?" * len(wanted))
         return list(self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted))
+
+    # the daemon's schedule: the last slot handled per subscriber, so restarts neither skip nor double a send
+
+    def handled_slots(self) -> dict[str, tuple[datetime, str]]:
+        """Subscriber (lower-case) → (last slot handled, what happened: sent, nothing-new, missed...)."""
+        return {r["subscriber"]: (datetime.fromisoformat(r["slot"]), r["outcome"]) for r in self.db.execute("SELECT * FROM schedule")}
+
+    def record_slot(self, subscriber: str, slot: datetime, outcome: str, now: datetime | None = None) -> None:
+        """Mark a slot handled; an older slot never overwrites a newer one."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO schedule (subscriber, slot, outcome, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(subscriber) DO UPDATE SET slot = excluded.slot, outcome = excluded.outcome, updated = excluded.updated "
+                "WHERE excluded.slot > schedule.slot",
+                (subscriber.lower(), slot.astimezone(timezone.utc).isoformat(), outcome, (now or utcnow()).isoformat()),
+            )
 
     # installation-wide values
 

@@ -1,0 +1,282 @@
+"""`newsletter run`: when each subscriber's digest is due, in their own timezone, and the daemon that sends it.
+
+The slot arithmetic at the top is pure (dates and zones in, UTC instants out) so DST and catch-up rules are tested
+without waiting. The `Daemon` below wires it to APScheduler: fetch jobs, a tick that sends every subscriber due as
+one batch per slot, a config watcher, and a clean stop on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from types import FrameType
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import config as config_mod
+from . import pipeline
+from .config import WEEKDAYS, Config, ConfigError, Subscriber
+from .environment import Env
+from .mailer import transport as make_transport
+from .store import Store, utcnow
+
+log = logging.getLogger("newsletter.scheduler")
+
+ARXIV_TYPES = ("arxiv_rss", "arxiv_api")
+# arXiv announces Sunday to Thursday at 20:00 US Eastern; its feeds carry the new listing shortly after midnight there.
+ARXIV_FETCH = {"day_of_week": "mon-fri", "hour": 0, "minute": 30, "timezone": "America/New_York"}
+WATCH_SECONDS = 2.0  # how often the config file's mtime is checked
+SCAN_DAYS = 8  # a weekly subscriber has a slot within any 8 consecutive local days
+
+
+# slot arithmetic (pure)
+
+
+def slot_on(subscriber: Subscriber, day: date) -> datetime | None:
+    """The UTC instant of the subscriber's send on this local date, or None when their frequency skips the day.
+
+    A local time that does not exist (clocks spring forward over it) sends at the first instant after the gap;
+    a local time that happens twice (clocks fall back) sends once, at its first occurrence.
+    """
+    weekday = day.weekday()
+    if subscriber.frequency == "weekdays" and weekday >= 5:
+        return None
+    if subscriber.frequency == "weekly" and WEEKDAYS[weekday] != subscriber.day:
+        return None
+    zone = ZoneInfo(subscriber.timezone)
+    wall = datetime.combine(day, subscriber.send_at)
+    while not _exists(wall, zone):
+        wall += timedelta(minutes=1)
+    return wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+
+
+def _exists(wall: datetime, zone: ZoneInfo) -> bool:
+    """Whether this wall-clock time happens at all in the zone (it does not inside a spring-forward gap)."""
+    there = wall.replace(tzinfo=zone).astimezone(timezone.utc).astimezone(zone)
+    return there.replace(tzinfo=None) == wall
+
+
+def _local_days(subscriber: Subscriber, around: datetime, before: int, after: int) -> Iterable[date]:
+    today = around.astimezone(ZoneInfo(subscriber.timezone)).date()
+    return (today + timedelta(days=n) for n in range(-before, after + 1))
+
+
+def next_slot(subscriber: Subscriber, after: datetime) -> datetime:
+    """The first slot strictly after `after`."""
+    for day in _local_days(subscriber, after, 1, SCAN_DAYS):
+        slot = slot_on(subscriber, day)
+        if slot is not None and slot > after:
+            return slot
+    raise AssertionError(f"no slot within {SCAN_DAYS} days for {subscriber.email}")  # every frequency has one
+
+
+def latest_slot(subscriber: Subscriber, now: datetime) -> datetime | None:
+    """The most recent slot at or before `now` (within the last SCAN_DAYS days)."""
+    slots = [s for day in _local_days(subscriber, now, SCAN_DAYS, 1) if (s := slot_on(subscriber, day)) is not None and s <= now]
+    return max(slots, default=None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the tick does about one subscriber now: send the slot's digest, or record it as missed."""
+
+    subscriber: Subscriber
+    slot: datetime
+    action: str  # "send" | "missed"
+
+
+def decide(subscriber: Subscriber, now: datetime, handled: datetime | None, grace: timedelta) -> Decision | None:
+    """Due when the latest slot is not handled yet; older unhandled slots collapse into it (one catch-up, never a burst).
+
+    A slot that passed longer ago than `grace` (the daemon was down) is only recorded as missed: its papers are not
+    lost, they wait for the next slot, since a digest holds everything not yet sent.
+    """
+    if subscriber.paused:
+        return None
+    slot = latest_slot(subscriber, now)
+    if slot is None or (handled is not None and slot <= handled):
+        return None
+    return Decision(subscriber, slot, "send" if now - slot <= grace else "missed")
+
+
+def edition_for(slot: datetime) -> str:
+    """The ledger's edition name for a slot: one row per subscriber and slot, so a restart never sends the slot twice."""
+    return f"slot-{slot.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}"
+
+
+def next_sends(config: Config, store: Store, now: datetime) -> list[tuple[Subscriber, datetime | None, tuple[datetime, str] | None]]:
+    """For `newsletter status`: each subscriber's next send (None when paused) and last handled slot."""
+    handled = store.handled_slots()
+    return [(s, None if s.paused else next_slot(s, now), handled.get(s.email.lower())) for s in config.subscribers]
+
+
+# the daemon
+
+
+class Clock:
+    """The daemon's clock: real time, or real time shifted so it read `start` when the daemon began (--clock)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.offset = (start - utcnow()) if start else timedelta(0)
+
+    def now(self) -> datetime:
+        return utcnow() + self.offset
+
+
+class Daemon:
+    """Fetches on schedule, sends each slot's batch, reloads the config when it changes, stops cleanly on a signal."""
+
+    def __init__(self, config: Config, env: Env, clock: Clock | None = None, tick: float = 20.0) -> None:
+        self.config = config
+        self.env = env
+        self.clock = clock or Clock()
+        self.tick_seconds = tick
+        self.stopping = threading.Event()
+        self._stamp = _stamp(config.path)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=timezone.utc,
+        )
+
+    def run(self) -> int:
+        """Fetch once, then run the schedule until SIGTERM/SIGINT; 0 once the message in flight is done."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        log.info("newsletter run: %d sources, %d subscribers, tick %g s", len(self.config.sources), len(self.config.subscribers), self.tick_seconds)
+        self.fetch(None)  # a restart's catch-up digests should hold what was published meanwhile
+        if not self.stopping.is_set():
+            self._schedule_fetches()
+            self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds), id="tick", executor="send", next_run_time=datetime.now(timezone.utc))
+            self.scheduler.add_job(self.watch, IntervalTrigger(seconds=min(WATCH_SECONDS, self.tick_seconds)), id="watch")
+            self.scheduler.start()
+            self.stopping.wait()
+            self.scheduler.shutdown(wait=True)
+        log.info("newsletter run: stopped")
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping after the message in flight", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def _schedule_fetches(self) -> None:
+        """arXiv sources after each announcement; every other source every `settings.fetch_every` minutes."""
+        arxiv = tuple(s.name for s in self.config.sources if s.type in ARXIV_TYPES)
+        other = tuple(s.name for s in self.config.sources if s.type not in ARXIV_TYPES)
+        for job_id, names, trigger in (
+            ("fetch-arxiv", arxiv, CronTrigger(**ARXIV_FETCH)),
+            ("fetch-other", other, IntervalTrigger(minutes=self.config.settings.fetch_every)),
+        ):
+            if self.scheduler.get_job(job_id):
+                self.scheduler.remove_job(job_id)
+            if names:
+                self.scheduler.add_job(self.fetch, trigger, args=[names], id=job_id, executor="fetch")
+
+    def fetch(self, names: tuple[str, ...] | None) -> None:
+        """Fetch these sources (None: all) and log one summary line."""
+        config = self.config
+        if names is not None:
+            config = dataclasses.replace(config, sources=tuple(s for s in config.sources if s.name in names))
+        started = time.monotonic()
+        try:
+            with Store(self.env.db) as store:
+                results = pipeline.fetch(config, self.env, store, now=self.clock.now())
+                line = (
+                    f"fetch: {len(results)} sources, {sum(r.new for r in results)} papers new, "
+                    f"{sum(1 for r in results if r.error)} failed, {time.monotonic() - started:.1f} s"
+                )
+                store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+        except Exception:
+            log.exception("fetch failed")
+            return
+        log.info("%s", line)  # each failing source is also named by pipeline.fetch, at warning level
+
+    def tick(self) -> None:
+        """Send every subscriber who is due now, one batch per slot."""
+        now = self.clock.now()
+        config = self.config
+        grace = timedelta(hours=config.settings.catch_up_hours)
+        try:
+            with Store(self.env.db) as store:
+                handled = store.handled_slots()
+                batches: dict[datetime, list[Subscriber]] = {}
+                for subscriber in config.subscribers:
+                    last = handled.get(subscriber.email.lower())
+                    decision = decide(subscriber, now, last[0] if last else None, grace)
+                    if decision is None:
+                        continue
+                    if decision.action == "missed":
+                        store.record_slot(subscriber.email, decision.slot, "missed", now)
+                        (log.warning if last else log.debug)("%s: slot %s passed more than %d h ago; its papers wait for the next slot", subscriber.email, edition_for(decision.slot), config.settings.catch_up_hours)
+                        continue
+                    batches.setdefault(decision.slot, []).append(subscriber)
+                for slot, subscribers in sorted(batches.items(), key=lambda item: item[0]):
+                    if self.stopping.is_set():
+                        break
+                    self.send_batch(store, config, slot, subscribers)
+        except Exception:
+            log.exception("send tick failed")
+
+    def send_batch(self, store: Store, config: Config, slot: datetime, subscribers: list[Subscriber]) -> None:
+        """One pipeline.send for everyone due at this slot, then mark the slot handled for those it reached."""
+        started = time.monotonic()
+        edition = edition_for(slot)
+        try:
+            report = pipeline.send(
+                config, self.env, store, make_transport(self.env), now=self.clock.now(), edition=edition, subscribers=subscribers, should_stop=self.stopping.is_set
+            )
+        except RuntimeError as exc:  # another `newsletter send` holds the lock: try again next tick
+            log.warning("%s: %s", edition, exc)
+            return
+        outcomes = {o.email.lower(): o.status for o in report.outcomes}
+        for subscriber in subscribers:
+            outcome = outcomes.get(subscriber.email.lower())
+            if outcome is not None or not self.stopping.is_set():  # a stop leaves the rest due, for the restart
+                store.record_slot(subscriber.email, slot, outcome or "nothing-new", self.clock.now())
+        line = (
+            f"send {edition}: {len(subscribers)} due, {len(report.outcomes)} digests, {report.count('sent')} sent, "
+            f"{report.count('deferred')} deferred, {report.count('failed')} failed, {time.monotonic() - started:.1f} s"
+        )
+        store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+        log.info("%s", line)
+
+    def watch(self) -> None:
+        """Reload subscribers.yaml when it changes; an invalid edit keeps the last good config and logs every problem."""
+        stamp = _stamp(self.config.path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            fresh = config_mod.load(self.config.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("%s", problem)
+            log.error("%s: %d problem%s; keeping the last good config", self.config.path, len(exc.problems), "s" if len(exc.problems) != 1 else "")
+            return
+        old, self.config = self.config, fresh
+        log.info("reloaded %s: %d sources, %d topics, %d subscribers", fresh.path, len(fresh.sources), len(fresh.topics), len(fresh.subscribers))
+        if (old.sources, old.settings.fetch_every) != (fresh.sources, fresh.settings.fetch_every):
+            self._schedule_fetches()
+            added = tuple(s.name for s in fresh.sources if s not in old.sources)
+            if added:
+                self.scheduler.add_job(self.fetch, args=[added], executor="fetch")  # now, not at the next timer
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What the watcher compares: modification time and size (None while the file is missing)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -252,6 +252,10 @@ class SubscriberFile:
             if data.get("subscribers") is None:
                 data["subscribers"] = CommentedSeq()
             yield data["subscribers"]
+            if data["subscribers"]:
+                data["subscribers"].fa.set_block_style()
+            else:  # ruamel would write the list's leading comment and then `[]` on a line of its own: invalid YAML
+                data["subscribers"] = _flow(())
             out = io.StringIO()
             yaml.dump(data, out)
             text = out.getvalue()

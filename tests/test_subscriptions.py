@@ -152,3 +152,29 @@ def test_preferences_form_refuses_regexes_unknown_zones_and_bad_times(yaml_file:
     for bad in ({"keywords": "/(a+)+$/"}, {"timezone": "Mars/Olympus"}, {"send_at": "7pm"}, {"frequency": "hourly"}, {"keywords": "x" * 61}, {"topics": [], "keywords": ""}):
         with pytest.raises(InvalidInput):
             check_preferences(config, {**good, **bad})
+
+
+def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from smtpserver import SMTPServer
+
+    from newsletter.cli import cli
+
+    with SMTPServer() as smtp:
+        env = {**smtp.env(), "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DB": str(tmp_path / "state.db"), "NEWSLETTER_CONFIG": str(yaml_file)}
+        run = CliRunner().invoke
+        sent = run(cli, ["subscribe", "new@example.com", "--topics", "hf-top,exoplanets"], env=env)
+        assert sent.exit_code == 0, sent.output
+        (mail,) = smtp.messages
+        assert "/confirm/" in mail.get_content() and load(yaml_file).subscriber("new@example.com") is None
+
+        assert run(cli, ["subscribe", "x@example.com", "--topics", "nope"], env=env).exit_code == 1
+        added = run(cli, ["subscribe", "direct@example.com", "--topics", "exoplanets", "--confirmed"], env=env)
+        assert added.exit_code == 0 and "added to" in added.output
+        listing = run(cli, ["subscribers"], env=env)
+        assert "direct@example.com: exoplanets; daily at 07:00 UTC" in listing.output and "4 subscribers" in listing.output
+
+        assert run(cli, ["unsubscribe", "direct@example.com"], env=env).exit_code == 0
+        assert load(yaml_file).subscriber("direct@example.com") is None
+        again = run(cli, ["unsubscribe", "direct@example.com"], env=env)
+        assert again.exit_code == 1 and "is not a subscriber" in again.output

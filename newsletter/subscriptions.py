@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import secrets
@@ -27,11 +28,13 @@ from . import config as config_mod
 from . import tokens
 from .config import FREQUENCIES, WEEKDAYS, Config, Subscriber
 from .environment import Env
-from .mailer import Headers, Transport, build_message
+from .mailer import DeliveryError, Headers, Transport, build_message
 from .pipeline import Planner
 from .render import BUNDLED
 from .store import Store, utcnow
 from .topics import keyword_error
+
+log = logging.getLogger("newsletter.subscriptions")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CONFIRM = "confirm"  # token purpose of the double opt-in link
@@ -241,14 +244,13 @@ class SubscriberFile:
         """Yield the `subscribers:` list to change; on exit the file is re-validated and replaced in one rename."""
         with self.lock:
             before = self.path.read_text(encoding="utf-8")
+            config_mod.parse(before, str(self.path))  # a broken hand edit is reported, not edited further
             yaml = YAML(typ="rt")
             yaml.preserve_quotes = True
             yaml.width = 4096
             mapping, offset = _guess_indent(before)
             yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
-            data = yaml.load(before)
-            if not isinstance(data, CommentedMap):
-                raise config_mod.ConfigError([config_mod.Problem(str(self.path), 1, 1, "", "expected a mapping at the top")])
+            data = yaml.load(before) or CommentedMap()
             if data.get("subscribers") is None:
                 data["subscribers"] = CommentedSeq()
             yield data["subscribers"]
@@ -486,15 +488,20 @@ class Service:
         self._send(self.mails.confirm(config, pending))
 
     def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:
-        """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used."""
+        """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used.
+
+        The YAML is written before the pending row is used up, so a failed write leaves the link working."""
+        self.file.add(pending.email, pending.choice)
         if not take_pending(self.store, pending):
             return None
-        self.file.add(pending.email, pending.choice)
         forget_unsubscribed(self.store, pending.email)
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
         assert subscriber is not None
-        self._send(self.mails.welcome(config, self.store, subscriber, now))
+        try:
+            self._send(self.mails.welcome(config, self.store, subscriber, now))
+        except DeliveryError as exc:  # they are subscribed either way; the digest will reach them
+            log.warning("welcome mail to %s not sent: %s", subscriber.email, exc.reply)
         return subscriber
 
     def unsubscribe(self, email: str) -> bool:

@@ -330,3 +330,18 @@ def test_serve_requires_a_secret_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "serve"], env={"NEWSLETTER_SECRET_KEY": ""})
     assert result.exit_code == 1
     assert "NEWSLETTER_SECRET_KEY is required" in result.output
+
+
+def test_a_failed_write_keeps_the_link_working_and_a_failed_welcome_keeps_the_subscription(site: Site) -> None:
+    subscribe(site, "late@example.org", ["agents"])
+    confirm = link(site.mails_to("late@example.org")[0], "confirm")
+    page = site.client.get(confirm)
+    good = site.yaml()
+    site.config_path.write_text(good + "  - this is: [not valid\n", encoding="utf-8")  # someone is mid-edit
+    assert site.client.post(confirm, data={"csrf": csrf(page.text)}).status_code == 503
+    site.config_path.write_text(good, encoding="utf-8")
+
+    site.smtp.sink.reply = lambda rcpt: "550 5.1.1 mailbox full" if rcpt.startswith("late@") else None
+    done = site.client.post(confirm, data={"csrf": csrf(page.text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert load(site.config_path).subscriber("late@example.org") is not None

@@ -90,5 +90,12 @@ def test_subscribe_confirm_in_a_phone_sized_browser(chromium: str, server: tuple
             assert "Saved" in page.inner_text("main")
             page.screenshot(path=str(SHOTS / "5-preferences.png"), full_page=True)
             assert load(config_path).subscriber("grace@example.org").keywords == ("tool use",)  # type: ignore[union-attr]
+
+            page.click("text=Unsubscribe instead")
+            assert page.locator("h1").inner_text() == "Unsubscribe"
+            page.click("button[type=submit]")
+            assert page.locator("h1").inner_text() == "You are unsubscribed"
+            page.screenshot(path=str(SHOTS / "6-unsubscribed.png"), full_page=True)
+            assert load(config_path).subscriber("grace@example.org") is None
         finally:
             browser.close()

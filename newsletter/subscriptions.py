@@ -161,8 +161,9 @@ def allow(store: Store, kind: str, key: str, limit: int, window: timedelta, now:
     """Count one event against (kind, key) unless `limit` were already counted within `window`."""
     now = now or utcnow()
     with store.transaction() as db:
-        db.execute("DELETE FROM rate_events WHERE at < ?", ((now - timedelta(days=2)).isoformat(),))
-        used = db.execute("SELECT COUNT(*) FROM rate_events WHERE kind = ? AND key = ? AND at >= ?", (kind, key.lower(), (now - window).isoformat())).fetchone()[0]
+        since = (now - window).isoformat()
+        db.execute("DELETE FROM rate_events WHERE kind = ? AND at < ?", (kind, since))
+        used = db.execute("SELECT COUNT(*) FROM rate_events WHERE kind = ? AND key = ? AND at >= ?", (kind, key.lower(), since)).fetchone()[0]
         if used >= limit:
             return False
         db.execute("INSERT INTO rate_events (kind, key, at) VALUES (?, ?, ?)", (kind, key.lower(), now.isoformat()))

@@ -241,8 +241,10 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         added = subscriptions.SubscriberFile(config.path).add(address, choice)
         click.echo(f"{address} {'added to' if added else 'is already in'} {config.path}")
         return
+    if not env.secret_key:
+        _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, pipeline.secret_key(env, store), lambda: make_transport(env))
+        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: make_transport(env))
         try:
             service.subscribe(address, choice)
         except subscriptions.RateLimited:

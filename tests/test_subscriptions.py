@@ -169,6 +169,8 @@ def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> 
         assert "/confirm/" in mail.get_content() and load(yaml_file).subscriber("new@example.com") is None
 
         assert run(cli, ["subscribe", "x@example.com", "--topics", "nope"], env=env).exit_code == 1
+        keyless = run(cli, ["subscribe", "y@example.com"], env={**env, "NEWSLETTER_SECRET_KEY": ""})
+        assert keyless.exit_code == 1 and "NEWSLETTER_SECRET_KEY is required" in keyless.output
         added = run(cli, ["subscribe", "direct@example.com", "--topics", "exoplanets", "--confirmed"], env=env)
         assert added.exit_code == 0 and "added to" in added.output
         listing = run(cli, ["subscribers"], env=env)

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from . import config as config_mod
-from . import environment, pipeline, scheduler, tokens
+from . import environment, pipeline, scheduler, subscriptions, tokens
 from .config import Config, ConfigError
 from .environment import Env, EnvError
 from .mailer import transport as make_transport
@@ -250,6 +250,86 @@ def topics_explain(ctx: click.Context, paper_id: str) -> None:
     click.echo(f"{paper.id}: {paper.title}")
     for explanation in Matcher(all_topics(config)).explain(paper):
         click.echo(str(explanation))
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--topics", "topic_list", metavar="A,B", help="Comma-separated topic names (default: every topic).")
+@click.option("--frequency", type=click.Choice(config_mod.FREQUENCIES), default="daily", show_default=True)
+@click.option("--confirmed", is_flag=True, help="Add to subscribers.yaml directly instead of mailing a confirmation link.")
+@click.pass_context
+def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency: str, confirmed: bool) -> None:
+    """Mail EMAIL a confirmation link (or, with --confirmed, add them at once)."""
+    env, config = _ready(ctx, need_smtp_settings=False)
+    try:
+        address = subscriptions.normalise_email(email)
+        wanted = [t.strip() for t in topic_list.split(",") if t.strip()] if topic_list else list(config.topics)
+        unknown = [t for t in wanted if t not in config.topics]
+        if unknown:
+            raise subscriptions.InvalidInput(f"unknown topic {', '.join(unknown)} (defined: {', '.join(config.topics)})")
+        choice = subscriptions.check_choice(config, wanted, frequency)
+    except subscriptions.InvalidInput as exc:
+        _fail(str(exc))
+    if confirmed:
+        added = subscriptions.SubscriberFile(config.path).add(address, choice)
+        click.echo(f"{address} {'added to' if added else 'is already in'} {config.path}")
+        return
+    if not env.secret_key:
+        _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
+    with Store(env.db) as store:
+        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: make_transport(env))
+        try:
+            service.subscribe(address, choice)
+        except subscriptions.RateLimited:
+            _fail(f"too many confirmation mails to {address} lately; try again later or use --confirmed")
+    where = f"SMTP {env.smtp_host}" if env.smtp_host else f"the outbox {env.outbox.resolve()}"
+    click.echo(f"Confirmation mail for {address} handed to {where}; they are added once they confirm.")
+
+
+@cli.command()
+@click.argument("email")
+@click.pass_context
+def unsubscribe(ctx: click.Context, email: str) -> None:
+    """Remove EMAIL from subscribers.yaml now."""
+    env, config = _ready(ctx, need_smtp_settings=False)
+    with Store(env.db) as store:
+        service = subscriptions.Service(env, config.path, store, "", lambda: make_transport(env))
+        removed = service.unsubscribe(email)
+    if not removed:
+        _fail(f"{email} is not a subscriber in {config.path}")
+    click.echo(f"{email} removed from {config.path}")
+
+
+@cli.command()
+@click.pass_context
+def subscribers(ctx: click.Context) -> None:
+    """List subscribers with their topics and schedule."""
+    _, config = _ready(ctx, need_smtp_settings=False)
+    for s in config.subscribers:
+        when = s.frequency + (f" ({s.day})" if s.frequency == "weekly" else "") + f" at {s.send_at.strftime('%H:%M')} {s.timezone}"
+        extra = f"; keywords: {', '.join(s.keywords)}" if s.keywords else ""
+        click.echo(f"{s.email}{' [paused]' if s.paused else ''}: {', '.join(s.topics) or '-'}{extra}; {when}")
+    click.echo(f"{len(config.subscribers)} subscriber{'s' if len(config.subscribers) != 1 else ''} in {config.path}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """The web app: subscribe, confirm, preferences and one-click unsubscribe."""
+    import uvicorn
+
+    from .web import create_app
+
+    env, config = _ready(ctx, need_smtp_settings=False)
+    if not env.secret_key:
+        _fail("NEWSLETTER_SECRET_KEY is required for `serve` (it signs the links in mails)")
+    issues = environment.problems(env)
+    if issues:
+        _fail("; ".join(issues))
+    click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
+    uvicorn.run(create_app(env, config.path), host=host, port=port, proxy_headers=True, server_header=False)
 
 
 def _renderer(env: Env) -> Renderer:

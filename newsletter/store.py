@@ -63,6 +63,23 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_subscriptions (
+    email TEXT PRIMARY KEY,
+    nonce TEXT NOT NULL,
+    topics TEXT NOT NULL,
+    frequency TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rate_events (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_events_key ON rate_events(kind, key, at);
+CREATE TABLE IF NOT EXISTS unsubscribed (
+    email TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+);
 """
 
 

@@ -1,0 +1,305 @@
+"""The subscription web app (`newsletter serve`): subscribe, confirm, preferences and unsubscribe pages, no JavaScript needed."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import subscriptions as subs
+from . import tokens
+from .config import FREQUENCIES, WEEKDAYS, ConfigError
+from .environment import Env
+from .mailer import DeliveryError, Transport
+from .mailer import transport as make_transport
+from .render import BUNDLED
+from .store import Store
+
+log = logging.getLogger("newsletter.web")
+
+CSRF_COOKIE = "newsletter_csrf"
+MAX_FIELDS = 500
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),  # the tokens in our URLs must not leak to other sites
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware adding the same defensive headers to every response."""
+
+    def __init__(self, app: ASGIApp, https: bool) -> None:
+        self.app = app
+        self.extra = SECURITY_HEADERS + ([(b"strict-transport-security", b"max-age=31536000")] if https else [])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [h for h in self.extra if h[0] not in present]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(
+    env: Env,
+    config_path: Path,
+    *,
+    limits: subs.Limits | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+) -> Starlette:
+    """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
+    if not env.secret_key:
+        raise ValueError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
+    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: make_transport(env)))
+    routes = [
+        Route("/", pages.subscribe_form, methods=["GET"]),
+        Route("/", pages.subscribe, methods=["POST"]),
+        Route("/confirm/{token}", pages.confirm_form, methods=["GET"]),
+        Route("/confirm/{token}", pages.confirm, methods=["POST"]),
+        Route("/preferences/{token}", pages.preferences_form, methods=["GET"]),
+        Route("/preferences/{token}", pages.preferences, methods=["POST"]),
+        Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
+        Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
+        Route("/style.css", pages.stylesheet, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(SecurityHeaders, https=env.base_url.startswith("https://"))
+    return app
+
+
+class Pages:
+    """The request handlers; blocking work (SQLite, the YAML file, SMTP) runs in the thread pool."""
+
+    def __init__(self, env: Env, config_path: Path, secret: str, limits: subs.Limits, transport_factory: Callable[[], Transport]) -> None:
+        self.env = env
+        self.config_path = config_path
+        self.secret = secret
+        self.limits = limits
+        self.transport_factory = transport_factory
+        folders = ([env.templates] if env.templates else []) + [p for p in BUNDLED if p.is_dir()]
+        jinja = jinja2.Environment(loader=jinja2.FileSystemLoader([str(p) for p in folders]), autoescape=True, undefined=jinja2.StrictUndefined)
+        self.templates = Jinja2Templates(env=jinja)
+        self.secure_cookie = env.base_url.startswith("https://")
+
+    @contextmanager
+    def service(self) -> Iterator[subs.Service]:
+        with Store(self.env.db) as store:
+            yield subs.Service(self.env, self.config_path, store, self.secret, self.transport_factory, self.limits)
+
+    # rendering
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        """Render a page with a CSRF token for its forms, setting the cookie it is checked against."""
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        response = self.templates.TemplateResponse(request, f"web/{name}", {"csrf": token, **context}, status_code=status)
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=self.secure_cookie, path="/")
+        return response
+
+    def message(self, request: Request, title: str, text: str, status: int = 200, **context: Any) -> Response:
+        return self.page(request, "message.html", status, title=title, text=text, **context)
+
+    def unavailable(self, request: Request, exc: Exception) -> Response:
+        log.error("subscription change failed: %s", exc)
+        return self.message(request, "Please try again later", "We could not complete that just now. Nothing was changed; please try again in a few minutes.", 503)
+
+    def invalid_link(self, request: Request) -> Response:
+        return self.message(request, "This link does not work", "It may have expired, been used already, or been cut off by your mail program. You can start again from the subscribe page.", 400, home=True)
+
+    async def form(self, request: Request) -> FormData | None:
+        """The posted form if its CSRF token matches the cookie and it comes from our own pages; else None."""
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and origin.rstrip("/") not in (self.env.base_url, f"{request.url.scheme}://{request.url.netloc}"):
+            return None
+        form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        sent = str(form.get("csrf", ""))
+        return form if cookie and secrets.compare_digest(cookie, sent) else None
+
+    def forbidden(self, request: Request) -> Response:
+        return self.message(request, "Please try again", "The form had expired or did not come from this site. Reload the page and send it again.", 403)
+
+    # subscribe
+
+    async def subscribe_form(self, request: Request) -> Response:
+        return await run_in_threadpool(self._subscribe_page, request, {}, None, 200)
+
+    def _subscribe_page(self, request: Request, filled: dict[str, Any], error: str | None, status: int) -> Response:
+        try:
+            config = subs.SubscriberFile(self.config_path).load()
+        except ConfigError as exc:
+            return self.unavailable(request, exc)
+        return self.page(request, "subscribe.html", status, topics=config.topics, frequencies=FREQUENCIES, filled=filled, error=error)
+
+    async def subscribe(self, request: Request) -> Response:
+        form = await self.form(request)
+        if form is None:
+            return self.forbidden(request)
+        ip = request.client.host if request.client else "unknown"
+        return await run_in_threadpool(self._subscribe, request, form, ip)
+
+    def _subscribe(self, request: Request, form: FormData, ip: str) -> Response:
+        filled = {"email": str(form.get("email", "")), "topics": form.getlist("topics"), "frequency": str(form.get("frequency", "daily"))}
+        try:
+            config = subs.SubscriberFile(self.config_path).load()
+            email = subs.normalise_email(filled["email"])
+            choice = subs.check_choice(config, [str(t) for t in filled["topics"]], filled["frequency"])
+            with self.service() as service:
+                service.subscribe(email, choice, ip)
+        except subs.InvalidInput as exc:
+            return self._subscribe_page(request, filled, str(exc), 400)
+        except subs.RateLimited:
+            return self.message(request, "Too many attempts", "Please wait an hour before trying again.", 429)
+        except (ConfigError, DeliveryError) as exc:
+            return self.unavailable(request, exc)
+        return self.message(
+            request,
+            "Check your inbox",
+            f"If {email} can receive the digest, a mail with a confirmation link is on its way. Open it and press the button to start your subscription.",
+        )
+
+    # confirm
+
+    async def confirm_form(self, request: Request) -> Response:
+        return await run_in_threadpool(self._confirm_form, request, request.path_params["token"])
+
+    def _confirm_form(self, request: Request, token: str) -> Response:
+        with self.service() as service:
+            pending = subs.find_pending(service.store, self.secret, token)
+        if pending is None:
+            return self.invalid_link(request)
+        try:
+            config = subs.SubscriberFile(self.config_path).load()
+        except ConfigError as exc:
+            return self.unavailable(request, exc)
+        titles = [config.topics[t].title for t in pending.choice.topics if t in config.topics]
+        return self.page(request, "confirm.html", email=pending.email, topics=titles, frequency=pending.choice.frequency)
+
+    async def confirm(self, request: Request) -> Response:
+        form = await self.form(request)
+        if form is None:
+            return self.forbidden(request)
+        return await run_in_threadpool(self._confirm, request, request.path_params["token"])
+
+    def _confirm(self, request: Request, token: str) -> Response:
+        try:
+            with self.service() as service:
+                pending = subs.find_pending(service.store, self.secret, token)
+                subscriber = service.confirm(pending) if pending else None
+        except (ConfigError, DeliveryError, RuntimeError, TimeoutError) as exc:
+            return self.unavailable(request, exc)
+        if subscriber is None:
+            return self.invalid_link(request)
+        preferences = f"/preferences/{tokens.sign(self.secret, tokens.PREFERENCES, subscriber.email)}"
+        return self.message(request, "You are subscribed", f"Welcome! {subscriber.email} will get the paper digest. A welcome mail with recent papers is on its way.", link=(preferences, "Change your preferences"))
+
+    # preferences
+
+    async def preferences_form(self, request: Request) -> Response:
+        return await run_in_threadpool(self._preferences, request, request.path_params["token"], None)
+
+    async def preferences(self, request: Request) -> Response:
+        form = await self.form(request)
+        if form is None:
+            return self.forbidden(request)
+        return await run_in_threadpool(self._preferences, request, request.path_params["token"], form)
+
+    def _preferences(self, request: Request, token: str, form: FormData | None) -> Response:
+        email = tokens.verify(self.secret, tokens.PREFERENCES, token)
+        if email is None:
+            return self.invalid_link(request)
+        file = subs.SubscriberFile(self.config_path)
+        try:
+            config = file.load()
+        except ConfigError as exc:
+            return self.unavailable(request, exc)
+        subscriber = config.subscriber(email)
+        if subscriber is None:
+            return self.message(request, "Not subscribed", f"{email} is not subscribed (any more).", 404, home=True)
+        prefs, error, saved, status = subs.Preferences.of(subscriber), None, False, 200
+        if form is not None:
+            fields: dict[str, Any] = {k: form.get(k) for k in ("keywords", "frequency", "day", "send_at", "timezone", "paused")}
+            fields["topics"] = form.getlist("topics")
+            try:
+                prefs = subs.check_preferences(config, fields)
+                file.update(email, prefs, config.settings)
+                saved = True
+            except subs.InvalidInput as exc:
+                error, status = str(exc), 400
+            except (ConfigError, RuntimeError, TimeoutError) as exc:
+                return self.unavailable(request, exc)
+        unsubscribe = f"/unsubscribe/{tokens.sign(self.secret, tokens.UNSUBSCRIBE, email)}"
+        return self.page(
+            request, "preferences.html", status, email=subscriber.email, prefs=prefs, topics=config.topics, frequencies=FREQUENCIES,
+            weekdays=WEEKDAYS, timezones=subs.timezones(), error=error, saved=saved, unsubscribe=unsubscribe,
+        )
+
+    # unsubscribe
+
+    async def unsubscribe_form(self, request: Request) -> Response:
+        email = tokens.verify(self.secret, tokens.UNSUBSCRIBE, request.path_params["token"])
+        if email is None:
+            return self.invalid_link(request)
+        config = await run_in_threadpool(_load_or_none, self.config_path)
+        subscribed = config is None or config.subscriber(email) is not None
+        return self.page(request, "unsubscribe.html", email=email, subscribed=subscribed)
+
+    async def unsubscribe(self, request: Request) -> Response:
+        """The page's button (with CSRF) and RFC 8058 one-click POSTs from mail providers (no cookies) both land here."""
+        token = request.path_params["token"]
+        form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        if not one_click:
+            cookie = request.cookies.get(CSRF_COOKIE, "")
+            if not cookie or not secrets.compare_digest(cookie, str(form.get("csrf", ""))):
+                return self.forbidden(request)
+        email = tokens.verify(self.secret, tokens.UNSUBSCRIBE, token)
+        if email is None:
+            return PlainTextResponse("invalid unsubscribe link\n", status_code=400) if one_click else self.invalid_link(request)
+        try:
+            await run_in_threadpool(self._unsubscribe, email)
+        except (ConfigError, RuntimeError, TimeoutError) as exc:
+            if one_click:
+                log.error("one-click unsubscribe of %s failed: %s", email, exc)
+                return PlainTextResponse("please try again later\n", status_code=503)
+            return self.unavailable(request, exc)
+        if one_click:
+            return PlainTextResponse("unsubscribed\n")
+        return self.message(request, "You are unsubscribed", f"{email} will get no more digests. Sorry to see you go.", home=True)
+
+    def _unsubscribe(self, email: str) -> None:
+        with self.service() as service:
+            service.unsubscribe(email)
+
+    async def stylesheet(self, request: Request) -> Response:
+        source, _, _ = self.templates.env.loader.get_source(self.templates.env, "web/style.css")  # type: ignore[union-attr]
+        return Response(source, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+
+
+def _load_or_none(path: Path) -> Any:
+    try:
+        return subs.SubscriberFile(path).load()
+    except ConfigError:
+        return None

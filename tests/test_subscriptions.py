@@ -1,0 +1,182 @@
+"""subscribers.yaml edits that keep a person's file as they wrote it, pending opt-ins, rate limits and input checks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from newsletter.config import ConfigError, load
+from newsletter.store import Store
+from newsletter.subscriptions import (
+    Choice,
+    InvalidInput,
+    Preferences,
+    SubscriberFile,
+    add_pending,
+    allow,
+    check_preferences,
+    confirm_token,
+    find_pending,
+    normalise_email,
+    take_pending,
+)
+
+SAMPLE = Path(__file__).parent.parent / "subscribers.yaml"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def yaml_file(tmp_path: Path) -> Path:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(SAMPLE.read_text(encoding="utf-8").replace("url: samples/", f"url: {SAMPLE.parent}/samples/"), encoding="utf-8")
+    return path
+
+
+def test_adding_and_removing_leaves_every_other_line_as_written(yaml_file: Path) -> None:
+    original = yaml_file.read_text(encoding="utf-8")
+    assert SubscriberFile(yaml_file).add("new@example.com", Choice(("exoplanets",), "weekly"))
+    assert yaml_file.read_text(encoding="utf-8") == original + "  - email: new@example.com\n    topics: [exoplanets]\n    frequency: weekly\n"
+    assert not SubscriberFile(yaml_file).add("NEW@example.com", Choice(("hf-top",))), "an address is added once, whatever its case"
+    assert SubscriberFile(yaml_file).remove("new@example.com")
+    assert yaml_file.read_text(encoding="utf-8") == original
+    assert not SubscriberFile(yaml_file).remove("new@example.com"), "removing twice is a no-op"
+
+
+def test_removing_someone_in_the_middle_keeps_comments_quotes_and_order(yaml_file: Path) -> None:
+    original = yaml_file.read_text(encoding="utf-8")
+    assert SubscriberFile(yaml_file).remove("grace@example.org")
+    after = yaml_file.read_text(encoding="utf-8")
+    grace = "  - email: grace@example.org\n    name: Grace\n    topics: [llm-agents, hf-top]\n    frequency: weekdays\n"
+    assert after == original.replace(grace, "")
+
+
+def test_an_edit_that_would_make_the_file_invalid_is_refused_and_nothing_is_written(yaml_file: Path) -> None:
+    original = yaml_file.read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown topic 'no-such-topic'"):
+        SubscriberFile(yaml_file).add("x@example.com", Choice(("no-such-topic",)))
+    assert yaml_file.read_text(encoding="utf-8") == original
+    assert not list(yaml_file.parent.glob(".subscribers.yaml.*.tmp")), "no temp file is left behind"
+
+
+def test_a_write_by_someone_not_taking_the_lock_is_never_overwritten(yaml_file: Path) -> None:
+    edited_by_hand = yaml_file.read_text(encoding="utf-8").replace("max_papers_per_topic: 8", "max_papers_per_topic: 9")
+    with pytest.raises(RuntimeError, match="changed while it was being edited"):
+        with SubscriberFile(yaml_file).edit() as subscribers:
+            subscribers.pop()
+            yaml_file.write_text(edited_by_hand, encoding="utf-8")
+    assert yaml_file.read_text(encoding="utf-8") == edited_by_hand
+
+
+def test_concurrent_web_subscribes_and_hand_edits_all_survive(yaml_file: Path) -> None:
+    rounds = 15
+    lock = FileLock(str(yaml_file) + ".lock")
+
+    def subscribe_many() -> None:
+        for i in range(rounds):
+            SubscriberFile(yaml_file).add(f"reader{i}@example.com", Choice(("hf-top",)))
+
+    def hand_edit_many() -> None:  # e.g. a script or `flock subscribers.yaml.lock $EDITOR subscribers.yaml`
+        for i in range(rounds):
+            with lock:
+                text = yaml_file.read_text(encoding="utf-8")
+                text = text.replace(f"max_papers_per_topic: {8 + i}\n", f"max_papers_per_topic: {9 + i}\n")
+                text = text.replace("topics:\n", f"topics:\n  # hand note {i}\n", 1)
+                yaml_file.write_text(text, encoding="utf-8")
+
+    threads = [threading.Thread(target=subscribe_many), threading.Thread(target=hand_edit_many)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    config = load(yaml_file)
+    assert all(config.subscriber(f"reader{i}@example.com") for i in range(rounds))
+    assert config.settings.max_papers_per_topic == 8 + rounds
+    text = yaml_file.read_text(encoding="utf-8")
+    assert all(f"# hand note {i}\n" in text for i in range(rounds))
+    assert "# Sources, topics and subscribers for newsletter." in text
+
+
+def test_preferences_change_only_what_changed(yaml_file: Path) -> None:
+    config = load(yaml_file)
+    ada = config.subscriber("ada@example.org")
+    assert ada is not None
+    prefs = Preferences.of(ada)
+    assert SubscriberFile(yaml_file).update("ada@example.org", prefs, config.settings)
+    assert yaml_file.read_text(encoding="utf-8") == SAMPLE.read_text(encoding="utf-8").replace("url: samples/", f"url: {SAMPLE.parent}/samples/"), "saving unchanged preferences changes nothing"
+
+    paused = Preferences(("hf-top",), (), "weekly", "friday", time(7, 30), "Europe/London", True)
+    SubscriberFile(yaml_file).update("ada@example.org", paused, config.settings)
+    text = yaml_file.read_text(encoding="utf-8")
+    assert '    send_at: "07:30"\n' in text, "an untouched value keeps its quotes"
+    assert "keywords" not in text.split("ada@example.org")[1].split("- email")[0], "an emptied list goes"
+    ada = load(yaml_file).subscriber("ada@example.org")
+    assert ada is not None and (ada.topics, ada.frequency, ada.day, ada.paused) == (("hf-top",), "weekly", "friday", True)
+
+
+def test_a_confirmation_is_valid_for_48_hours_once_and_only_the_latest(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        first = add_pending(store, "a@example.org", Choice(("x",)), NOW)
+        second = add_pending(store, "a@example.org", Choice(("y",), "weekly"), NOW)
+        assert find_pending(store, "k", confirm_token("k", first), NOW) is None, "a newer request voids the older link"
+        found = find_pending(store, "k", confirm_token("k", second), NOW + timedelta(hours=47))
+        assert found is not None and found.choice == Choice(("y",), "weekly")
+        assert find_pending(store, "k", confirm_token("k", second), NOW + timedelta(hours=49)) is None
+        assert find_pending(store, "other-key", confirm_token("k", second), NOW) is None
+        assert take_pending(store, found) and not take_pending(store, found)
+
+
+def test_rate_limit_counts_within_a_sliding_window(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        hour = timedelta(hours=1)
+        assert [allow(store, "k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=m)) for m in range(3)] == [True, True, False]
+        assert allow(store, "k", "5.6.7.8", 2, hour, NOW), "keys are counted apart"
+        assert allow(store, "k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=61)), "the oldest attempt has left the window"
+
+
+def test_addresses_are_checked_without_dns(tmp_path: Path) -> None:
+    assert normalise_email(" Ada@Example.ORG ") == "Ada@example.org"
+    for bad in ("ada", "ada@localhost", "a b@example.org", "ada@example.org\r\nBcc: x@example.org"):
+        with pytest.raises(InvalidInput):
+            normalise_email(bad)
+
+
+def test_preferences_form_refuses_regexes_unknown_zones_and_bad_times(yaml_file: Path) -> None:
+    config = load(yaml_file)
+    good = {"topics": ["hf-top"], "keywords": "LoRA, tool use", "frequency": "weekly", "day": "friday", "send_at": "7:05", "timezone": "Asia/Tokyo"}
+    prefs = check_preferences(config, good)
+    assert prefs == Preferences(("hf-top",), ("LoRA", "tool use"), "weekly", "friday", time(7, 5), "Asia/Tokyo", False)
+    for bad in ({"keywords": "/(a+)+$/"}, {"timezone": "Mars/Olympus"}, {"send_at": "7pm"}, {"frequency": "hourly"}, {"keywords": "x" * 61}, {"topics": [], "keywords": ""}):
+        with pytest.raises(InvalidInput):
+            check_preferences(config, {**good, **bad})
+
+
+def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from smtpserver import SMTPServer
+
+    from newsletter.cli import cli
+
+    with SMTPServer() as smtp:
+        env = {**smtp.env(), "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DB": str(tmp_path / "state.db"), "NEWSLETTER_CONFIG": str(yaml_file)}
+        run = CliRunner().invoke
+        sent = run(cli, ["subscribe", "new@example.com", "--topics", "hf-top,exoplanets"], env=env)
+        assert sent.exit_code == 0, sent.output
+        (mail,) = smtp.messages
+        assert "/confirm/" in mail.get_content() and load(yaml_file).subscriber("new@example.com") is None
+
+        assert run(cli, ["subscribe", "x@example.com", "--topics", "nope"], env=env).exit_code == 1
+        keyless = run(cli, ["subscribe", "y@example.com"], env={**env, "NEWSLETTER_SECRET_KEY": ""})
+        assert keyless.exit_code == 1 and "NEWSLETTER_SECRET_KEY is required" in keyless.output
+        added = run(cli, ["subscribe", "direct@example.com", "--topics", "exoplanets", "--confirmed"], env=env)
+        assert added.exit_code == 0 and "added to" in added.output
+        listing = run(cli, ["subscribers"], env=env)
+        assert "direct@example.com: exoplanets; daily at 07:00 UTC" in listing.output and "4 subscribers" in listing.output
+
+        assert run(cli, ["unsubscribe", "direct@example.com"], env=env).exit_code == 0
+        assert load(yaml_file).subscriber("direct@example.com") is None
+        again = run(cli, ["unsubscribe", "direct@example.com"], env=env)
+        assert again.exit_code == 1 and "is not a subscriber" in again.output

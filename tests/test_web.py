@@ -1,0 +1,347 @@
+"""The subscription web app driven over HTTP (Starlette's test client), with mail caught by a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from pathlib import Path
+
+import itsdangerous.timed
+import pytest
+from click.testing import CliRunner
+from httpserver import LocalHTTPServer
+from smtpserver import SMTPServer
+from starlette.testclient import TestClient
+
+from newsletter import environment, pipeline, tokens
+from newsletter.cli import cli
+from newsletter.config import load
+from newsletter.environment import Env
+from newsletter.papers import Paper
+from newsletter.store import Store
+from newsletter.subscriptions import Limits
+from newsletter.web import create_app
+
+SECRET = "test-secret-key"
+
+CONFIG = """\
+# Hand-written header comment: keep me.
+settings:
+  allow_private_network: true
+  send_at: "07:00"   # quoted on purpose
+
+sources:
+  - name: hf
+    type: hf_daily
+    url: {base}/hf_daily_papers/personal-news-feed__daily_papers_2026-07-31.json
+  - name: cs-ai
+    type: arxiv_rss
+    categories: [cs.AI]
+    url: {base}/arxiv_rss/distill__arxiv_cs_ai.xml
+
+topics:
+  agents:
+    title: LLM agents
+    description: Language models that plan, call tools and act.
+    any: [agent*]
+  trending:
+    title: Trending
+    description: The most upvoted papers of the day.
+    sources: [hf]
+    min_score: 100
+
+subscribers:
+  # the founders
+  - email: ada@example.org   # Ada's comment
+    name: Ada
+    topics: [trending, agents]
+"""
+
+
+@dataclass
+class Site:
+    """Everything one test needs: the app's client, the mail catcher, and the files behind them."""
+
+    client: TestClient
+    smtp: SMTPServer
+    env: Env
+    environ: dict[str, str]
+    config_path: Path
+
+    def yaml(self) -> str:
+        return self.config_path.read_text(encoding="utf-8")
+
+    def mails_to(self, address: str) -> list[EmailMessage]:
+        return self.smtp.sink.to(address)
+
+    def fresh_client(self) -> TestClient:
+        """A second visitor: same app, no cookies."""
+        return TestClient(self.client.app)
+
+
+def csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "every form carries a CSRF token"
+    return match.group(1)
+
+
+def link(mail: EmailMessage, path: str) -> str:
+    """The first http://testserver link to `path` in a mail's text part, as a path for the test client."""
+    body = mail.get_body(("plain",))
+    assert body is not None
+    match = re.search(rf"http://testserver(/{path}/[\w.\-]+)", body.get_content())
+    assert match, f"no /{path}/ link in:\n{body.get_content()}"
+    return match.group(1)
+
+
+def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, limits: Limits | None = None, base_url: str = "http://testserver") -> Site:
+    config_path = tmp_path / "subscribers.yaml"
+    config_path.write_text(CONFIG.format(base=http_server.url("").rstrip("/")), encoding="utf-8")
+    environ = {
+        **smtp.env(),
+        "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_DB": str(tmp_path / "state.db"),
+        "NEWSLETTER_BASE_URL": base_url,
+        "NEWSLETTER_CONFIG": str(config_path),
+    }
+    env = environment.load(environ, dotenv=tmp_path / ".env")
+    app = create_app(env, config_path, limits=limits)
+    return Site(TestClient(app), smtp, env, environ, config_path)
+
+
+@pytest.fixture
+def site(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[Site]:
+    with SMTPServer() as smtp:
+        yield make_site(tmp_path, http_server, smtp)
+
+
+def subscribe(site: Site, email: str, topics: list[str], frequency: str = "daily", client: TestClient | None = None):  # type: ignore[no-untyped-def]
+    client = client or site.client
+    token = csrf(client.get("/").text)
+    return client.post("/", data={"csrf": token, "email": email, "topics": topics, "frequency": frequency})
+
+
+def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> None:
+    with Store(site.env.db) as store:
+        pipeline.fetch(load(site.config_path), site.env, store)
+
+    page = site.client.get("/")
+    assert page.status_code == 200
+    assert "Language models that plan, call tools and act." in page.text, "topics are offered with their descriptions"
+
+    answer = subscribe(site, "New.Reader@Example.COM", ["agents"], "weekdays")
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    (mail,) = site.mails_to("New.Reader@example.com")
+    assert mail["Subject"] == "Confirm your paper digest subscription"
+    confirm = link(mail, "confirm")
+
+    before = site.yaml()
+    shown = site.client.get(confirm)
+    assert shown.status_code == 200 and "Confirm subscription" in shown.text
+    assert site.yaml() == before, "opening the link (as mail scanners do) changes nothing"
+
+    done = site.client.post(confirm, data={"csrf": csrf(shown.text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    after = site.yaml()
+    assert after.startswith(before), "the person's file is untouched: comments, quotes, order"
+    assert after[len(before):] == "  - email: new.reader@example.com\n    topics: [agents]\n    frequency: weekdays\n"
+    assert load(site.config_path).subscriber("new.reader@example.com") is not None
+
+    welcome = site.mails_to("New.Reader@example.com")[-1]
+    assert welcome["Subject"] == "Welcome to the paper digest"
+    assert "https://arxiv.org/abs/" in welcome.get_body(("plain",)).get_content(), "the welcome shows recent papers for their topics"
+    assert site.client.post(confirm, data={"csrf": csrf(shown.text)}).status_code == 400, "a confirmation link works once"
+
+    result = CliRunner().invoke(cli, ["send"], env=site.environ, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    digest = next(m for m in site.mails_to("New.Reader@example.com") if m["Subject"].startswith("Paper digest"))
+    unsubscribe, preferences = link(digest, "unsubscribe"), link(digest, "preferences")
+    assert digest["List-Unsubscribe"] == f"<http://testserver{unsubscribe}>"
+    assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    prefs = site.client.get(preferences)
+    assert prefs.status_code == 200 and "new.reader@example.com" in prefs.text
+    saved = site.client.post(
+        preferences,
+        data={"csrf": csrf(prefs.text), "topics": ["agents", "trending"], "keywords": "tool use", "frequency": "weekly", "day": "friday", "send_at": "18:15", "timezone": "Europe/Berlin"},
+    )
+    assert saved.status_code == 200 and "Saved" in saved.text
+    me = load(site.config_path).subscriber("new.reader@example.com")
+    assert me is not None and (me.topics, me.keywords, me.frequency, me.day, me.timezone) == (("agents", "trending"), ("tool use",), "weekly", "friday", "Europe/Berlin")
+    assert me.send_at.strftime("%H:%M") == "18:15"
+    assert site.yaml().startswith(before), "editing preferences leaves everyone else's lines alone"
+
+    gone = site.fresh_client().post(unsubscribe, data={"List-Unsubscribe": "One-Click"})  # RFC 8058: no cookies, no CSRF token
+    assert gone.status_code == 200
+    assert load(site.config_path).subscriber("new.reader@example.com") is None
+    assert site.yaml() == before, "unsubscribing removes exactly what subscribing added"
+
+    with Store(site.env.db) as store:
+        store.add_papers([Paper(id="2611.00001", title="A new LLM agent benchmark", abstract="An agent evaluation.", sources=("cs-ai",), published=datetime.now(timezone.utc))])
+    sent_before = len(site.smtp.messages)
+    result = CliRunner().invoke(cli, ["send"], env=site.environ, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    recipients = [m["To"].addresses[0].addr_spec for m in site.smtp.messages[sent_before:]]
+    assert recipients == ["ada@example.org"], "the next send skips the person who left"
+
+
+def test_subscribing_an_address_that_is_already_subscribed_looks_the_same(site: Site) -> None:
+    known = subscribe(site, "ada@example.org", ["agents"])
+    unknown = subscribe(site, "zed@example.org", ["agents"])
+    assert known.status_code == unknown.status_code == 200
+    assert known.text.replace("ada@example.org", "X") == unknown.text.replace("zed@example.org", "X")
+    (note,) = site.mails_to("ada@example.org")
+    assert note["Subject"] == "You are already subscribed to the paper digest", "the owner is told; nothing changes"
+    assert "/preferences/" in note.get_content()
+    assert load(site.config_path).subscriber("ada@example.org").topics == ("trending", "agents")  # type: ignore[union-attr]
+
+
+def test_no_typed_text_reaches_a_mail(site: Site) -> None:
+    subscribe(site, "eve@example.org", ["agents", "<b>buy pills</b>", "trending\r\nBcc: x@example.org"], "hourly<script>")
+    assert site.mails_to("eve@example.org") == [], "an unknown frequency is refused"
+    subscribe(site, "eve@example.org", ["agents", "<b>buy pills</b>"])
+    (mail,) = site.mails_to("eve@example.org")
+    text = mail.get_content()
+    assert "LLM agents" in text and "pills" not in text and "<" not in text
+
+
+def test_bad_addresses_are_refused_with_the_form_kept(site: Site) -> None:
+    answer = subscribe(site, "not an address", ["agents"])
+    assert answer.status_code == 400
+    assert "does not look like an email address" in answer.text
+    assert 'value="not an address"' in answer.text and 'value="agents" checked' in answer.text
+    assert site.smtp.messages == []
+
+
+def test_forms_without_a_matching_csrf_token_are_refused(site: Site) -> None:
+    site.client.get("/")
+    assert site.client.post("/", data={"email": "a@example.org", "topics": "agents"}).status_code == 403
+    assert site.client.post("/", data={"csrf": "forged", "email": "a@example.org", "topics": "agents"}).status_code == 403
+    token = csrf(site.client.get("/").text)
+    other_site = site.client.post("/", data={"csrf": token, "email": "a@example.org", "topics": "agents"}, headers={"Origin": "https://evil.example"})
+    assert other_site.status_code == 403
+    assert site.smtp.messages == []
+
+    subscribe(site, "b@example.org", ["agents"])
+    confirm = link(site.mails_to("b@example.org")[0], "confirm")
+    assert site.fresh_client().post(confirm, data={"csrf": "x"}).status_code == 403
+    unsubscribe = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org")
+    assert site.fresh_client().post(unsubscribe, data={"csrf": "x"}).status_code == 403, "the page's button needs the token"
+    assert load(site.config_path).subscriber("ada@example.org") is not None
+
+
+def test_one_click_unsubscribe_accepts_multipart_and_is_idempotent(site: Site) -> None:
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org")
+    client = site.fresh_client()
+    assert client.post(url, files={"List-Unsubscribe": (None, "One-Click")}).status_code == 200
+    assert load(site.config_path).subscriber("ada@example.org") is None
+    assert client.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200, "twice is fine"
+    page = client.get(url)
+    assert page.status_code == 200 and "is not subscribed" in page.text
+    assert "# the founders" in site.yaml() and "# Hand-written header comment" in site.yaml()
+
+
+def test_the_unsubscribe_page_asks_before_it_acts(site: Site) -> None:
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org")
+    page = site.client.get(url)
+    assert page.status_code == 200 and "Stop sending the paper digest to <strong>ada@example.org</strong>" in page.text
+    assert load(site.config_path).subscriber("ada@example.org") is not None
+    done = site.client.post(url, data={"csrf": csrf(page.text)})
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert load(site.config_path).subscriber("ada@example.org") is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/confirm/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org nonce"),  # wrong purpose
+        "/unsubscribe/" + tokens.sign(SECRET, tokens.PREFERENCES, "ada@example.org"),  # wrong purpose
+        "/preferences/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org"),  # wrong purpose
+        "/unsubscribe/" + tokens.sign("another-secret", tokens.UNSUBSCRIBE, "ada@example.org"),  # forged
+        "/preferences/" + tokens.sign(SECRET, tokens.PREFERENCES, "ada@example.org")[:-2] + "xx",  # tampered
+        "/confirm/garbage",
+    ],
+)
+def test_links_with_bad_tokens_do_nothing(site: Site, path: str) -> None:
+    before = site.yaml()
+    assert site.client.get(path).status_code == 400
+    assert site.fresh_client().post(path, data={"List-Unsubscribe": "One-Click"}).status_code in (400, 403)
+    assert site.yaml() == before
+
+
+def test_confirmation_links_expire_and_only_the_latest_works(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_time = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() - 49 * 3600)
+    subscribe(site, "old@example.org", ["agents"])
+    monkeypatch.undo()
+    expired = link(site.mails_to("old@example.org")[0], "confirm")
+    assert site.client.get(expired).status_code == 400, "older than 48 hours"
+
+    subscribe(site, "twice@example.org", ["agents"])
+    subscribe(site, "twice@example.org", ["trending"])
+    first, second = (link(m, "confirm") for m in site.mails_to("twice@example.org"))
+    assert site.client.get(first).status_code == 400, "a newer request voids the older link"
+    page = site.client.get(second)
+    assert page.status_code == 200 and "Trending" in page.text
+
+
+def test_rate_limits_per_ip_and_per_address(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, limits=Limits(subscribe_per_ip=4, subscribe_per_address=10, mails_per_address=2))
+        answers = [subscribe(site, "spam@example.org", ["agents"]).status_code for _ in range(3)]
+        assert answers == [200, 200, 200], "the answer never tells whether a mail went out"
+        assert len(site.mails_to("spam@example.org")) == 2, "at most two confirmation mails per address per day"
+        assert subscribe(site, "other@example.org", ["agents"]).status_code == 200
+        blocked = subscribe(site, "third@example.org", ["agents"])
+        assert blocked.status_code == 429 and "Too many attempts" in blocked.text
+        assert site.mails_to("third@example.org") == []
+
+
+def test_pages_carry_security_headers(site: Site) -> None:
+    page = site.client.get("/")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "form-action 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script" not in page.text
+    cookie = page.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+def test_preferences_refuse_what_the_config_would_not_accept(site: Site) -> None:
+    url = "/preferences/" + tokens.sign(SECRET, tokens.PREFERENCES, "ada@example.org")
+    page = site.client.get(url)
+    before = site.yaml()
+    base = {"csrf": csrf(page.text), "topics": ["agents"], "frequency": "daily", "day": "monday", "send_at": "07:00", "timezone": "UTC"}
+    for bad in ({"keywords": "/(a+)+$/"}, {"timezone": "Mars/Olympus"}, {"send_at": "25:00"}, {"topics": [], "keywords": ""}):
+        answer = site.client.post(url, data={**base, **bad})
+        assert answer.status_code == 400, bad
+        assert 'class="error"' in answer.text
+    assert site.yaml() == before
+
+
+def test_serve_requires_a_secret_key(tmp_path: Path) -> None:
+    (tmp_path / "subscribers.yaml").write_text("topics:\n  a:\n    any: [x]\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "serve"], env={"NEWSLETTER_SECRET_KEY": ""})
+    assert result.exit_code == 1
+    assert "NEWSLETTER_SECRET_KEY is required" in result.output
+
+
+def test_a_failed_write_keeps_the_link_working_and_a_failed_welcome_keeps_the_subscription(site: Site) -> None:
+    subscribe(site, "late@example.org", ["agents"])
+    confirm = link(site.mails_to("late@example.org")[0], "confirm")
+    page = site.client.get(confirm)
+    good = site.yaml()
+    site.config_path.write_text(good + "  - this is: [not valid\n", encoding="utf-8")  # someone is mid-edit
+    assert site.client.post(confirm, data={"csrf": csrf(page.text)}).status_code == 503
+    site.config_path.write_text(good, encoding="utf-8")
+
+    site.smtp.sink.reply = lambda rcpt: "550 5.1.1 mailbox full" if rcpt.startswith("late@") else None
+    done = site.client.post(confirm, data={"csrf": csrf(page.text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert load(site.config_path).subscriber("late@example.org") is not None

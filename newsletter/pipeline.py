@@ -7,12 +7,13 @@ import fcntl
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from . import tokens
@@ -29,7 +30,8 @@ from .topics import Matcher
 
 log = logging.getLogger("newsletter")
 
-ARXIV_API_DELAY = 3.0  # seconds between pages, as arXiv's API terms ask
+ARXIV_API_INTERVAL = 3.0  # seconds between requests to the arXiv API, as its terms of use ask
+ARXIV_HOSTS = ("export.arxiv.org", "rss.arxiv.org")  # paced at ARXIV_API_INTERVAL even when no API source names them
 
 
 @dataclass
@@ -72,22 +74,35 @@ class SendReport:
 # fetching
 
 
-def fetch(config: Config, env: Env, store: Store, now: datetime | None = None, api_delay: float = ARXIV_API_DELAY) -> list[SourceResult]:
+def fetch(config: Config, env: Env, store: Store, now: datetime | None = None, api_interval: float = ARXIV_API_INTERVAL) -> list[SourceResult]:
     """Fetch and store every source; a broken source is recorded and never stops the others."""
-    return asyncio.run(_fetch_all(config, env, store, now or utcnow(), api_delay))
+    return asyncio.run(_fetch_all(config, env, store, now or utcnow(), api_interval))
 
 
-async def _fetch_all(config: Config, env: Env, store: Store, now: datetime, api_delay: float) -> list[SourceResult]:
-    policy = Policy(user_agent=user_agent(env.sender), allow_private_network=config.settings.allow_private_network)
+def host_intervals(sources: Iterable[Source], today: date, api_interval: float) -> dict[str, float]:
+    """arXiv's hosts, and the host of every arxiv_api source (a mirror too), get at least api_interval between requests."""
+    hosts = set(ARXIV_HOSTS)
+    for source in sources:
+        if source.type == "arxiv_api" and (source.url or source.query):
+            hosts.update((urlsplit(url).hostname or "").lower() for url in first_urls(source, today))
+    return {host: api_interval for host in hosts if host}
+
+
+async def _fetch_all(config: Config, env: Env, store: Store, now: datetime, api_interval: float) -> list[SourceResult]:
+    policy = Policy(
+        user_agent=user_agent(env.sender),
+        allow_private_network=config.settings.allow_private_network,
+        host_intervals=host_intervals(config.sources, now.date(), api_interval),
+    )
     async with Fetcher(policy) as fetcher:
-        return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now, api_delay) for source in config.sources)))
+        return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now) for source in config.sources)))
 
 
-async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: datetime, api_delay: float) -> SourceResult:
+async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> SourceResult:
     result = SourceResult(source.name)
     started = time.monotonic()
     try:
-        papers, validators, result.not_modified = await _download(fetcher, source, store, now, api_delay)
+        papers, validators, result.not_modified = await _download(fetcher, source, store, now)
     except (FetchError, SourceError) as exc:
         result.error = str(exc)
     except Exception as exc:  # a feed must never break the run; keep the type for the operator
@@ -98,7 +113,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
         log.warning("source %s failed: %s", source.name, result.error)
         return result
     result.papers = len(papers)
-    result.new = store.add_papers(papers, now)
+    result.new = store.add_papers(papers, now, replace=source.replace)
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)
     store.source_succeeded(source.name, result.new, now)
@@ -107,7 +122,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     return result
 
 
-async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime, api_delay: float) -> tuple[list[Paper], dict[str, tuple[str | None, str | None]], bool]:
+async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> tuple[list[Paper], dict[str, tuple[str | None, str | None]], bool]:
     """All pages of a source; validators are returned, not saved, so they are kept only once the papers are stored."""
     papers: list[Paper] = []
     validators: dict[str, tuple[str | None, str | None]] = {}
@@ -116,16 +131,14 @@ async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetim
         url: str | None = first
         while url:
             etag, last_modified = store.validators(url)
-            response = await fetcher.get(Request(url, etag, last_modified))
+            response = await fetcher.get(Request(url, etag, last_modified, source.timeout))
             if response.not_modified:
                 break
             unchanged = False
             parsed = parse(source, response.body, response.final_url, response.content_type)
             papers.extend(parsed.papers)
             validators[url] = (response.etag, response.last_modified)
-            url = parsed.next_url
-            if url:
-                await asyncio.sleep(api_delay)
+            url = parsed.next_url  # the next page waits its turn in the fetcher's per-host interval
     return papers, validators, unchanged
 
 

@@ -356,10 +356,19 @@ def test_concurrency_bound_is_respected(server: LocalHTTPServer) -> None:
 
 
 def test_host_interval_spaces_requests_to_one_host(server: LocalHTTPServer) -> None:
-    async def run() -> None:
-        async with Fetcher(make_policy(host_interval=0.2)) as fetcher:
-            await asyncio.gather(*(fetcher.get(Request(server.url("/feed.xml"))) for _ in range(3)))
+    async def run(host: str) -> None:
+        async with Fetcher(make_policy(host_intervals={"127.0.0.1": 0.2})) as fetcher:
+            await asyncio.gather(*(fetcher.get(Request(f"http://{host}:{server.port}/feed.xml")) for _ in range(3)))
 
     started = time.monotonic()
-    asyncio.run(run())
+    asyncio.run(run("127.0.0.1"))
     assert time.monotonic() - started >= 0.4
+    started = time.monotonic()
+    asyncio.run(run("localhost"))  # another host name: no interval configured, no waiting
+    assert time.monotonic() - started < 0.2
+
+
+def test_request_timeout_overrides_the_policy(server: LocalHTTPServer) -> None:
+    server.route("/feed.xml", Reply(200, FEED, delay=1))
+    assert fetch_error(Request(server.url("/feed.xml"), timeout=0.3), retries=0) == "timed out after 0.3 s"
+    assert fetch(Request(server.url("/feed.xml")), timeout=5.0, retries=0).body == FEED

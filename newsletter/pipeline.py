@@ -7,7 +7,7 @@ import fcntl
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -22,7 +22,7 @@ from .digest import Digest, all_topics, compose, match_all
 from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
 from .mailer import DeliveryError, Headers, Transport, build_message
-from .papers import Paper
+from .papers import Paper, merge
 from .render import Reader, Renderer
 from .sources import Source, SourceError, first_urls, parse
 from .store import Store, utcnow
@@ -74,26 +74,27 @@ class SendReport:
 # fetching
 
 
-def fetch(config: Config, env: Env, store: Store, now: datetime | None = None, api_interval: float = ARXIV_API_INTERVAL) -> list[SourceResult]:
+def fetch(config: Config, env: Env, store: Store, now: datetime | None = None, policy: Policy | None = None) -> list[SourceResult]:
     """Fetch and store every source; a broken source is recorded and never stops the others."""
-    return asyncio.run(_fetch_all(config, env, store, now or utcnow(), api_interval))
+    now = now or utcnow()
+    return asyncio.run(_fetch_all(config, store, now, policy or fetch_policy(config, env, now.date())))
 
 
-def host_intervals(sources: Iterable[Source], today: date, api_interval: float) -> dict[str, float]:
-    """arXiv's hosts, and the host of every arxiv_api source (a mirror too), get at least api_interval between requests."""
+def fetch_policy(config: Config, env: Env, today: date, api_interval: float = ARXIV_API_INTERVAL) -> Policy:
+    """Who we are, which networks we may reach, and how politely: arXiv's hosts, and the host of
+    every arxiv_api source (a mirror too), get at least api_interval seconds between requests."""
     hosts = set(ARXIV_HOSTS)
-    for source in sources:
+    for source in config.sources:
         if source.type == "arxiv_api" and (source.url or source.query):
             hosts.update((urlsplit(url).hostname or "").lower() for url in first_urls(source, today))
-    return {host: api_interval for host in hosts if host}
-
-
-async def _fetch_all(config: Config, env: Env, store: Store, now: datetime, api_interval: float) -> list[SourceResult]:
-    policy = Policy(
+    return Policy(
         user_agent=user_agent(env.sender),
         allow_private_network=config.settings.allow_private_network,
-        host_intervals=host_intervals(config.sources, now.date(), api_interval),
+        host_intervals={host: api_interval for host in hosts if host},
     )
+
+
+async def _fetch_all(config: Config, store: Store, now: datetime, policy: Policy) -> list[SourceResult]:
     async with Fetcher(policy) as fetcher:
         return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now) for source in config.sources)))
 
@@ -124,22 +125,23 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
 
 async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> tuple[list[Paper], dict[str, tuple[str | None, str | None]], bool]:
     """All pages of a source; validators are returned, not saved, so they are kept only once the papers are stored."""
-    papers: list[Paper] = []
+    papers: dict[str, Paper] = {}  # by id: pages and days may overlap
     validators: dict[str, tuple[str | None, str | None]] = {}
     unchanged = True
     for first in first_urls(source, now.date()):
         url: str | None = first
-        while url:
+        while url and url not in validators:  # a server that repeats its paging links must not loop us
             etag, last_modified = store.validators(url)
             response = await fetcher.get(Request(url, etag, last_modified, source.timeout))
             if response.not_modified:
                 break
             unchanged = False
             parsed = parse(source, response.body, response.final_url, response.content_type)
-            papers.extend(parsed.papers)
+            for paper in parsed.papers:
+                papers[paper.id] = merge(papers[paper.id], paper) if paper.id in papers else paper
             validators[url] = (response.etag, response.last_modified)
             url = parsed.next_url  # the next page waits its turn in the fetcher's per-host interval
-    return papers, validators, unchanged
+    return list(papers.values()), validators, unchanged
 
 
 # sending

@@ -178,11 +178,13 @@ class _Checker:
 
     def seconds(self, node: CommentedMap, key: str, path: str) -> float | None:
         """A positive number of seconds, or None when absent."""
-        value = self.value(node, key, path, (int, float), None)
-        if value is not None and not 0 < value <= 3600:
-            self.problem(node, key, _join(path, key), f"must be more than 0 and at most 3600 seconds, got {value}")
+        value = node.get(key)
+        if value is None:
             return None
-        return float(value) if value is not None else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            self.problem(node, key, _join(path, key), f"expected seconds, more than 0 and at most 3600, got {value!r}")
+            return None
+        return float(value)
 
     def strings(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
         """A list of non-empty strings (a lone string is accepted as a list of one)."""

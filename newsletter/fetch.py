@@ -30,8 +30,15 @@ _CONTENT_TYPES = {
 _ALLOW_HINT = "(set settings.allow_private_network to allow)"
 
 
+_ERROR_BODY_LIMIT = 64 * 1024  # bytes of an HTTP error's body kept for the source to explain it
+
+
 class FetchError(Exception):
     """A document could not be fetched; the message is a short reason fit to show an operator."""
+
+    def __init__(self, message: str, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.body = body  # an HTTP 4xx's own body (at most 64 KiB): some services explain the error there
 
 
 @dataclass(frozen=True)
@@ -255,7 +262,7 @@ class Fetcher:
                 )
             raise _Retry(reason, retry_after)
         if not 200 <= status < 300:
-            raise FetchError(reason)
+            raise FetchError(reason, await _head(response, _ERROR_BODY_LIMIT))
         limit = self._policy.max_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -282,6 +289,16 @@ class Fetcher:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._host_next[host] = loop.time() + interval
+
+
+async def _head(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of a body; the rest is never read."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
 
 
 def _local_path(url: str) -> Path | None:

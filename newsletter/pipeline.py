@@ -132,7 +132,10 @@ async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetim
         url: str | None = first
         while url and url not in validators:  # a server that repeats its paging links must not loop us
             etag, last_modified = store.validators(url)
-            response = await fetcher.get(Request(url, etag, last_modified, source.timeout))
+            try:
+                response = await fetcher.get(Request(url, etag, last_modified, source.timeout))
+            except FetchError as exc:
+                raise FetchError(_explain(source, exc, url)) from exc
             if response.not_modified:
                 break
             unchanged = False
@@ -142,6 +145,16 @@ async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetim
             validators[url] = (response.etag, response.last_modified)
             url = parsed.next_url  # the next page waits its turn in the fetcher's per-host interval
     return list(papers.values()), validators, unchanged
+
+
+def _explain(source: Source, error: FetchError, url: str) -> str:
+    """An HTTP error's reason, with the arXiv API's own explanation when its error document gives one."""
+    if source.type == "arxiv_api" and error.body:
+        try:
+            parse(source, error.body, url)
+        except SourceError as reason:
+            return f"{error}: {reason}"
+    return str(error)
 
 
 # sending

@@ -107,7 +107,7 @@ def test_every_fixture_over_http_gives_its_papers_or_a_recorded_error(tmp_path: 
         assert state.last_success is not None and state.consecutive_failures == 0
 
     assert "astroph" in results["arxiv_rss/aioarxiv__rss_error_bad_archive.xml"].error  # type: ignore[operator]
-    assert results[RECORDED + "arxiv.py__id_abc_error_400.json"].error == "HTTP 400 Bad Request"
+    assert results[RECORDED + "arxiv.py__id_abc_error_400.json"].error == "HTTP 400 Bad Request: arXiv API error: incorrect id format for abc"
     for name in ("fastfeedparser__malformed_rss_namespaced.xml", "feedparser__illformed_rss_empty_document.xml"):
         assert results[f"edge_cases/{name}"].error.startswith("not a feed")  # type: ignore[union-attr]
 

@@ -101,7 +101,6 @@ class Store:
         self.db.executescript(SCHEMA)
         if "revised" not in {r["name"] for r in self.db.execute("PRAGMA table_info(papers)")}:  # databases made before it existed
             self.db.execute("ALTER TABLE papers ADD COLUMN revised TEXT")
-        self.db.execute("CREATE INDEX IF NOT EXISTS papers_revised ON papers(revised)")
 
     def close(self) -> None:
         self.db.close()

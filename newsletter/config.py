@@ -178,6 +178,16 @@ class _Checker:
             return default
         return value
 
+    def seconds(self, node: CommentedMap, key: str, path: str) -> float | None:
+        """A positive number of seconds, or None when absent."""
+        value = node.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            self.problem(node, key, _join(path, key), f"expected seconds, more than 0 and at most 3600, got {value!r}")
+            return None
+        return float(value)
+
     def strings(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
         """A list of non-empty strings (a lone string is accepted as a list of one)."""
         if key not in node or node[key] is None:
@@ -262,7 +272,7 @@ class _Checker:
         )
 
     def sources(self, node: Any, root: CommentedMap, base: Path) -> tuple[Source, ...]:
-        keys = ("name", "type", "url", "categories", "announce_types", "query", "max_results", "days", "replace")
+        keys = ("name", "type", "url", "categories", "announce_types", "query", "max_results", "days", "replace", "timeout")
         out: list[Source] = []
         for i, item, item_path in self.items(node, root, "sources"):
             m = self.mapping(item, node, i, item_path, keys)
@@ -290,6 +300,7 @@ class _Checker:
                 max_results=self.count(m, "max_results", item_path, Source.max_results, 1),
                 days=self.count(m, "days", item_path, Source.days, 1),
                 replace=self.value(m, "replace", item_path, bool, False),
+                timeout=self.seconds(m, "timeout", item_path),
             )
             missing = {"feed": not source.url, "arxiv_rss": not (source.url or source.categories), "arxiv_api": not (source.url or source.query)}
             if missing.get(kind):

@@ -8,7 +8,8 @@ import mimetypes
 import os
 import socket
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -29,8 +30,15 @@ _CONTENT_TYPES = {
 _ALLOW_HINT = "(set settings.allow_private_network to allow)"
 
 
+_ERROR_BODY_LIMIT = 64 * 1024  # bytes of an HTTP error's body kept for the source to explain it
+
+
 class FetchError(Exception):
     """A document could not be fetched; the message is a short reason fit to show an operator."""
+
+    def __init__(self, message: str, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.body = body  # an HTTP 4xx's own body (at most 64 KiB): some services explain the error there
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class Request:
     url: str  # http(s) URL, file:///abs/path, or a plain filesystem path
     etag: str | None = None
     last_modified: str | None = None
+    timeout: float | None = None  # seconds for this document's exchanges; None: Policy.timeout
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class Policy:
     max_retry_after: float = 120.0  # a server asking for a longer wait gets an error instead
     allow_private_network: bool = False
     allowed_hosts: frozenset[str] = frozenset()  # lowercase hostnames exempt from the private-network refusal
-    host_interval: float = 0.0  # minimum seconds between starting two requests to one host
+    host_intervals: Mapping[str, float] = field(default_factory=dict)  # lowercase host -> minimum seconds between starting two requests to it
 
 
 def user_agent(contact: str | None) -> str:
@@ -152,14 +161,15 @@ class Fetcher:
     async def _get_http(self, request: Request) -> Response:
         """Follow redirects by hand, checking each hop, and turn the final answer into a Response."""
         url = _parse_http_url(request.url)
+        timeout = request.timeout or self._policy.timeout
         headers: dict[str, str] = {}
         if request.etag:
             headers["If-None-Match"] = request.etag
         if request.last_modified:
             headers["If-Modified-Since"] = request.last_modified
         for _ in range(self._policy.max_redirects + 1):
-            await self._check_host(url)
-            response, body = await self._with_retries(url, headers)
+            await self._check_host(url, timeout)
+            response, body = await self._with_retries(url, headers, timeout)
             if response.status_code in _REDIRECT_STATUSES:
                 url = _redirect_target(url, response)
                 continue
@@ -177,7 +187,7 @@ class Fetcher:
             )
         raise FetchError(f"too many redirects (more than {self._policy.max_redirects})")
 
-    async def _check_host(self, url: httpx.URL) -> None:
+    async def _check_host(self, url: httpx.URL, timeout: float) -> None:
         """Refuse hosts that resolve to loopback, private, link-local or otherwise non-public addresses.
 
         Residual risk: this resolves, checks, and then lets httpx resolve again to connect, so a
@@ -191,12 +201,12 @@ class Fetcher:
         port = url.port or (443 if url.scheme == "https" else 80)
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._policy.timeout):
+            async with asyncio.timeout(timeout):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(f"cannot resolve {host}: {exc.strerror}") from None
         except TimeoutError:
-            raise FetchError(f"resolving {host} timed out after {self._policy.timeout:g} s") from None
+            raise FetchError(f"resolving {host} timed out after {timeout:g} s") from None
         for *_, sockaddr in infos:
             address = str(sockaddr[0])
             kind = address_kind(address)
@@ -205,13 +215,13 @@ class Fetcher:
                 subject = f"{address} is" if address == host else f"{host} resolves to {address},"
                 raise FetchError(f"refused: {subject} {article} {kind} address {_ALLOW_HINT}")
 
-    async def _with_retries(self, url: httpx.URL, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+    async def _with_retries(self, url: httpx.URL, headers: dict[str, str], timeout: float) -> tuple[httpx.Response, bytes]:
         """Repeat one exchange on transient failure, backing off exponentially or as Retry-After asks."""
         policy = self._policy
         attempt = 0
         while True:
             try:
-                return await self._attempt(url, headers)
+                return await self._attempt(url, headers, timeout)
             except _Retry as failure:
                 if attempt >= policy.retries:
                     suffix = "" if attempt == 0 else f" (after {attempt} {'retry' if attempt == 1 else 'retries'})"
@@ -220,17 +230,16 @@ class Fetcher:
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    async def _attempt(self, url: httpx.URL, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+    async def _attempt(self, url: httpx.URL, headers: dict[str, str], timeout: float) -> tuple[httpx.Response, bytes]:
         """One HTTP exchange inside the concurrency bound and the total timeout."""
-        policy = self._policy
         await self._pace(url.host)
         async with self._slots:
             try:
-                async with asyncio.timeout(policy.timeout):
-                    async with self._client.stream("GET", url, headers=headers) as response:
+                async with asyncio.timeout(timeout):
+                    async with self._client.stream("GET", url, headers=headers, timeout=timeout) as response:
                         return response, await self._read(response)
             except (TimeoutError, httpx.TimeoutException):
-                raise _Retry(f"timed out after {policy.timeout:g} s") from None
+                raise _Retry(f"timed out after {timeout:g} s") from None
             except (httpx.NetworkError, httpx.RemoteProtocolError, OSError) as exc:
                 raise _Retry(f"connection failed: {exc or type(exc).__name__}") from None
             except httpx.DecodingError:
@@ -253,7 +262,7 @@ class Fetcher:
                 )
             raise _Retry(reason, retry_after)
         if not 200 <= status < 300:
-            raise FetchError(reason)
+            raise FetchError(reason, await _head(response, _ERROR_BODY_LIMIT))
         limit = self._policy.max_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -270,8 +279,8 @@ class Fetcher:
         return b"".join(chunks)
 
     async def _pace(self, host: str) -> None:
-        """Wait until host_interval has passed since the last request to this host was started."""
-        interval = self._policy.host_interval
+        """Wait until the host's interval has passed since the last request to it was started."""
+        interval = self._policy.host_intervals.get(host.lower(), 0.0)
         if interval <= 0:
             return
         loop = asyncio.get_running_loop()
@@ -280,6 +289,16 @@ class Fetcher:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._host_next[host] = loop.time() + interval
+
+
+async def _head(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of a body; the rest is never read."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
 
 
 def _local_path(url: str) -> Path | None:

@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from . import tokens
@@ -21,7 +22,7 @@ from .digest import Digest, all_topics, compose, match_all
 from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
 from .mailer import DeliveryError, Headers, Transport, build_message
-from .papers import Paper
+from .papers import Paper, merge
 from .render import Reader, Renderer
 from .sources import Source, SourceError, first_urls, parse
 from .store import Store, utcnow
@@ -29,7 +30,8 @@ from .topics import Matcher
 
 log = logging.getLogger("newsletter")
 
-ARXIV_API_DELAY = 3.0  # seconds between pages, as arXiv's API terms ask
+ARXIV_API_INTERVAL = 3.0  # seconds between requests to the arXiv API, as its terms of use ask
+ARXIV_HOSTS = ("export.arxiv.org", "rss.arxiv.org")  # paced at ARXIV_API_INTERVAL even when no API source names them
 
 
 @dataclass
@@ -72,22 +74,36 @@ class SendReport:
 # fetching
 
 
-def fetch(config: Config, env: Env, store: Store, now: datetime | None = None, api_delay: float = ARXIV_API_DELAY) -> list[SourceResult]:
+def fetch(config: Config, env: Env, store: Store, now: datetime | None = None, policy: Policy | None = None) -> list[SourceResult]:
     """Fetch and store every source; a broken source is recorded and never stops the others."""
-    return asyncio.run(_fetch_all(config, env, store, now or utcnow(), api_delay))
+    now = now or utcnow()
+    return asyncio.run(_fetch_all(config, store, now, policy or fetch_policy(config, env, now.date())))
 
 
-async def _fetch_all(config: Config, env: Env, store: Store, now: datetime, api_delay: float) -> list[SourceResult]:
-    policy = Policy(user_agent=user_agent(env.sender), allow_private_network=config.settings.allow_private_network)
+def fetch_policy(config: Config, env: Env, today: date, api_interval: float = ARXIV_API_INTERVAL) -> Policy:
+    """Who we are, which networks we may reach, and how politely: arXiv's hosts, and the host of
+    every arxiv_api source (a mirror too), get at least api_interval seconds between requests."""
+    hosts = set(ARXIV_HOSTS)
+    for source in config.sources:
+        if source.type == "arxiv_api" and (source.url or source.query):
+            hosts.update((urlsplit(url).hostname or "").lower() for url in first_urls(source, today))
+    return Policy(
+        user_agent=user_agent(env.sender),
+        allow_private_network=config.settings.allow_private_network,
+        host_intervals={host: api_interval for host in hosts if host},
+    )
+
+
+async def _fetch_all(config: Config, store: Store, now: datetime, policy: Policy) -> list[SourceResult]:
     async with Fetcher(policy) as fetcher:
-        return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now, api_delay) for source in config.sources)))
+        return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now) for source in config.sources)))
 
 
-async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: datetime, api_delay: float) -> SourceResult:
+async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> SourceResult:
     result = SourceResult(source.name)
     started = time.monotonic()
     try:
-        papers, validators, result.not_modified = await _download(fetcher, source, store, now, api_delay)
+        papers, validators, result.not_modified = await _download(fetcher, source, store, now)
     except (FetchError, SourceError) as exc:
         result.error = str(exc)
     except Exception as exc:  # a feed must never break the run; keep the type for the operator
@@ -98,7 +114,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
         log.warning("source %s failed: %s", source.name, result.error)
         return result
     result.papers = len(papers)
-    result.new = store.add_papers(papers, now)
+    result.new = store.add_papers(papers, now, replace=source.replace)
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)
     store.source_succeeded(source.name, result.new, now)
@@ -107,26 +123,38 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     return result
 
 
-async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime, api_delay: float) -> tuple[list[Paper], dict[str, tuple[str | None, str | None]], bool]:
+async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> tuple[list[Paper], dict[str, tuple[str | None, str | None]], bool]:
     """All pages of a source; validators are returned, not saved, so they are kept only once the papers are stored."""
-    papers: list[Paper] = []
+    papers: dict[str, Paper] = {}  # by id: pages and days may overlap
     validators: dict[str, tuple[str | None, str | None]] = {}
     unchanged = True
     for first in first_urls(source, now.date()):
         url: str | None = first
-        while url:
+        while url and url not in validators:  # a server that repeats its paging links must not loop us
             etag, last_modified = store.validators(url)
-            response = await fetcher.get(Request(url, etag, last_modified))
+            try:
+                response = await fetcher.get(Request(url, etag, last_modified, source.timeout))
+            except FetchError as exc:
+                raise FetchError(_explain(source, exc, url)) from exc
             if response.not_modified:
                 break
             unchanged = False
             parsed = parse(source, response.body, response.final_url, response.content_type)
-            papers.extend(parsed.papers)
+            for paper in parsed.papers:
+                papers[paper.id] = merge(papers[paper.id], paper) if paper.id in papers else paper
             validators[url] = (response.etag, response.last_modified)
-            url = parsed.next_url
-            if url:
-                await asyncio.sleep(api_delay)
-    return papers, validators, unchanged
+            url = parsed.next_url  # the next page waits its turn in the fetcher's per-host interval
+    return list(papers.values()), validators, unchanged
+
+
+def _explain(source: Source, error: FetchError, url: str) -> str:
+    """An HTTP error's reason, with the arXiv API's own explanation when its error document gives one."""
+    if source.type == "arxiv_api" and error.body:
+        try:
+            parse(source, error.body, url)
+        except SourceError as reason:
+            return f"{error}: {reason}"
+    return str(error)
 
 
 # sending

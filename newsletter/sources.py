@@ -51,7 +51,8 @@ class Source:
     query: str | None = None  # arxiv_api
     max_results: int = 100  # arxiv_api
     days: int = 1  # hf_daily
-    replace: bool = False  # a new version (v2) of an already-sent paper counts as news (used elsewhere)
+    replace: bool = False  # a new version (v2) of an already-sent paper is news again (arxiv_rss reads replace entries too)
+    timeout: float | None = None  # seconds per HTTP exchange; None: the fetch policy's default
 
 
 @dataclass
@@ -414,6 +415,8 @@ def _arxiv_rss_papers(source: Source, doc: FeedParserDict) -> Iterator[Paper]:
         detail = plain_text(doc.feed.get("description") or doc.feed.get("subtitle"))
         raise SourceError(f"arXiv RSS {channel_title}: {detail}"[:500])
     wanted = {t.strip().lower() for t in source.announce_types}
+    if source.replace:
+        wanted |= {"replace", "replace-cross"}
     for entry in doc.entries:
         announce = plain_text(entry.get("arxiv_announce_type")).lower() or None
         if announce and announce not in wanted:

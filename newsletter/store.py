@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS papers (
     id TEXT PRIMARY KEY,
     data TEXT NOT NULL,
     first_seen TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    revised TEXT  -- when a source with `replace: true` last brought a newer arXiv version: news again to those sent an older one
 );
 CREATE INDEX IF NOT EXISTS papers_first_seen ON papers(first_seen);
 CREATE TABLE IF NOT EXISTS sources (
@@ -121,6 +122,8 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        if "revised" not in {r["name"] for r in self.db.execute("PRAGMA table_info(papers)")}:  # databases made before it existed
+            self.db.execute("ALTER TABLE papers ADD COLUMN revised TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -144,19 +147,24 @@ class Store:
 
     # papers
 
-    def add_papers(self, papers: Iterable[Paper], now: datetime | None = None) -> int:
-        """Insert or merge papers; returns how many were new to this installation."""
+    def add_papers(self, papers: Iterable[Paper], now: datetime | None = None, *, replace: bool = False) -> int:
+        """Insert or merge papers; returns how many were new to this installation.
+
+        With `replace` (the source asks for new versions), a higher arXiv version than the stored one
+        marks the paper revised, so it is sent again, once, to whoever was sent an older version.
+        """
         now_s = (now or utcnow()).isoformat()
         new = 0
         with self.transaction() as db:
             for paper in papers:
-                row = db.execute("SELECT data FROM papers WHERE id = ?", (paper.id,)).fetchone()
+                row = db.execute("SELECT data, revised FROM papers WHERE id = ?", (paper.id,)).fetchone()
                 if row is None:
                     db.execute("INSERT INTO papers (id, data, first_seen, updated) VALUES (?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s))
                     new += 1
                 else:
-                    merged = merge(Paper.from_dict(json.loads(row["data"])), paper)
-                    db.execute("UPDATE papers SET data = ?, updated = ? WHERE id = ?", (_dumps(merged), now_s, paper.id))
+                    old = Paper.from_dict(json.loads(row["data"]))
+                    revised = now_s if replace and (paper.version or 1) > (old.version or 1) else row["revised"]
+                    db.execute("UPDATE papers SET data = ?, updated = ?, revised = ? WHERE id = ?", (_dumps(merge(old, paper)), now_s, revised, paper.id))
         return new
 
     def paper(self, paper_id: str) -> Paper | None:
@@ -164,8 +172,8 @@ class Store:
         return Paper.from_dict(json.loads(row["data"])) if row else None
 
     def papers_seen_since(self, since: datetime) -> list[StoredPaper]:
-        """Papers first fetched at or after `since`, newest first."""
-        rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ? ORDER BY first_seen DESC, id", (since.isoformat(),))
+        """Papers first fetched (or revised) at or after `since`, newest first."""
+        rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ?1 OR revised >= ?1 ORDER BY first_seen DESC, id", (since.isoformat(),))
         return [StoredPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"])) for r in rows]
 
     def papers_by_id(self, ids: Iterable[str]) -> list[Paper]:
@@ -230,9 +238,15 @@ class Store:
     # delivery ledger
 
     def sent_paper_ids(self, subscriber: str) -> set[str]:
-        """Every paper this subscriber has been mailed, or has waiting in an unfinished delivery."""
+        """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery."""
         key = subscriber.lower()
-        sent = {r[0] for r in self.db.execute("SELECT paper_id FROM sent WHERE subscriber = ?", (key,))}
+        sent = {
+            r[0]
+            for r in self.db.execute(
+                "SELECT s.paper_id FROM sent s LEFT JOIN papers p ON p.id = s.paper_id WHERE s.subscriber = ? AND (p.revised IS NULL OR p.revised <= s.sent_at)",
+                (key,),
+            )
+        }
         for row in self.db.execute("SELECT paper_ids FROM deliveries WHERE subscriber = ? AND status IN ('pending', 'sending', 'deferred')", (key,)):
             sent.update(json.loads(row[0]))
         return sent
@@ -272,7 +286,8 @@ class Store:
                 (message_id, reply, now_s, edition, key),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(subscriber, paper_id) DO UPDATE SET edition = excluded.edition, sent_at = excluded.sent_at",  # a revised paper sent again
                 [(key, pid, edition, now_s) for pid in json.loads(row[0])],
             )
 

@@ -102,3 +102,15 @@ def test_relative_source_paths_resolve_against_the_config_file(tmp_path: Path) -
     path.parent.mkdir()
     path.write_text("sources:\n  - name: local\n    type: feed\n    url: feeds/a.xml\n", encoding="utf-8")
     assert config.load(path).sources[0].url == str(tmp_path / "conf" / "feeds" / "a.xml")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2.5", 2.5), ("10", 10.0), ("0", "0"), ("soon", "'soon'"), ("true", "True")],
+)
+def test_source_timeout(value: str, expected: float | str) -> None:
+    text = GOOD.replace("    categories: [cs.CL]\n", f"    categories: [cs.CL]\n    timeout: {value}\n")
+    if isinstance(expected, float):
+        assert config.parse(text, "subs.yaml").sources[0].timeout == expected
+    else:
+        assert problems(text) == [f"subs.yaml:8:5: sources[0].timeout: expected seconds, more than 0 and at most 3600, got {expected}"]

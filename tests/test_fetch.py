@@ -117,6 +117,16 @@ def test_client_error_is_not_retried(server: LocalHTTPServer) -> None:
     assert len(server.requests_to("/missing.xml")) == 1
 
 
+def test_client_error_keeps_the_head_of_its_body(server: LocalHTTPServer) -> None:
+    server.route("/bad", Reply(400, b"<feed>why</feed>"), Reply(400, b"x" * 65536, repeat=4))
+    with pytest.raises(FetchError) as small:
+        fetch(server.url("/bad"))
+    assert small.value.body == b"<feed>why</feed>"
+    with pytest.raises(FetchError) as large:
+        fetch(server.url("/bad"))
+    assert large.value.body == b"x" * 65536
+
+
 # --- retries ----------------------------------------------------------------------------------
 
 
@@ -356,10 +366,19 @@ def test_concurrency_bound_is_respected(server: LocalHTTPServer) -> None:
 
 
 def test_host_interval_spaces_requests_to_one_host(server: LocalHTTPServer) -> None:
-    async def run() -> None:
-        async with Fetcher(make_policy(host_interval=0.2)) as fetcher:
-            await asyncio.gather(*(fetcher.get(Request(server.url("/feed.xml"))) for _ in range(3)))
+    async def run(host: str) -> None:
+        async with Fetcher(make_policy(host_intervals={"127.0.0.1": 0.3})) as fetcher:
+            await asyncio.gather(*(fetcher.get(Request(f"http://{host}:{server.port}/feed.xml")) for _ in range(3)))
 
     started = time.monotonic()
-    asyncio.run(run())
-    assert time.monotonic() - started >= 0.4
+    asyncio.run(run("127.0.0.1"))
+    assert time.monotonic() - started >= 0.6
+    started = time.monotonic()
+    asyncio.run(run("localhost"))  # another host name: no interval configured, so not paced
+    assert time.monotonic() - started < 0.6
+
+
+def test_request_timeout_overrides_the_policy(server: LocalHTTPServer) -> None:
+    server.route("/feed.xml", Reply(200, FEED, delay=1))
+    assert fetch_error(Request(server.url("/feed.xml"), timeout=0.3), retries=0) == "timed out after 0.3 s"
+    assert fetch(Request(server.url("/feed.xml")), timeout=5.0, retries=0).body == FEED

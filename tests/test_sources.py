@@ -68,6 +68,25 @@ ERRORS: dict[str, tuple[str, str]] = {  # fixture -> (type, text the SourceError
     "arxiv_rss/aioarxiv__rss_error_bad_archive.xml": ("arxiv_rss", "astroph"),
     "arxiv_api/recorded_http/arxiv.py__id_abc_error_400.json": ("arxiv_api", "incorrect id format for abc"),
 }
+# What each edge case gives: a paper count, or SourceError ("not a feed").
+EDGE_OUTCOMES: dict[str, int | type[SourceError]] = {
+    "biorss__jstage_atom_empty.xml": 0,
+    "biorss__pensoft_zookeys_rss091_leading_blankline_bom_in_title.xml": 100,
+    "fastfeedparser__utf16_encoded.xml": 1,
+    "feedparser__encoding_bozo_bogus_encoding.xml": 0,  # well-formed, only the declared encoding is bogus
+    "feedparser__encoding_bozo_double-encoded-html.xml": 0,  # its one entry has no id, link or title
+    "feedparser__encoding_bozo_linenoise.xml": 0,
+    "feedparser__encoding_utf-16le-bom.xml": 0,
+    "feedparser__illformed_http_high_bit_date.xml": 0,
+    "feedparser__illformed_rdf_channel_empty_textinput.xml": 1,
+    "feedparser__illformed_rss_incomplete_cdata.xml": 0,
+    "feedparser__illformed_rss_item_link_corrupted_ampersands.xml": 1,
+    "feedparser__wellformed_atom10_entry_title_inline_markup.xml": 1,
+    "feedparser__wellformed_sanitize_entry_title_script.xml": 1,
+    "fastfeedparser__malformed_rss_namespaced.xml": SourceError,
+    "feedparser__illformed_rss_empty_document.xml": SourceError,
+    "feedparser__illformed_undeclared_namespace.xml": SourceError,
+}
 EDGE_CASES = sorted(p.name for p in (FIXTURES / "edge_cases").glob("*.xml"))
 HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
 
@@ -105,6 +124,7 @@ def test_every_documented_fixture_has_an_expectation() -> None:
     documented = sources_md_entries()
     assert len(documented) == 48
     assert set(documented) == set(EXPECTED) | set(ERRORS) | {f"edge_cases/{name}" for name in EDGE_CASES}
+    assert sorted(EDGE_OUTCOMES) == EDGE_CASES
     for path, (_, count) in EXPECTED.items():
         assert count == (926 + 9 if path == FULL_RSS else documented[path]), path
 
@@ -154,27 +174,7 @@ def test_edge_cases_give_papers_or_source_error(name: str) -> None:
         assert all(not HTML_TAG.search(p.title) for p in result.papers)
 
 
-@pytest.mark.parametrize(
-    ("name", "outcome"),
-    [
-        ("biorss__jstage_atom_empty.xml", 0),
-        ("biorss__pensoft_zookeys_rss091_leading_blankline_bom_in_title.xml", 100),
-        ("fastfeedparser__utf16_encoded.xml", 1),
-        ("feedparser__encoding_bozo_bogus_encoding.xml", 0),  # well-formed, only the declared encoding is bogus
-        ("feedparser__encoding_bozo_double-encoded-html.xml", 0),  # its one entry has no id, link or title
-        ("feedparser__encoding_bozo_linenoise.xml", 0),
-        ("feedparser__encoding_utf-16le-bom.xml", 0),
-        ("feedparser__illformed_http_high_bit_date.xml", 0),
-        ("feedparser__illformed_rdf_channel_empty_textinput.xml", 1),
-        ("feedparser__illformed_rss_incomplete_cdata.xml", 0),
-        ("feedparser__illformed_rss_item_link_corrupted_ampersands.xml", 1),
-        ("feedparser__wellformed_atom10_entry_title_inline_markup.xml", 1),
-        ("feedparser__wellformed_sanitize_entry_title_script.xml", 1),
-        ("fastfeedparser__malformed_rss_namespaced.xml", SourceError),
-        ("feedparser__illformed_rss_empty_document.xml", SourceError),
-        ("feedparser__illformed_undeclared_namespace.xml", SourceError),
-    ],
-)
+@pytest.mark.parametrize(("name", "outcome"), sorted(EDGE_OUTCOMES.items()))
 def test_edge_case_outcomes(name: str, outcome: int | type[SourceError]) -> None:
     body = (FIXTURES / "edge_cases" / name).read_bytes()
     source = Source(name="src", type="feed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -64,3 +65,36 @@ def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:
         store.source_succeeded("s", 7, T0)
         health = store.source_health()["s"]
         assert health.consecutive_failures == 0 and health.papers_seen == 7 and health.last_error == "HTTP 503"
+
+
+def test_a_higher_version_through_a_replace_source_is_news_again_once(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        store.add_papers([Paper(id="2411.00001", title="A", version=1)], T0)
+        store.plan_delivery("e1", "ada@example.org", ["2411.00001"], T0)
+        store.claim("e1", "ada@example.org", T0)
+        store.mark_sent("e1", "ada@example.org", "<m1>", "250 OK", T0 + timedelta(minutes=1))
+        assert store.sent_paper_ids("ada@example.org") == {"2411.00001"}
+
+        store.add_papers([Paper(id="2411.00001", title="A", version=2)], T0 + timedelta(hours=1))  # no replace asked
+        assert store.sent_paper_ids("ada@example.org") == {"2411.00001"}
+        store.add_papers([Paper(id="2411.00001", title="A", version=3)], T0 + timedelta(hours=2), replace=True)
+        assert store.sent_paper_ids("ada@example.org") == set(), "v3 is news to someone sent v1"
+        assert [sp.paper.id for sp in store.papers_seen_since(T0 + timedelta(days=30))] == []
+        assert [sp.paper.id for sp in store.papers_seen_since(T0 + timedelta(hours=2))] == ["2411.00001"], "revised counts as recent"
+
+        store.plan_delivery("e2", "ada@example.org", ["2411.00001"], T0 + timedelta(hours=3))
+        store.claim("e2", "ada@example.org", T0 + timedelta(hours=3))
+        store.mark_sent("e2", "ada@example.org", "<m2>", "250 OK", T0 + timedelta(hours=3))
+        store.add_papers([Paper(id="2411.00001", title="A", version=3)], T0 + timedelta(hours=4), replace=True)  # seen again
+        assert store.sent_paper_ids("ada@example.org") == {"2411.00001"}
+
+
+def test_a_database_made_before_revisions_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE papers (id TEXT PRIMARY KEY, data TEXT NOT NULL, first_seen TEXT NOT NULL, updated TEXT NOT NULL)")
+    db.close()
+    with Store(path) as store:
+        store.add_papers([Paper(id="x", title="X", version=1)], T0)
+        store.add_papers([Paper(id="x", title="X", version=2)], T0, replace=True)
+        assert store.paper("x").version == 2  # type: ignore[union-attr]

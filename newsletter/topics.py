@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -304,12 +304,13 @@ class Explanation:
     topic: str
     matched: bool
     clauses: tuple[Clause, ...]
-    width: int = 0  # pad the topic name to this, so the lines of one paper align
+    width: int = 0  # pad the label to this, so the lines of one paper align
+    label: str = ""  # how to show the topic, when not by its name
 
     def __str__(self) -> str:
         shown = self.clauses if self.matched else tuple(c for c in self.clauses if not c.ok)
         reasons = "; ".join(map(str, shown)) or "no conditions: takes every paper"
-        return f"{self.topic.ljust(self.width)}  {'MATCH' if self.matched else 'no match':8}  {reasons}"
+        return f"{(self.label or self.topic).ljust(self.width)}  {'MATCH' if self.matched else 'no match':8}  {reasons}"
 
 
 @dataclass(frozen=True)
@@ -466,11 +467,13 @@ class Matcher:
                 totals[name] += 1
         return totals
 
-    def explain(self, paper: Paper) -> list[Explanation]:
-        """For each topic in order: whether it takes the paper, and clause by clause which keywords hit where."""
+    def explain(self, paper: Paper, labels: Mapping[str, str] | None = None) -> list[Explanation]:
+        """For each topic in order: whether it takes the paper, and clause by clause which keywords hit where;
+        `labels` shows some topics by another name (a subscriber's personal keywords, say)."""
+        labels = labels or {}
         by_field = self._found(paper)
         found = set().union(*by_field.values())
-        width = max((len(rule.topic.name) for rule in self._rules), default=0)
+        width = max((len(labels.get(rule.name, rule.name)) for rule in self._rules), default=0)
         score = paper.score or 0
         out = []
         for rule in self._rules:
@@ -500,7 +503,7 @@ class Matcher:
                 came = ", ".join(paper.sources) or "no source"
                 clauses.append(Clause("sources", ok, detail=f"{came} {'in' if ok else 'not in'} {listed}"))
             matched = rule.accepts(found, score, paper.sources)
-            out.append(Explanation(topic.name, matched, tuple(clauses), width))
+            out.append(Explanation(topic.name, matched, tuple(clauses), width, labels.get(topic.name, "")))
         return out
 
     def marks(self, paper: Paper, topic_names: Iterable[str]) -> Marks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ def load(path: Path) -> Config:
 
 
 def parse(text: str, filename: str) -> Config:
-    """Validate YAML text; the filename is used in messages and to resolve relative source paths."""
+    """Validate YAML text, raising ConfigError with every problem in file order; the filename is used in messages and to resolve relative source paths."""
     yaml = YAML(typ="rt")
     yaml.Constructor = _Constructor
     try:
@@ -135,7 +136,7 @@ def parse(text: str, filename: str) -> Config:
         checker.problems.append(Problem(filename, dup.line, dup.column, where, message))
     config = checker.config(data, Path(filename))
     if checker.problems:
-        raise ConfigError(checker.problems)
+        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.column)))
     assert config is not None
     return config
 
@@ -494,3 +495,33 @@ def _name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
+
+
+class ConfigWatcher:
+    """Lets a long-running process pick up edits to subscribers.yaml: a changed file that validates replaces
+    the config; an invalid edit is reported once and the last good config keeps working."""
+
+    def __init__(self, path: Path, config: Config) -> None:
+        self.path = path
+        self.config = config  # the last good config
+        self._seen = _fingerprint(path)
+
+    def poll(self) -> list[Problem] | None:
+        """Reload if the file's content changed: None when unchanged, [] when reloaded, else the edit's problems."""
+        seen = _fingerprint(self.path)
+        if seen == self._seen:
+            return None
+        self._seen = seen
+        try:
+            self.config = load(self.path)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+
+def _fingerprint(path: Path) -> bytes | None:
+    """A digest of the file's content (None when unreadable): content, not mtime, so quick successive edits all count."""
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None

@@ -130,10 +130,9 @@ def parse(text: str, filename: str) -> Config:
     checker = _Checker(filename)
     paths = _paths(data, "")
     for dup in yaml.constructor.duplicates:
-        where = _join(paths.get(id(dup.mapping), ""), dup.key)
-        kind = {"topics": "topic"}.get(paths.get(id(dup.mapping), ""), "key")
-        message = f"duplicate {kind} '{dup.key}' (first at line {dup.first}; this one is ignored)"
-        checker.problems.append(Problem(filename, dup.line, dup.column, where, message))
+        parent = paths.get(id(dup.mapping), "")
+        message = f"duplicate {'topic' if parent == 'topics' else 'key'} '{dup.key}' (first at line {dup.first}; this one is ignored)"
+        checker.problems.append(Problem(filename, dup.line, dup.column, _join(parent, dup.key), message))
     config = checker.config(data, Path(filename))
     if checker.problems:
         raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.column)))
@@ -171,13 +170,15 @@ class _Constructor(RoundTripConstructor):
 
 def _paths(node: Any, path: str) -> dict[int, str]:
     """The path of every mapping and list in the tree, by object identity."""
-    out = {id(node): path}
     if isinstance(node, CommentedMap):
-        for key, value in node.items():
-            out.update(_paths(value, _join(path, key)))
+        children = [(_join(path, key), value) for key, value in node.items()]
     elif isinstance(node, CommentedSeq):
-        for i, value in enumerate(node):
-            out.update(_paths(value, f"{path}[{i}]"))
+        children = [(f"{path}[{i}]", value) for i, value in enumerate(node)]
+    else:
+        return {}
+    out = {id(node): path}
+    for child_path, child in children:
+        out.update(_paths(child, child_path))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import os
 import random
 import re
 import sys
@@ -199,11 +200,13 @@ def main() -> int:
     papers = corpus(real, args.papers)
     words = sum(len(p.title.split()) + len(p.abstract.split()) for p in papers) / len(papers)
     print(f"{len(papers)} papers ({len(real)} distinct, {words:.0f} words each on average), {len(topics)} topics")
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f} on {os.cpu_count()} cores{' (busy machine: expect lower figures)' if load > 1 else ''}")
 
     start = time.perf_counter()
     matcher = Matcher(topics)
     print(f"compile: {(time.perf_counter() - start) * 1000:.1f} ms")
-    fast, results = _rate(matcher.topics_for, papers, repeat=3)
+    fast, results = _rate(matcher.topics_for, papers, repeat=5)
     matched = sum(map(bool, results)) / len(results)
     print(f"matcher:   {fast:10,.0f} papers/s  ({matched:.0%} of papers match a topic)")
 

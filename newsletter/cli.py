@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any, NoReturn
@@ -12,13 +12,13 @@ from typing import Any, NoReturn
 import click
 
 from . import config as config_mod
-from . import environment, pipeline, scheduler, subscriptions, tokens
+from . import environment, pipeline, scheduler, subscriptions, tokens, trial
 from .config import Config, ConfigError
 from .environment import Env, EnvError
 from .mailer import transport as make_transport
 from .render import Reader, Renderer, RenderError
 from .store import Store
-from .digest import all_topics
+from .digest import all_topics, topic_labels
 from .topics import Matcher
 
 
@@ -248,7 +248,7 @@ def topics_explain(ctx: click.Context, paper_id: str) -> None:
     if paper is None:
         _fail(f"no stored paper with id {paper_id!r}")
     click.echo(f"{paper.id}: {paper.title}")
-    for explanation in Matcher(all_topics(config)).explain(paper):
+    for explanation in Matcher(all_topics(config)).explain(paper, topic_labels(config)):
         click.echo(str(explanation))
 
 
@@ -330,6 +330,24 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
         _fail("; ".join(issues))
     click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
     uvicorn.run(create_app(env, config.path), host=host, port=port, proxy_headers=True, server_header=False)
+@topics.command("try")
+@click.argument("topic", required=False)
+@click.option("--days", type=click.IntRange(min=1), help="Papers first seen in the last N days (default: settings.horizon_days).")
+@click.pass_context
+def topics_try(ctx: click.Context, topic: str | None, days: int | None) -> None:
+    """Run the topic rules over stored papers: counts, a few marked titles, and papers no topic takes."""
+    env, config = _ready(ctx.parent, need_smtp_settings=False)  # type: ignore[arg-type]
+    chosen = all_topics(config)
+    labels = topic_labels(config)
+    if topic is not None and topic not in labels:
+        _fail(f"no topic {topic!r} in {config.path} (topics: {', '.join(config.topics) or 'none'})")
+    days = days or config.settings.horizon_days
+    with Store(env.db) as store:
+        stored = store.papers_seen_since(pipeline.utcnow() - timedelta(days=days))
+    matcher = Matcher(chosen)
+    result = trial.run_trial(matcher, chosen, labels, (s.paper for s in stored), only=topic)
+    for line in trial.format_trial(result, matcher, days):
+        click.echo(line)
 
 
 def _renderer(env: Env) -> Renderer:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
@@ -13,7 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node
 
 from .sources import SOURCE_TYPES, Source
 from .topics import Topic, keyword_error
@@ -117,19 +120,68 @@ def load(path: Path) -> Config:
 
 
 def parse(text: str, filename: str) -> Config:
-    """Validate YAML text; the filename is used in messages and to resolve relative source paths."""
+    """Validate YAML text, raising ConfigError with every problem in file order; the filename is used in messages and to resolve relative source paths."""
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     try:
-        data = YAML(typ="rt").load(text)
+        data = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {exc.problem or exc.context}")]) from exc
     checker = _Checker(filename)
+    paths = _paths(data, "")
+    for dup in yaml.constructor.duplicates:
+        parent = paths.get(id(dup.mapping), "")
+        message = f"duplicate {'topic' if parent == 'topics' else 'key'} '{dup.key}' (first at line {dup.first}; this one is ignored)"
+        checker.problems.append(Problem(filename, dup.line, dup.column, _join(parent, dup.key), message))
     config = checker.config(data, Path(filename))
     if checker.problems:
-        raise ConfigError(checker.problems)
+        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.column)))
     assert config is not None
     return config
+
+
+@dataclass(frozen=True)
+class _Duplicate:
+    """A key given twice in one mapping; YAML would silently keep one, so it is a problem to report."""
+
+    mapping: CommentedMap
+    key: Any
+    line: int
+    column: int
+    first: int  # line of the first occurrence
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, but collecting every duplicate key (keeping the first) instead of
+    stopping at the first one, so duplicates are reported with their path alongside all other problems."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.duplicates: list[_Duplicate] = []
+
+    def check_mapping_key(self, node: MappingNode, key_node: Node, mapping: Any, key: Any, value: Any) -> bool:
+        if key not in mapping:
+            return True
+        same = (k.start_mark.line + 1 for k, _ in node.value if k is not key_node and getattr(k, "value", None) == key_node.value)
+        mark = key_node.start_mark
+        self.duplicates.append(_Duplicate(mapping, key, mark.line + 1, mark.column + 1, next(same, node.start_mark.line + 1)))
+        return False
+
+
+def _paths(node: Any, path: str) -> dict[int, str]:
+    """The path of every mapping and list in the tree, by object identity."""
+    if isinstance(node, CommentedMap):
+        children = [(_join(path, key), value) for key, value in node.items()]
+    elif isinstance(node, CommentedSeq):
+        children = [(f"{path}[{i}]", value) for i, value in enumerate(node)]
+    else:
+        return {}
+    out = {id(node): path}
+    for child_path, child in children:
+        out.update(_paths(child, child_path))
+    return out
 
 
 class _Checker:
@@ -138,6 +190,7 @@ class _Checker:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.problems: list[Problem] = []
+        self.broken_topics: set[str] | None = set()  # reported already: names not to report again as unknown; None: all
 
     def problem(self, node: Any, key: Any, path: str, message: str) -> None:
         line, col = _position(node, key)
@@ -188,8 +241,9 @@ class _Checker:
             return None
         return float(value)
 
-    def strings(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
-        """A list of non-empty strings (a lone string is accepted as a list of one)."""
+    def strings(self, node: CommentedMap, key: str, path: str, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+        """A list of non-empty strings (a lone string is accepted as a list of one), each passing `check`
+        (which returns an error message or None)."""
         if key not in node or node[key] is None:
             return ()
         value = node[key]
@@ -208,20 +262,26 @@ class _Checker:
                 self.problem(parent, index, item_path, f"expected a string, got {_kind(item)}")
             elif not item.strip():
                 self.problem(parent, index, item_path, "empty string")
+            elif check is not None and (error := check(item.strip())):
+                self.problem(parent, index, item_path, error)
             else:
                 out.append(item.strip())
         return tuple(out)
 
+    def known_topic(self, topics: dict[str, Topic]) -> Callable[[str], str | None]:
+        """A check for a subscriber's topic names; topics already reported as broken are not reported again."""
+        broken = self.broken_topics
+
+        def check(name: str) -> str | None:
+            if name in topics or broken is None or name in broken:
+                return None
+            return _unknown("topic", name, list(topics)) + ("" if topics else " (no topics are defined)")
+
+        return check
+
     def keywords(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
-        """Keyword lists, each keyword checked by the matcher's own rules."""
-        words = self.strings(node, key, path)
-        value = node.get(key)
-        for i, word in enumerate(words):
-            error = keyword_error(word)
-            if error:
-                where = (value, i) if isinstance(value, CommentedSeq) else (node, key)
-                self.problem(where[0], where[1], f"{_join(path, key)}[{i}]", error)
-        return words
+        """Keyword lists, each keyword checked by the matcher's own rules, so a config that loads always compiles."""
+        return self.strings(node, key, path, keyword_error)
 
     def timezone(self, node: CommentedMap, key: str, path: str, default: str) -> str:
         """An IANA zone name such as Europe/London."""
@@ -317,19 +377,16 @@ class _Checker:
             return out
         if not isinstance(node, CommentedMap):
             self.problem(root, "topics", "topics", f"expected a mapping of topic names, got {_kind(node)}")
+            self.broken_topics = None
             return out
         for name, body in node.items():
             path = _join("topics", name)
             m = self.mapping(body, node, name, path, keys)
             if m is None:
+                assert self.broken_topics is not None
+                self.broken_topics.add(str(name))
                 continue
-            sources = self.strings(m, "sources", path)
-            for i, s in enumerate(sources):
-                if s not in source_names:
-                    hint = difflib.get_close_matches(s, sorted(source_names), n=1)
-                    extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-                    seq = m["sources"]
-                    self.problem(*((seq, i) if isinstance(seq, CommentedSeq) else (m, "sources")), f"{path}.sources[{i}]", f"unknown source '{s}'{extra}")
+            sources = self.strings(m, "sources", path, lambda s: None if s in source_names else _unknown("source", s, sorted(source_names)))
             out[str(name)] = Topic(
                 name=str(name),
                 title=self.value(m, "title", path, str, str(name)),
@@ -359,15 +416,10 @@ class _Checker:
             elif email.lower() in seen:
                 self.problem(m, "email", f"{path}.email", f"duplicate subscriber '{email}'")
             seen.add(email.lower())
-            chosen = self.strings(m, "topics", path)
-            for j, t in enumerate(chosen):
-                if t not in topics:
-                    hint = difflib.get_close_matches(t, list(topics), n=1)
-                    extra = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(topics) or 'none'})"
-                    seq = m["topics"]
-                    self.problem(*((seq, j) if isinstance(seq, CommentedSeq) else (m, "topics")), f"{path}.topics[{j}]", f"unknown topic '{t}'{extra}")
+            reported = len(self.problems)
+            chosen = self.strings(m, "topics", path, self.known_topic(topics))
             keywords = self.keywords(m, "keywords", path)
-            if not chosen and not keywords and "email" in m:
+            if not chosen and not keywords and "email" in m and len(self.problems) == reported:
                 self.problem(m, None, path, "no 'topics' and no 'keywords': this subscriber would never get mail")
             frequency = self.value(m, "frequency", path, str, "daily")
             if frequency not in FREQUENCIES:
@@ -428,6 +480,12 @@ def _resolve_url(url: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    hint = difflib.get_close_matches(name, known, n=1)
+    extra = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(known)})" if known else ""
+    return f"unknown {kind} '{name}'{extra}"
+
+
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
@@ -443,6 +501,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, str):
         return f"the text {value!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
     return f"{type(value).__name__} {value!r}"
 
 
@@ -451,3 +511,33 @@ def _name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
+
+
+class ConfigWatcher:
+    """Lets a long-running process pick up edits to subscribers.yaml: a changed file that validates replaces
+    the config; an invalid edit is reported once and the last good config keeps working."""
+
+    def __init__(self, path: Path, config: Config) -> None:
+        self.path = path
+        self.config = config  # the last good config
+        self._seen = _fingerprint(path)
+
+    def poll(self) -> list[Problem] | None:
+        """Reload if the file's content changed: None when unchanged, [] when reloaded, else the edit's problems."""
+        seen = _fingerprint(self.path)
+        if seen == self._seen:
+            return None
+        self._seen = seen
+        try:
+            self.config = load(self.path)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+
+def _fingerprint(path: Path) -> bytes | None:
+    """A digest of the file's content (None when unreadable): content, not mtime, so quick successive edits all count."""
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None

@@ -76,6 +76,16 @@ def all_topics(config: Config) -> list[Topic]:
     return list(config.topics.values()) + [t for t in personal if t is not None]
 
 
+def topic_labels(config: Config) -> dict[str, str]:
+    """How `topics explain` and `topics try` name each topic: shared ones by name, personal keywords by their owner."""
+    labels = {name: name for name in config.topics}
+    for s in config.subscribers:
+        personal = config.personal_topic(s)
+        if personal is not None:
+            labels[personal.name] = f"keywords of {s.email}"
+    return labels
+
+
 def match_all(matcher: Matcher, papers: Iterable[Paper]) -> dict[str, frozenset[str]]:
     """Topic names per paper id, computed once and shared by every subscriber."""
     return {p.id: frozenset(matcher.topics_for(p)) for p in papers}
@@ -107,7 +117,7 @@ def compose(
     budget = subscriber.max_papers
     sections = []
     for topic in topics:
-        entries = sorted(buckets[topic.name], key=_rank)
+        entries = sorted(buckets[topic.name], key=lambda e: rank(e.paper))
         cap = topic.max_papers or config.settings.max_papers_per_topic
         if budget is not None:
             cap = min(cap, budget)
@@ -121,7 +131,6 @@ def compose(
     return Digest(day, tuple(sections))
 
 
-def _rank(entry: Entry) -> tuple[int, float, str]:
-    """Highest score first, then newest, then id for a stable order."""
-    paper = entry.paper
+def rank(paper: Paper) -> tuple[int, float, str]:
+    """Sort key within a topic: highest score first, then newest, then id for a stable order."""
     return (-(paper.score or 0), -(paper.published or _EPOCH).timestamp(), paper.id)

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from types import FrameType
 from zoneinfo import ZoneInfo
 
@@ -36,7 +35,7 @@ log = logging.getLogger("newsletter.scheduler")
 ARXIV_TYPES = ("arxiv_rss", "arxiv_api")
 # arXiv announces Sunday to Thursday at 20:00 US Eastern; its feeds carry the new listing shortly after midnight there.
 ARXIV_FETCH = {"day_of_week": "mon-fri", "hour": 0, "minute": 30, "timezone": "America/New_York"}
-WATCH_SECONDS = 2.0  # how often the config file's mtime is checked
+WATCH_SECONDS = 2.0  # how often subscribers.yaml is checked for edits
 SCAN_DAYS = 8  # a weekly subscriber has a slot within any 8 consecutive local days
 
 
@@ -143,7 +142,7 @@ class Daemon:
         self.clock = clock or Clock()
         self.tick_seconds = tick
         self.stopping = threading.Event()
-        self._stamp = _stamp(config.path)
+        self.watcher = config_mod.ConfigWatcher(config.path, config)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -253,17 +252,15 @@ class Daemon:
 
     def watch(self) -> None:
         """Reload subscribers.yaml when it changes; an invalid edit keeps the last good config and logs every problem."""
-        stamp = _stamp(self.config.path)
-        if stamp == self._stamp:
+        problems = self.watcher.poll()
+        if problems is None:
             return
-        self._stamp = stamp
-        try:
-            fresh = config_mod.load(self.config.path)
-        except ConfigError as exc:
-            for problem in exc.problems:
+        if problems:
+            for problem in problems:
                 log.error("%s", problem)
-            log.error("%s: %d problem%s; keeping the last good config", self.config.path, len(exc.problems), "s" if len(exc.problems) != 1 else "")
+            log.error("%s: %d problem%s; keeping the last good config", self.config.path, len(problems), "s" if len(problems) != 1 else "")
             return
+        fresh = self.watcher.config
         old, self.config = self.config, fresh
         log.info("reloaded %s: %d sources, %d topics, %d subscribers", fresh.path, len(fresh.sources), len(fresh.topics), len(fresh.subscribers))
         if (old.sources, old.settings.fetch_every) != (fresh.sources, fresh.settings.fetch_every):
@@ -272,11 +269,3 @@ class Daemon:
             if added:
                 self.scheduler.add_job(self.fetch, args=[added], executor="fetch")  # now, not at the next timer
 
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    """What the watcher compares: modification time and size (None while the file is missing)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size

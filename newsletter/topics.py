@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -57,9 +57,9 @@ _WORD = re.compile(r"\w+")
 _NONWORD = re.compile(r"\W")
 _PREFIX = re.compile(r"([A-Za-z_]+):")
 # ASCII text in one pass: capitals to lowercase, separators to a space, other non-word characters to NUL
-_ASCII_FOLD = str.maketrans(
-    {c: " " if re.fullmatch(_SEP, chr(c)) else "\0" if _NONWORD.fullmatch(chr(c)) else chr(c).lower() for c in range(128)}
-)
+_ASCII_FOLD = bytes(
+    ord(" " if re.fullmatch(_SEP, chr(c)) else "\0" if _NONWORD.fullmatch(chr(c)) else chr(c).lower()) for c in range(128)
+) + bytes(range(128, 256))  # a bytes.translate table: several times faster than str.translate
 _Check = tuple[int, re.Pattern[str], bool]  # keyword id, regex, whether the regex reads the lowercased field
 
 
@@ -211,7 +211,7 @@ def _token_text(text: str) -> str:
     a space, in one fast `translate`; otherwise the word runs are joined by single spaces.
     """
     if text.isascii():
-        folded = text.translate(_ASCII_FOLD)
+        folded = text.encode("ascii").translate(_ASCII_FOLD).decode("ascii")
         if "  " not in folded:
             return f" {folded.replace(chr(0), ' ')} "
         return f" {' '.join(folded.replace(chr(0), ' ').split())} "
@@ -304,12 +304,13 @@ class Explanation:
     topic: str
     matched: bool
     clauses: tuple[Clause, ...]
-    width: int = 0  # pad the topic name to this, so the lines of one paper align
+    width: int = 0  # pad the label to this, so the lines of one paper align
+    label: str = ""  # how to show the topic, when not by its name
 
     def __str__(self) -> str:
         shown = self.clauses if self.matched else tuple(c for c in self.clauses if not c.ok)
         reasons = "; ".join(map(str, shown)) or "no conditions: takes every paper"
-        return f"{self.topic.ljust(self.width)}  {'MATCH' if self.matched else 'no match':8}  {reasons}"
+        return f"{(self.label or self.topic).ljust(self.width)}  {'MATCH' if self.matched else 'no match':8}  {reasons}"
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,8 @@ class Matcher:
         if errors:
             raise ValueError("invalid topic keywords:\n  " + "\n  ".join(errors))
         self._index = {rule.topic.name: rule for rule in self._rules}
+        # per rule: its name, and the full test unless one keyword hit is enough (then None)
+        self._tests = [(rule.name, None if rule.simple else rule.accepts) for rule in self._rules]
 
         # keyword id -> the rules it may switch on; rules without positive keywords are always candidates
         triggers: list[set[int]] = [set() for _ in self._keywords]
@@ -454,9 +457,13 @@ class Matcher:
             found |= self._scan_meta(paper.authors, "author")
         if self._meta["category"]:
             found |= self._scan_meta(paper.categories, "category")
-        rules, score, sources = self._rules, paper.score or 0, paper.sources
-        candidates = sorted(self._always.union(*map(self._triggers.__getitem__, found)))
-        return [rules[i].name for i in candidates if rules[i].simple or rules[i].accepts(found, score, sources)]
+        score, sources = paper.score or 0, paper.sources
+        out = []
+        for i in sorted(self._always.union(*map(self._triggers.__getitem__, found))):
+            name, accepts = self._tests[i]
+            if accepts is None or accepts(found, score, sources):
+                out.append(name)
+        return out
 
     def counts(self, papers: Iterable[Paper]) -> dict[str, int]:
         """How many of the papers each topic takes, in topic order, for trying rules out on stored papers."""
@@ -466,11 +473,13 @@ class Matcher:
                 totals[name] += 1
         return totals
 
-    def explain(self, paper: Paper) -> list[Explanation]:
-        """For each topic in order: whether it takes the paper, and clause by clause which keywords hit where."""
+    def explain(self, paper: Paper, labels: Mapping[str, str] | None = None) -> list[Explanation]:
+        """For each topic in order: whether it takes the paper, and clause by clause which keywords hit where;
+        `labels` shows some topics by another name (a subscriber's personal keywords, say)."""
+        labels = labels or {}
         by_field = self._found(paper)
         found = set().union(*by_field.values())
-        width = max((len(rule.topic.name) for rule in self._rules), default=0)
+        width = max((len(labels.get(rule.name, rule.name)) for rule in self._rules), default=0)
         score = paper.score or 0
         out = []
         for rule in self._rules:
@@ -500,7 +509,7 @@ class Matcher:
                 came = ", ".join(paper.sources) or "no source"
                 clauses.append(Clause("sources", ok, detail=f"{came} {'in' if ok else 'not in'} {listed}"))
             matched = rule.accepts(found, score, paper.sources)
-            out.append(Explanation(topic.name, matched, tuple(clauses), width))
+            out.append(Explanation(topic.name, matched, tuple(clauses), width, labels.get(topic.name, "")))
         return out
 
     def marks(self, paper: Paper, topic_names: Iterable[str]) -> Marks:

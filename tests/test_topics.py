@@ -428,6 +428,27 @@ def test_matches_oracle_on_real_papers(arxiv: list[Paper]) -> None:
     assert all(0 < n < len(arxiv) / 3 for n in counts.values()), counts
 
 
+# Real papers of the fixture and the research topics that take them, as a reader would expect
+EXPECTED_MEMBERSHIP = {
+    "2411.17726": ["quantum-computing", "quantum-ml"],  # EQNN: Enhanced Quantum Neural Network
+    "2408.02895": ["gravitational-waves"],  # GAN for core-collapse gravitational waves: a GAN, not diffusion
+    "2409.08326": ["black-holes"],  # Growth of light-seed black holes: no gravitational waves, no dark matter
+    # JPPO: prompt optimisation for LLM services, with a made-up score ≥ 3, so also "popular"
+    "2411.18010": ["llm", "rl", "quantization", "nlp-title", "cs-cl", "popular"],
+    # fine-tuning a segmentation model on satellites: "segmentation" alone does not make it medical imaging (`all`)
+    "2411.17831": ["fine-tuning"],
+    "2411.18179": ["diffusion", "robotics", "transformers", "popular"],  # visual policy learning via joint denoising
+    "2411.18320": ["fine-tuning", "speech", "cs-cl"],  # continual learning in a machine speech chain, fine-tuned
+}
+
+
+def test_real_papers_land_in_the_expected_research_topics(arxiv: list[Paper]) -> None:
+    by_id = {p.id: p for p in arxiv}
+    matcher = Matcher([topic(name, **rule) for name, rule in RESEARCH.items()])
+    got = {pid: matcher.topics_for(by_id[pid]) for pid in EXPECTED_MEMBERSHIP}
+    assert got == EXPECTED_MEMBERSHIP
+
+
 def test_marks_on_real_papers(arxiv: list[Paper]) -> None:
     """Marks on real text stay sorted, disjoint and inside the field."""
     topics = [topic(name, **rule) for name, rule in RESEARCH.items()]

@@ -1,0 +1,137 @@
+"""`newsletter topics try` and `topics explain` on a real SQLite store filled from the real fixtures by `newsletter fetch`."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from newsletter import config
+from newsletter.cli import cli
+from newsletter.digest import all_topics
+from newsletter.papers import Paper
+from newsletter.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests/fixtures"
+
+CONFIG = f"""\
+sources:
+  - name: hf
+    type: hf_daily
+    url: {FIXTURES}/hf_daily_papers/personal-news-feed__daily_papers_2026-07-31.json
+  - name: arxiv
+    type: arxiv_rss
+    categories: [cs, astro-ph]
+    url: {FIXTURES}/arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml
+topics:
+  agents:
+    any: [agent*, tool use]
+    all: ["/\\\\b(LLM|language model)s?\\\\b/"]
+  continual:
+    any: [continual learning, catastrophic forgetting]
+  exoplanets:
+    any: [exoplanet*, hot Jupiter*]
+  nothing:
+    any: [zzyzx]
+subscribers:
+  - email: ada@example.org
+    topics: [continual]
+    keywords: [retrieval-augmented]
+"""
+
+
+def _oracle() -> type:
+    spec = importlib.util.spec_from_file_location("topics_bench", ROOT / "bench/topics_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ReferenceMatcher  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config and a store that `newsletter fetch` filled from the bundled feeds, plus one paper seen 20 days ago."""
+    path = tmp_path_factory.mktemp("try")
+    (path / "subscribers.yaml").write_text(CONFIG, encoding="utf-8")
+    result = newsletter(path, "fetch")
+    assert result.exit_code == 0, result.output
+    with Store(path / "state.db") as store:
+        old = Paper(id="2001.00001", title="An old paper on catastrophic forgetting", abstract="Continual learning, again.")
+        store.add_papers([old], now=datetime.now(timezone.utc) - timedelta(days=20))
+    return path
+
+
+def newsletter(workdir: Path, *args: str) -> Result:
+    env = {"NEWSLETTER_DB": str(workdir / "state.db"), "NEWSLETTER_CONFIG": str(workdir / "subscribers.yaml")}
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_try_counts_each_topic_like_the_reference_loop_and_marks_matched_words(workdir: Path) -> None:
+    loaded = config.load(workdir / "subscribers.yaml")
+    with Store(workdir / "state.db") as store:
+        recent = [s.paper for s in store.papers_seen_since(datetime.now(timezone.utc) - timedelta(days=7))]
+    oracle = _oracle()(all_topics(loaded))
+    expected = dict.fromkeys(["agents", "continual", "exoplanets", "nothing", "keywords:ada@example.org"], 0)
+    unmatched = 0
+    for p in recent:
+        names = oracle.topics_for(p)
+        for name in names:
+            expected[name] += 1
+        unmatched += not names
+
+    result = newsletter(workdir, "topics", "try")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{len(recent)} papers first seen in the last 7 days", "the old paper is beyond the horizon"
+    counts = {line.rsplit(None, 1)[0].strip(): int(line.rsplit(None, 1)[1]) for line in lines[1:] if not line.startswith("    ")}
+    assert counts == {
+        "agents": expected["agents"],
+        "continual": expected["continual"],
+        "exoplanets": expected["exoplanets"],
+        "nothing": 0,
+        "keywords of ada@example.org": expected["keywords:ada@example.org"],
+        "matched by no topic": unmatched,
+    }
+    assert all(n > 0 for name, n in counts.items() if name != "nothing")
+    assert "    2411.18320  *Continual Learning* in Machine Speech Chain Using Gradient Episodic Memory" in result.output
+    samples = [line for line in lines if line.startswith("    ")]
+    assert len(samples) == 3 * 5, "three papers under each topic that took any, and three no topic took"
+    assert all("*" in line for line in samples[:12]), "every sample of a keyword topic shows what matched"
+
+
+def test_try_one_topic_over_more_days(workdir: Path) -> None:
+    result = newsletter(workdir, "topics", "try", "continual", "--days", "30")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split() == ["continual", "4"], "the paper seen 20 days ago counts now"
+    assert "matched by no topic" not in result.output
+    assert len(lines) == 2 + 3
+
+
+def test_try_unknown_topic_is_an_input_error(workdir: Path) -> None:
+    result = newsletter(workdir, "topics", "try", "continuous")
+    assert result.exit_code == 1
+    assert "no topic 'continuous'" in result.output and "continual" in result.output
+
+
+def test_explain_shows_every_topic_with_the_keywords_and_fields_that_decided(workdir: Path) -> None:
+    result = newsletter(workdir, "topics", "explain", "2411.18320")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "2411.18320: Continual Learning in Machine Speech Chain Using Gradient Episodic Memory",
+        'agents                       no match  any: none of ["agent*", "tool use"] matched; '
+        'all: missing "/\\b(LLM|language model)s?\\b/"',
+        'continual                    MATCH     any: "continual learning" in title+abstract, "catastrophic forgetting" in abstract',
+        'exoplanets                   no match  any: none of ["exoplanet*", "hot Jupiter*"] matched',
+        'nothing                      no match  any: none of ["zzyzx"] matched',
+        'keywords of ada@example.org  no match  any: none of ["retrieval-augmented"] matched',
+    ]
+
+
+def test_explain_unknown_paper(workdir: Path) -> None:
+    result = newsletter(workdir, "topics", "explain", "9999.99999")
+    assert result.exit_code == 1 and "no stored paper with id '9999.99999'" in result.output

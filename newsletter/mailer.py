@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import ssl
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Protocol
@@ -37,7 +40,17 @@ class Headers:
 
 
 def build_message(sender: Address, headers: Headers, text: str, html: str, now: datetime | None = None) -> EmailMessage:
-    """multipart/alternative (text first, then HTML); EmailMessage refuses CR/LF smuggled into headers."""
+    """multipart/alternative (text first, then HTML); EmailMessage refuses CR/LF smuggled into headers.
+
+    Bodies are 8bit UTF-8 with short lines, exactly as prepare_body makes them, so both ways give one mail.
+    """
+    msg = _headed(sender, headers, now)
+    msg.set_content(short_lines(text), cte="8bit")
+    msg.add_alternative(short_lines(html), subtype="html", cte="8bit")
+    return msg
+
+
+def _headed(sender: Address, headers: Headers, now: datetime | None) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = headers.to
@@ -49,9 +62,64 @@ def build_message(sender: Address, headers: Headers, text: str, html: str, now: 
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["Precedence"] = "bulk"
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
     return msg
+
+
+MIME_LINE_BYTES = 500  # RFC 5322 allows 998; the margin leaves room for the values filled in later
+
+
+@dataclass(frozen=True)
+class Body:
+    """One digest's multipart/alternative, serialised once, split where each reader's values go.
+
+    Both parts are 8bit UTF-8 with short lines, so filling a slot with a value (one line, no CR/LF)
+    leaves a valid body; quoted-printable or base64 would not survive substitution.
+    """
+
+    chunks: tuple[bytes, ...]
+    slots: tuple[str, ...]
+
+    def fill(self, values: Mapping[str, str]) -> bytes:
+        """The body for one reader: joins of bytes, no MIME generation."""
+        out = [self.chunks[0]]
+        for slot, chunk in zip(self.slots, self.chunks[1:]):
+            out.append(values[slot].replace("\r", " ").replace("\n", " ").encode("utf-8"))
+            out.append(chunk)
+        return b"".join(out)
+
+
+def prepare_body(text: str, html: str, slots: Iterable[str]) -> Body:
+    """Serialise the two parts once per distinct digest (CRLF, as sent over SMTP), keeping the slots findable."""
+    msg = EmailMessage()
+    msg.set_content(short_lines(text), cte="8bit")
+    msg.add_alternative(short_lines(html), subtype="html", cte="8bit")
+    raw = msg.as_bytes(policy=SMTP)
+    names = sorted(slots, key=len, reverse=True)
+    pieces = re.split(b"(" + b"|".join(re.escape(n.encode("ascii")) for n in names) + b")", raw)
+    return Body(tuple(pieces[0::2]), tuple(p.decode("ascii") for p in pieces[1::2]))
+
+
+def message_bytes(sender: Address, headers: Headers, body: Body, values: Mapping[str, str], now: datetime | None = None) -> bytes:
+    """The whole message for one reader: its headers built as build_message does, then the prepared body."""
+    head = _headed(sender, headers, now)
+    return b"".join(SMTP.fold_binary(name, value) for name, value in head.items()) + body.fill(values)
+
+
+def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:
+    """Break lines longer than `limit` UTF-8 bytes at a space (a newline is the same whitespace in HTML and text)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        while len(line.encode("utf-8")) > limit:
+            head = line.encode("utf-8")[:limit].decode("utf-8", "ignore")
+            cut = head.rfind(" ")
+            if cut > 0:
+                out.append(line[:cut])
+                line = line[cut + 1 :]
+            else:  # a run with no space at all: only hostile text does this; break it anyway
+                out.append(head)
+                line = line[len(head) :]
+        out.append(line)
+    return "\n".join(out)
 
 
 class Transport(Protocol):

@@ -28,10 +28,15 @@ MAX_URL_CHARS = 500  # longer links are dropped: they would only break lines and
 ALLOWED_TAGS = {"mark", "b", "i", "em", "strong", "sub", "sup", "code", "a"}
 
 # Placeholders survive autoescaping and inlining unchanged, then each reader's values replace them.
-NAME = "__NL_READER_NAME__"
-EMAIL = "__NL_READER_EMAIL__"
+# Name and address differ per part (escaped in HTML, as-is in text); the tokens are URL-safe in both.
+HTML_NAME = "__NL_HTML_NAME__"
+HTML_EMAIL = "__NL_HTML_EMAIL__"
+TEXT_NAME = "__NL_TEXT_NAME__"
+TEXT_EMAIL = "__NL_TEXT_EMAIL__"
 UNSUBSCRIBE = "__NL_UNSUBSCRIBE_TOKEN__"
 PREFERENCES = "__NL_PREFERENCES_TOKEN__"
+PLACEHOLDERS = (HTML_NAME, HTML_EMAIL, TEXT_NAME, TEXT_EMAIL, UNSUBSCRIBE, PREFERENCES)
+MAX_NAME_CHARS = 64
 
 
 class RenderError(Exception):
@@ -96,12 +101,12 @@ class Renderer:
     def _render(self, digest: Digest) -> Rendered:
         """Render and inline; when the HTML is over budget, cut the lowest-ranked papers and render again."""
         rendered = self._render_once(digest)
-        size = len(rendered.html.encode("utf-8"))
+        size = mime_size(rendered.html)
         while size > self.max_html_bytes and digest.count > len(digest.sections):
             keep = int(digest.count * self.max_html_bytes / size * 0.97)
             digest = shrink(digest, max(len(digest.sections), min(keep, digest.count - 1)))
             rendered = self._render_once(digest)
-            size = len(rendered.html.encode("utf-8"))
+            size = mime_size(rendered.html)
         return rendered
 
     def _render_once(self, digest: Digest) -> Rendered:
@@ -113,37 +118,54 @@ class Renderer:
             "digest": digest,
             "subject": subject,
             "preheader": preheader,
-            "reader": {"name": NAME, "email": EMAIL},
             "unsubscribe_url": f"{self.base_url}/unsubscribe/{UNSUBSCRIBE}",
             "preferences_url": f"{self.base_url}/preferences/{PREFERENCES}",
             "base_url": self.base_url,
         }
         try:
-            html = self.template("digest.html").render(context)
-            text = self.template("digest.txt").render(context)
+            html = self.template("digest.html").render(context, reader={"name": HTML_NAME, "email": HTML_EMAIL})
+            text = self.template("digest.txt").render(context, reader={"name": TEXT_NAME, "email": TEXT_EMAIL})
         except jinja2.TemplateError as exc:
             raise RenderError(f"{_where(exc)}: {exc}") from exc
         return Rendered(subject, inline_css(html, self.base_url), text.strip() + "\n", preheader, digest)
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
         """The HTML and text for one reader: plain string replacement, no re-rendering."""
-        greeting_name = reader.name or reader.email
-        html_values = {NAME: str(escape(greeting_name)), EMAIL: str(escape(reader.email)), UNSUBSCRIBE: reader.unsubscribe_token, PREFERENCES: reader.preferences_token}
-        text_values = {NAME: greeting_name, EMAIL: reader.email, UNSUBSCRIBE: reader.unsubscribe_token, PREFERENCES: reader.preferences_token}
-        return _replace(rendered.html, html_values), _replace(rendered.text, text_values)
+        values = reader_values(reader)
+        return _replace(rendered.html, values), _replace(rendered.text, values)
+
+
+def reader_values(reader: Reader) -> dict[str, str]:
+    """What each placeholder becomes for one reader: escaped for HTML, one line, the name kept short."""
+    name = " ".join((reader.name or reader.email).split())[:MAX_NAME_CHARS]
+    email = " ".join(reader.email.split())
+    return {
+        HTML_NAME: str(escape(name)),
+        HTML_EMAIL: str(escape(email)),
+        TEXT_NAME: name,
+        TEXT_EMAIL: email,
+        UNSUBSCRIBE: reader.unsubscribe_token,
+        PREFERENCES: reader.preferences_token,
+    }
 
 
 def inline_css(html: str, base_url: str) -> str:
-    """premailer with no network, `!important` kept and links made absolute."""
+    """premailer with no network, `!important` kept and links made absolute (in-mail #anchors stay as they are)."""
     return Premailer(
         html,
         base_url=base_url + "/",
         allow_network=False,
         strip_important=False,
+        preserve_internal_links=True,
         keep_style_tags=False,
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+
+
+def mime_size(html: str) -> int:
+    """Bytes of the HTML part as the mailer sends it: 8bit UTF-8 with CRLF line ends."""
+    return len(html.encode("utf-8")) + html.count("\n")
 
 
 def shrink(digest: Digest, keep: int) -> Digest:

@@ -265,15 +265,21 @@ def test_a_runtime_template_error_names_file_and_line(tmp_path: Path) -> None:
 def test_a_prepared_body_gives_the_same_mail_as_building_it_per_reader() -> None:
     renderer = Renderer(BASE)
     rendered = renderer.render(real_digest(5))
-    body = prepare_body(rendered.text, rendered.html, PLACEHOLDERS)
     sender = Address("Digest", addr_spec="digest@example.org")
-    for reader in (READER, Reader("bo@example.org", "Bö Ørsted", "T2", "P2")):
+    body = prepare_body(sender, rendered.subject, "Paper digest <digest.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
+    for reader in (READER, Reader("bo@example.org", "Bö Ørsted", "T2", "P2"), Reader("cy@example.org", "Cy", "T3" * 60, "P3")):
         headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/unsubscribe/{reader.unsubscribe_token}", "Paper digest <digest.example.org>")
-        fast = email.message_from_bytes(message_bytes(sender, headers, body, reader_values(reader)), policy=email.policy.default)
+        raw = message_bytes(body, headers.to, headers.unsubscribe_url, reader_values(reader))
+        fast = email.message_from_bytes(raw, policy=email.policy.default)
         html, text = renderer.personalise(rendered, reader)
-        slow = email.message_from_bytes(build_message(sender, headers, text, html).as_bytes(), policy=email.policy.default)
+        slow_raw = build_message(sender, headers, text, html).as_bytes()
+        slow = email.message_from_bytes(slow_raw, policy=email.policy.default)
         assert [p.get_content().replace("\r\n", "\n") for p in fast.iter_parts()] == [p.get_content() for p in slow.iter_parts()]
-        assert fast["To"] == slow["To"] and fast["List-Unsubscribe"] == slow["List-Unsubscribe"] and fast["Subject"] == slow["Subject"]
+        for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version"):
+            assert fast[name] == slow[name] and len(fast.get_all(name)) == 1, name
+        assert fast["To"].addresses[0].display_name == reader.name
+        for message in (raw, slow_raw):
+            assert f"List-Unsubscribe: <{headers.unsubscribe_url}>".encode() in message, "a clickable URL, never encoded-words"
         assert fast["Message-ID"] != slow["Message-ID"]
-        assert all(len(line) <= 998 for line in message_bytes(sender, headers, body, reader_values(reader)).split(b"\r\n"))
+        assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and b"\n" not in raw.replace(b"\r\n", b"")
         assert not any(p in fast.as_string() for p in PLACEHOLDERS)

@@ -200,6 +200,11 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     html, _ = renderer.personalise(rendered, READER)
     shown = rendered.digest
     assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
+    body = prepare_body(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
+    raw = message_bytes(body, Address("Ada", addr_spec="ada@example.org"), f"{BASE}/u/T", reader_values(READER))
+    html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+    assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
+    assert len(html_part) <= MAX_HTML_BYTES
     assert 20 < shown.count < d.count
     assert sorted(shown.covered_ids) == sorted(d.covered_ids), "papers cut to fit still count as delivered"
     for before, after in zip(d.sections, shown.sections):

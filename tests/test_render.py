@@ -256,6 +256,9 @@ def test_autoescape_applies_to_overridden_html_templates(tmp_path: Path) -> None
     (tmp_path / "digest.html").write_text("<p>{{ digest.sections[0].entries[0].paper.title }}</p>", encoding="utf-8")
     _, html, _ = render(digest(), tmp_path)
     assert "&lt;script&gt;" in html and "<script>" not in html
+    env = Renderer(BASE).env
+    assert all(env.autoescape(name) for name in ("base.html", "digest.html", "digest.html.j2", "custom.htm")), "every HTML name escapes"
+    assert not env.autoescape("digest.txt")
 
 
 def test_a_runtime_template_error_names_file_and_line(tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def inline_css(html: str, base_url: str) -> str:
         allow_network=False,
         strip_important=False,
         preserve_internal_links=True,
+        disable_basic_attributes=["width", "height"],  # keep width="600" for Outlook; CSS makes it fluid elsewhere
         keep_style_tags=False,
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,

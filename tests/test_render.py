@@ -182,6 +182,8 @@ def test_a_real_digest_makes_a_multipart_mail_whose_parts_agree() -> None:
         assert f"…and {section.more} more in {section.title}." in plain and f"…and {section.more} more in {section.title}." in rich
     assert re.search(r'<td class="toc"', rich), "several topics get a table of contents"
     assert 'role="presentation"' in rich and "max-width:600px" in rich.replace(" ", "")
+    assert re.search(r'<table[^>]*class="container" width="600"', rich), "Outlook, which ignores max-width, gets 600 px"
+    assert "<!--[if mso]>" in rich
     assert "▲ " in rich and "upvotes" in rich and "arXiv" in rich and "Hugging Face" in rich
 
 

@@ -6,27 +6,37 @@ import logging
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import nh3
 from markupsafe import Markup, escape
 from premailer import Premailer
 
-from .digest import Digest
+from .digest import Digest, Section
 from .papers import Paper
 
 BUNDLED = [Path(__file__).parent / "templates", Path(__file__).parent.parent / "templates"]
 ABSTRACT_CHARS = 420
 MAX_AUTHORS = 4
+MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
+MAX_URL_CHARS = 500  # longer links are dropped: they would only break lines and layouts
+# What may survive of feed text inside HTML: our own <mark> and simple inline markup, links only http(s).
+ALLOWED_TAGS = {"mark", "b", "i", "em", "strong", "sub", "sup", "code", "a"}
 
 # Placeholders survive autoescaping and inlining unchanged, then each reader's values replace them.
-NAME = "__NL_READER_NAME__"
-EMAIL = "__NL_READER_EMAIL__"
+# Name and address differ per part (escaped in HTML, as-is in text); the tokens are URL-safe in both.
+HTML_NAME = "__NL_HTML_NAME__"
+HTML_EMAIL = "__NL_HTML_EMAIL__"
+TEXT_NAME = "__NL_TEXT_NAME__"
+TEXT_EMAIL = "__NL_TEXT_EMAIL__"
 UNSUBSCRIBE = "__NL_UNSUBSCRIBE_TOKEN__"
 PREFERENCES = "__NL_PREFERENCES_TOKEN__"
+PLACEHOLDERS = (HTML_NAME, HTML_EMAIL, TEXT_NAME, TEXT_EMAIL, UNSUBSCRIBE, PREFERENCES)
+MAX_NAME_CHARS = 64
 
 
 class RenderError(Exception):
@@ -41,6 +51,7 @@ class Rendered:
     html: str
     text: str
     preheader: str
+    digest: Digest  # what was rendered: the input, or a smaller cut of it when the HTML was over budget
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,9 @@ class Reader:
 class Renderer:
     """Holds the Jinja environment and a cache of rendered digests keyed by content."""
 
-    def __init__(self, base_url: str, templates: Path | None = None) -> None:
+    def __init__(self, base_url: str, templates: Path | None = None, max_html_bytes: int = MAX_HTML_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_html_bytes = max_html_bytes
         folders = ([templates] if templates else []) + [p for p in BUNDLED if p.is_dir()]
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(p) for p in folders]),
@@ -67,7 +79,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.filters.update(highlight=highlight, snippet=snippet, authors=authors, wrap=wrap, mark_text=mark_text, day=format_day)
-        self.env.globals.update(paper_links=paper_links)
+        self.env.globals.update(paper_links=paper_links, source_label=source_label)
         self._cache: dict[tuple[object, ...], Rendered] = {}
 
     def template(self, name: str) -> jinja2.Template:
@@ -87,6 +99,17 @@ class Renderer:
         return cached
 
     def _render(self, digest: Digest) -> Rendered:
+        """Render and inline; when the HTML is over budget, cut the lowest-ranked papers and render again."""
+        rendered = self._render_once(digest)
+        size = mime_size(rendered.html)
+        while size > self.max_html_bytes and digest.count > len(digest.sections):
+            keep = int(digest.count * self.max_html_bytes / size * 0.97)
+            digest = shrink(digest, max(len(digest.sections), min(keep, digest.count - 1)))
+            rendered = self._render_once(digest)
+            size = mime_size(rendered.html)
+        return rendered
+
+    def _render_once(self, digest: Digest) -> Rendered:
         titles = [s.title for s in digest.sections]
         noun = "paper" if digest.count == 1 else "papers"
         subject = f"Paper digest · {format_day(digest.day)} · {digest.count} new {noun}"
@@ -95,41 +118,86 @@ class Renderer:
             "digest": digest,
             "subject": subject,
             "preheader": preheader,
-            "reader": {"name": NAME, "email": EMAIL},
             "unsubscribe_url": f"{self.base_url}/unsubscribe/{UNSUBSCRIBE}",
             "preferences_url": f"{self.base_url}/preferences/{PREFERENCES}",
             "base_url": self.base_url,
         }
         try:
-            html = self.template("digest.html").render(context)
-            text = self.template("digest.txt").render(context)
+            html = self.template("digest.html").render(context, reader={"name": HTML_NAME, "email": HTML_EMAIL})
+            text = self.template("digest.txt").render(context, reader={"name": TEXT_NAME, "email": TEXT_EMAIL})
         except jinja2.TemplateError as exc:
             raise RenderError(f"{_where(exc)}: {exc}") from exc
-        return Rendered(subject, inline_css(html, self.base_url), text.strip() + "\n", preheader)
+        return Rendered(subject, inline_css(html, self.base_url), text.strip() + "\n", preheader, digest)
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
         """The HTML and text for one reader: plain string replacement, no re-rendering."""
-        greeting_name = reader.name or reader.email
-        html_values = {NAME: str(escape(greeting_name)), EMAIL: str(escape(reader.email)), UNSUBSCRIBE: reader.unsubscribe_token, PREFERENCES: reader.preferences_token}
-        text_values = {NAME: greeting_name, EMAIL: reader.email, UNSUBSCRIBE: reader.unsubscribe_token, PREFERENCES: reader.preferences_token}
-        return _replace(rendered.html, html_values), _replace(rendered.text, text_values)
+        values = reader_values(reader)
+        return _replace(rendered.html, values), _replace(rendered.text, values)
+
+
+def reader_values(reader: Reader) -> dict[str, str]:
+    """What each placeholder becomes for one reader: escaped for HTML, one line, the name kept short."""
+    name = " ".join((reader.name or reader.email).split())[:MAX_NAME_CHARS]
+    email = " ".join(reader.email.split())
+    return {
+        HTML_NAME: str(escape(name)),
+        HTML_EMAIL: str(escape(email)),
+        TEXT_NAME: name,
+        TEXT_EMAIL: email,
+        UNSUBSCRIBE: reader.unsubscribe_token,
+        PREFERENCES: reader.preferences_token,
+    }
 
 
 def inline_css(html: str, base_url: str) -> str:
-    """premailer with no network, `!important` kept and links made absolute."""
+    """premailer with no network, `!important` kept and links made absolute (in-mail #anchors stay as they are)."""
     return Premailer(
         html,
         base_url=base_url + "/",
         allow_network=False,
         strip_important=False,
+        preserve_internal_links=True,
+        disable_basic_attributes=["width", "height"],  # keep width="600" for Outlook; CSS makes it fluid elsewhere
         keep_style_tags=False,
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
 
 
+def mime_size(html: str) -> int:
+    """Bytes of the HTML part as the mailer sends it: 8bit UTF-8 with CRLF line ends."""
+    return len(html.encode("utf-8")) + html.count("\n")
+
+
+def shrink(digest: Digest, keep: int) -> Digest:
+    """The digest with only `keep` papers, cut proportionally across topics (each keeps at least its best one).
+
+    Sections are already ranked, so the tail of each goes; the ids cut join Section.cut, which makes the
+    template say "…and N more" and keeps them counted as delivered (Digest.covered_ids).
+    """
+    sizes = [len(s.entries) for s in digest.sections]
+    total = sum(sizes)
+    if keep >= total:
+        return digest
+    quotas = [max(1, size * keep // total) for size in sizes]
+    # Hand out what flooring left over, largest remainder first, never beyond a section's size.
+    order = sorted(range(len(sizes)), key=lambda i: -(sizes[i] * keep % total))
+    spare = keep - sum(quotas)
+    for i in order:
+        if spare <= 0:
+            break
+        if quotas[i] < sizes[i]:
+            quotas[i] += 1
+            spare -= 1
+    sections = tuple(
+        replace(s, entries=s.entries[:q], cut=tuple(e.paper.id for e in s.entries[q:]) + s.cut)
+        for s, q in zip(digest.sections, quotas)
+    )
+    return replace(digest, sections=sections)
+
+
 def highlight(text: str, spans: Sequence[tuple[int, int]], limit: int | None = None) -> Markup:
-    """Escape text and wrap matched spans in <mark>, optionally cut as a snippet first."""
+    """Escape text and wrap matched spans in <mark>, optionally cut as a snippet first; nh3 has the last word."""
     cut = snippet(text, limit) if limit else text
     end_of_cut = len(cut.rstrip("…"))
     out: list[str] = []
@@ -141,7 +209,12 @@ def highlight(text: str, spans: Sequence[tuple[int, int]], limit: int | None = N
         out.append(f"<mark>{escape(cut[start:end])}</mark>")
         pos = end
     out.append(str(escape(cut[pos:])))
-    return Markup("".join(out))
+    return sanitise("".join(out))
+
+
+def sanitise(markup: str) -> Markup:
+    """Allow-list HTML from anywhere near a feed: unknown tags and attributes go, links stay http(s) only."""
+    return Markup(nh3.clean(markup, tags=ALLOWED_TAGS, attributes={"a": {"href"}}, url_schemes={"http", "https"}, link_rel="noopener"))
 
 
 def mark_text(text: str, spans: Sequence[tuple[int, int]], limit: int | None = None) -> str:
@@ -189,14 +262,29 @@ def format_day(value: date | datetime | None) -> str:
     return value.strftime("%-d %b %Y") if value else ""
 
 
+def source_label(paper: Paper) -> str:
+    """Where a paper came from, readably: arXiv and Hugging Face by name, other feeds by their source name."""
+    labels = []
+    if _ARXIV_ID.match(paper.id):
+        labels.append("arXiv")
+    if paper.links.get("hf") or paper.score is not None:
+        labels.append("Hugging Face")
+    if not labels:
+        labels.extend(paper.sources)
+    return " · ".join(labels)
+
+
 def paper_links(paper: Paper) -> list[tuple[str, str]]:
     """Labelled http(s) links for a paper, in reading order."""
     labels = [("abstract", "Abstract"), ("pdf", "PDF"), ("code", "Code"), ("project", "Project"), ("hf", "Hugging Face"), ("doi", "DOI")]
     return [(label, paper.links[key]) for key, label in labels if _safe_url(paper.links.get(key))]
 
 
+_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})$")
+
+
 def _safe_url(url: str | None) -> bool:
-    return bool(url) and re.match(r"^https?://[^\s<>\"']+$", url or "") is not None
+    return bool(url) and len(url or "") <= MAX_URL_CHARS and re.match(r"^https?://[^\s<>\"']+$", url or "") is not None
 
 
 def _replace(text: str, values: dict[str, str]) -> str:

@@ -1,17 +1,28 @@
-"""Rendering: feed text is escaped, CSS is inlined, both parts carry the same papers, templates can be overridden."""
+"""Rendering: feed text is escaped, CSS is inlined, both parts carry the same papers, the HTML stays under
+Gmail's clipping size, templates can be overridden, and one prepared body serves every reader."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from datetime import date, datetime, timezone
+from email.headerregistry import Address
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from newsletter.digest import Digest, Entry, Section
+from newsletter import config
+from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
+from newsletter.mailer import Headers, build_message, message_bytes, prepare_body
 from newsletter.papers import Paper
-from newsletter.render import Reader, Renderer, RenderError, snippet
-from newsletter.topics import Marks
+from newsletter.render import MAX_HTML_BYTES, PLACEHOLDERS, Reader, Renderer, RenderError, mime_size, reader_values, shrink, snippet
+from newsletter.sources import Source, parse
+from newsletter.topics import Marks, Matcher
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BASE = "https://news.example.org"
 
 HOSTILE = Paper(
     id="2411.00666",
@@ -31,7 +42,7 @@ def digest(paper: Paper = HOSTILE, marks: Marks | None = None) -> Digest:
 
 
 def render(d: Digest, templates: Path | None = None) -> tuple[str, str, str]:
-    renderer = Renderer("https://news.example.org", templates)
+    renderer = Renderer(BASE, templates)
     rendered = renderer.render(d)
     html, text = renderer.personalise(rendered, READER)
     return rendered.subject, html, text
@@ -99,3 +110,186 @@ def test_a_broken_template_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "digest.html").write_text("line one\n{% if %}\n", encoding="utf-8")
     with pytest.raises(RenderError, match=r"digest\.html:2: "):
         render(digest(), tmp_path)
+
+
+# --------------------------------------------------------------------------- real digests from the fixtures
+
+CONF = config.parse(
+    """\
+settings:
+  max_papers_per_topic: 400
+sources:
+  - {name: hf, type: hf_daily}
+  - {name: arxiv, type: arxiv_rss, categories: [cs]}
+topics:
+  trending:
+    title: Trending on Hugging Face
+    sources: [hf]
+  learning:
+    title: Learning
+    any: [learning, "language model*"]
+  physics:
+    title: Physics
+    any: [quantum, galax*, "dark matter"]
+subscribers:
+  - email: ada@example.org
+    name: Ada
+    topics: [trending, learning, physics]
+""",
+    "subs.yaml",
+)
+
+
+@lru_cache(maxsize=None)
+def fixture_papers() -> tuple[Paper, ...]:
+    """Hugging Face's daily papers and the full arXiv RSS capture, parsed as the pipeline would."""
+    hf = parse(Source(name="hf", type="hf_daily"), (FIXTURES / "hf_daily_papers/personal-news-feed__daily_papers_2026-07-31.json").read_bytes(), "https://example.org/hf")
+    arxiv = parse(Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")), (FIXTURES / "arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(), "https://example.org/rss")
+    return tuple(hf.papers + arxiv.papers)
+
+
+def real_digest(cap: int) -> Digest:
+    """Ada's digest from the fixtures, each topic capped at `cap` papers."""
+    matcher = Matcher(all_topics(CONF))
+    papers = list(fixture_papers())
+    result = compose(CONF, CONF.subscribers[0], matcher, papers, match_all(matcher, papers), set(), date(2026, 11, 25))
+    assert result is not None
+    sections = tuple(Section(s.key, s.title, s.description, s.entries[:cap], tuple(e.paper.id for e in s.entries[cap:]) + s.cut) for s in result.sections)
+    return Digest(result.day, sections)
+
+
+def urls(part: str) -> set[str]:
+    """Every absolute link, outside the HTML head, without trailing punctuation."""
+    return {u.rstrip("./") for u in re.findall(r"https?://[^\s\"'<>]+", part.split("<body", 1)[-1])}
+
+
+def test_a_real_digest_makes_a_multipart_mail_whose_parts_agree() -> None:
+    renderer = Renderer(BASE)
+    d = real_digest(5)
+    rendered = renderer.render(d)
+    html, text = renderer.personalise(rendered, READER)
+    headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/unsubscribe/UNSUBTOKEN", "Paper digest <digest.example.org>")
+    msg = email.message_from_bytes(build_message(Address("Digest", addr_spec="digest@example.org"), headers, text, html).as_bytes(), policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"], "plain text first, HTML last (preferred)"
+    plain, rich = (p.get_content() for p in msg.iter_parts())
+    assert urls(plain) == urls(rich)
+    assert re.search(r'<a href="#learning"', rich), "table-of-contents links stay in the mail"
+    for paper in d.papers:
+        assert paper.links["abstract"] in plain and paper.links["abstract"] in rich
+    assert len(d.sections) == 3 and "Trending on Hugging Face (5)" in plain
+    for section in d.sections:
+        assert f"…and {section.more} more in {section.title}." in plain and f"…and {section.more} more in {section.title}." in rich
+    assert re.search(r'<td class="toc"', rich), "several topics get a table of contents"
+    assert 'role="presentation"' in rich and "max-width:600px" in rich.replace(" ", "")
+    assert re.search(r'<table[^>]*class="container" width="600"', rich), "Outlook, which ignores max-width, gets 600 px"
+    assert "<!--[if mso]>" in rich
+    assert "▲ " in rich and "upvotes" in rich and "arXiv" in rich and "Hugging Face" in rich
+
+
+def test_the_hidden_preheader_sums_up_the_digest() -> None:
+    rendered = Renderer(BASE).render(real_digest(5))
+    assert rendered.preheader == "15 new papers · Trending on Hugging Face, Learning, Physics"
+    assert re.search(r'<div class="preheader" style="[^"]*display:\s*none[^"]*">15 new papers · Trending', rendered.html)
+
+
+def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
+    d = real_digest(400)
+    renderer = Renderer(BASE)
+    full_size = mime_size(renderer._render_once(d).html)
+    assert full_size > 2 * MAX_HTML_BYTES, "the fixture digest is far over budget"
+    rendered = renderer.render(d)
+    html, _ = renderer.personalise(rendered, READER)
+    shown = rendered.digest
+    assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
+    body = prepare_body(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
+    raw = message_bytes(body, Address("Ada", addr_spec="ada@example.org"), f"{BASE}/u/T", reader_values(READER))
+    html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+    assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
+    assert len(html_part) <= MAX_HTML_BYTES
+    assert 20 < shown.count < d.count
+    assert sorted(shown.covered_ids) == sorted(d.covered_ids), "papers cut to fit still count as delivered"
+    for before, after in zip(d.sections, shown.sections):
+        assert after.more == before.more + len(before.entries) - len(after.entries)
+        assert f"…and {after.more} more in {after.title}." in rendered.html
+        assert after.entries == before.entries[: len(after.entries)], "the best-ranked papers stay"
+
+
+def test_shrink_cuts_proportionally_and_keeps_each_topics_best() -> None:
+    d = real_digest(400)
+    sizes = [len(s.entries) for s in d.sections]
+    small = shrink(d, 40)
+    assert small.count == 40
+    for size, section in zip(sizes, small.sections):
+        assert len(section.entries) >= 1
+        assert abs(len(section.entries) - size * 40 / sum(sizes)) <= 1
+    assert shrink(d, d.count) is d
+
+
+# --------------------------------------------------------------------------- hostile feeds
+
+
+def edge_case(name: str) -> Paper:
+    papers = parse(Source(name="src", type="feed"), (FIXTURES / "edge_cases" / name).read_bytes(), "https://example.org/feed").papers
+    return papers[0] if papers else Paper(id="none", title="")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "raw"),
+    [
+        ("feedparser__wellformed_sanitize_entry_title_script.xml", "safe<script type=\"text/javascript\">location.href='http:/'+'/example.com/';</script> description"),
+        ("feedparser__wellformed_atom10_entry_title_inline_markup.xml", "Example <b>Atom</b>"),
+        ("feedparser__encoding_bozo_double-encoded-html.xml", "&lt;b&gt;&amp;acirc;&amp;#128;&amp;brvbar;"),
+    ],
+)
+def test_hostile_fixtures_render_inert(fixture: str, raw: str) -> None:
+    parsed = edge_case(fixture)
+    for title in (parsed.title or "untitled", raw):  # as the source layer hands it on, and as if it had kept the markup
+        paper = Paper(id="x1", title=title, abstract=raw + " and more", authors=(raw,), links={"abstract": "https://example.org/x1"})
+        _, html, text = render(digest(paper, Marks(title=[], abstract=[])))
+        body = html.split("<body", 1)[1]
+        assert not re.search(r"<(script|b|img)\b", body), "no tag from a feed comes alive"
+        assert "location.href" not in body or "&lt;script" in body
+        assert "&amp;acirc;" not in raw or "&amp;amp;acirc;" in body, "entities are escaped once more, never decoded"
+        assert title in text, "the text part shows the text as it is"
+
+
+def test_autoescape_applies_to_overridden_html_templates(tmp_path: Path) -> None:
+    (tmp_path / "digest.html").write_text("<p>{{ digest.sections[0].entries[0].paper.title }}</p>", encoding="utf-8")
+    _, html, _ = render(digest(), tmp_path)
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    env = Renderer(BASE).env
+    assert all(env.autoescape(name) for name in ("base.html", "digest.html", "digest.html.j2", "custom.htm")), "every HTML name escapes"
+    assert not env.autoescape("digest.txt")
+
+
+def test_a_runtime_template_error_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "digest.txt").write_text("one\n{{ digest.nonexistent }}\n", encoding="utf-8")
+    with pytest.raises(RenderError, match=r"digest\.txt:2: "):
+        render(digest(), tmp_path)
+
+
+# --------------------------------------------------------------------------- one body, many readers
+
+
+def test_a_prepared_body_gives_the_same_mail_as_building_it_per_reader() -> None:
+    renderer = Renderer(BASE)
+    rendered = renderer.render(real_digest(5))
+    sender = Address("Digest", addr_spec="digest@example.org")
+    body = prepare_body(sender, rendered.subject, "Paper digest <digest.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
+    for reader in (READER, Reader("bo@example.org", "Bö Ørsted", "T2", "P2"), Reader("cy@example.org", "Cy", "T3" * 60, "P3")):
+        headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/unsubscribe/{reader.unsubscribe_token}", "Paper digest <digest.example.org>")
+        raw = message_bytes(body, headers.to, headers.unsubscribe_url, reader_values(reader))
+        fast = email.message_from_bytes(raw, policy=email.policy.default)
+        html, text = renderer.personalise(rendered, reader)
+        slow_raw = build_message(sender, headers, text, html).as_bytes()
+        slow = email.message_from_bytes(slow_raw, policy=email.policy.default)
+        assert [p.get_content().replace("\r\n", "\n") for p in fast.iter_parts()] == [p.get_content() for p in slow.iter_parts()]
+        for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version"):
+            assert fast[name] == slow[name] and len(fast.get_all(name)) == 1, name
+        assert fast["To"].addresses[0].display_name == reader.name
+        for message in (raw, slow_raw):
+            assert f"List-Unsubscribe: <{headers.unsubscribe_url}>".encode() in message, "a clickable URL, never encoded-words"
+        assert fast["Message-ID"] != slow["Message-ID"]
+        assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and b"\n" not in raw.replace(b"\r\n", b"")
+        assert not any(p in fast.as_string() for p in PLACEHOLDERS)

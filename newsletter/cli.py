@@ -95,8 +95,15 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         except RenderError as exc:
             _fail(str(exc))
     report.fetched = fetched
+    if report.uncertain:
+        click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
     for o in report.outcomes:
-        click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
+        if o.status != "sent" or len(report.outcomes) <= 50:
+            click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
+    for p in report.paused:
+        click.echo(f"  paused   {p.subscriber}: {p.failures} hard refusals in a row, last: {p.last_failure}")
+    if report.error:
+        click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
     click.echo(f"Digests: {summary or 'none (nothing new for anyone)'}")
     if report.count("sent") and not env.smtp_host:
@@ -183,17 +190,28 @@ def sources(ctx: click.Context) -> None:
 @cli.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    """Deliveries waiting, deferred or failed, and the last sends."""
+    """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
     with Store(env.db) as store:
         rows = store.deliveries()
+        paused = store.paused()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
+    uncertain = [r for r in rows if r["uncertain"]]
     click.echo("Deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"))
+    click.echo(f"Uncertain: {len(uncertain)} interrupted mid-send (the server may have had them), {sum(r['uncertain'] for r in uncertain)} times in all")
     for row in rows:
-        if row["status"] != "sent":
+        if row["status"] == "sending":
+            click.echo(f"  sending  {row['subscriber']} ({row['edition']}): interrupted, or a send is running now; the next run sends it once more")
+        elif row["status"] != "sent":
             click.echo(f"  {row['status']:8} {row['subscriber']} ({row['edition']}, {row['attempts']} attempts): {row['last_reply'] or ''}")
+    for row in uncertain:
+        if row["status"] == "sent":
+            click.echo(f"  uncertain {row['subscriber']} ({row['edition']}): re-sent after an interruption; may have arrived twice")
+    click.echo(f"Paused subscribers: {len(paused)}")
+    for p in paused.values():
+        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)}: {p.failures} hard refusals in a row, last: {p.last_failure}")
     last = [r for r in rows if r["status"] == "sent"][-5:]
     for row in last:
         click.echo(f"  sent     {row['subscriber']} at {row['updated']}")

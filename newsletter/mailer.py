@@ -318,7 +318,7 @@ class Pool:
         self.size = size
         self.rate = rate
         self.description = description
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=size * 8)
+        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=size)  # few claimed rows wait: fewer uncertain after a crash
         self._results: queue.Queue[Result] = queue.Queue()
         self._threads: list[threading.Thread] = []
 

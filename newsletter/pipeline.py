@@ -22,7 +22,7 @@ from .config import Config, Subscriber
 from .digest import Digest, all_topics, compose, match_all
 from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
-from .mailer import Headers, Job, Letter, Pool, Result, Signer, build_message, seal
+from .mailer import Headers, Job, Letter, Pool, Result, Signer, Stationery
 from .papers import Paper
 from .render import Reader, Renderer
 from .sources import Source, SourceError, first_urls, parse
@@ -226,8 +226,8 @@ def send(
                 if not courier.running:
                     break
                 digest = planner.next_digest(subscriber)
-                if digest is not None and store.plan_delivery(edition, subscriber.email, digest.covered_ids, now):
-                    courier.offer(edition, subscriber, digest)
+                if digest is not None:
+                    courier.offer(edition, subscriber, digest, plan=now)
             courier.finish()
         finally:
             courier.close()
@@ -257,6 +257,7 @@ class _Letters:
     renderer: Renderer
     secret: str
     signer: Signer | None = field(init=False)
+    stationery: dict[str, Stationery] = field(init=False, default_factory=dict)  # by subject
 
     def __post_init__(self) -> None:
         self.signer = Signer.from_env(self.env)
@@ -278,7 +279,10 @@ class _Letters:
             list_id=f"Paper digest <digest.{sender.domain or 'localhost'}>",
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
-        return seal(build_message(sender, headers, text, html), self.signer)
+        stationery = self.stationery.get(headers.subject)
+        if stationery is None:
+            stationery = self.stationery[headers.subject] = Stationery(sender, headers.subject, headers.list_id)
+        return stationery.letter(headers, text, html, self.signer)
 
 
 class _Courier:
@@ -302,7 +306,8 @@ class _Courier:
         """False once the server refused the session for good (TLS, login): no point claiming more rows."""
         return self.report.error is None
 
-    def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None) -> None:
+    def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None, plan: datetime | None = None) -> None:
+        """Send one row: an existing one, or with `plan` a new row for this digest, recorded and claimed in one transaction."""
         if digest is None:
             if self.store.claim(edition, subscriber.email) is not None:
                 reply = "nothing left to send: the papers are no longer stored"
@@ -310,7 +315,10 @@ class _Courier:
                 self.report.outcomes.append(Outcome(subscriber.email, 0, "failed", reply))
             return
         row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
-        self._submit(row)
+        with self.store.transaction():
+            if plan is not None and not self.store.plan_delivery(edition, subscriber.email, digest.covered_ids, plan):
+                return  # this edition already has a row for them
+            self._submit(row)
         self._collect(0)
 
     def finish(self) -> None:
@@ -348,10 +356,14 @@ class _Courier:
         if timeout is None and not self.in_flight:
             time.sleep(sleep)
             return
+        results = []
         result = self.pool.get(timeout)
         while result is not None:
-            self._record(result)
+            results.append(result)
             result = self.pool.get(0)
+        with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
+            for result in results:
+                self._record(result)
 
     def _record(self, result: Result) -> None:
         self.in_flight -= 1

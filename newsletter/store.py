@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (edition, subscriber)
 );
 CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(status);
+CREATE INDEX IF NOT EXISTS deliveries_subscriber ON deliveries(subscriber, status);
 CREATE TABLE IF NOT EXISTS readers (
     subscriber TEXT PRIMARY KEY,
     consecutive_failures INTEGER NOT NULL DEFAULT 0,
@@ -130,7 +131,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE so concurrent writers queue instead of failing half-way."""
+        """BEGIN IMMEDIATE so concurrent writers queue instead of failing half-way; inside another transaction, join it."""
+        if self.db.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from smtpserver import SMTPServer, Sink, free_port, self_signed_cert
 
 from newsletter import environment
-from newsletter.mailer import DeliveryError, Headers, Job, Letter, Outbox, Pool, RateLimiter, Signer, Smtp, build_message, seal
+from newsletter.mailer import DeliveryError, Headers, Job, Letter, Outbox, Pool, RateLimiter, Signer, Smtp, Stationery, build_message, seal
 
 SENDER = Address("Paper Digest", "digest", "example.org")
 NO_DOTENV = Path("/nonexistent")
@@ -61,6 +61,37 @@ def test_a_configured_mailto_follows_the_https_link() -> None:
 def test_a_newline_in_a_name_cannot_add_headers() -> None:
     with pytest.raises(ValueError):
         message(Address("Ada\r\nBcc: victim@example.org", "ada", "example.org"))
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        ("Grüße, Ada\n.\nFrom here on\n", "<p>Grüße &amp; <b>é</b></p>\n"),
+        ("x" * 2000 + "\n", "<p>" + "é" * 600 + "</p>"),  # lines too long for 8bit: built whole, encoded
+    ],
+)
+def test_stationery_fills_in_the_same_message_build_message_makes(text: str, html: str) -> None:
+    headers = Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://news.example.org/unsubscribe/tok", "Paper digest <digest.example.org>", "leave@example.org")
+    filled = parse(Stationery(SENDER, headers.subject, headers.list_id).letter(headers, text, html).data)
+    whole = parse(seal(build_message(SENDER, headers, text, html)).data)
+    for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version"):
+        assert filled.get_all(name) == whole.get_all(name), name
+    assert filled["Message-ID"] != whole["Message-ID"] and filled["Message-ID"].endswith("@example.org>")
+    assert filled.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        assert filled.get_body((kind,)).get_content() == whole.get_body((kind,)).get_content(), kind  # type: ignore[union-attr]
+
+
+def test_stationery_refuses_a_newline_in_a_readers_header_too() -> None:
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u\r\nBcc: victim@example.org", "l <l.example.org>")
+    with pytest.raises(ValueError):
+        Stationery(SENDER, "s", "l <l.example.org>").letter(headers, "t\n", "<p>h</p>")
 
 
 def test_a_sealed_letter_uses_crlf_and_carries_the_envelope() -> None:

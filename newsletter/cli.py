@@ -188,11 +188,16 @@ def sources(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--resume", "resume", metavar="EMAIL", help="Lift the pause on a subscriber whose mail was refused (after fixing the address).")
 @click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: click.Context, resume: str | None) -> None:
     """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
     with Store(env.db) as store:
+        if resume:
+            if not store.resume(resume):
+                _fail(f"{resume} is not paused")
+            click.echo(f"Resumed {resume}: the next send mails them again.")
         rows = store.deliveries()
         paused = store.paused()
     counts: dict[str, int] = {}

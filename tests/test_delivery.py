@@ -150,8 +150,8 @@ def test_consecutive_hard_refusals_pause_the_reader_and_status_says_so(world: Wo
     third = world.send(**env)
     assert third.exit_code == 0 and f"paused   {bad}" in third.output
     assert world.arrivals()[bad] == 0, "a paused reader is not mailed"
-    with Store(world.folder / "state.db") as store:
-        assert store.resume(bad)
+    resumed = CliRunner().invoke(cli, ["--config", str(world.folder / "subscribers.yaml"), "status", "--resume", bad], env=world.env)
+    assert resumed.exit_code == 0 and "Paused subscribers: 0" in resumed.output
     assert world.send(**env).exit_code == 0
     assert world.arrivals()[bad] == 1
 
@@ -203,6 +203,10 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
                 killed_running += 1
             proc.wait()
         assert killed_running >= 4, "the kills hit running sends"
+        with Store(tmp_path / "state.db") as store:
+            in_flight = [r["subscriber"] for r in store.deliveries(["sending"])]
+        status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=world.env).output
+        assert sorted(line.split()[1] for line in status.splitlines() if line.startswith("  sending  ")) == sorted(in_flight), "status names every uncertain row"
         final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert final.returncode == 0, final.stdout + final.stderr
         again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

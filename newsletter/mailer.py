@@ -74,6 +74,9 @@ def build_message(sender: Address, headers: Headers, text: str, html: str, now: 
 
 
 MAX_LINE = 998  # octets per line on the wire (RFC 5321 §4.5.3.1.6)
+# CRLF line ends, and header lines up to the hard limit: folding a long List-Unsubscribe URL at 78 columns
+# would turn it into RFC 2047 encoded-words, which no mail client reads as a link.
+WIRE = email.policy.SMTP.clone(max_line_length=MAX_LINE)
 _TEXT_SLOT, _HTML_SLOT = "newsletter-text-body-slot", "newsletter-html-body-slot"
 
 
@@ -97,7 +100,7 @@ class Stationery:
         msg["Precedence"] = "bulk"
         msg.set_content(_TEXT_SLOT, charset="utf-8", cte="8bit")
         msg.add_alternative(_HTML_SLOT, subtype="html", charset="utf-8", cte="8bit")
-        data = msg.as_bytes(policy=email.policy.SMTP)
+        data = msg.as_bytes(policy=WIRE)
         head, _, rest = data.partition(_TEXT_SLOT.encode() + b"\r\n")
         middle, _, tail = rest.partition(_HTML_SLOT.encode() + b"\r\n")
         assert middle and tail, "each body slot appears once"
@@ -114,7 +117,7 @@ class Stationery:
         msg["Date"] = format_datetime(now or datetime.now(timezone.utc))
         msg["Message-ID"] = make_msgid(domain=self.sender.domain or "localhost")
         msg["List-Unsubscribe"] = _unsubscribe(headers)
-        reader = msg.as_bytes(policy=email.policy.SMTP)[:-2]  # its own header block, without the blank line
+        reader = msg.as_bytes(policy=WIRE)[:-2]  # its own header block, without the blank line
         head, middle, tail = self.parts
         data = b"".join((reader, head, text_bytes, middle, html_bytes, tail))
         if signer is not None:
@@ -168,7 +171,7 @@ class Signer:
 
 def seal(msg: EmailMessage, signer: Signer | None = None) -> Letter:
     """Serialise once, with CRLF as on the wire, and sign those exact bytes."""
-    data = msg.as_bytes(policy=email.policy.SMTP)
+    data = msg.as_bytes(policy=WIRE)
     if signer is not None:
         data = signer.sign(data)
     return Letter(msg["From"].addresses[0].addr_spec, msg["To"].addresses[0].addr_spec, msg["Message-ID"], data)
@@ -374,11 +377,10 @@ class Pool:
     Only the caller's thread touches the database: workers take jobs and give back results, nothing else.
     """
 
-    def __init__(self, make: Callable[[], Transport], size: int, rate: float | None, description: str) -> None:
+    def __init__(self, make: Callable[[], Transport], size: int, rate: float | None) -> None:
         self.make = make
         self.size = size
         self.rate = rate
-        self.description = description
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=size)  # few claimed rows wait: fewer uncertain after a crash
         self._results: queue.Queue[Result] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -424,5 +426,5 @@ class Pool:
 def transport(env: Env) -> Pool:
     """SMTP_CONNECTIONS connections to SMTP_HOST at SMTP_RATE, or one writer into the outbox folder."""
     if env.smtp_host:
-        return Pool(lambda: Smtp(env), env.smtp_connections, env.smtp_rate, f"SMTP {env.smtp_host}:{env.smtp_port} ({env.smtp_security})")
-    return Pool(lambda: Outbox(env.outbox), 1, None, f"outbox {env.outbox}")
+        return Pool(lambda: Smtp(env), env.smtp_connections, env.smtp_rate)
+    return Pool(lambda: Outbox(env.outbox), 1, None)

@@ -235,6 +235,7 @@ def send(
 
 
 RETRIES_IN_RUN = 2  # after the first try, a temporarily refused row is tried this many more times in the same run
+SERVER_DOWN_AFTER = 20  # sessions refused in a row (cannot connect, 421 at greeting) before a run stops claiming rows
 
 
 @dataclass
@@ -300,6 +301,7 @@ class _Courier:
         self.letters = letters
         self.in_flight = 0
         self.retries: list[tuple[float, int, _Row]] = []  # heap of (due, tiebreak, row)
+        self.unreachable = 0  # server-side temporary errors since the server last answered about a reader
 
     @property
     def running(self) -> bool:
@@ -370,6 +372,9 @@ class _Courier:
         row = result.job.tag
         assert isinstance(row, _Row)
         email, error = row.subscriber.email, result.error
+        self.unreachable = self.unreachable + 1 if error is not None and error.server else 0
+        if self.unreachable >= SERVER_DOWN_AFTER and self.running:
+            self.report.error = f"the server kept refusing the session ({self.unreachable} times in a row); stopped until the next run: {result.reply}"
         if error is None:
             self.store.mark_sent(row.edition, email, row.letter.message_id, result.reply)
             self._outcome(row, "sent", result.reply)

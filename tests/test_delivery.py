@@ -176,6 +176,17 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
     assert world.arrivals() == Counter(world.emails)
 
 
+def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(world: World) -> None:
+    from smtpserver import free_port
+
+    result = world.send(SMTP_PORT=str(free_port()))
+    assert result.exit_code == 2
+    assert "cannot connect" in result.output
+    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
+    assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
 def test_the_outbox_goes_through_the_same_ledger(world: World) -> None:
     env = {k: "" for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY")} | {"NEWSLETTER_OUTBOX": str(world.folder / "out")}
     assert world.send(**env).exit_code == 0

@@ -88,6 +88,14 @@ def test_stationery_fills_in_the_same_message_build_message_makes(text: str, htm
         assert filled.get_body((kind,)).get_content() == whole.get_body((kind,)).get_content(), kind  # type: ignore[union-attr]
 
 
+def test_a_long_unsubscribe_link_stays_a_readable_url_on_the_wire() -> None:
+    url = "https://news.example.org/unsubscribe/" + "InJlYWRlcjAwMDAwQGV4YW1wbGUub3JnIg.awckJA.p9vOk4G7fRwy_o0vHKyeJqx-fPA" * 2
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", url, "l <l.example.org>", "leave@example.org")
+    for sealed in (seal(build_message(SENDER, headers, "t\n", "<p>h</p>")), Stationery(SENDER, "s", "l <l.example.org>").letter(headers, "t\n", "<p>h</p>")):
+        assert f"List-Unsubscribe: <{url}>, <mailto:leave@example.org?subject=unsubscribe>\r\n".encode() in sealed.data
+        assert b"=?utf-8?" not in sealed.data
+
+
 def test_stationery_refuses_a_newline_in_a_readers_header_too() -> None:
     headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u\r\nBcc: victim@example.org", "l <l.example.org>")
     with pytest.raises(ValueError):
@@ -216,7 +224,7 @@ def test_rate_limiter_spaces_messages_evenly() -> None:
 def test_pool_sends_over_several_connections_under_the_rate() -> None:
     with SMTPServer() as server:
         env = env_for(server)
-        pool = Pool(lambda: Smtp(env), size=3, rate=50.0, description="test")
+        pool = Pool(lambda: Smtp(env), size=3, rate=50.0)
         started = time.monotonic()
         users = [f"user{i}" for i in range(20)]
         for user in users:

@@ -317,17 +317,21 @@ class _Courier:
                 self.report.outcomes.append(Outcome(subscriber.email, 0, "failed", reply))
             return
         row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
-        with self.store.transaction():
+        with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
             if plan is not None and not self.store.plan_delivery(edition, subscriber.email, digest.covered_ids, plan):
                 return  # this edition already has a row for them
-            self._submit(row)
+            claimed = self._claim(row)
+        if claimed:
+            self.pool.put(Job(row, row.letter))
         self._collect(0)
 
     def finish(self) -> None:
         """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""
         while self.in_flight or self.retries:
             if self.retries and self.retries[0][0] <= time.monotonic():
-                self._submit(heapq.heappop(self.retries)[2])
+                row = heapq.heappop(self.retries)[2]
+                if self._claim(row):
+                    self.pool.put(Job(row, row.letter))
                 continue
             wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
             self._collect(wait if self.in_flight else None, sleep=wait)
@@ -341,17 +345,18 @@ class _Courier:
             self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
         self.retries = []
 
-    def _submit(self, row: _Row) -> None:
+    def _claim(self, row: _Row) -> bool:
+        """Move the row to `sending`; False (and nothing to send) when the run has stopped or the row is not claimable."""
         if not self.running:
             self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or ""))
-            return
+            return False
         attempts = self.store.claim(row.edition, row.subscriber.email)
         if attempts is None:
-            return
+            return False
         row.attempts = attempts
         row.tries += 1
         self.in_flight += 1
-        self.pool.put(Job(row, row.letter))
+        return True
 
     def _collect(self, timeout: float | None, sleep: float = 0.0) -> None:
         """Record every available answer, waiting up to `timeout` for the first (None: until one comes)."""

@@ -101,7 +101,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         if o.status != "sent" or len(report.outcomes) <= 50:
             click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
     for p in report.paused:
-        click.echo(f"  paused   {p.subscriber}: {p.failures} hard refusals in a row, last: {p.last_failure}")
+        click.echo(f"  paused   {p.subscriber} after {p.failures} hard refusals in a row; last: {p.last_failure} (newsletter status --resume {p.subscriber})")
     if report.error:
         click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
@@ -205,7 +205,10 @@ def status(ctx: click.Context, resume: str | None) -> None:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     uncertain = [r for r in rows if r["uncertain"]]
     click.echo("Deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"))
-    click.echo(f"Uncertain: {len(uncertain)} interrupted mid-send (the server may have had them), {sum(r['uncertain'] for r in uncertain)} times in all")
+    click.echo(
+        f"Uncertain: {counts.get('sending', 0)} left in `sending` now (the server may have them; the next run sends each once more); "
+        f"{len(uncertain)} interrupted earlier and sent again (a reader may have two copies)"
+    )
     for row in rows:
         if row["status"] == "sending":
             click.echo(f"  sending  {row['subscriber']} ({row['edition']}): interrupted, or a send is running now; the next run sends it once more")
@@ -216,7 +219,7 @@ def status(ctx: click.Context, resume: str | None) -> None:
             click.echo(f"  uncertain {row['subscriber']} ({row['edition']}): re-sent after an interruption; may have arrived twice")
     click.echo(f"Paused subscribers: {len(paused)}")
     for p in paused.values():
-        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)}: {p.failures} hard refusals in a row, last: {p.last_failure}")
+        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)} after {p.failures} hard refusals in a row; last: {p.last_failure}")
     last = [r for r in rows if r["status"] == "sent"][-5:]
     for row in last:
         click.echo(f"  sent     {row['subscriber']} at {row['updated']}")

@@ -400,7 +400,7 @@ class _Courier:
                 self._outcome(row, "deferred", error.reply)
         else:
             paused = self.store.mark_failed(row.edition, email, error.reply, hard=True, pause_after=self.env.pause_after_failures)
-            detail = error.reply + (f"; paused after {self.env.pause_after_failures} refusals in a row" if paused else "")
+            detail = error.reply + (f"; subscriber paused after {self.env.pause_after_failures} hard refusals in a row" if paused else "")
             self._outcome(row, "failed", detail)
 
     def _outcome(self, row: _Row, status: str, detail: str) -> None:

@@ -143,7 +143,7 @@ def test_consecutive_hard_refusals_pause_the_reader_and_status_says_so(world: Wo
     assert "Paused subscribers: 0" in world.status()
     second = world.send(**env)
     assert second.exit_code == 2, "the papers were never delivered, so the next run tries again"
-    assert "paused after 2 refusals in a row" in second.output
+    assert "subscriber paused after 2 hard refusals in a row" in second.output
     status = world.status()
     assert "Paused subscribers: 1" in status and f"paused   {bad}" in status and "550 5.1.1" in status
     world.server.sink.reply = lambda rcpt: None
@@ -218,6 +218,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
             in_flight = [r["subscriber"] for r in store.deliveries(["sending"])]
         status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=world.env).output
         assert sorted(line.split()[1] for line in status.splitlines() if line.startswith("  sending  ")) == sorted(in_flight), "status names every uncertain row"
+        assert f"Uncertain: {len(in_flight)} left in `sending` now" in status
         final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert final.returncode == 0, final.stdout + final.stderr
         again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
@@ -233,4 +234,6 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
         assert losses == []
         assert set(arrivals) == set(world.emails)
         assert duplicates <= uncertain
+        resent = sum(1 for r in rows if r["uncertain"])
+        assert f"0 left in `sending` now (the server may have them; the next run sends each once more); {resent} interrupted earlier" in world.status()
         assert {r["status"] for r in rows} == {"sent"} and len({r["subscriber"] for r in rows}) == 500

@@ -83,17 +83,20 @@ _TEXT_SLOT, _HTML_SLOT = "newsletter-text-body-slot", "newsletter-html-body-slot
 class Stationery:
     """A digest's message minus the reader: built once with EmailMessage, then filled per reader as bytes.
 
-    Per-reader header values (To, Date, Message-ID, List-Unsubscribe) still pass through EmailMessage, which
+    Date is when the stationery was made, the digest's composition. Per-reader header values (To,
+    Message-ID, List-Unsubscribe) still pass through EmailMessage, which
     refuses CR/LF; the bodies go in as 8bit UTF-8, which needs no encoding, so only lines longer than SMTP
     allows send a reader's message through `build_message` instead. Building each message whole costs about
     9 ms of CPU, filling stationery about 1.5 ms: the difference between keeping up with the server or not.
     """
 
-    def __init__(self, sender: Address, subject: str, list_id: str) -> None:
+    def __init__(self, sender: Address, subject: str, list_id: str, now: datetime | None = None) -> None:
         self.sender = sender
+        self.date = now or datetime.now(timezone.utc)
         msg = EmailMessage()
         msg["From"] = sender
         msg["Subject"] = subject
+        msg["Date"] = format_datetime(self.date)
         msg["List-Id"] = list_id
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg["Auto-Submitted"] = "auto-generated"
@@ -107,14 +110,13 @@ class Stationery:
         self.parts = (head, middle, tail)
         self.boundary = f"--{msg.get_boundary()}".encode()
 
-    def letter(self, headers: Headers, text: str, html: str, signer: Signer | None = None, now: datetime | None = None) -> Letter:
+    def letter(self, headers: Headers, text: str, html: str, signer: Signer | None = None) -> Letter:
         """This reader's message, ready for the wire."""
         text_bytes, html_bytes = _body_8bit(text), _body_8bit(html)
         if text_bytes is None or html_bytes is None or self.boundary in text_bytes or self.boundary in html_bytes:
-            return seal(build_message(self.sender, headers, text, html, now), signer)
+            return seal(build_message(self.sender, headers, text, html, self.date), signer)
         msg = EmailMessage()
         msg["To"] = headers.to
-        msg["Date"] = format_datetime(now or datetime.now(timezone.utc))
         msg["Message-ID"] = make_msgid(domain=self.sender.domain or "localhost")
         msg["List-Unsubscribe"] = _unsubscribe(headers)
         reader = msg.as_bytes(policy=WIRE)[:-2]  # its own header block, without the blank line
@@ -128,7 +130,7 @@ class Stationery:
 def _body_8bit(content: str) -> bytes | None:
     """The body as 8bit lines with CRLF, or None when a line is too long to go unencoded."""
     lines = content.encode("utf-8").splitlines()
-    if any(len(line) > MAX_LINE for line in lines):
+    if lines and max(map(len, lines)) > MAX_LINE:
         return None
     return b"\r\n".join(lines) + b"\r\n"
 

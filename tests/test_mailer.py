@@ -78,9 +78,10 @@ def parse(data: bytes) -> EmailMessage:
 )
 def test_stationery_fills_in_the_same_message_build_message_makes(text: str, html: str) -> None:
     headers = Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://news.example.org/unsubscribe/tok", "Paper digest <digest.example.org>", "leave@example.org")
-    filled = parse(Stationery(SENDER, headers.subject, headers.list_id).letter(headers, text, html).data)
-    whole = parse(seal(build_message(SENDER, headers, text, html)).data)
-    for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version"):
+    stationery = Stationery(SENDER, headers.subject, headers.list_id)
+    filled = parse(stationery.letter(headers, text, html).data)
+    whole = parse(seal(build_message(SENDER, headers, text, html, stationery.date)).data)
+    for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version", "Date"):
         assert filled.get_all(name) == whole.get_all(name), name
     assert filled["Message-ID"] != whole["Message-ID"] and filled["Message-ID"].endswith("@example.org>")
     assert filled.get_content_type() == "multipart/alternative"

@@ -15,6 +15,7 @@ from . import config as config_mod
 from . import environment, pipeline, scheduler, subscriptions, tokens, trial
 from .config import Config, ConfigError
 from .environment import Env, EnvError
+from .mailer import connection
 from .mailer import transport as make_transport
 from .render import Reader, Renderer, RenderError
 from .store import Store
@@ -96,8 +97,15 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         except RenderError as exc:
             _fail(str(exc))
     report.fetched = fetched
+    if report.uncertain:
+        click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
     for o in report.outcomes:
-        click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
+        if o.status != "sent" or len(report.outcomes) <= 50:
+            click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
+    for p in report.paused:
+        click.echo(f"  paused   {p.subscriber} after {p.failures} hard refusals in a row; last: {p.last_failure} (newsletter status --resume {p.subscriber})")
+    if report.error:
+        click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
     click.echo(f"Digests: {summary or 'none (nothing new for anyone)'}")
     if report.count("sent") and not env.smtp_host:
@@ -182,19 +190,38 @@ def sources(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--resume", "resume", metavar="EMAIL", help="Lift the pause on a subscriber whose mail was refused (after fixing the address).")
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """Deliveries waiting, deferred or failed, and the last sends."""
+def status(ctx: click.Context, resume: str | None) -> None:
+    """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
     with Store(env.db) as store:
+        if resume:
+            if not store.resume(resume):
+                _fail(f"{resume} is not paused")
+            click.echo(f"Resumed {resume}: the next send mails them again.")
         rows = store.deliveries()
+        paused = store.paused()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
+    uncertain = [r for r in rows if r["uncertain"]]
     click.echo("Deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"))
+    click.echo(
+        f"Uncertain: {counts.get('sending', 0)} left in `sending` now (the server may have them; the next run sends each once more); "
+        f"{len(uncertain)} interrupted earlier and sent again (a reader may have two copies)"
+    )
     for row in rows:
-        if row["status"] != "sent":
+        if row["status"] == "sending":
+            click.echo(f"  sending  {row['subscriber']} ({row['edition']}): interrupted, or a send is running now; the next run sends it once more")
+        elif row["status"] != "sent":
             click.echo(f"  {row['status']:8} {row['subscriber']} ({row['edition']}, {row['attempts']} attempts): {row['last_reply'] or ''}")
+    for row in uncertain:
+        if row["status"] == "sent":
+            click.echo(f"  uncertain {row['subscriber']} ({row['edition']}): re-sent after an interruption; may have arrived twice")
+    click.echo(f"Paused subscribers: {len(paused)}")
+    for p in paused.values():
+        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)} after {p.failures} hard refusals in a row; last: {p.last_failure}")
     last = [r for r in rows if r["status"] == "sent"][-5:]
     for row in last:
         click.echo(f"  sent     {row['subscriber']} at {row['updated']}")
@@ -277,7 +304,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
     if not env.secret_key:
         _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: make_transport(env))
+        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: connection(env))
         try:
             service.subscribe(address, choice)
         except subscriptions.RateLimited:
@@ -293,7 +320,7 @@ def unsubscribe(ctx: click.Context, email: str) -> None:
     """Remove EMAIL from subscribers.yaml now."""
     env, config = _ready(ctx, need_smtp_settings=False)
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, "", lambda: make_transport(env))
+        service = subscriptions.Service(env, config.path, store, "", lambda: connection(env))
         removed = service.unsubscribe(email)
     if not removed:
         _fail(f"{email} is not a subscriber in {config.path}")

@@ -8,7 +8,11 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 
+from typing import Callable, TypeVar
+
 from dotenv import dotenv_values
+
+N = TypeVar("N", int, float, None)
 
 SECURITY_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 DEFAULT_FROM = "Paper Digest <digest@localhost>"
@@ -24,6 +28,16 @@ class Env:
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_timeout: float = 30.0
+    smtp_tls_verify: bool = True  # SMTP_TLS_VERIFY=false only for a self-signed test server
+    smtp_connections: int = 4
+    smtp_rate: float | None = None  # messages per second over all connections; None = as fast as the server takes them
+    smtp_max_attempts: int = 5  # tries per delivery over all runs before a temporary refusal becomes `failed`
+    smtp_retry_delay: float = 5.0  # first in-run backoff after a temporary refusal, doubled each time
+    pause_after_failures: int = 3  # consecutive hard refusals before a subscriber is paused
+    unsubscribe_mailto: str | None = None  # NEWSLETTER_UNSUBSCRIBE_MAILTO
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key_path: Path | None = None
     sender: str | None = None  # NEWSLETTER_FROM
     outbox: Path = Path("outbox")
     db: Path = Path("newsletter.db")
@@ -67,6 +81,12 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
     if not base_url.startswith(("http://", "https://")):
         raise EnvError(f"NEWSLETTER_BASE_URL must start with http:// or https://, got {base_url!r}")
     templates = get("NEWSLETTER_TEMPLATES")
+    mailto = get("NEWSLETTER_UNSUBSCRIBE_MAILTO")
+    if mailto is not None:
+        mailto = mailto.removeprefix("mailto:")
+        if "@" not in mailto or any(c in mailto for c in "\r\n<>, "):
+            raise EnvError(f"NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address like 'unsubscribe@example.org', got {mailto!r}")
+    key_path = get("DKIM_PRIVATE_KEY_PATH")
     return Env(
         smtp_host=get("SMTP_HOST"),
         smtp_port=int(port) if port else SECURITY_PORTS[security],
@@ -80,7 +100,41 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         secret_key=get("NEWSLETTER_SECRET_KEY"),
         templates=Path(templates) if templates else None,
         config=get("NEWSLETTER_CONFIG"),
+        smtp_tls_verify=_flag(get, "SMTP_TLS_VERIFY", True),
+        smtp_connections=_number(get, "SMTP_CONNECTIONS", int, 4, minimum=1),
+        smtp_rate=_number(get, "SMTP_RATE", float, None, minimum=0) or None,
+        smtp_max_attempts=_number(get, "SMTP_MAX_ATTEMPTS", int, 5, minimum=1),
+        smtp_retry_delay=_number(get, "SMTP_RETRY_DELAY", float, 5.0, minimum=0),
+        pause_after_failures=_number(get, "NEWSLETTER_PAUSE_AFTER_FAILURES", int, 3, minimum=1),
+        unsubscribe_mailto=mailto,
+        dkim_selector=get("DKIM_SELECTOR"),
+        dkim_domain=get("DKIM_DOMAIN"),
+        dkim_private_key_path=Path(key_path) if key_path else None,
     )
+
+
+def _flag(get: Callable[[str], str | None], name: str, default: bool) -> bool:
+    value = get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise EnvError(f"{name} must be true or false, got {value!r}")
+
+
+def _number(get: Callable[[str], str | None], name: str, kind: Callable[[str], N], default: N, minimum: float) -> N:
+    value = get(name)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise EnvError(f"{name} must be a number, got {value!r}") from None
+    if number < minimum:  # type: ignore[operator]
+        raise EnvError(f"{name} must be at least {minimum}, got {value!r}")
+    return number
 
 
 def problems(env: Env) -> list[str]:
@@ -93,6 +147,11 @@ def problems(env: Env) -> list[str]:
             found.append("NEWSLETTER_SECRET_KEY is required when SMTP_HOST is set (it signs unsubscribe links)")
         if bool(env.smtp_username) != bool(env.smtp_password):
             found.append("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+    dkim = (env.dkim_selector, env.dkim_domain, env.dkim_private_key_path)
+    if any(dkim) and not all(dkim):
+        found.append("DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_PATH go together: set all three or none")
+    if env.dkim_private_key_path and not env.dkim_private_key_path.is_file():
+        found.append(f"DKIM_PRIVATE_KEY_PATH={env.dkim_private_key_path} is not a readable file")
     if env.templates and not env.templates.is_dir():
         found.append(f"NEWSLETTER_TEMPLATES={env.templates} is not a folder")
     return found

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import heapq
+import json
 import logging
 import secrets
 import time
@@ -21,11 +23,11 @@ from .config import Config, Subscriber
 from .digest import Digest, all_topics, compose, match_all
 from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
-from .mailer import DeliveryError, Headers, Transport, build_message
+from .mailer import Headers, Job, Letter, Pool, Result, Signer, Stationery
 from .papers import Paper, merge
 from .render import Reader, Renderer
 from .sources import Source, SourceError, first_urls, parse
-from .store import Store, utcnow
+from .store import PausedReader, Store, utcnow
 from .topics import Matcher
 
 log = logging.getLogger("newsletter")
@@ -61,6 +63,9 @@ class SendReport:
 
     fetched: list[SourceResult] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    uncertain: int = 0  # rows found interrupted in `sending` and sent once more
+    paused: list[PausedReader] = field(default_factory=list)
+    error: str | None = None  # the server refused the session for good; the run stopped early
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -68,7 +73,7 @@ class SendReport:
     @property
     def exit_code(self) -> int:
         """2 when some deliveries did not go through, per the contract."""
-        return 2 if self.count("failed") or self.count("deferred") else 0
+        return 2 if self.count("failed") or self.count("deferred") or self.error else 0
 
 
 # fetching
@@ -206,7 +211,7 @@ def send(
     config: Config,
     env: Env,
     store: Store,
-    transport: Transport,
+    transport: Pool,
     *,
     now: datetime | None = None,
     dry_run: bool = False,
@@ -218,8 +223,9 @@ def send(
 ) -> SendReport:
     """Deliver every active subscriber's digest through the ledger; papers are marked sent only once accepted.
 
-    The scheduler passes the slot's `edition` name (so a restart in the same slot finds the slot's rows and never
-    sends a second digest for it), the batch of `subscribers` due, and `should_stop`, checked between messages.
+    Unfinished rows from earlier runs go first (each exactly once), then this edition's new rows. `edition`
+    names the slot (a scheduler passes one per slot, so a restart in the same slot never sends a second digest
+    for it; default: one per call), `subscribers` narrows who is mailed, and `should_stop` is checked between messages.
     """
     now = now or utcnow()
     report = SendReport()
@@ -227,81 +233,214 @@ def send(
     planner = Planner(config, store, now)
     secret = secret_key(env, store)
     edition = edition or f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
-    candidates = config.subscribers if subscribers is None else subscribers
-    batch = [s for s in candidates if not s.paused and (only is None or s.email.lower() == only.lower())]
-    wanted = {s.email.lower(): s for s in batch}
+    chosen = [s for s in (config.subscribers if subscribers is None else subscribers) if not s.paused and (only is None or s.email.lower() == only.lower())]
     with _lock(store.path):
-        if not dry_run:
-            store.recover_interrupted()
+        paused = store.paused()
+        report.paused = [paused[s.email.lower()] for s in chosen if s.email.lower() in paused]
+        active = [s for s in chosen if s.email.lower() not in paused]
+        if dry_run:
+            for subscriber in active:
+                digest = planner.next_digest(subscriber)
+                if digest is not None:
+                    report.outcomes.append(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
+            return report
+        report.uncertain = store.recover_interrupted(now=now)
+        courier = _Courier(env, store, transport, report, _Letters(env, renderer, secret), should_stop)
+        try:
+            wanted = {s.email.lower(): s for s in active}
             for row in store.deliveries(("pending", "deferred")):
                 subscriber = wanted.get(row["subscriber"])
-                if subscriber is not None and not should_stop():
-                    _deliver(row["edition"], subscriber, planner, renderer, transport, store, env, secret, report, resume=True)
-        for subscriber in batch:
-            if should_stop():
-                break
-            digest = planner.next_digest(subscriber)
-            if digest is None:
-                continue
-            if dry_run:
-                report.outcomes.append(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
-                continue
-            store.plan_delivery(edition, subscriber.email, digest.covered_ids, now)
-            _deliver(edition, subscriber, planner, renderer, transport, store, env, secret, report, resume=False, digest=digest)
-    transport.close()
+                if subscriber is not None and courier.running:
+                    courier.offer(row["edition"], subscriber, planner.resumed_digest(subscriber, json.loads(row["paper_ids"])))
+            for subscriber in active:
+                if not courier.running:
+                    break
+                digest = planner.next_digest(subscriber)
+                if digest is not None:
+                    courier.offer(edition, subscriber, digest, plan=now)
+            courier.finish()
+        finally:
+            courier.close()
     return report
 
 
-def _deliver(
-    edition: str,
-    subscriber: Subscriber,
-    planner: Planner,
-    renderer: Renderer,
-    transport: Transport,
-    store: Store,
-    env: Env,
-    secret: str,
-    report: SendReport,
-    *,
-    resume: bool,
-    digest: Digest | None = None,
-) -> None:
-    """Claim one ledger row, send it, and record the server's answer."""
-    paper_ids = store.claim(edition, subscriber.email)
-    if paper_ids is None:
-        return
-    if resume:
-        digest = planner.resumed_digest(subscriber, paper_ids)
-    if digest is None:
-        store.mark_unsent(edition, subscriber.email, "failed", "nothing left to send: the papers are no longer stored")
-        return
-    rendered = renderer.render(digest)
-    reader = Reader(
-        email=subscriber.email,
-        name=subscriber.name,
-        unsubscribe_token=tokens.sign(secret, tokens.UNSUBSCRIBE, subscriber.email),
-        preferences_token=tokens.sign(secret, tokens.PREFERENCES, subscriber.email),
-    )
-    html, text = renderer.personalise(rendered, reader)
-    sender = env.from_address
-    headers = Headers(
-        to=_address(subscriber),
-        subject=rendered.subject,
-        unsubscribe_url=f"{env.base_url}/unsubscribe/{reader.unsubscribe_token}",
-        list_id=f"Paper digest <digest.{sender.domain or 'localhost'}>",
-    )
-    msg = build_message(sender, headers, text, html)
-    try:
-        reply = transport.send(msg)
-    except DeliveryError as exc:
-        status = "deferred" if exc.temporary else "failed"
-        store.mark_unsent(edition, subscriber.email, status, exc.reply)
-        report.outcomes.append(Outcome(subscriber.email, digest.count, status, exc.reply))
-        log.warning("%s %s: %s", status, subscriber.email, exc.reply)
-        return
-    store.mark_sent(edition, subscriber.email, msg["Message-ID"], reply)
-    report.outcomes.append(Outcome(subscriber.email, digest.count, "sent", reply))
-    log.info("sent %s: %d papers (%s)", subscriber.email, digest.count, reply)
+RETRIES_IN_RUN = 2  # after the first try, a temporarily refused row is tried this many more times in the same run
+SERVER_DOWN_AFTER = 20  # sessions refused in a row (cannot connect, 421 at greeting) before a run stops claiming rows
+
+
+@dataclass
+class _Row:
+    """A claimed ledger row and its ready message, while the pool has it."""
+
+    edition: str
+    subscriber: Subscriber
+    papers: int
+    letter: Letter
+    attempts: int = 0
+    tries: int = 0  # in this run
+
+
+@dataclass
+class _Letters:
+    """Turns a digest into the personalised, sealed message for one subscriber."""
+
+    env: Env
+    renderer: Renderer
+    secret: str
+    signer: Signer | None = field(init=False)
+    stationery: dict[str, Stationery] = field(init=False, default_factory=dict)  # by subject
+
+    def __post_init__(self) -> None:
+        self.signer = Signer.from_env(self.env)
+
+    def make(self, subscriber: Subscriber, digest: Digest) -> Letter:
+        rendered = self.renderer.render(digest)
+        reader = Reader(
+            email=subscriber.email,
+            name=subscriber.name,
+            unsubscribe_token=tokens.sign(self.secret, tokens.UNSUBSCRIBE, subscriber.email),
+            preferences_token=tokens.sign(self.secret, tokens.PREFERENCES, subscriber.email),
+        )
+        html, text = self.renderer.personalise(rendered, reader)
+        sender = self.env.from_address
+        headers = Headers(
+            to=_address(subscriber),
+            subject=rendered.subject,
+            unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
+            list_id=f"Paper digest <digest.{sender.domain or 'localhost'}>",
+            unsubscribe_mailto=self.env.unsubscribe_mailto,
+        )
+        stationery = self.stationery.get(headers.subject)
+        if stationery is None:
+            stationery = self.stationery[headers.subject] = Stationery(sender, headers.subject, headers.list_id)
+        return stationery.letter(headers, text, html, self.signer)
+
+
+class _Courier:
+    """The main thread's side of the pool: claims rows, hands them out, and writes every answer to the ledger.
+
+    SQLite is touched from this thread only, so each ledger change stays one short transaction on one
+    connection and the workers never wait on the database or on each other's locks.
+    """
+
+    def __init__(self, env: Env, store: Store, pool: Pool, report: SendReport, letters: _Letters, should_stop: Callable[[], bool]) -> None:
+        self.env = env
+        self.should_stop = should_stop
+        self.store = store
+        self.pool = pool
+        self.report = report
+        self.letters = letters
+        self.in_flight = 0
+        self.retries: list[tuple[float, int, _Row]] = []  # heap of (due, tiebreak, row)
+        self.unreachable = 0  # server-side temporary errors since the server last answered about a reader
+
+    @property
+    def running(self) -> bool:
+        """False once asked to stop, or once the server refused the session for good (TLS, login): claim no more rows."""
+        return self.report.error is None and not self.should_stop()
+
+    def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None, plan: datetime | None = None) -> None:
+        """Send one row: an existing one, or with `plan` a new row for this digest, recorded and claimed in one transaction."""
+        if digest is None:
+            if self.store.claim(edition, subscriber.email) is not None:
+                reply = "nothing left to send: the papers are no longer stored"
+                self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
+                self.report.outcomes.append(Outcome(subscriber.email, 0, "failed", reply))
+            return
+        row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
+        while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
+            self._collect(None)
+        if not self.running:
+            return
+        with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
+            if plan is not None and not self.store.plan_delivery(edition, subscriber.email, digest.covered_ids, plan):
+                return  # this edition already has a row for them
+            claimed = self._claim(row)
+        if claimed:
+            self.pool.put(Job(row, row.letter))
+        self._collect(0)
+
+    def finish(self) -> None:
+        """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""
+        while self.in_flight or self.retries:
+            if self.retries and self.retries[0][0] <= time.monotonic():
+                row = heapq.heappop(self.retries)[2]
+                if self._claim(row):
+                    self.pool.put(Job(row, row.letter))
+                continue
+            wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
+            self._collect(wait if self.in_flight else None, sleep=wait)
+
+    def close(self) -> None:
+        """Stop the workers and record what they finished, so no row is left in `sending` by an error here."""
+        self.pool.close()
+        while self.in_flight and (result := self.pool.get(0)) is not None:
+            self._record(result)
+        for _, _, row in self.retries:
+            self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
+        self.retries = []
+
+    def _claim(self, row: _Row) -> bool:
+        """Move the row to `sending`; False (and nothing to send) when the run has stopped or the row is not claimable."""
+        if not self.running:
+            self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
+            return False
+        attempts = self.store.claim(row.edition, row.subscriber.email)
+        if attempts is None:
+            return False
+        row.attempts = attempts
+        row.tries += 1
+        self.in_flight += 1
+        return True
+
+    def _collect(self, timeout: float | None, sleep: float = 0.0) -> None:
+        """Record every available answer, waiting up to `timeout` for the first (None: until one comes)."""
+        if timeout is None and not self.in_flight:
+            time.sleep(sleep)
+            return
+        results = []
+        result = self.pool.get(timeout)
+        while result is not None:
+            results.append(result)
+            result = self.pool.get(0)
+        with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
+            for result in results:
+                self._record(result)
+
+    def _record(self, result: Result) -> None:
+        self.in_flight -= 1
+        row = result.job.tag
+        assert isinstance(row, _Row)
+        email, error = row.subscriber.email, result.error
+        self.unreachable = self.unreachable + 1 if error is not None and error.server else 0
+        if self.unreachable >= SERVER_DOWN_AFTER and self.running:
+            self.report.error = f"the server kept refusing the session ({self.unreachable} times in a row); stopped until the next run: {result.reply}"
+        if error is None:
+            self.store.mark_sent(row.edition, email, row.letter.message_id, result.reply)
+            self._outcome(row, "sent", result.reply)
+        elif error.server and not error.temporary:
+            self.store.mark_deferred(row.edition, email, error.reply, counted=False)
+            self.report.error = self.report.error or error.reply
+            self._outcome(row, "deferred", error.reply)
+        elif error.temporary:
+            self.store.mark_deferred(row.edition, email, error.reply, counted=not error.server)
+            if not error.server and row.attempts >= self.env.smtp_max_attempts:
+                reply = f"gave up after {row.attempts} attempts: {error.reply}"
+                self.store.mark_failed(row.edition, email, reply, hard=False, pause_after=self.env.pause_after_failures)
+                self._outcome(row, "failed", reply)
+            elif row.tries <= RETRIES_IN_RUN and self.running:
+                due = time.monotonic() + self.env.smtp_retry_delay * 2 ** (row.tries - 1)
+                heapq.heappush(self.retries, (due, id(row), row))
+            else:
+                self._outcome(row, "deferred", error.reply)
+        else:
+            paused = self.store.mark_failed(row.edition, email, error.reply, hard=True, pause_after=self.env.pause_after_failures)
+            detail = error.reply + (f"; subscriber paused after {self.env.pause_after_failures} hard refusals in a row" if paused else "")
+            self._outcome(row, "failed", detail)
+
+    def _outcome(self, row: _Row, status: str, detail: str) -> None:
+        self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, status, detail))
+        log.log(logging.INFO if status == "sent" else logging.WARNING, "%s %s: %s", status, row.subscriber.email, detail)
 
 
 def _address(subscriber: Subscriber) -> Address:

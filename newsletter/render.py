@@ -16,7 +16,7 @@ import nh3
 from markupsafe import Markup, escape
 from premailer import Premailer
 
-from .digest import Digest, Section
+from .digest import Digest
 from .papers import Paper
 
 BUNDLED = [Path(__file__).parent / "templates", Path(__file__).parent.parent / "templates"]
@@ -24,6 +24,7 @@ ABSTRACT_CHARS = 420
 MAX_AUTHORS = 4
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
 MAX_URL_CHARS = 500  # longer links are dropped: they would only break lines and layouts
+MIME_LINE_BYTES = 500  # longest line of a rendered part; SMTP allows 998, the rest is room for reader values
 # What may survive of feed text inside HTML: our own <mark> and simple inline markup, links only http(s).
 ALLOWED_TAGS = {"mark", "b", "i", "em", "strong", "sub", "sup", "code", "a"}
 
@@ -127,7 +128,7 @@ class Renderer:
             text = self.template("digest.txt").render(context, reader={"name": TEXT_NAME, "email": TEXT_EMAIL})
         except jinja2.TemplateError as exc:
             raise RenderError(f"{_where(exc)}: {exc}") from exc
-        return Rendered(subject, inline_css(html, self.base_url), text.strip() + "\n", preheader, digest)
+        return Rendered(subject, short_lines(inline_css(html, self.base_url)), short_lines(text.strip()) + "\n", preheader, digest)
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
         """The HTML and text for one reader: plain string replacement, no re-rendering."""
@@ -162,6 +163,25 @@ def inline_css(html: str, base_url: str) -> str:
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+
+
+def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:
+    """Break lines longer than `limit` UTF-8 bytes at a space, so every reader's copy goes out as plain 8bit.
+
+    SMTP allows 998 bytes a line; the margin leaves room for the reader's name and tokens filled in later.
+    A newline is the same whitespace as a space in HTML (no <pre> in the digest) and in wrapped text.
+    """
+    out: list[str] = []
+    for line in text.split("\n"):
+        while len(line.encode("utf-8")) > limit:
+            head = line.encode("utf-8")[:limit].decode("utf-8", "ignore")
+            cut = head.rfind(" ")
+            if cut <= 0:  # one unbroken run (only hostile text does this): leave it to the mailer's encoding
+                break
+            out.append(line[:cut])
+            line = line[cut + 1 :]
+        out.append(line)
+    return "\n".join(out)
 
 
 def mime_size(html: str) -> int:

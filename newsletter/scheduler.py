@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import config as config_mod
 from . import pipeline
-from .config import WEEKDAYS, Config, ConfigError, Subscriber
+from .config import WEEKDAYS, Config, Subscriber
 from .environment import Env
 from .mailer import transport as make_transport
 from .store import Store, utcnow

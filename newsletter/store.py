@@ -41,11 +41,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
     paper_ids TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    uncertain INTEGER NOT NULL DEFAULT 0,
     last_reply TEXT,
     message_id TEXT,
     created TEXT NOT NULL,
     updated TEXT NOT NULL,
     PRIMARY KEY (edition, subscriber)
+);
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(status);
+CREATE INDEX IF NOT EXISTS deliveries_subscriber ON deliveries(subscriber, status);
+CREATE TABLE IF NOT EXISTS readers (
+    subscriber TEXT PRIMARY KEY,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_failure TEXT,
+    paused_at TEXT
 );
 CREATE TABLE IF NOT EXISTS sent (
     subscriber TEXT NOT NULL,
@@ -98,6 +107,16 @@ class SourceHealth:
 
 
 @dataclass(frozen=True)
+class PausedReader:
+    """A subscriber whose mail the servers kept refusing outright; nothing is sent until they are resumed."""
+
+    subscriber: str
+    failures: int
+    last_failure: str | None
+    paused_at: datetime
+
+
+@dataclass(frozen=True)
 class StoredPaper:
     """A paper with when this installation first saw it: age counts from there, not from publication."""
 
@@ -124,6 +143,8 @@ class Store:
         self.db.executescript(SCHEMA)
         if "revised" not in {r["name"] for r in self.db.execute("PRAGMA table_info(papers)")}:  # databases made before it existed
             self.db.execute("ALTER TABLE papers ADD COLUMN revised TEXT")
+        if "uncertain" not in {r["name"] for r in self.db.execute("PRAGMA table_info(deliveries)")}:  # ledgers made before it existed
+            self.db.execute("ALTER TABLE deliveries ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -136,7 +157,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE so concurrent writers queue instead of failing half-way."""
+        """BEGIN IMMEDIATE so concurrent writers queue instead of failing half-way; inside another transaction, join it."""
+        if self.db.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -261,22 +285,19 @@ class Store:
             )
             return cur.rowcount == 1
 
-    def claim(self, edition: str, subscriber: str, now: datetime | None = None) -> list[str] | None:
-        """Atomically move a pending/deferred row to sending; the paper ids, or None if someone else has it."""
+    def claim(self, edition: str, subscriber: str, now: datetime | None = None) -> int | None:
+        """Atomically move a pending/deferred row to sending; the attempt number, or None if the row is not claimable."""
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
-            cur = db.execute(
+            row = db.execute(
                 "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated = ? "
-                "WHERE edition = ? AND subscriber = ? AND status IN ('pending', 'deferred')",
+                "WHERE edition = ? AND subscriber = ? AND status IN ('pending', 'deferred') RETURNING attempts",
                 (now_s, edition, subscriber.lower()),
-            )
-            if cur.rowcount != 1:
-                return None
-            row = db.execute("SELECT paper_ids FROM deliveries WHERE edition = ? AND subscriber = ?", (edition, subscriber.lower())).fetchone()
-            return list(json.loads(row[0]))
+            ).fetchone()
+            return None if row is None else int(row[0])
 
     def mark_sent(self, edition: str, subscriber: str, message_id: str, reply: str, now: datetime | None = None) -> None:
-        """The server accepted the message: the row and the per-paper sent marks change together."""
+        """The server accepted the message: the row, the per-paper sent marks and the reader's failure count change together."""
         now_s = (now or utcnow()).isoformat()
         key = subscriber.lower()
         with self.transaction() as db:
@@ -290,30 +311,64 @@ class Store:
                 "ON CONFLICT(subscriber, paper_id) DO UPDATE SET edition = excluded.edition, sent_at = excluded.sent_at",  # a revised paper sent again
                 [(key, pid, edition, now_s) for pid in json.loads(row[0])],
             )
+            db.execute("UPDATE readers SET consecutive_failures = 0 WHERE subscriber = ? AND consecutive_failures > 0", (key,))
 
-    def mark_unsent(self, edition: str, subscriber: str, status: str, reply: str, now: datetime | None = None) -> None:
-        """Record a deferral (try again later) or a hard failure, with the server's words."""
-        assert status in ("deferred", "failed")
+    def mark_deferred(self, edition: str, subscriber: str, reply: str, *, counted: bool = True, now: datetime | None = None) -> None:
+        """A temporary refusal: try again later. `counted=False` when the server, not this reader, was the problem."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE deliveries SET status = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
-                (status, reply, (now or utcnow()).isoformat(), edition, subscriber.lower()),
+                "UPDATE deliveries SET status = 'deferred', last_reply = ?, updated = ?, attempts = attempts - ? WHERE edition = ? AND subscriber = ?",
+                (reply, (now or utcnow()).isoformat(), 0 if counted else 1, edition, subscriber.lower()),
             )
 
-    def recover_interrupted(self, now: datetime | None = None) -> int:
-        """Rows left in 'sending' by a crash may or may not have reached the server: send them once more, never twice."""
+    def mark_failed(self, edition: str, subscriber: str, reply: str, *, hard: bool, pause_after: int, now: datetime | None = None) -> bool:
+        """Give up on a row. A hard refusal (5xx) also counts against the reader; True when that pauses them."""
+        now_s = (now or utcnow()).isoformat()
+        key = subscriber.lower()
+        with self.transaction() as db:
+            db.execute("UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?", (reply, now_s, edition, key))
+            if not hard:
+                return False
+            row = db.execute(
+                "INSERT INTO readers (subscriber, consecutive_failures, last_failure) VALUES (?, 1, ?) "
+                "ON CONFLICT(subscriber) DO UPDATE SET consecutive_failures = consecutive_failures + 1, last_failure = excluded.last_failure "
+                "RETURNING consecutive_failures, paused_at",
+                (key, reply),
+            ).fetchone()
+            if row["consecutive_failures"] >= pause_after and row["paused_at"] is None:
+                db.execute("UPDATE readers SET paused_at = ? WHERE subscriber = ?", (now_s, key))
+                return True
+            return False
+
+    def paused(self) -> dict[str, PausedReader]:
+        """Subscribers paused after consecutive hard failures, by lower-cased address."""
+        rows = self.db.execute("SELECT * FROM readers WHERE paused_at IS NOT NULL ORDER BY subscriber")
+        return {r["subscriber"]: PausedReader(r["subscriber"], r["consecutive_failures"], r["last_failure"], datetime.fromisoformat(r["paused_at"])) for r in rows}
+
+    def resume(self, subscriber: str) -> bool:
+        """Lift a pause (after the address was fixed); False if the subscriber was not paused."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE readers SET paused_at = NULL, consecutive_failures = 0 WHERE subscriber = ? AND paused_at IS NOT NULL", (subscriber.lower(),))
+            return cur.rowcount == 1
+
+    def recover_interrupted(self, limit: int = 3, now: datetime | None = None) -> int:
+        """Rows left in 'sending' by a crash may or may not be at the server: each is sent again once, and counted as uncertain.
+
+        A row interrupted `limit` times is failed rather than risk a crash loop mailing one reader over and over.
+        Returns how many rows go out again.
+        """
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
-            again = db.execute(
-                "UPDATE deliveries SET status = 'deferred', last_reply = 'interrupted while sending; sending once more', updated = ? "
-                "WHERE status = 'sending' AND attempts < 2",
+            db.execute(
+                "UPDATE deliveries SET status = 'failed', uncertain = uncertain + 1, updated = ?, "
+                "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times; not retried' WHERE status = 'sending' AND uncertain + 1 >= ?",
+                (now_s, limit),
+            )
+            return db.execute(
+                "UPDATE deliveries SET status = 'deferred', uncertain = uncertain + 1, updated = ?, "
+                "last_reply = 'interrupted while sending (the server may have it); sending once more' WHERE status = 'sending'",
                 (now_s,),
             ).rowcount
-            db.execute(
-                "UPDATE deliveries SET status = 'failed', last_reply = 'interrupted while sending twice; not retried', updated = ? WHERE status = 'sending'",
-                (now_s,),
-            )
-        return again
 
     def deliveries(self, statuses: Iterable[str] | None = None) -> list[sqlite3.Row]:
         """Ledger rows, oldest first, optionally only some statuses."""

@@ -28,7 +28,7 @@ from . import config as config_mod
 from . import tokens
 from .config import FREQUENCIES, WEEKDAYS, Config, Subscriber
 from .environment import Env
-from .mailer import DeliveryError, Headers, Transport, build_message
+from .mailer import DeliveryError, Headers, Signer, Transport, build_message, seal
 from .pipeline import Planner
 from .render import BUNDLED
 from .store import Store, utcnow
@@ -466,7 +466,7 @@ class Service:
     def _send(self, msg: EmailMessage) -> None:
         transport = self.transport_factory()
         try:
-            transport.send(msg)
+            transport.send(seal(msg, Signer.from_env(self.env)))
         finally:
             transport.close()
 

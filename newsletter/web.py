@@ -23,8 +23,7 @@ from . import subscriptions as subs
 from . import tokens
 from .config import FREQUENCIES, WEEKDAYS, ConfigError
 from .environment import Env
-from .mailer import DeliveryError, Transport
-from .mailer import transport as make_transport
+from .mailer import DeliveryError, Transport, connection
 from .render import BUNDLED
 from .store import Store
 
@@ -73,7 +72,7 @@ def create_app(
     """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
     if not env.secret_key:
         raise ValueError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
-    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: make_transport(env)))
+    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: connection(env)))
     routes = [
         Route("/", pages.subscribe_form, methods=["GET"]),
         Route("/", pages.subscribe, methods=["POST"]),

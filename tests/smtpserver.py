@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +32,18 @@ class Sink:
 
     messages: list[EmailMessage] = field(default_factory=list)
     reply: Callable[[str], str | None] = lambda rcpt: None
+    drop_every: int | None = None  # close the connection at the MAIL after this many messages on it
+    raw: bool = False  # keep the bytes exactly as received (for DKIM checks)
+    received: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]) -> str:
+        if self.drop_every is not None and getattr(session, "accepted", 0) >= self.drop_every:
+            server.transport.close()
+            return "421 4.3.2 closing connection"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         answer = self.reply(address)
@@ -38,24 +53,65 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        session.accepted = getattr(session, "accepted", 0) + 1
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         with self.lock:
             self.messages.append(msg)
+            if self.raw:
+                self.received.append(envelope.original_content)
         return "250 Message accepted for delivery"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.messages)
+
+    def recipients(self) -> list[str]:
+        """The To address of every accepted message, in arrival order."""
+        with self.lock:
+            return [m["To"].addresses[0].addr_spec.lower() for m in self.messages]
 
     def to(self, address: str) -> list[EmailMessage]:
         """Messages whose To header names this address."""
         return [m for m in self.messages if m["To"].addresses[0].addr_spec.lower() == address.lower()]
 
 
-class SMTPServer:
-    """Context manager running a Sink on a free loopback port."""
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 that no trust store knows: (cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
 
-    def __init__(self, sink: Sink | None = None) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class SMTPServer:
+    """Context manager running a Sink on a free loopback port; `tls` = "starttls" or "ssl" with a (cert, key) pair."""
+
+    def __init__(self, sink: Sink | None = None, tls: str | None = None, cert: tuple[Path, Path] | None = None) -> None:
         self.sink = sink or Sink()
         self.port = free_port()
-        self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+        self.tls = tls
+        options: dict[str, Any] = {}
+        if tls:
+            assert cert is not None
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*cert)
+            options = {"tls_context": context, "require_starttls": True} if tls == "starttls" else {"ssl_context": context}
+        self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port, **options)
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -63,7 +119,7 @@ class SMTPServer:
 
     def env(self) -> dict[str, str]:
         """Environment variables that point newsletter at this server, plaintext (it is loopback)."""
-        return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port), "SMTP_SECURITY": "none"}
+        return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port), "SMTP_SECURITY": self.tls or "none"}
 
     def __enter__(self) -> SMTPServer:
         self.controller.start()

@@ -1,34 +1,61 @@
-"""Messages are well-formed, refuse header injection, and SMTP replies map to temporary or permanent failures."""
+"""Messages are well-formed and signed, refuse header injection, TLS is verified, and SMTP replies map to retry or give up."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import re
+import time
 from email.headerregistry import Address
+from email.message import EmailMessage
 from pathlib import Path
 
+import dkim
 import pytest
-from smtpserver import SMTPServer, Sink
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from smtpserver import SMTPServer, Sink, free_port, self_signed_cert
 
 from newsletter import environment
-from newsletter.mailer import DeliveryError, Headers, Outbox, Smtp, build_message
+from newsletter.mailer import DeliveryError, Headers, Job, Letter, Outbox, Pool, RateLimiter, Signer, Smtp, Stationery, build_message, seal
 
 SENDER = Address("Paper Digest", "digest", "example.org")
+NO_DOTENV = Path("/nonexistent")
 
 
-def message(to: Address | None = None):  # type: ignore[no-untyped-def]
-    headers = Headers(to or Address("Ada", "ada", "example.org"), "Paper digest · 25 Nov 2026 · 2 new papers", "https://news.example.org/unsubscribe/tok", "Paper digest <digest.example.org>")
+def message(to: Address | None = None, mailto: str | None = None) -> EmailMessage:
+    headers = Headers(
+        to or Address("Ada", "ada", "example.org"),
+        "Paper digest · 25 Nov 2026 · 2 new papers",
+        "https://news.example.org/unsubscribe/tok",
+        "Paper digest <digest.example.org>",
+        mailto,
+    )
     return build_message(SENDER, headers, "plain body\n", "<p>html body</p>")
+
+
+def letter(user: str = "ada") -> Letter:
+    return seal(message(Address(user.title(), user, "example.org")))
+
+
+def env_for(server: SMTPServer, **extra: str) -> environment.Env:
+    return environment.load({**server.env(), **extra}, dotenv=NO_DOTENV)
 
 
 def test_message_has_the_headers_and_parts_mail_clients_expect() -> None:
     msg = message()
-    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"):
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence"):
         assert len(msg.get_all(name, [])) == 1, name
     assert msg["Message-ID"].endswith("@example.org>")
+    assert msg["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/tok>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Precedence"] == "bulk"
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_configured_mailto_follows_the_https_link() -> None:
+    assert message(mailto="leave@example.org")["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/tok>, <mailto:leave@example.org?subject=unsubscribe>"
 
 
 def test_a_newline_in_a_name_cannot_add_headers() -> None:
@@ -36,10 +63,82 @@ def test_a_newline_in_a_name_cannot_add_headers() -> None:
         message(Address("Ada\r\nBcc: victim@example.org", "ada", "example.org"))
 
 
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        ("Grüße, Ada\n.\nFrom here on\n", "<p>Grüße &amp; <b>é</b></p>\n"),
+        ("x" * 2000 + "\n", "<p>" + "é" * 600 + "</p>"),  # lines too long for 8bit: built whole, encoded
+    ],
+)
+def test_stationery_fills_in_the_same_message_build_message_makes(text: str, html: str) -> None:
+    headers = Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://news.example.org/unsubscribe/tok", "Paper digest <digest.example.org>", "leave@example.org")
+    stationery = Stationery(SENDER, headers.subject, headers.list_id)
+    filled = parse(stationery.letter(headers, text, html).data)
+    whole = parse(seal(build_message(SENDER, headers, text, html, stationery.date)).data)
+    for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version", "Date"):
+        assert filled.get_all(name) == whole.get_all(name), name
+    assert filled["Message-ID"] != whole["Message-ID"] and filled["Message-ID"].endswith("@example.org>")
+    assert filled.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        assert filled.get_body((kind,)).get_content() == whole.get_body((kind,)).get_content(), kind  # type: ignore[union-attr]
+
+
+def test_a_long_unsubscribe_link_stays_a_readable_url_on_the_wire() -> None:
+    url = "https://news.example.org/unsubscribe/" + "InJlYWRlcjAwMDAwQGV4YW1wbGUub3JnIg.awckJA.p9vOk4G7fRwy_o0vHKyeJqx-fPA" * 2
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", url, "l <l.example.org>", "leave@example.org")
+    for sealed in (seal(build_message(SENDER, headers, "t\n", "<p>h</p>")), Stationery(SENDER, "s", "l <l.example.org>").letter(headers, "t\n", "<p>h</p>")):
+        assert f"List-Unsubscribe: <{url}>, <mailto:leave@example.org?subject=unsubscribe>\r\n".encode() in sealed.data
+        assert b"=?utf-8?" not in sealed.data
+
+
+def test_stationery_refuses_a_newline_in_a_readers_header_too() -> None:
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u\r\nBcc: victim@example.org", "l <l.example.org>")
+    with pytest.raises(ValueError):
+        Stationery(SENDER, "s", "l <l.example.org>").letter(headers, "t\n", "<p>h</p>")
+
+
+def test_a_sealed_letter_uses_crlf_and_carries_the_envelope() -> None:
+    sealed = letter()
+    assert (sealed.sender, sealed.recipient) == ("digest@example.org", "ada@example.org")
+    assert b"\r\n" in sealed.data and b"\n" not in sealed.data.replace(b"\r\n", b"")
+
+
+def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    env = environment.load({"DKIM_SELECTOR": "news", "DKIM_DOMAIN": "example.org", "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "dkim.pem")}, dotenv=NO_DOTENV)
+    signer = Signer.from_env(env)
+    assert signer is not None
+    with SMTPServer(Sink(raw=True)) as server:
+        smtp = Smtp(env_for(server))
+        smtp.send(seal(message(mailto="leave@example.org"), signer))
+        smtp.close()
+    received = server.sink.received[0]
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"news._domainkey.example.org."
+        return b"v=DKIM1; k=rsa; p=" + __import__("base64").b64encode(public)
+
+    assert dkim.verify(received, dnsfunc=dns), "the signature holds after a real SMTP hop"
+    signature = email.message_from_bytes(received, policy=email.policy.default)["DKIM-Signature"]
+    signed = re.search(r"h=([^;]+)", re.sub(r"\s", "", str(signature))).group(1).lower().split(":")  # type: ignore[union-attr]
+    assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
+    tampered = received.replace(b"unsubscribe/tok", b"unsubscribe/evil")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
 def test_outbox_writes_one_parseable_eml_per_message(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "out")
-    outbox.send(message())
-    outbox.send(message())
+    outbox.send(letter())
+    outbox.send(letter())
     files = sorted((tmp_path / "out").glob("*.eml"))
     assert len(files) == 2 and not list((tmp_path / "out").glob(".tmp-*"))
     parsed = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
@@ -48,40 +147,92 @@ def test_outbox_writes_one_parseable_eml_per_message(tmp_path: Path) -> None:
 
 def test_smtp_delivers_and_reuses_one_connection() -> None:
     with SMTPServer() as server:
-        smtp = Smtp(environment.load(server.env(), dotenv=Path("/nonexistent")))
-        smtp.send(message())
+        smtp = Smtp(env_for(server))
+        smtp.send(letter())
         first = smtp._conn
-        smtp.send(message(Address("Bob", "bob", "example.org")))
+        smtp.send(letter("bob"))
         assert smtp._conn is first
         smtp.close()
     assert [m["To"] for m in server.messages] == ["Ada <ada@example.org>", "Bob <bob@example.org>"]
 
 
+def test_a_connection_dropped_between_messages_is_replaced_without_losing_the_message() -> None:
+    with SMTPServer(Sink(drop_every=2)) as server:
+        smtp = Smtp(env_for(server))
+        for user in ("ada", "bob", "cy", "dan", "eve"):
+            assert smtp.send(letter(user)).startswith("250")
+        smtp.close()
+    assert server.sink.recipients() == ["ada@example.org", "bob@example.org", "cy@example.org", "dan@example.org", "eve@example.org"]
+
+
 @pytest.mark.parametrize(("reply", "temporary"), [("451 4.7.1 Try again later", True), ("550 5.1.1 No such user", False)])
 def test_refusals_say_whether_to_retry(reply: str, temporary: bool) -> None:
-    with SMTPServer(Sink(reply=lambda rcpt: reply)) as server:
-        smtp = Smtp(environment.load(server.env(), dotenv=Path("/nonexistent")))
+    with SMTPServer(Sink(reply=lambda rcpt: reply if rcpt.startswith("ada@") else None)) as server:
+        smtp = Smtp(env_for(server))
         with pytest.raises(DeliveryError) as info:
-            smtp.send(message())
+            smtp.send(letter())
+        smtp.send(letter("bob"))
         smtp.close()
-    assert info.value.temporary is temporary
+    assert info.value.temporary is temporary and info.value.server is False
     assert info.value.reply.startswith(reply[:3])
-    assert server.messages == []
+    assert server.sink.recipients() == ["bob@example.org"], "the session goes on after a refused recipient"
 
 
 def test_starttls_is_never_dropped_to_plaintext() -> None:
     with SMTPServer() as server:
-        env = environment.load({**server.env(), "SMTP_SECURITY": "starttls"}, dotenv=Path("/nonexistent"))
         with pytest.raises(DeliveryError, match="STARTTLS") as info:
-            Smtp(env).send(message())
-    assert info.value.temporary is False
+            Smtp(env_for(server, SMTP_SECURITY="starttls")).send(letter())
+    assert info.value.temporary is False and info.value.server is True
     assert server.messages == []
 
 
-def test_unreachable_server_is_a_temporary_failure() -> None:
-    from smtpserver import free_port
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_an_untrusted_certificate_is_refused_unless_explicitly_allowed(tmp_path: Path, security: str) -> None:
+    with SMTPServer(tls=security, cert=self_signed_cert(tmp_path)) as server:
+        with pytest.raises(DeliveryError, match="certificate") as info:
+            Smtp(env_for(server)).send(letter())
+        assert info.value.temporary is False and info.value.server is True
+        assert server.messages == []
+        smtp = Smtp(env_for(server, SMTP_TLS_VERIFY="false"))
+        assert smtp.send(letter()).startswith("250")
+        smtp.close()
+    assert server.sink.recipients() == ["ada@example.org"]
 
-    env = environment.load({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(free_port()), "SMTP_SECURITY": "none"}, dotenv=Path("/nonexistent"))
+
+def test_unreachable_server_is_a_temporary_server_failure() -> None:
+    env = environment.load({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(free_port()), "SMTP_SECURITY": "none"}, dotenv=NO_DOTENV)
     with pytest.raises(DeliveryError) as info:
-        Smtp(env).send(message())
-    assert info.value.temporary is True
+        Smtp(env).send(letter())
+    assert info.value.temporary is True and info.value.server is True
+
+
+def test_rate_limiter_spaces_messages_evenly() -> None:
+    clock = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    limiter = RateLimiter(4.0, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(5):
+        limiter.wait()
+    assert slept == [0.25, 0.5, 0.75, 1.0], "the first goes at once, then one every 1/4 s"
+    clock[0] = 200.0
+    limiter.wait()
+    assert len(slept) == 4, "an idle limiter does not make the next message wait"
+
+
+def test_pool_sends_over_several_connections_under_the_rate() -> None:
+    with SMTPServer() as server:
+        env = env_for(server)
+        pool = Pool(lambda: Smtp(env), size=3, rate=50.0)
+        started = time.monotonic()
+        users = [f"user{i}" for i in range(20)]
+        for user in users:
+            pool.put(Job(user, letter(user)))
+        results = [pool.get(5) for _ in users]
+        elapsed = time.monotonic() - started
+        pool.close()
+    assert all(r is not None and r.error is None for r in results)
+    assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
+    assert elapsed >= 19 / 50, "20 messages at 50/s take at least 0.38 s"

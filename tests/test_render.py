@@ -15,9 +15,9 @@ import pytest
 
 from newsletter import config
 from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
-from newsletter.mailer import Headers, build_message, message_bytes, prepare_body
+from newsletter.mailer import Headers, Stationery, build_message
 from newsletter.papers import Paper
-from newsletter.render import MAX_HTML_BYTES, PLACEHOLDERS, Reader, Renderer, RenderError, mime_size, reader_values, shrink, snippet
+from newsletter.render import MAX_HTML_BYTES, Reader, Renderer, RenderError, mime_size, shrink, snippet
 from newsletter.sources import Source, parse
 from newsletter.topics import Marks, Matcher
 
@@ -199,11 +199,11 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     full_size = mime_size(renderer._render_once(d).html)
     assert full_size > 2 * MAX_HTML_BYTES, "the fixture digest is far over budget"
     rendered = renderer.render(d)
-    html, _ = renderer.personalise(rendered, READER)
+    html, text = renderer.personalise(rendered, READER)
     shown = rendered.digest
     assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
-    body = prepare_body(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
-    raw = message_bytes(body, Address("Ada", addr_spec="ada@example.org"), f"{BASE}/u/T", reader_values(READER))
+    headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
+    raw = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id).letter(headers, text, html).data
     html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
     assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
     assert len(html_part) <= MAX_HTML_BYTES
@@ -269,27 +269,3 @@ def test_a_runtime_template_error_names_file_and_line(tmp_path: Path) -> None:
         render(digest(), tmp_path)
 
 
-# --------------------------------------------------------------------------- one body, many readers
-
-
-def test_a_prepared_body_gives_the_same_mail_as_building_it_per_reader() -> None:
-    renderer = Renderer(BASE)
-    rendered = renderer.render(real_digest(5))
-    sender = Address("Digest", addr_spec="digest@example.org")
-    body = prepare_body(sender, rendered.subject, "Paper digest <digest.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
-    for reader in (READER, Reader("bo@example.org", "Bö Ørsted", "T2", "P2"), Reader("cy@example.org", "Cy", "T3" * 60, "P3")):
-        headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/unsubscribe/{reader.unsubscribe_token}", "Paper digest <digest.example.org>")
-        raw = message_bytes(body, headers.to, headers.unsubscribe_url, reader_values(reader))
-        fast = email.message_from_bytes(raw, policy=email.policy.default)
-        html, text = renderer.personalise(rendered, reader)
-        slow_raw = build_message(sender, headers, text, html).as_bytes()
-        slow = email.message_from_bytes(slow_raw, policy=email.policy.default)
-        assert [p.get_content().replace("\r\n", "\n") for p in fast.iter_parts()] == [p.get_content() for p in slow.iter_parts()]
-        for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version"):
-            assert fast[name] == slow[name] and len(fast.get_all(name)) == 1, name
-        assert fast["To"].addresses[0].display_name == reader.name
-        for message in (raw, slow_raw):
-            assert f"List-Unsubscribe: <{headers.unsubscribe_url}>".encode() in message, "a clickable URL, never encoded-words"
-        assert fast["Message-ID"] != slow["Message-ID"]
-        assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and b"\n" not in raw.replace(b"\r\n", b"")
-        assert not any(p in fast.as_string() for p in PLACEHOLDERS)

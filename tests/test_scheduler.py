@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import time_machine
 from newsletter import scheduler
 from newsletter.config import ConfigError, Subscriber, parse
 from newsletter.environment import Env
-from newsletter.mailer import Outbox
+from newsletter.mailer import Letter, Outbox, Pool
 from newsletter.papers import Paper
 from newsletter.scheduler import Clock, Daemon, decide, edition_for, latest_slot, next_slot, slot_on
 from newsletter.store import Store
@@ -166,12 +165,12 @@ def test_a_stop_mid_batch_finishes_the_message_in_flight_and_leaves_the_rest_due
     class StopAfterOne(Outbox):
         """The signal arrives while the first message is being written."""
 
-        def send(self, msg: EmailMessage) -> str:
-            reply = super().send(msg)
+        def send(self, letter: Letter) -> str:
+            reply = super().send(letter)
             first.stopping.set()
             return reply
 
-    monkeypatch.setattr(scheduler, "make_transport", lambda env: StopAfterOne(env.outbox))
+    monkeypatch.setattr(scheduler, "make_transport", lambda env: Pool(lambda: StopAfterOne(env.outbox), 1, None))
     with time_machine.travel(utc(2026, 11, 25, 7, 30, 5), tick=False):
         first.tick()
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1

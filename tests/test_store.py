@@ -39,22 +39,80 @@ def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None
         assert store.plan_delivery("e1", "Ada@example.org", ["p1", "p2"])
         assert not store.plan_delivery("e1", "ada@example.org", ["p1"]), "one row per edition and subscriber"
         assert store.sent_paper_ids("ada@example.org") == {"p1", "p2"}, "papers waiting in a row are not offered again"
-        assert store.claim("e1", "ada@example.org") == ["p1", "p2"]
+        assert store.claim("e1", "ada@example.org") == 1, "first attempt"
         assert store.claim("e1", "ada@example.org") is None, "a claimed row cannot be claimed twice"
         store.mark_sent("e1", "ada@example.org", "<m@x>", "250 ok")
         assert store.sent_paper_ids("ADA@example.org") == {"p1", "p2"}
         assert [r["status"] for r in store.deliveries()] == ["sent"]
+        assert store.claim("e1", "ada@example.org") is None, "a sent row is never claimed again"
 
 
-def test_rows_interrupted_while_sending_are_retried_once_then_failed(tmp_path: Path) -> None:
+def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
         store.plan_delivery("e1", "a@x.org", ["p1"])
         store.claim("e1", "a@x.org")
-        assert store.recover_interrupted() == 1
-        assert store.deliveries(["deferred"])[0]["last_reply"].startswith("interrupted")
+        store.mark_deferred("e1", "a@x.org", "451 try later")
+        assert store.claim("e1", "a@x.org") == 2
+        store.mark_deferred("e1", "a@x.org", "cannot connect", counted=False)
+        assert store.claim("e1", "a@x.org") == 2, "a refused connection says nothing about this reader"
+
+
+def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncertain(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        store.plan_delivery("e1", "a@x.org", ["p1"])
+        store.plan_delivery("e1", "b@x.org", ["p1"])
         store.claim("e1", "a@x.org")
-        assert store.recover_interrupted() == 0
-        assert store.deliveries(["failed"])[0]["subscriber"] == "a@x.org"
+        assert store.recover_interrupted(limit=2) == 1, "only the row in `sending`"
+        [row] = store.deliveries(["deferred"])
+        assert row["uncertain"] == 1 and row["last_reply"].startswith("interrupted")
+        assert store.recover_interrupted(limit=2) == 0, "nothing new was interrupted"
+        store.claim("e1", "a@x.org")
+        assert store.recover_interrupted(limit=2) == 0
+        [row] = store.deliveries(["failed"])
+        assert (row["subscriber"], row["uncertain"]) == ("a@x.org", 2), "a crash loop does not mail one reader forever"
+        assert [r["status"] for r in store.deliveries(["pending"])] == ["pending"]
+
+
+def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        for n in range(1, 3):
+            store.plan_delivery(f"e{n}", "a@x.org", [])
+            store.claim(f"e{n}", "a@x.org")
+            assert not store.mark_failed(f"e{n}", "a@x.org", "550 no such user", hard=True, pause_after=2) or n == 2
+        assert set(store.paused()) == {"a@x.org"}
+        assert store.paused()["a@x.org"].failures == 2 and store.paused()["a@x.org"].last_failure == "550 no such user"
+        assert store.resume("A@x.org") and store.paused() == {}
+
+        store.plan_delivery("e3", "a@x.org", [])
+        store.claim("e3", "a@x.org")
+        assert not store.mark_failed("e3", "a@x.org", "550 no such user", hard=True, pause_after=2)
+        store.plan_delivery("e4", "a@x.org", [])
+        store.claim("e4", "a@x.org")
+        store.mark_sent("e4", "a@x.org", "<m@x>", "250 ok")
+        store.plan_delivery("e5", "a@x.org", [])
+        store.claim("e5", "a@x.org")
+        assert not store.mark_failed("e5", "a@x.org", "550 no such user", hard=True, pause_after=2), "not consecutive"
+        store.plan_delivery("e6", "a@x.org", [])
+        store.claim("e6", "a@x.org")
+        assert not store.mark_failed("e6", "a@x.org", "gave up after 5 attempts", hard=False, pause_after=2), "soft failures never pause"
+        assert store.paused() == {}
+
+
+def test_a_ledger_from_before_the_uncertain_column_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute(
+        "CREATE TABLE deliveries (edition TEXT NOT NULL, subscriber TEXT NOT NULL, status TEXT NOT NULL, paper_ids TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL DEFAULT 0, last_reply TEXT, message_id TEXT, created TEXT NOT NULL, updated TEXT NOT NULL, "
+        "PRIMARY KEY (edition, subscriber))"
+    )
+    db.execute("INSERT INTO deliveries VALUES ('e1', 'a@x.org', 'sending', '[]', 1, NULL, NULL, 'x', 'x')")
+    db.commit()
+    db.close()
+    with Store(tmp_path / "old.db") as store:
+        assert store.recover_interrupted() == 1
+        assert store.deliveries()[0]["uncertain"] == 1
 
 
 def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:

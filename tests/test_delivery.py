@@ -1,0 +1,239 @@
+"""Delivery through the ledger against a real SMTP server: never twice, never lost, whatever the server or a crash does."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from smtpserver import SMTPServer, Sink
+
+from newsletter.cli import cli
+from newsletter.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+FEED = ROOT / "samples" / "feeds" / "personal-news-feed__daily_papers_2026-07-31.json"
+
+CONFIG = f"""\
+sources:
+  - name: hf
+    type: hf_daily
+    url: {FEED}
+topics:
+  trending:
+    title: Trending
+    sources: [hf]
+    min_score: 20
+subscribers:
+"""
+
+
+@dataclass
+class World:
+    """A config of `n` readers, a ledger file and a local SMTP server, driven through the CLI."""
+
+    folder: Path
+    server: SMTPServer
+    env: dict[str, str]
+    emails: list[str]
+
+    def send(self, **extra: str) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(self.folder / "subscribers.yaml"), "send"], env={**self.env, **extra}, catch_exceptions=False)
+
+    def status(self) -> str:
+        return CliRunner().invoke(cli, ["--config", str(self.folder / "subscribers.yaml"), "status"], env=self.env, catch_exceptions=False).output
+
+    def arrivals(self) -> Counter[str]:
+        return Counter(self.server.sink.recipients())
+
+    def rows(self) -> dict[str, sqlite3.Row]:
+        """The latest ledger row per reader."""
+        with Store(self.folder / "state.db") as store:
+            return {r["subscriber"]: r for r in store.deliveries()}
+
+
+def make_world(folder: Path, server: SMTPServer, n: int) -> World:
+    emails = [f"reader{i:04d}@example.org" for i in range(n)]
+    (folder / "subscribers.yaml").write_text(CONFIG + "".join(f"  - email: {e}\n    topics: [trending]\n" for e in emails), encoding="utf-8")
+    env = {
+        **server.env(),
+        "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+        "NEWSLETTER_SECRET_KEY": "test-secret",
+        "NEWSLETTER_DB": str(folder / "state.db"),
+        "SMTP_CONNECTIONS": "3",
+        "SMTP_RETRY_DELAY": "0.05",
+    }
+    return World(folder, server, env, emails)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    with SMTPServer() as server:
+        yield make_world(tmp_path, server, 12)
+
+
+def refuse(sink: Sink, who: set[str], reply: str) -> None:
+    sink.reply = lambda rcpt: reply if rcpt in who else None
+
+
+def test_every_reader_gets_one_digest_over_a_pool_of_connections(world: World) -> None:
+    result = world.send()
+    assert result.exit_code == 0, result.output
+    assert world.arrivals() == Counter(world.emails)
+    assert {r["status"] for r in world.rows().values()} == {"sent"}
+    assert world.send().exit_code == 0 and world.arrivals() == Counter(world.emails), "a second run sends nothing"
+
+
+def test_451_readers_are_retried_in_the_run_then_deferred_and_arrive_next_run(world: World) -> None:
+    later = {"reader0003@example.org", "reader0007@example.org"}
+    refuse(world.server.sink, later, "451 4.7.1 greylisted, try later")
+    result = world.send()
+    assert result.exit_code == 2
+    assert world.arrivals() == Counter(e for e in world.emails if e not in later), "everyone else once"
+    rows = world.rows()
+    for email in later:
+        assert (rows[email]["status"], rows[email]["attempts"]) == ("deferred", 3), "first try plus two backed-off retries"
+        assert rows[email]["last_reply"].startswith("451 4.7.1")
+        assert f"deferred {email}" in result.output
+    assert "2 deferred" in world.status()
+
+    world.server.sink.reply = lambda rcpt: None
+    assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+    assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
+def test_a_451_that_never_ends_fails_after_the_attempt_limit(world: World) -> None:
+    refuse(world.server.sink, {"reader0001@example.org"}, "451 4.3.0 busy")
+    result = world.send(SMTP_MAX_ATTEMPTS="2")
+    assert result.exit_code == 2
+    row = world.rows()["reader0001@example.org"]
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert row["last_reply"] == "gave up after 2 attempts: 451 4.3.0 busy"
+
+
+def test_550_fails_one_row_with_the_reply_and_exits_2_while_everyone_else_is_mailed(world: World) -> None:
+    refuse(world.server.sink, {"reader0005@example.org"}, "550 5.1.1 no such user")
+    result = world.send()
+    assert result.exit_code == 2
+    assert world.arrivals() == Counter(e for e in world.emails if e != "reader0005@example.org")
+    row = world.rows()["reader0005@example.org"]
+    assert (row["status"], row["attempts"], row["last_reply"]) == ("failed", 1, "550 5.1.1 no such user"), "no retry after a 5xx"
+    assert "failed   reader0005@example.org" in result.output
+    assert "failed reader0005@example.org" in world.status().replace("  ", " ").replace("  ", " ")
+
+
+def test_consecutive_hard_refusals_pause_the_reader_and_status_says_so(world: World) -> None:
+    bad = "reader0002@example.org"
+    refuse(world.server.sink, {bad}, "550 5.1.1 no such user")
+    env = {"NEWSLETTER_PAUSE_AFTER_FAILURES": "2"}
+    assert world.send(**env).exit_code == 2
+    assert "Paused subscribers: 0" in world.status()
+    second = world.send(**env)
+    assert second.exit_code == 2, "the papers were never delivered, so the next run tries again"
+    assert "subscriber paused after 2 hard refusals in a row" in second.output
+    status = world.status()
+    assert "Paused subscribers: 1" in status and f"paused   {bad}" in status and "550 5.1.1" in status
+    world.server.sink.reply = lambda rcpt: None
+    third = world.send(**env)
+    assert third.exit_code == 0 and f"paused   {bad}" in third.output
+    assert world.arrivals()[bad] == 0, "a paused reader is not mailed"
+    resumed = CliRunner().invoke(cli, ["--config", str(world.folder / "subscribers.yaml"), "status", "--resume", bad], env=world.env)
+    assert resumed.exit_code == 0 and "Paused subscribers: 0" in resumed.output
+    assert world.send(**env).exit_code == 0
+    assert world.arrivals()[bad] == 1
+
+
+def test_a_server_that_drops_the_connection_every_k_messages_still_gets_everyone_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SMTPServer(Sink(drop_every=4)) as server:
+        world = make_world(tmp_path, server, 30)
+        result = world.send()
+        assert result.exit_code == 0, result.output
+        assert world.arrivals() == Counter(world.emails)
+        assert world.send().exit_code == 0 and world.arrivals() == Counter(world.emails)
+
+
+def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world: World) -> None:
+    result = world.send(SMTP_SECURITY="starttls")  # the test server offers no STARTTLS: never fall back to plaintext
+    assert result.exit_code == 2
+    assert "does not offer STARTTLS" in result.output
+    assert world.arrivals() == Counter()
+    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values())
+    assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
+def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(world: World) -> None:
+    from smtpserver import free_port
+
+    result = world.send(SMTP_PORT=str(free_port()))
+    assert result.exit_code == 2
+    assert "cannot connect" in result.output
+    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
+    assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
+def test_the_outbox_goes_through_the_same_ledger(world: World) -> None:
+    env = {k: "" for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY")} | {"NEWSLETTER_OUTBOX": str(world.folder / "out")}
+    assert world.send(**env).exit_code == 0
+    assert len(list((world.folder / "out").glob("*.eml"))) == 12
+    assert {r["status"] for r in world.rows().values()} == {"sent"}
+    assert world.send(**env).exit_code == 0
+    assert len(list((world.folder / "out").glob("*.eml"))) == 12
+
+
+def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_rows(tmp_path: Path) -> None:
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, 500)
+        env = {**os.environ, **world.env, "SMTP_CONNECTIONS": "4"}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        rng = random.Random(6)
+        kills = [("seconds", rng.uniform(0.05, 0.6))] + [("arrivals", n) for n in sorted(rng.sample(range(10, 490), 4))]
+        killed_running = 0
+        for kind, moment in kills:
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started = time.monotonic()
+            while proc.poll() is None and (time.monotonic() - started < moment if kind == "seconds" else server.sink.count() < moment):
+                time.sleep(0.002)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed_running += 1
+            proc.wait()
+        assert killed_running >= 4, "the kills hit running sends"
+        with Store(tmp_path / "state.db") as store:
+            in_flight = [r["subscriber"] for r in store.deliveries(["sending"])]
+        status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=world.env).output
+        assert sorted(line.split()[1] for line in status.splitlines() if line.startswith("  sending  ")) == sorted(in_flight), "status names every uncertain row"
+        assert f"Uncertain: {len(in_flight)} left in `sending` now" in status
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stdout + final.stderr
+        again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and "nothing new for anyone" in again.stdout
+
+        arrivals = world.arrivals()
+        with Store(tmp_path / "state.db") as store:
+            rows = store.deliveries()
+        uncertain = sum(r["uncertain"] for r in rows)
+        losses = [e for e in world.emails if arrivals[e] == 0]
+        duplicates = sum(n - 1 for n in arrivals.values() if n > 1)
+        print(f"500 readers, {len(kills)} kills: {sum(arrivals.values())} messages, {len(losses)} lost, {duplicates} duplicates, {uncertain} uncertain rows")
+        assert losses == []
+        assert set(arrivals) == set(world.emails)
+        assert duplicates <= uncertain
+        resent = sum(1 for r in rows if r["uncertain"])
+        assert f"0 left in `sending` now (the server may have them; the next run sends each once more); {resent} interrupted earlier" in world.status()
+        assert {r["status"] for r in rows} == {"sent"} and len({r["subscriber"] for r in rows}) == 500

@@ -1,0 +1,48 @@
+"""Delivery settings from `.env`: defaults that are safe, and a clear message naming the variable when a value is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from newsletter import environment
+from newsletter.environment import EnvError
+
+NO_DOTENV = Path("/nonexistent")
+
+
+def load(**values: str) -> environment.Env:
+    return environment.load(values, dotenv=NO_DOTENV)
+
+
+def test_defaults_verify_tls_and_send_over_a_few_connections_without_a_rate_cap() -> None:
+    env = load()
+    assert env.smtp_tls_verify is True
+    assert (env.smtp_connections, env.smtp_rate, env.smtp_max_attempts, env.pause_after_failures) == (4, None, 5, 3)
+    assert env.unsubscribe_mailto is None and env.dkim_selector is None
+
+
+def test_delivery_settings_are_parsed() -> None:
+    env = load(SMTP_TLS_VERIFY="false", SMTP_CONNECTIONS="8", SMTP_RATE="12.5", NEWSLETTER_UNSUBSCRIBE_MAILTO="mailto:leave@example.org")
+    assert (env.smtp_tls_verify, env.smtp_connections, env.smtp_rate, env.unsubscribe_mailto) == (False, 8, 12.5, "leave@example.org")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SMTP_TLS_VERIFY", "maybe", "SMTP_TLS_VERIFY must be true or false"),
+        ("SMTP_CONNECTIONS", "0", "SMTP_CONNECTIONS must be at least 1"),
+        ("SMTP_RATE", "fast", "SMTP_RATE must be a number"),
+        ("NEWSLETTER_UNSUBSCRIBE_MAILTO", "a@b.org\r\nBcc: x@y.org", "NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(EnvError, match=message):
+        load(**{name: value})
+
+
+def test_dkim_settings_go_together_and_the_key_must_exist(tmp_path: Path) -> None:
+    assert any("DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_PATH go together" in p for p in environment.problems(load(DKIM_SELECTOR="news")))
+    missing = load(DKIM_SELECTOR="news", DKIM_DOMAIN="example.org", DKIM_PRIVATE_KEY_PATH=str(tmp_path / "none.pem"))
+    assert any("is not a readable file" in p for p in environment.problems(missing))

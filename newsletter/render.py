@@ -218,18 +218,7 @@ def shrink(digest: Digest, keep: int) -> Digest:
 
 def highlight(text: str, spans: Sequence[tuple[int, int]], limit: int | None = None) -> Markup:
     """Escape text and wrap matched spans in <mark>, optionally cut as a snippet first; nh3 has the last word."""
-    cut = snippet(text, limit) if limit else text
-    end_of_cut = len(cut.rstrip("…"))
-    out: list[str] = []
-    pos = 0
-    for start, end in spans:
-        if start < pos or end > end_of_cut:
-            continue
-        out.append(str(escape(cut[pos:start])))
-        out.append(f"<mark>{escape(cut[start:end])}</mark>")
-        pos = end
-    out.append(str(escape(cut[pos:])))
-    return sanitise("".join(out))
+    return sanitise("".join(f"<mark>{escape(part)}</mark>" if marked else str(escape(part)) for part, marked in _marked(text, spans, limit)))
 
 
 def sanitise(markup: str) -> Markup:
@@ -239,29 +228,36 @@ def sanitise(markup: str) -> Markup:
 
 def mark_text(text: str, spans: Sequence[tuple[int, int]], limit: int | None = None) -> str:
     """Plain-text counterpart of highlight: matched words as *word*."""
+    return "".join(f"*{part}*" if marked else part for part, marked in _marked(text, spans, limit))
+
+
+def _marked(text: str, spans: Sequence[tuple[int, int]], limit: int | None) -> list[tuple[str, bool]]:
+    """The (snippet of the) text as pieces, each flagged when a matcher span covers it; spans past the cut are dropped."""
     cut = snippet(text, limit) if limit else text
     end_of_cut = len(cut.rstrip("…"))
-    out: list[str] = []
+    pieces: list[tuple[str, bool]] = []
     pos = 0
     for start, end in spans:
         if start < pos or end > end_of_cut:
             continue
-        out.append(cut[pos:start] + "*" + cut[start:end] + "*")
+        pieces += [(cut[pos:start], False), (cut[start:end], True)]
         pos = end
-    out.append(cut[pos:])
-    return "".join(out)
+    pieces.append((cut[pos:], False))
+    return pieces
 
 
 def snippet(text: str, limit: int = ABSTRACT_CHARS) -> str:
-    """Cut at the last sentence end before the limit, else at a word boundary, with an ellipsis."""
-    text = " ".join(text.split())
+    """Cut at the last sentence end before the limit, else at a word boundary, with an ellipsis.
+
+    Only cut, never reflowed: the matcher's spans index the original text, and must still fit the snippet.
+    """
     if len(text) <= limit:
         return text
     head = text[:limit]
-    sentence = max(head.rfind(". "), head.rfind("? "), head.rfind("! "))
+    sentence = max(head.rfind(end + gap) for end in ".?!" for gap in " \n")
     if sentence >= limit // 2:
         return head[: sentence + 1]
-    space = head.rfind(" ")
+    space = max(head.rfind(" "), head.rfind("\n"))
     return (head[:space] if space > 0 else head).rstrip(",;:") + "…"
 
 

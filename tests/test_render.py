@@ -269,3 +269,12 @@ def test_a_runtime_template_error_names_file_and_line(tmp_path: Path) -> None:
         render(digest(), tmp_path)
 
 
+
+
+def test_marks_stay_on_their_words_after_a_paragraph_break_in_the_abstract() -> None:
+    abstract = "First paragraph.\n\nSecond one uses  LoRA adapters."
+    start = abstract.index("LoRA")
+    paper = Paper(id="1", title="T", abstract=abstract, links={"abstract": "https://arxiv.org/abs/1"})
+    _, html, text = render(digest(paper, Marks(title=[], abstract=[(start, start + 4)])))
+    assert re.search(r"uses\s+<mark[^>]*>LoRA</mark> adapters", html)
+    assert "*LoRA* adapters" in text

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -93,9 +94,12 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         fetched = pipeline.fetch(config, env, store)
         _print_fetch(fetched)
         try:
-            report = pipeline.send(config, env, store, transport, dry_run=dry_run, only=only, renderer=_renderer(env))
+            report = pipeline.send(config, env, store, transport, dry_run=dry_run, only=only, renderer=_renderer(env), on_outcome=_progress())
         except RenderError as exc:
             _fail(str(exc))
+        finally:
+            if sys.stderr.isatty():
+                click.echo("", err=True)
     report.fetched = fetched
     if report.uncertain:
         click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
@@ -375,6 +379,19 @@ def topics_try(ctx: click.Context, topic: str | None, days: int | None) -> None:
     result = trial.run_trial(matcher, chosen, labels, (s.paper for s in stored), only=topic)
     for line in trial.format_trial(result, matcher, days):
         click.echo(line)
+
+
+def _progress() -> Callable[[pipeline.Outcome], None] | None:
+    """A running count on one terminal line; nothing when output goes to a log (the summary says it all)."""
+    if not sys.stderr.isatty():
+        return None
+    counts: dict[str, int] = {}
+
+    def show(outcome: pipeline.Outcome) -> None:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        click.echo("\r  " + " · ".join(f"{n} {status}" for status, n in counts.items()) + "\033[K", err=True, nl=False)
+
+    return show
 
 
 def _renderer(env: Env) -> Renderer:

@@ -66,6 +66,13 @@ class SendReport:
     uncertain: int = 0  # rows found interrupted in `sending` and sent once more
     paused: list[PausedReader] = field(default_factory=list)
     error: str | None = None  # the server refused the session for good; the run stopped early
+    on_outcome: Callable[[Outcome], None] | None = None  # e.g. a progress line on a terminal
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one digest's fate and tell whoever is watching."""
+        self.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -220,6 +227,7 @@ def send(
     edition: str | None = None,
     subscribers: Sequence[Subscriber] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_outcome: Callable[[Outcome], None] | None = None,
 ) -> SendReport:
     """Deliver every active subscriber's digest through the ledger; papers are marked sent only once accepted.
 
@@ -228,7 +236,7 @@ def send(
     for it; default: one per call), `subscribers` narrows who is mailed, and `should_stop` is checked between messages.
     """
     now = now or utcnow()
-    report = SendReport()
+    report = SendReport(on_outcome=on_outcome)
     renderer = renderer or Renderer(env.base_url, env.templates)
     planner = Planner(config, store, now)
     secret = secret_key(env, store)
@@ -242,7 +250,7 @@ def send(
             for subscriber in active:
                 digest = planner.next_digest(subscriber)
                 if digest is not None:
-                    report.outcomes.append(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
+                    report.add(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
             return report
         report.uncertain = store.recover_interrupted(now=now)
         courier = _Courier(env, store, transport, report, _Letters(env, renderer, secret), should_stop)
@@ -345,7 +353,7 @@ class _Courier:
             if self.store.claim(edition, subscriber.email) is not None:
                 reply = "nothing left to send: the papers are no longer stored"
                 self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
-                self.report.outcomes.append(Outcome(subscriber.email, 0, "failed", reply))
+                self.report.add(Outcome(subscriber.email, 0, "failed", reply))
             return
         row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
         while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
@@ -377,13 +385,13 @@ class _Courier:
         while self.in_flight and (result := self.pool.get(0)) is not None:
             self._record(result)
         for _, _, row in self.retries:
-            self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
+            self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
         self.retries = []
 
     def _claim(self, row: _Row) -> bool:
         """Move the row to `sending`; False (and nothing to send) when the run has stopped or the row is not claimable."""
         if not self.running:
-            self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
+            self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
             return False
         attempts = self.store.claim(row.edition, row.subscriber.email)
         if attempts is None:
@@ -439,7 +447,7 @@ class _Courier:
             self._outcome(row, "failed", detail)
 
     def _outcome(self, row: _Row, status: str, detail: str) -> None:
-        self.report.outcomes.append(Outcome(row.subscriber.email, row.papers, status, detail))
+        self.report.add(Outcome(row.subscriber.email, row.papers, status, detail))
         log.log(logging.INFO if status == "sent" else logging.WARNING, "%s %s: %s", status, row.subscriber.email, detail)
 
 

@@ -12,7 +12,11 @@ from click.testing import CliRunner
 from httpserver import LocalHTTPServer
 from smtpserver import SMTPServer
 
+from newsletter import config as config_mod
+from newsletter import environment, pipeline
 from newsletter.cli import cli
+from newsletter.mailer import transport
+from newsletter.store import Store
 
 CONFIG = """\
 settings:
@@ -146,3 +150,14 @@ def test_check_and_send_refuse_a_broken_config(setup, tmp_path: Path, edit: tupl
         assert result.exit_code == 1
         assert "subscribers.yaml:" in result.output and message in result.output
     assert smtp.messages == []
+
+
+def test_each_outcome_is_reported_as_it_happens(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    smtp, env = setup
+    settings = environment.load(env, dotenv=tmp_path / "none")
+    conf = config_mod.load(tmp_path / "subscribers.yaml")
+    seen: list[pipeline.Outcome] = []
+    with Store(settings.db) as store:
+        pipeline.fetch(conf, settings, store)
+        report = pipeline.send(conf, settings, store, transport(settings), on_outcome=seen.append)
+    assert seen == report.outcomes and [o.status for o in seen] == ["sent", "sent"]

@@ -9,13 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import time
 from datetime import date
 from pathlib import Path
 
-import pytest
 
 from newsletter import config
 from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
@@ -108,24 +106,6 @@ class Browser:
         os.close(self._read)
         self.proc.terminate()
         self.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (we run as root); skipped only if that is impossible."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is missing and cannot be installed here (needs root and apt-get)")
-    install = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=600)
-    if install.returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, timeout=600)
-        install = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=600)
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip(f"chromium could not be installed: {install.stderr.strip()[-300:]}")
-    return found
 
 
 def sample_digest() -> Digest:

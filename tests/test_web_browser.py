@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,17 +19,8 @@ from newsletter.config import load
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).parent.parent / "test-output" / "browser"
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's chromium, installed with apt when missing; no tool downloads its own browser."""
-    if not Path(CHROMIUM).exists():
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, capture_output=True, timeout=600)
-    return CHROMIUM
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Benchmark of building digest mails: 10,000 subscribers over 200 distinct topic selections.
 
 The fast path is the product's: render and inline once per distinct digest (Renderer.render caches by
-content), make its MIME stationery once (mailer.Stationery), then per subscriber sign the two link tokens,
-fill in name, address and tokens (Renderer.personalise) and the reader's headers (Stationery.letter), as
-pipeline.send does. The naive path renders,
+content), serialise its MIME message once with the reader placeholders in it (mailer.Stationery), then per
+subscriber sign the two link tokens and join the reader's headers, name, address and tokens into those bytes
+(Stationery.letter with render.reader_values), as pipeline.send does. The naive path renders,
 inlines and builds the message per subscriber (Renderer with no cache + build_message + as_bytes); it is
 timed on a sample and extrapolated.
 
@@ -25,7 +25,7 @@ from newsletter.config import Config
 from newsletter.digest import Digest, all_topics, compose, match_all
 from newsletter.mailer import Headers, Stationery, build_message
 from newsletter.papers import Paper
-from newsletter.render import Reader, Renderer
+from newsletter.render import PLACEHOLDERS, Reader, Renderer, reader_values
 from newsletter.sources import Source, parse
 from newsletter.topics import Matcher
 
@@ -112,11 +112,10 @@ def fast(digests: list[Digest], subscribers: int) -> tuple[float, int, float]:
         t = time.perf_counter()
         rendered = renderer.render(digests[slot])
         if slot not in stationery:
-            stationery[slot] = Stationery(SENDER, rendered.subject, LIST_ID)
+            stationery[slot] = Stationery(SENDER, rendered.subject, LIST_ID, rendered.text, rendered.html, PLACEHOLDERS)
             render_time += time.perf_counter() - t
         r = reader(i)
-        html, text = renderer.personalise(rendered, r)
-        total += len(stationery[slot].letter(headers(r, rendered.subject), text, html).data)
+        total += len(stationery[slot].letter(headers(r, rendered.subject), reader_values(r)).data)
     return time.perf_counter() - started, total, render_time
 
 
@@ -149,7 +148,7 @@ def main() -> None:
     steady = (args.subscribers - len(digests)) / (seconds - render_time)
     print(f"fast:  {args.subscribers} messages in {seconds:.2f} s = {rate:,.0f} messages/s overall; "
           f"{render_time:.2f} s of it rendering+inlining {len(digests)} digests once ({render_time / len(digests) * 1000:.0f} ms each), "
-          f"then {steady:,.0f} messages built/s (sign tokens, fill in, MIME bytes; {total / args.subscribers / 1024:.0f} KiB each)")
+          f"then {steady:,.0f} messages built/s (sign tokens, join reader values into the MIME bytes; {total / args.subscribers / 1024:.0f} KiB each)")
     per_naive = naive(digests, args.naive)
     naive_total = per_naive * args.subscribers
     print(f"naive: {per_naive * 1000:.1f} ms per subscriber (sample of {args.naive}) → {naive_total:.0f} s for {args.subscribers}, "

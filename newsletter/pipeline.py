@@ -25,7 +25,7 @@ from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
 from .mailer import Headers, Job, Letter, Pool, Result, Signer, Stationery
 from .papers import Paper, merge
-from .render import Reader, Renderer
+from .render import PLACEHOLDERS, Reader, Renderer, reader_values
 from .sources import Source, SourceError, first_urls, parse
 from .store import PausedReader, Store, utcnow
 from .topics import Matcher
@@ -296,32 +296,33 @@ class _Letters:
     renderer: Renderer
     secret: str
     signer: Signer | None = field(init=False)
-    stationery: dict[str, Stationery] = field(init=False, default_factory=dict)  # by subject
+    stationery: dict[tuple[object, ...], Stationery] = field(init=False, default_factory=dict)  # by digest key, as the renderer caches
 
     def __post_init__(self) -> None:
         self.signer = Signer.from_env(self.env)
 
     def make(self, subscriber: Subscriber, digest: Digest) -> Letter:
         rendered = self.renderer.render(digest)
+        sender = self.env.from_address
+        list_id = f"Paper digest <digest.{sender.domain or 'localhost'}>"
+        key = digest.key
+        stationery = self.stationery.get(key)
+        if stationery is None:
+            stationery = self.stationery[key] = Stationery(sender, rendered.subject, list_id, rendered.text, rendered.html, PLACEHOLDERS)
         reader = Reader(
             email=subscriber.email,
             name=subscriber.name,
             unsubscribe_token=tokens.sign(self.secret, tokens.UNSUBSCRIBE, subscriber.email),
             preferences_token=tokens.sign(self.secret, tokens.PREFERENCES, subscriber.email),
         )
-        html, text = self.renderer.personalise(rendered, reader)
-        sender = self.env.from_address
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,
             unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
-            list_id=f"Paper digest <digest.{sender.domain or 'localhost'}>",
+            list_id=list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
-        stationery = self.stationery.get(headers.subject)
-        if stationery is None:
-            stationery = self.stationery[headers.subject] = Stationery(sender, headers.subject, headers.list_id)
-        return stationery.letter(headers, text, html, self.signer)
+        return stationery.letter(headers, reader_values(reader), self.signer)
 
 
 class _Courier:

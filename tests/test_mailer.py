@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dkim
 import pytest
+from markupsafe import escape
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from smtpserver import SMTPServer, Sink, free_port, self_signed_cert
@@ -69,30 +70,95 @@ def parse(data: bytes) -> EmailMessage:
     return msg
 
 
+TEXT_BODY = "Hello __NAME__ (__EMAIL__), grüße.\n.\nFrom here on\nLeave: https://news.example.org/u/__TOKEN__\n"
+HTML_BODY = '<p>Hello __HNAME__ &amp; <b>é</b></p>\n<a href="https://news.example.org/u/__TOKEN__">leave</a> <a href="https://news.example.org/p/__TOKEN__">prefs</a>\n'
+PLACEHOLDERS = ("__NAME__", "__HNAME__", "__EMAIL__", "__TOKEN__")
+LONG_TOKEN = "InJlYWRlcjAwMDAwQGV4YW1wbGUub3JnIg.awckJA.p9vOk4G7fRwy_o0vHKyeJqx-fPA" * 3
+
+
+def filled(content: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        content = content.replace(placeholder, value)
+    return content
+
+
+def same_message(stationery: Stationery, headers: Headers, values: dict[str, str], text: str = TEXT_BODY, html: str = HTML_BODY) -> EmailMessage:
+    """The stationery's letter parses to what build_message makes of the filled-in bodies; returns the letter."""
+    sealed = stationery.letter(headers, values)
+    ours = parse(sealed.data)
+    whole = parse(seal(build_message(SENDER, headers, filled(text, values), filled(html, values), stationery.date)).data)
+    assert sorted(ours.keys()) == sorted(whole.keys())
+    for name in set(whole.keys()) - {"Message-ID", "Content-Type"}:  # both differ per message: a fresh id and MIME boundary
+        assert ours.get_all(name) == whole.get_all(name), name
+    assert ours["Message-ID"] == sealed.message_id != whole["Message-ID"] and ours["Message-ID"].endswith("@example.org>")
+    assert ours.get_content_type() == whole.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        assert ours.get_body((kind,)).get_content() == whole.get_body((kind,)).get_content(), kind  # type: ignore[union-attr]
+    assert b"__" not in sealed.data, "every placeholder is filled in"
+    assert b"\r\n" in sealed.data and b"\n" not in sealed.data.replace(b"\r\n", b"")
+    return ours
+
+
 @pytest.mark.parametrize(
-    ("text", "html"),
+    ("name", "email", "token"),
     [
-        ("Grüße, Ada\n.\nFrom here on\n", "<p>Grüße &amp; <b>é</b></p>\n"),
-        ("x" * 2000 + "\n", "<p>" + "é" * 600 + "</p>"),  # lines too long for 8bit: built whole, encoded
+        ("Ada Lovelace", "ada@example.org", "tok"),
+        ("Ådá Łovelace 李", "ada@example.org", "tok"),  # non-ASCII: an encoded-word in To, UTF-8 in the bodies
+        ('Lovelace, Ada "Countess"', "ada@example.org", "tok"),  # quotes and a comma: quoted in To, escaped in HTML
+        ("Ada", "ada@example.org", LONG_TOKEN),
     ],
 )
-def test_stationery_fills_in_the_same_message_build_message_makes(text: str, html: str) -> None:
-    headers = Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://news.example.org/unsubscribe/tok", "Paper digest <digest.example.org>", "leave@example.org")
-    stationery = Stationery(SENDER, headers.subject, headers.list_id)
-    filled = parse(stationery.letter(headers, text, html).data)
-    whole = parse(seal(build_message(SENDER, headers, text, html, stationery.date)).data)
-    for name in ("From", "To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "MIME-Version", "Date"):
-        assert filled.get_all(name) == whole.get_all(name), name
-    assert filled["Message-ID"] != whole["Message-ID"] and filled["Message-ID"].endswith("@example.org>")
-    assert filled.get_content_type() == "multipart/alternative"
-    for kind in ("plain", "html"):
-        assert filled.get_body((kind,)).get_content() == whole.get_body((kind,)).get_content(), kind  # type: ignore[union-attr]
+def test_stationery_fills_in_the_same_message_build_message_makes(name: str, email: str, token: str) -> None:
+    local, _, domain = email.partition("@")
+    url = f"https://news.example.org/unsubscribe/{token}"
+    headers = Headers(Address(name, local, domain), "Digest · é", url, "Paper digest <digest.example.org>", "leave@example.org")
+    stationery = Stationery(SENDER, headers.subject, headers.list_id, TEXT_BODY, HTML_BODY, PLACEHOLDERS)
+    values = {"__NAME__": name, "__HNAME__": str(escape(name)), "__EMAIL__": email, "__TOKEN__": token}
+    ours = same_message(stationery, headers, values)
+    assert ours["To"].addresses[0].display_name == name
+    assert f"/u/{token}" in ours.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_a_filled_line_too_long_for_smtp_sends_that_readers_message_encoded() -> None:
+    text = "x" * 900 + " __TOKEN__\nshort __NAME__\n"
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u/t", "l <l.example.org>")
+    stationery = Stationery(SENDER, "s", "l <l.example.org>", text, HTML_BODY, PLACEHOLDERS)
+    short = {"__NAME__": "Ada", "__HNAME__": "Ada", "__EMAIL__": "a@x", "__TOKEN__": "t" * 97}  # the line: 998 bytes, as long as SMTP allows
+    assert b"x" * 900 + b" " + b"t" * 97 + b"\r\n" in stationery.letter(headers, short).data
+    long = {**short, "__TOKEN__": "t" * 98}
+    data = stationery.letter(headers, long).data
+    assert max(map(len, data.split(b"\r\n"))) <= 998
+    assert b"Content-Transfer-Encoding: 8bit" not in data.split(b"Content-Type: text/html")[0].split(b"Content-Type: text/plain")[1]
+    same_message(stationery, headers, long, text=text)
+
+
+def test_a_digest_with_a_line_too_long_for_smtp_is_built_whole_for_everyone() -> None:
+    headers = Headers(Address("Ådá", "ada", "example.org"), "s", "https://x/u/t", "l <l.example.org>")
+    html = "<p>" + "é" * 600 + "__HNAME__</p>"
+    stationery = Stationery(SENDER, "s", "l <l.example.org>", TEXT_BODY, html, PLACEHOLDERS)
+    values = {"__NAME__": "Ådá", "__HNAME__": "Ådá", "__EMAIL__": "ada@example.org", "__TOKEN__": "t"}
+    data = stationery.letter(headers, values).data
+    assert max(map(len, data.split(b"\r\n"))) <= 998
+    same_message(stationery, headers, values, html=html)
+
+
+def test_a_readers_value_cannot_add_lines() -> None:
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u/t", "l <l.example.org>")
+    stationery = Stationery(SENDER, "s", "l <l.example.org>", TEXT_BODY, HTML_BODY, PLACEHOLDERS)
+    for bad in ("Ada\r\nBcc: victim@example.org", "Ada\n--boundary"):
+        with pytest.raises(ValueError):
+            stationery.letter(headers, {"__NAME__": bad, "__HNAME__": "Ada", "__EMAIL__": "a@x", "__TOKEN__": "t"})
+
+
+def stationery_letter(headers: Headers) -> Letter:
+    stationery = Stationery(SENDER, "s", "l <l.example.org>", "t __NAME__\n", "<p>h</p>", ("__NAME__",))
+    return stationery.letter(headers, {"__NAME__": "Ada"})
 
 
 def test_a_long_unsubscribe_link_stays_a_readable_url_on_the_wire() -> None:
     url = "https://news.example.org/unsubscribe/" + "InJlYWRlcjAwMDAwQGV4YW1wbGUub3JnIg.awckJA.p9vOk4G7fRwy_o0vHKyeJqx-fPA" * 2
     headers = Headers(Address("Ada", "ada", "example.org"), "s", url, "l <l.example.org>", "leave@example.org")
-    for sealed in (seal(build_message(SENDER, headers, "t\n", "<p>h</p>")), Stationery(SENDER, "s", "l <l.example.org>").letter(headers, "t\n", "<p>h</p>")):
+    for sealed in (seal(build_message(SENDER, headers, "t\n", "<p>h</p>")), stationery_letter(headers)):
         assert f"List-Unsubscribe: <{url}>, <mailto:leave@example.org?subject=unsubscribe>\r\n".encode() in sealed.data
         assert b"=?utf-8?" not in sealed.data
 
@@ -100,7 +166,7 @@ def test_a_long_unsubscribe_link_stays_a_readable_url_on_the_wire() -> None:
 def test_stationery_refuses_a_newline_in_a_readers_header_too() -> None:
     headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u\r\nBcc: victim@example.org", "l <l.example.org>")
     with pytest.raises(ValueError):
-        Stationery(SENDER, "s", "l <l.example.org>").letter(headers, "t\n", "<p>h</p>")
+        stationery_letter(headers)
 
 
 def test_a_sealed_letter_uses_crlf_and_carries_the_envelope() -> None:

@@ -17,7 +17,7 @@ from newsletter import config
 from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
 from newsletter.mailer import Headers, Stationery, build_message
 from newsletter.papers import Paper
-from newsletter.render import MAX_HTML_BYTES, Reader, Renderer, RenderError, mime_size, shrink, snippet
+from newsletter.render import MAX_HTML_BYTES, PLACEHOLDERS, Reader, Renderer, RenderError, mime_size, reader_values, shrink, snippet
 from newsletter.sources import Source, parse
 from newsletter.topics import Marks, Matcher
 
@@ -203,7 +203,8 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     shown = rendered.digest
     assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
     headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
-    raw = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id).letter(headers, text, html).data
+    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id, rendered.text, rendered.html, PLACEHOLDERS)
+    raw = stationery.letter(headers, reader_values(READER)).data
     html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
     assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
     assert len(html_part) <= MAX_HTML_BYTES
@@ -278,3 +279,18 @@ def test_marks_stay_on_their_words_after_a_paragraph_break_in_the_abstract() -> 
     _, html, text = render(digest(paper, Marks(title=[], abstract=[(start, start + 4)])))
     assert re.search(r"uses\s+<mark[^>]*>LoRA</mark> adapters", html)
     assert "*LoRA* adapters" in text
+
+
+def test_the_stationery_of_a_rendered_digest_sends_what_personalise_shows() -> None:
+    """The pipeline fills placeholders in MIME bytes; `newsletter preview` uses personalise: same result."""
+    assert set(reader_values(READER)) == set(PLACEHOLDERS), "every placeholder has a value"
+    renderer = Renderer(BASE)
+    rendered = renderer.render(real_digest(5))
+    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
+    for reader in (READER, Reader("zoe@example.org", 'Zoë "Z" <O\'Neil>, Ph.D.', "u" * 300, "p" * 300)):
+        headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
+        msg = email.message_from_bytes(stationery.letter(headers, reader_values(reader)).data, policy=email.policy.default)
+        html, text = renderer.personalise(rendered, reader)
+        for kind, shown in (("html", html), ("plain", text)):
+            sent = msg.get_body((kind,)).get_content()  # type: ignore[union-attr]
+            assert sent.replace("\r\n", "\n").rstrip("\n") == shown.rstrip("\n"), kind  # CRLF on the wire, one final line end

@@ -18,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from cachetools import LRUCache
+
 from . import tokens
 from .config import Config, Subscriber
 from .digest import Digest, all_topics, compose, match_all
@@ -25,7 +27,7 @@ from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
 from .mailer import Headers, Job, Letter, Pool, Result, Signer, Stationery
 from .papers import Paper, merge
-from .render import PLACEHOLDERS, Reader, Renderer, reader_values
+from .render import CACHED_DIGESTS, PLACEHOLDERS, Reader, Renderer, reader_values
 from .sources import Source, SourceError, first_urls, parse
 from .store import PausedReader, Store, utcnow
 from .topics import Matcher
@@ -296,7 +298,7 @@ class _Letters:
     renderer: Renderer
     secret: str
     signer: Signer | None = field(init=False)
-    stationery: dict[tuple[object, ...], Stationery] = field(init=False, default_factory=dict)  # by digest key, as the renderer caches
+    stationery: LRUCache[tuple[object, ...], Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
 
     def __post_init__(self) -> None:
         self.signer = Signer.from_env(self.env)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from cachetools import LRUCache
 import nh3
 from markupsafe import Markup, escape
 from premailer import Premailer
@@ -38,6 +39,9 @@ UNSUBSCRIBE = "__NL_UNSUBSCRIBE_TOKEN__"
 PREFERENCES = "__NL_PREFERENCES_TOKEN__"
 PLACEHOLDERS = (HTML_NAME, HTML_EMAIL, TEXT_NAME, TEXT_EMAIL, UNSUBSCRIBE, PREFERENCES)  # what reader_values fills
 MAX_NAME_CHARS = 64
+# Distinct digests kept rendered: shared topic selections hit it; personal keywords make most digests unique,
+# and then a bound keeps a 10,000-reader send from holding every rendered mail in memory at once.
+CACHED_DIGESTS = 256
 
 
 class RenderError(Exception):
@@ -81,7 +85,7 @@ class Renderer:
         )
         self.env.filters.update(highlight=highlight, snippet=snippet, authors=authors, wrap=wrap, mark_text=mark_text, day=format_day)
         self.env.globals.update(paper_links=paper_links, source_label=source_label)
-        self._cache: dict[tuple[object, ...], Rendered] = {}
+        self._cache: LRUCache[tuple[object, ...], Rendered] = LRUCache(CACHED_DIGESTS)
 
     def template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into one line naming the file and line."""

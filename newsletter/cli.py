@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 import click
 
 from . import config as config_mod
-from . import environment, pipeline, scheduler, subscriptions, tokens, trial
+from . import environment, pipeline, scheduler, subscriptions, trial
 from .config import Config, ConfigError
 from .environment import Env, EnvError
 from .mailer import connection
 from .mailer import transport as make_transport
-from .render import Reader, Renderer, RenderError
+from .render import Renderer, RenderError
 from .store import Store
 from .digest import all_topics, topic_labels
 from .topics import Matcher
@@ -150,8 +150,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
         rendered = renderer.render(digest)
     except RenderError as exc:
         _fail(str(exc))
-    reader = Reader(subscriber.email, subscriber.name, tokens.sign(secret, tokens.UNSUBSCRIBE, email), tokens.sign(secret, tokens.PREFERENCES, email))
-    html, plain = renderer.personalise(rendered, reader)
+    html, plain = renderer.personalise(rendered, pipeline.reader_for(subscriber, secret))
     body = plain if text else html
     if output:
         Path(output).write_text(body, encoding="utf-8")

@@ -52,6 +52,11 @@ class Env:
         name, addr = parseaddr(self.sender or DEFAULT_FROM)
         return Address(display_name=name, addr_spec=addr)
 
+    @property
+    def list_id(self) -> str:
+        """The List-Id of every mail this installation sends, on the From domain."""
+        return f"Paper digest <digest.{self.from_address.domain or 'localhost'}>"
+
 
 class EnvError(ValueError):
     """A setting whose value cannot be used."""

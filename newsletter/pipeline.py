@@ -185,6 +185,16 @@ def secret_key(env: Env, store: Store) -> str:
     return key
 
 
+def reader_for(subscriber: Subscriber, secret: str) -> Reader:
+    """What personalises one subscriber's digest: their name and their signed unsubscribe and preferences links."""
+    return Reader(
+        email=subscriber.email,
+        name=subscriber.name,
+        unsubscribe_token=tokens.sign(secret, tokens.UNSUBSCRIBE, subscriber.email),
+        preferences_token=tokens.sign(secret, tokens.PREFERENCES, subscriber.email),
+    )
+
+
 @dataclass
 class Planner:
     """Matches stored papers once and composes each subscriber's digest from the shared result."""
@@ -305,23 +315,16 @@ class _Letters:
 
     def make(self, subscriber: Subscriber, digest: Digest) -> Letter:
         rendered = self.renderer.render(digest)
-        sender = self.env.from_address
-        list_id = f"Paper digest <digest.{sender.domain or 'localhost'}>"
         key = digest.key
         stationery = self.stationery.get(key)
         if stationery is None:
-            stationery = self.stationery[key] = Stationery(sender, rendered.subject, list_id, rendered.text, rendered.html, PLACEHOLDERS)
-        reader = Reader(
-            email=subscriber.email,
-            name=subscriber.name,
-            unsubscribe_token=tokens.sign(self.secret, tokens.UNSUBSCRIBE, subscriber.email),
-            preferences_token=tokens.sign(self.secret, tokens.PREFERENCES, subscriber.email),
-        )
+            stationery = self.stationery[key] = Stationery(self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, PLACEHOLDERS)
+        reader = reader_for(subscriber, self.secret)
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,
             unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
-            list_id=list_id,
+            list_id=self.env.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
         return stationery.letter(headers, reader_values(reader), self.signer)

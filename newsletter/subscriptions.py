@@ -425,15 +425,11 @@ class Mails:
         digest = Planner(config, store, now or utcnow()).next_digest(subscriber)
         papers = sorted(digest.papers, key=lambda p: p.published or _EPOCH, reverse=True)[:WELCOME_PAPERS] if digest else []
         links = self.links(subscriber.email)
-        text = self.jinja.get_template("web/mail_welcome.txt").render(
-            papers=papers, topics=[config.topics[t].title for t in subscriber.topics if t in config.topics], subscriber=subscriber, **links
-        )
-        html = self.jinja.get_template("web/mail_welcome.html").render(
-            papers=papers, topics=[config.topics[t].title for t in subscriber.topics if t in config.topics], subscriber=subscriber, **links
-        )
-        sender = self.env.from_address
-        headers = Headers(to=_address(subscriber.email), subject="Welcome to the paper digest", unsubscribe_url=links["unsubscribe_url"], list_id=f"Paper digest <digest.{sender.domain or 'localhost'}>")
-        return build_message(sender, headers, text.strip() + "\n", html)
+        context = {"papers": papers, "topics": [config.topics[t].title for t in subscriber.topics if t in config.topics], "subscriber": subscriber, **links}
+        text = self.jinja.get_template("web/mail_welcome.txt").render(context)
+        html = self.jinja.get_template("web/mail_welcome.html").render(context)
+        headers = Headers(to=_address(subscriber.email), subject="Welcome to the paper digest", unsubscribe_url=links["unsubscribe_url"], list_id=self.env.list_id)
+        return build_message(self.env.from_address, headers, text.strip() + "\n", html)
 
 
 def _address(email: str) -> Address:

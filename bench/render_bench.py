@@ -1,7 +1,7 @@
 """Benchmark of building digest mails: 10,000 subscribers over 200 distinct topic selections.
 
 The fast path is the product's: render and inline once per distinct digest (Renderer.render caches by
-content), serialise its MIME message once with the reader placeholders in it (mailer.Stationery), then per
+content, and each paper card once per send), serialise its MIME message once with the reader placeholders in it (mailer.Stationery), then per
 subscriber sign the two link tokens and join the reader's headers, name, address and tokens into those bytes
 (Stationery.letter with render.reader_values), as pipeline.send does. The naive path renders,
 inlines and builds the message per subscriber (Renderer with no cache + build_message + as_bytes); it is

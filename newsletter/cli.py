@@ -18,7 +18,7 @@ from .config import Config, ConfigError
 from .environment import Env, EnvError
 from .mailer import connection
 from .mailer import transport as make_transport
-from .render import Renderer, RenderError
+from .render import TEMPLATES, Renderer, RenderError
 from .store import Store
 from .digest import all_topics, topic_labels
 from .topics import Matcher
@@ -165,7 +165,7 @@ def check(ctx: click.Context) -> None:
     """Validate subscribers.yaml, the environment and the templates; exit 1 listing every problem."""
     env, config = _ready(ctx)
     renderer = _renderer(env)
-    for name in ("digest.html", "digest.txt"):
+    for name in TEMPLATES:
         try:
             renderer.template(name)
         except RenderError as exc:

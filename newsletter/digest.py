@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import cached_property
 
 from .config import Config, Subscriber
 from .papers import Paper
@@ -20,6 +21,14 @@ class Entry:
     paper: Paper
     tags: tuple[str, ...]
     marks: Marks
+
+    @cached_property
+    def key(self) -> str:
+        """Identity of what a paper card shows: the paper, its tags and its marked words.
+
+        A string, because a string keeps its hash: caches look these up once per reader.
+        """
+        return repr((self.paper.id, self.tags, self.marks.title, self.marks.abstract))
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,10 @@ class Digest:
     def count(self) -> int:
         return sum(len(s.entries) for s in self.sections)
 
-    @property
-    def key(self) -> tuple[object, ...]:
-        """Identity of the content: equal keys render to equal mails."""
-        return (self.day, tuple((s.key, s.title, s.more, tuple(e.paper.id for e in s.entries)) for s in self.sections))
+    @cached_property
+    def key(self) -> str:
+        """Identity of the content: equal keys render to equal mails. A string, so it hashes once (see Entry.key)."""
+        return repr((self.day, [(s.key, s.title, s.more, [e.key for e in s.entries]) for s in self.sections]))
 
 
 def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:

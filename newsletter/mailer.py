@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -79,6 +80,8 @@ MAX_LINE = 998  # octets per line on the wire (RFC 5321 §4.5.3.1.6)
 # would turn it into RFC 2047 encoded-words, which no mail client reads as a link.
 WIRE = email.policy.SMTP.clone(max_line_length=MAX_LINE)
 _TEXT_SLOT, _HTML_SLOT = "newsletter-text-body-slot", "newsletter-html-body-slot"
+_SUBJECT_SLOT, _DATE_SLOT = "newsletter-subject-slot", format_datetime(datetime(2000, 1, 1, tzinfo=timezone.utc))  # Date must parse
+_SUBJECT_LINE, _DATE_LINE = f"Subject: {_SUBJECT_SLOT}\r\n".encode(), f"Date: {_DATE_SLOT}\r\n".encode()
 
 
 class Stationery:
@@ -100,25 +103,13 @@ class Stationery:
         assert names, "stationery without placeholders is one message: build it with build_message"
         self.pattern = re.compile("|".join(map(re.escape, names)))
         marks = re.compile(b"|".join(re.escape(name.encode()) for name in names))
-        msg = EmailMessage()
-        msg["From"] = sender
-        msg["Subject"] = subject
-        msg["Date"] = format_datetime(self.date)
-        msg["List-Id"] = list_id
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        msg["Auto-Submitted"] = "auto-generated"
-        msg["Precedence"] = "bulk"
-        msg.set_content(_TEXT_SLOT, charset="utf-8", cte="8bit")
-        msg.add_alternative(_HTML_SLOT, subtype="html", charset="utf-8", cte="8bit")
-        data = msg.as_bytes(policy=WIRE)
-        head, _, rest = data.partition(_TEXT_SLOT.encode() + b"\r\n")
-        middle, _, tail = rest.partition(_HTML_SLOT.encode() + b"\r\n")
-        assert middle and tail, "each body slot appears once"
-        self.boundary = f"--{msg.get_boundary()}".encode()
+        head, middle, tail, self.boundary = _skeleton(str(sender), list_id)
+        head = head.replace(_SUBJECT_LINE, _header_line("Subject", subject), 1).replace(_DATE_LINE, _header_line("Date", format_datetime(self.date)), 1)
         text_bytes, html_bytes = _body_8bit(text), _body_8bit(html)
         self.chunks: list[bytes] = []  # the message cut at the placeholders; empty: every reader's is built whole
         self.slots: list[str] = []  # the placeholder between chunks[i] and chunks[i + 1]
         self.lines: list[tuple[int, tuple[str, ...]]] = []  # each line holding placeholders: its length without them, and them
+        self.widest = self.most = 0  # the longest of those lengths, and the most placeholders on one line
         if text_bytes is None or html_bytes is None or self.boundary in text_bytes or self.boundary in html_bytes:
             return
         bodies = text_bytes + middle + html_bytes + tail
@@ -126,18 +117,22 @@ class Stationery:
         self.chunks = [head + pieces[0], *pieces[2::2]]
         self.slots = [p.decode() for p in pieces[1::2]]
         lines: set[tuple[int, tuple[str, ...]]] = set()
-        for line in bodies.split(b"\r\n"):
+        for match in marks.finditer(bodies):
+            start, end = bodies.rfind(b"\r\n", 0, match.start()), bodies.find(b"\r\n", match.end())
+            line = bodies[start + 2 if start >= 0 else 0 : end if end >= 0 else len(bodies)]
             found = tuple(m.decode() for m in marks.findall(line))
-            if found:
-                lines.add((len(line) - sum(map(len, found)), found))
+            lines.add((len(line) - sum(map(len, found)), found))
         self.lines = sorted(lines)
+        self.widest = max((base for base, _ in self.lines), default=0)
+        self.most = max((len(found) for _, found in self.lines), default=0)
 
     def letter(self, headers: Headers, values: Mapping[str, str], signer: Signer | None = None) -> Letter:
         """This reader's message, ready for the wire; `values` fill the placeholders and are one line each."""
-        if any("\r" in v or "\n" in v for v in values.values()):
+        together = "".join(values.values())
+        if "\r" in together or "\n" in together:
             raise ValueError("a reader's value spans lines")
         encoded = {name: value.encode() for name, value in values.items()}
-        if not self.chunks or self._too_long(encoded) or any(self.boundary in v for v in encoded.values()):
+        if not self.chunks or self._too_long(encoded) or self.boundary in together.encode():
             return seal(build_message(self.sender, headers, self._fill(self.text, values), self._fill(self.html, values), self.date), signer)
         message_id = make_msgid(domain=self.sender.domain or "localhost")
         reader = b"".join(_header_line(name, value) for name, value in (("To", headers.to), ("Message-ID", message_id), ("List-Unsubscribe", _unsubscribe(headers))))
@@ -150,10 +145,37 @@ class Stationery:
         return Letter(self.sender.addr_spec, headers.to.addr_spec, message_id, data)
 
     def _too_long(self, encoded: Mapping[str, bytes]) -> bool:
+        """Whether a line would pass MAX_LINE once filled; mostly answered by the widest line and longest value."""
+        if self.widest + self.most * max(map(len, encoded.values()), default=0) <= MAX_LINE:
+            return False
         return any(base + sum(len(encoded[name]) for name in found) > MAX_LINE for base, found in self.lines)
 
     def _fill(self, content: str, values: Mapping[str, str]) -> str:
         return self.pattern.sub(lambda m: values[m.group()], content)
+
+
+@lru_cache(maxsize=8)
+def _skeleton(sender: str, list_id: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """A digest message's headers and MIME frame with slots for subject, date and the two bodies, as head,
+    middle and tail bytes and the boundary line: made once per sender and list, not once per digest.
+
+    Every digest of a send shares the boundary; Stationery checks it occurs in no body.
+    """
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["Subject"] = _SUBJECT_SLOT
+    msg["Date"] = _DATE_SLOT
+    msg["List-Id"] = list_id
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["Precedence"] = "bulk"
+    msg.set_content(_TEXT_SLOT, charset="utf-8", cte="8bit")
+    msg.add_alternative(_HTML_SLOT, subtype="html", charset="utf-8", cte="8bit")
+    data = msg.as_bytes(policy=WIRE)
+    head, _, rest = data.partition(_TEXT_SLOT.encode() + b"\r\n")
+    middle, _, tail = rest.partition(_HTML_SLOT.encode() + b"\r\n")
+    assert middle and tail and _SUBJECT_LINE in head and _DATE_LINE in head, "each slot appears once"
+    return head, middle, tail, f"--{msg.get_boundary()}".encode()
 
 
 def _header_line(name: str, value: object) -> bytes:

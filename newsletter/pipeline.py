@@ -308,7 +308,7 @@ class _Letters:
     renderer: Renderer
     secret: str
     signer: Signer | None = field(init=False)
-    stationery: LRUCache[tuple[object, ...], Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
+    stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
 
     def __post_init__(self) -> None:
         self.signer = Signer.from_env(self.env)

@@ -17,10 +17,11 @@ import nh3
 from markupsafe import Markup, escape
 from premailer import Premailer
 
-from .digest import Digest
+from .digest import Digest, Entry
 from .papers import Paper
 
 BUNDLED = [Path(__file__).parent / "templates", Path(__file__).parent.parent / "templates"]
+TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a digest is rendered from (base.html via digest.html)
 ABSTRACT_CHARS = 420
 MAX_AUTHORS = 4
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
@@ -42,6 +43,8 @@ MAX_NAME_CHARS = 64
 # Distinct digests kept rendered: shared topic selections hit it; personal keywords make most digests unique,
 # and then a bound keeps a 10,000-reader send from holding every rendered mail in memory at once.
 CACHED_DIGESTS = 256
+# Paper cards kept rendered (HTML inlined, and text): the same top papers recur in most digests of a send.
+CACHED_CARDS = 4096
 
 
 class RenderError(Exception):
@@ -85,7 +88,8 @@ class Renderer:
         )
         self.env.filters.update(highlight=highlight, snippet=snippet, authors=authors, wrap=wrap, mark_text=mark_text, day=format_day)
         self.env.globals.update(paper_links=paper_links, source_label=source_label)
-        self._cache: LRUCache[tuple[object, ...], Rendered] = LRUCache(CACHED_DIGESTS)
+        self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
+        self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
 
     def template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into one line naming the file and line."""
@@ -127,17 +131,64 @@ class Renderer:
             "preferences_url": f"{self.base_url}/preferences/{PREFERENCES}",
             "base_url": self.base_url,
         }
+        cards = _Cards(self)
         try:
-            html = self.template("digest.html").render(context, reader={"name": HTML_NAME, "email": HTML_EMAIL})
-            text = self.template("digest.txt").render(context, reader={"name": TEXT_NAME, "email": TEXT_EMAIL})
+            html = self.template("digest.html").render(context, card=cards.card, reader={"name": HTML_NAME, "email": HTML_EMAIL})
+            text = self.template("digest.txt").render(context, card=cards.card, reader={"name": TEXT_NAME, "email": TEXT_EMAIL})
         except jinja2.TemplateError as exc:
             raise RenderError(f"{_where(exc)}: {exc}") from exc
-        return Rendered(subject, short_lines(inline_css(html, self.base_url)), short_lines(text.strip()) + "\n", preheader, digest)
+        html = cards.fill(short_lines(inline_css(html, self.base_url)))  # cards are whole lines: reused ones are short already
+        return Rendered(subject, html, short_lines(text.strip()) + "\n", preheader, digest)
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
         """The HTML and text for one reader: plain string replacement, no re-rendering."""
         values = reader_values(reader)
         return _replace(rendered.html, values), _replace(rendered.text, values)
+
+
+class _Cards:
+    """The paper cards of one render: those an earlier digest rendered and inlined are reused, new ones are
+    rendered into this digest, inlined with it, and kept for the next.
+
+    In the HTML a reused card is a comment until the page is inlined (so premailer only works on what is new),
+    and a new card is wrapped in two comments that mark it out of the inlined page. Feed text cannot forge these
+    comments: it is escaped or sanitised, and nh3 drops comments.
+    """
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self.reused: list[str] = []
+        self.new: list[tuple[str, str]] = []
+
+    def card(self, name: str, entry: Entry) -> str:
+        """What a template's `card(name, entry)` puts in the page."""
+        key = (name, entry.key)
+        done = self.renderer._cards.get(key)
+        if name.endswith(".txt"):
+            if done is None:
+                done = self.renderer._cards[key] = self.renderer.template(name).render(entry=entry, paper=entry.paper)
+            return done
+        if done is not None:
+            self.reused.append(done)
+            return Markup(f"<!--nl-card:{len(self.reused) - 1}-->")
+        self.new.append(key)
+        i = len(self.new) - 1
+        return Markup(f"<!--nl-new:{i}-->{self.renderer.template(name).render(entry=entry, paper=entry.paper)}<!--nl-end:{i}-->")
+
+    def fill(self, html: str) -> str:
+        """The inlined page with new cards kept for reuse and reused cards put in."""
+
+        def keep(match: re.Match[str]) -> str:
+            self.renderer._cards[self.new[int(match[1])]] = match[2]
+            return match[2]
+
+        html = _NEW_CARD.sub(keep, html)
+        return _REUSED_CARD.sub(lambda match: self.reused[int(match[1])], html)
+
+
+# lxml ends a serialised table row with a newline, and puts one after each comment standing where a row would.
+_NEW_CARD = re.compile(r"<!--nl-new:(\d+)-->(.*?)<!--nl-end:\1-->\n?", re.S)
+_REUSED_CARD = re.compile(r"<!--nl-card:(\d+)-->\n?")
 
 
 def reader_values(reader: Reader) -> dict[str, str]:
@@ -156,7 +207,7 @@ def reader_values(reader: Reader) -> dict[str, str]:
 
 def inline_css(html: str, base_url: str) -> str:
     """premailer with no network, `!important` kept and links made absolute (in-mail #anchors stay as they are)."""
-    return Premailer(
+    return _Premailer(
         html,
         base_url=base_url + "/",
         allow_network=False,
@@ -167,6 +218,32 @@ def inline_css(html: str, base_url: str) -> str:
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+
+
+class _Premailer(Premailer):
+    """premailer that turns a stylesheet into rules once, not on every page: cssutils re-serialising every
+    property was two thirds of inlining a digest whose paper cards were already inlined.
+
+    Only inline_css makes these, always with the same options, so a stylesheet's text is a complete key.
+    The pinned premailer version is the one these two overrides were read against.
+    """
+
+    _rules: LRUCache[tuple[str, int], tuple[list[Any], list[Any]]] = LRUCache(16)
+    _leftovers: LRUCache[int, tuple[list[Any], str]] = LRUCache(16)
+
+    def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list[Any], list[Any]]:
+        key = (css_body, ruleset_index)
+        parsed = self._rules.get(key)
+        if parsed is None:
+            parsed = self._rules[key] = super()._parse_style_rules(css_body, ruleset_index)
+        return parsed
+
+    def _css_rules_to_string(self, rules: list[Any]) -> str:
+        """The @media and pseudo-class rules kept in <style>, written out once per (remembered) list of them."""
+        done = self._leftovers.get(id(rules))
+        if done is None or done[0] is not rules:
+            done = self._leftovers[id(rules)] = (rules, super()._css_rules_to_string(rules))
+        return done[1]
 
 
 def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:

@@ -10,6 +10,7 @@ from datetime import date, datetime, timezone
 from email.headerregistry import Address
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from newsletter import config
 from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
 from newsletter.mailer import Headers, Stationery, build_message
 from newsletter.papers import Paper
-from newsletter.render import MAX_HTML_BYTES, PLACEHOLDERS, Reader, Renderer, RenderError, mime_size, reader_values, shrink, snippet
+from newsletter.render import MAX_HTML_BYTES, PLACEHOLDERS, Reader, Renderer, RenderError, inline_css, mime_size, reader_values, shrink, snippet
 from newsletter.sources import Source, parse
 from newsletter.topics import Marks, Matcher
 
@@ -185,6 +186,40 @@ def test_a_real_digest_makes_a_multipart_mail_whose_parts_agree() -> None:
     assert re.search(r'<table[^>]*class="container" width="600"', rich), "Outlook, which ignores max-width, gets 600 px"
     assert "<!--[if mso]>" in rich
     assert "▲ " in rich and "upvotes" in rich and "arXiv" in rich and "Hugging Face" in rich
+
+
+def test_paper_cards_rendered_for_one_digest_are_reused_in_the_next_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A card is rendered and inlined once per send; a digest made of reused cards is the same mail, byte for
+    byte, as one rendered from scratch (cards are styled without knowing their neighbours)."""
+    whole, smaller = real_digest(5), real_digest(3)
+    shared = Renderer(BASE)
+    shared.render(whole)
+    calls: list[str] = []
+    for name in ("paper.html", "paper.txt"):
+        template = shared.template(name)
+
+        def counting(*args: object, _render: Any = template.render, _name: str = name, **kwargs: object) -> str:
+            calls.append(_name)
+            return str(_render(*args, **kwargs))
+
+        monkeypatch.setattr(template, "render", counting)
+    reused = shared.render(smaller)
+    assert calls == [], "every card of the smaller digest came from the first one"
+    fresh = Renderer(BASE).render(smaller)
+    assert (reused.html, reused.text, reused.subject) == (fresh.html, fresh.text, fresh.subject)
+    assert "<!--nl-" not in reused.html, "no card marker is left in the mail"
+    cards = re.findall(r'<td class="paper break" style="([^"]*)"', reused.html)
+    assert len(cards) == smaller.count and len(set(cards)) == 1 and "padding" in cards[0], "reused cards keep their inlined style"
+
+
+def test_inlining_remembers_the_stylesheet_but_gives_what_premailer_gives() -> None:
+    from premailer import Premailer
+
+    page = '<html><head><style>p { color: red !important } .x a { color: blue } @media (max-width: 600px) { p { margin: 0 } }</style></head><body><p class="x"><a href="/a">a</a></p></body></html>'
+    options = {"allow_network": False, "strip_important": False, "preserve_internal_links": True, "disable_basic_attributes": ["width", "height"], "disable_validation": True}
+    plain = Premailer(page, base_url=BASE + "/", **options).transform()
+    assert inline_css(page, BASE) == plain and inline_css(page, BASE) == plain, "the second call, from the remembered rules, is the same"
+    assert 'style="color:red !important"' in plain and "@media" in plain and 'href="https://news.example.org/a"' in plain
 
 
 def test_the_hidden_preheader_sums_up_the_digest() -> None:

@@ -306,12 +306,13 @@ class Store:
                 "UPDATE deliveries SET status = 'sent', message_id = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
                 (message_id, reply, now_s, edition, key),
             )
-            db.executemany(
-                "INSERT INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(subscriber, paper_id) DO UPDATE SET edition = excluded.edition, sent_at = excluded.sent_at",  # a revised paper sent again
-                [(key, pid, edition, now_s) for pid in json.loads(row[0])],
-            )
+            _insert_sent(db, key, json.loads(row[0]), edition, now_s)
             db.execute("UPDATE readers SET consecutive_failures = 0 WHERE subscriber = ? AND consecutive_failures > 0", (key,))
+
+    def record_sent(self, subscriber: str, paper_ids: list[str], edition: str, now: datetime | None = None) -> None:
+        """Papers mailed outside the ledger (the welcome mail's taste of the digest), so no digest repeats them."""
+        with self.transaction() as db:
+            _insert_sent(db, subscriber.lower(), paper_ids, edition, (now or utcnow()).isoformat())
 
     def mark_deferred(self, edition: str, subscriber: str, reply: str, *, counted: bool = True, now: datetime | None = None) -> None:
         """A temporary refusal: try again later. `counted=False` when the server, not this reader, was the problem."""
@@ -411,3 +412,11 @@ def _dumps(paper: Paper) -> str:
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _insert_sent(db: sqlite3.Connection, subscriber: str, paper_ids: list[str], edition: str, when: str) -> None:
+    db.executemany(
+        "INSERT INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(subscriber, paper_id) DO UPDATE SET edition = excluded.edition, sent_at = excluded.sent_at",  # a revised paper sent again
+        [(subscriber, pid, edition, when) for pid in paper_ids],
+    )

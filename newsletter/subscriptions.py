@@ -420,8 +420,8 @@ class Mails:
         """Someone asked to subscribe an address that already is: tell its owner, and change nothing."""
         return self._message(email, "You are already subscribed to the paper digest", "web/mail_already.txt", {**self.links(email), "base_url": self.env.base_url})
 
-    def welcome(self, config: Config, store: Store, subscriber: Subscriber, now: datetime | None = None) -> EmailMessage:
-        """Sent on confirmation: the most recent papers for their topics, as a taste of the digest."""
+    def welcome(self, config: Config, store: Store, subscriber: Subscriber, now: datetime | None = None) -> tuple[EmailMessage, list[str]]:
+        """Sent on confirmation: the most recent papers for their topics, as a taste of the digest; and their ids."""
         digest = Planner(config, store, now or utcnow()).next_digest(subscriber)
         papers = sorted(digest.papers, key=lambda p: p.published or _EPOCH, reverse=True)[:WELCOME_PAPERS] if digest else []
         links = self.links(subscriber.email)
@@ -429,7 +429,7 @@ class Mails:
         text = self.jinja.get_template("web/mail_welcome.txt").render(context)
         html = self.jinja.get_template("web/mail_welcome.html").render(context)
         headers = Headers(to=_address(subscriber.email), subject="Welcome to the paper digest", unsubscribe_url=links["unsubscribe_url"], list_id=self.env.list_id)
-        return build_message(self.env.from_address, headers, text.strip() + "\n", html)
+        return build_message(self.env.from_address, headers, text.strip() + "\n", html), [p.id for p in papers]
 
 
 def _address(email: str) -> Address:
@@ -495,8 +495,10 @@ class Service:
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
         assert subscriber is not None
+        message, shown = self.mails.welcome(config, self.store, subscriber, now)
         try:
-            self._send(self.mails.welcome(config, self.store, subscriber, now))
+            self._send(message)
+            self.store.record_sent(subscriber.email, shown, "welcome", now)  # the first digest does not repeat them
         except DeliveryError as exc:  # they are subscribed either way; the digest will reach them
             log.warning("welcome mail to %s not sent: %s", subscriber.email, exc.reply)
         return subscriber

@@ -189,6 +189,23 @@ def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> N
     assert recipients == ["ada@example.org"], "the next send skips the person who left"
 
 
+def test_the_first_digest_does_not_repeat_the_papers_of_the_welcome_mail(site: Site) -> None:
+    with Store(site.env.db) as store:
+        pipeline.fetch(load(site.config_path), site.env, store)
+    subscribe(site, "new@example.com", ["agents"])
+    confirm = link(site.mails_to("new@example.com")[0], "confirm")
+    site.client.post(confirm, data={"csrf": csrf(site.client.get(confirm).text)})
+    welcome = site.mails_to("new@example.com")[-1]
+    shown = set(re.findall(r"https://arxiv\.org/abs/[\w.]+", welcome.get_body(("plain",)).get_content()))
+    assert shown, "the welcome shows papers"
+
+    result = CliRunner().invoke(cli, ["send", "--to", "new@example.com"], env=site.environ, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    digests = [m for m in site.mails_to("new@example.com") if m["Subject"].startswith("Paper digest")]
+    repeated = {u for m in digests for u in re.findall(r"https://arxiv\.org/abs/[\w.]+", m.get_body(("plain",)).get_content())} & shown
+    assert repeated == set(), "nothing is mailed twice, the welcome included"
+
+
 def test_subscribing_an_address_that_is_already_subscribed_looks_the_same(site: Site) -> None:
     known = subscribe(site, "ada@example.org", ["agents"])
     unknown = subscribe(site, "zed@example.org", ["agents"])

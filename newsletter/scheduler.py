@@ -95,18 +95,26 @@ class Decision:
     action: str  # "send" | "missed"
 
 
-def decide(subscriber: Subscriber, now: datetime, handled: datetime | None, grace: timedelta) -> Decision | None:
+def decide(subscriber: Subscriber, now: datetime, handled: datetime | None, grace: timedelta, missed: bool = False) -> Decision | None:
     """Due when the latest slot is not handled yet; older unhandled slots collapse into it (one catch-up, never a burst).
 
     A slot that passed longer ago than `grace` (the daemon was down) is only recorded as missed: its papers are not
-    lost, they wait for the next slot, since a digest holds everything not yet sent.
+    lost, they wait for the next slot, since a digest holds everything not yet sent. A reader who moves their
+    send time later on a day their digest already went out (`handled` that day, and not `missed`) gets the next
+    one on the next day: one digest a local day at most.
     """
     if subscriber.paused:
         return None
     slot = latest_slot(subscriber, now)
     if slot is None or (handled is not None and slot <= handled):
         return None
+    if handled is not None and not missed and _local_day(handled, subscriber) == _local_day(slot, subscriber):
+        return None
     return Decision(subscriber, slot, "send" if now - slot <= grace else "missed")
+
+
+def _local_day(instant: datetime, subscriber: Subscriber) -> date:
+    return instant.astimezone(ZoneInfo(subscriber.timezone)).date()
 
 
 def edition_for(slot: datetime) -> str:
@@ -212,7 +220,7 @@ class Daemon:
                 batches: dict[datetime, list[Subscriber]] = {}
                 for subscriber in config.subscribers:
                     last = handled.get(subscriber.email.lower())
-                    decision = decide(subscriber, now, last[0] if last else None, grace)
+                    decision = decide(subscriber, now, last[0] if last else None, grace, missed=bool(last) and last[1] == "missed")
                     if decision is None:
                         continue
                     if decision.action == "missed":

@@ -31,11 +31,12 @@ def reader(send_at: str = "07:30", tz: str = "Europe/London", frequency: str = "
 
 
 def sends(subscriber: Subscriber, start: datetime, end: datetime, step: timedelta = timedelta(minutes=1)) -> list[datetime]:
-    """Drive decide() minute by minute like the daemon's tick, recording each slot it sends."""
+    """Drive decide() minute by minute like the daemon's tick, recording each slot it sends (from `start`, with
+    nothing delivered before it)."""
     sent: list[datetime] = []
     now = start
     while now <= end:
-        decision = decide(subscriber, now, sent[-1] if sent else start, GRACE)
+        decision = decide(subscriber, now, sent[-1] if sent else start, GRACE, missed=not sent)
         if decision is not None:
             assert decision.action == "send"
             sent.append(decision.slot)
@@ -99,6 +100,17 @@ def test_downtime_gives_one_coalesced_catch_up_within_the_grace_window_and_none_
     assert too_late is not None and too_late.action == "missed"
     assert decide(ada, utc(2026, 11, 25, 7, 29), handled, GRACE) is not None and decide(ada, utc(2026, 11, 25, 7, 29), utc(2026, 11, 24, 7, 30), GRACE) is None
     assert decide(replace(ada, paused=True), utc(2026, 11, 25, 9, 0), handled, GRACE) is None
+
+
+def test_moving_the_send_time_later_on_a_day_already_served_waits_for_the_next_day() -> None:
+    morning, evening = reader("08:00", "Europe/Berlin"), reader("18:00", "Europe/Berlin")
+    served = utc(2026, 11, 25, 7, 0)  # 08:00 in Berlin, sent
+    assert decide(evening, utc(2026, 11, 25, 17, 5), served, GRACE) is None, "one digest a local day"
+    tomorrow = decide(evening, utc(2026, 11, 26, 17, 5), served, GRACE)
+    assert tomorrow is not None and tomorrow.slot == utc(2026, 11, 26, 17, 0)
+    missed = decide(evening, utc(2026, 11, 25, 17, 5), served, GRACE, missed=True)
+    assert missed is not None and missed.slot == utc(2026, 11, 25, 17, 0), "a slot that was only missed does not use up the day"
+    assert decide(morning, utc(2026, 11, 26, 7, 5), served, GRACE) is not None, "the next day's slot is due as usual"
 
 
 def test_edition_names_the_slot_in_utc() -> None:

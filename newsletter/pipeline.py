@@ -267,6 +267,7 @@ def send(
         report.uncertain = store.recover_interrupted(now=now)
         courier = _Courier(env, store, transport, report, _Letters(env, renderer, secret), should_stop)
         try:
+            _close_rows_of_the_gone(config, env, store, now)
             wanted = {s.email.lower(): s for s in active}
             for row in store.deliveries(("pending", "deferred")):
                 subscriber = wanted.get(row["subscriber"])
@@ -282,6 +283,15 @@ def send(
         finally:
             courier.close()
     return report
+
+
+def _close_rows_of_the_gone(config: Config, env: Env, store: Store, now: datetime) -> None:
+    """Unfinished rows of people no longer in the config will never be sent: close them, so `status` stops
+    listing them and their papers are free again should they come back."""
+    present = {s.email.lower() for s in config.subscribers}
+    for row in store.deliveries(("pending", "deferred")):
+        if row["subscriber"] not in present:
+            store.mark_failed(row["edition"], row["subscriber"], "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
 
 
 RETRIES_IN_RUN = 2  # after the first try, a temporarily refused row is tried this many more times in the same run

@@ -115,6 +115,19 @@ def test_451_readers_are_retried_in_the_run_then_deferred_and_arrive_next_run(wo
     assert world.arrivals() == Counter(world.emails)
 
 
+def test_a_deferred_row_of_someone_who_left_is_closed_not_kept_pending(world: World) -> None:
+    gone = "reader0004@example.org"
+    refuse(world.server.sink, {gone}, "451 4.7.1 greylisted, try later")
+    assert world.send().exit_code == 2 and world.rows()[gone]["status"] == "deferred"
+    config = world.folder / "subscribers.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace(f"  - email: {gone}\n    topics: [trending]\n", ""), encoding="utf-8")
+    world.server.sink.reply = lambda rcpt: None
+    assert world.send().exit_code == 0
+    row = world.rows()[gone]
+    assert (row["status"], row["last_reply"]) == ("failed", "no longer subscribed")
+    assert gone not in world.arrivals() and "deferred" not in world.status()
+
+
 def test_a_451_that_never_ends_fails_after_the_attempt_limit(world: World) -> None:
     refuse(world.server.sink, {"reader0001@example.org"}, "451 4.3.0 busy")
     result = world.send(SMTP_MAX_ATTEMPTS="2")

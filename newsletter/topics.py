@@ -24,10 +24,11 @@ a misplaced ``*`` or more than `MAX_PHRASE_WORDS` words; ``sources: []`` restric
 
 How matching stays fast: the title/abstract keywords of all topics are compiled into one Aho-Corasick
 automaton (pyahocorasick), and a paper's title and abstract become one *token text* (for ASCII text one
-``bytes.translate``): lowercase, each run of separators one space, each other non-word character NUL.
-A keyword's *token forms* (its lowercase words with NUL for non-word characters, one space or nothing
-between them, after a space or NUL and, unless a prefix, before one: " fine tuning ", "\0finetuning ";
-" distill" for ``distill*``) occur in that text exactly where the keyword matches, so one pass of the
+``bytes.translate``): lowercase, each separator a space, each other non-word character NUL. A keyword's
+*token forms* (its lowercase words with NUL for non-word characters, one space or nothing between them,
+after a space or NUL and, unless a prefix, before one: " fine tuning ", "\\0finetuning "; " distill" for
+``distill*``) occur in that text exactly where the keyword matches (but for a phrase with separators in a
+row between its words: the text around such runs is scanned again, collapsed), so one pass of the
 automaton decides every keyword of plain words; a hit of any other (``C++``, as NUL stands for any
 non-word character) is confirmed by the keyword's regex on the lowercased field. A ``/regex/`` keyword
 runs where the automaton finds a word that all its matches contain (``divide`` for ``/divides?/``), else
@@ -65,7 +66,8 @@ _ASCII_FOLD = bytes(
     ord(" " if re.fullmatch(_SEP, chr(c)) else "\0" if _NONWORD.fullmatch(chr(c)) else chr(c).lower()) for c in range(128)
 ) + bytes(range(128, 256))  # a bytes.translate table: several times faster than str.translate
 _MARK = "\x80"  # between title and abstract in the automaton's text: not a word character, so in no form
-_SEP_RUNS = re.compile("  +")  # in token text: separators in a row
+_SEP_RUNS = re.compile("   *")  # in token text: separators in a row (a literal start lets `re` skip ahead)
+_RUN = "  "  # an automaton key: separators in a row, after which phrases are looked for again (`Matcher._rescan`)
 _SEP_OTHER = re.compile("[^\\S ]|[\\-\u2010\u2011]")  # a separator other than a space
 _NONSEP = re.compile("[^\\w\\s\\-\u2010\u2011]")  # a non-word character that is no separator
 # characters by how often they start a word and how often they follow a letter in English text
@@ -213,15 +215,13 @@ def _fold_text(text: str) -> str:
 
 def _token_text(title: str, abstract: str) -> str:
     """Title and abstract as the automaton reads them, in one text for one pass, the fields apart by
-    `_MARK`: lowercase, each run of separators one space, each other non-word character NUL, a space
-    around each field. A form of `_token_forms` occurs in it exactly where its keyword's regex matches,
-    but for the NULs, which stand for any non-word character.
+    `_MARK`: lowercase, each separator a space, each other non-word character NUL, a space around each
+    field. A form of `_token_forms` occurs in it exactly where its keyword's regex matches, but for the
+    NULs, which stand for any non-word character, and for separators in a row (see `Matcher._rescan`).
     """
     if title.isascii() and abstract.isascii():
-        text = f" {title} {_MARK} {abstract} ".encode("latin-1").translate(_ASCII_FOLD).decode("latin-1")
-    else:
-        text = f" {_fold_text(title)} {_MARK} {_fold_text(abstract)} "
-    return _SEP_RUNS.sub(" ", text) if "  " in text else text
+        return f" {title} {_MARK} {abstract} ".encode("latin-1").translate(_ASCII_FOLD).decode("latin-1")
+    return f" {_fold_text(title)} {_MARK} {_fold_text(abstract)} "
 
 
 def _insertion_order(form: str) -> list[int]:
@@ -464,8 +464,12 @@ class Matcher:
                 found = entries.setdefault(key, [0, 0, 0, 0])
                 for layout, f in itertools.product((self._HOT, self._KEYWORDS), fields):
                     found[2 * layout + f] |= bits[layout]
+        # a run of separators, after which `_rescan` finds the phrases across it
+        self._run = [1 << (shift + len(self._checks)) for shift in self._check_shift]
+        self._longest = max(map(len, entries), default=0)
         self._automaton: ahocorasick.Automaton | None = None
         if entries:
+            entries[_RUN] = [self._run[layout] for layout in (self._HOT, self._HOT, self._KEYWORDS, self._KEYWORDS)]
             self._automaton = ahocorasick.Automaton()
             for key in sorted(entries, key=_insertion_order):
                 self._automaton.add_word(key, tuple(entries[key]))
@@ -486,6 +490,8 @@ class Matcher:
                     title_found |= bits[title_slot]
                 else:
                     abstract_found |= bits[abstract_slot]
+            if (title_found | abstract_found) & self._run[layout]:
+                title_found, abstract_found = self._rescan(text, cut, layout, title_found, abstract_found)
         shift = self._check_shift[layout]
         if not (title_found | abstract_found) >> shift and not self._regexes:
             return title_found, abstract_found
@@ -504,6 +510,29 @@ class Matcher:
                     lowered[f] = fields[f].lower()
                 if fields[f] and pattern.search(lowered[f] if on_lowered else fields[f]):
                     found[f] |= switch[kid]
+        return found[0], found[1]
+
+    def _rescan(self, text: str, cut: int, layout: int, title_found: int, abstract_found: int) -> tuple[int, int]:
+        """The found bits without the run flag and with the phrases across runs of separators, which the token
+        text keeps (collapsing them would cost every paper a search): the text around the runs is collapsed
+        and scanned again. The part of a phrase before its first run or after its last is shorter than the
+        longest form, and so is the text between two of its runs: windows reaching that far around each
+        run, merged, hold it whole.
+        """
+        windows: list[list[int]] = []
+        for run in _SEP_RUNS.finditer(text):
+            start, end = run.start() - self._longest, run.end() + self._longest
+            if windows and start <= windows[-1][1]:
+                windows[-1][1] = end
+            else:
+                windows.append([max(start, 0), end])
+        found = [title_found & ~self._run[layout], abstract_found & ~self._run[layout]]
+        for start, end in windows:
+            part = _SEP_RUNS.sub(" ", text[start:end])
+            mark = part.find(_MARK)
+            for at, bits in self._automaton.iter(part):  # type: ignore[union-attr]
+                f = start > cut if mark < 0 else at > mark
+                found[f] |= bits[2 * layout + f]
         return found[0], found[1]
 
     def _scan_values(self, values: Iterable[str], f: int, layout: int) -> int:

@@ -561,3 +561,22 @@ def test_matches_oracle_with_generated_topics(arxiv: list[Paper]) -> None:
     matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics, prefilter=True)
     for p in arxiv[::4]:
         assert matcher.topics_for(p) == oracle.topics_for(p), p.id
+
+
+def test_phrases_across_runs_of_separators() -> None:
+    """Separators in a row between the words of a phrase, however many and wherever (title, abstract, near
+    their junction, several in one phrase), are looked at again: the matcher agrees with the oracle."""
+    rng = random.Random(17)
+    keywords = ["large language model", "fine-tuning", "state-of-the-art", "a b c d e", "model*", "c++ code", "lora"]
+    words = ["large", "language", "model", "models", "fine", "tuning", "state", "of", "the", "art", "a", "b", "c"]
+    words += ["d", "e", "c++", "code", "lora", "x"]
+    topics = [topic(f"k{i}", any=[k]) for i, k in enumerate(keywords)]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+
+    def text() -> str:
+        glue = [" ", "-", " " * rng.randint(2, 60), " -- ", "\n   ", "- ", ", "]
+        return "".join(rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(0, 8)))
+
+    for _ in range(1500):
+        p = paper(text(), text())
+        assert matcher.topics_for(p) == oracle.topics_for(p), (p.title, p.abstract)

@@ -543,9 +543,12 @@ class Matcher:
         for value in values:
             bits = known.get(value)
             if bits is None:
-                folded = _fold(value)
-                kids = [kid for kid, test in self._values[f] if test(folded)]
-                bits = (sum(self._switches[0][kid] for kid in kids), sum(1 << kid for kid in kids))
+                folded, hot, keywords = _fold(value), 0, 0
+                for kid, test in self._values[f]:
+                    if test(folded):
+                        hot |= self._switches[self._HOT][kid]
+                        keywords |= self._switches[self._KEYWORDS][kid]
+                bits = (hot, keywords)
                 if len(known) < _VALUE_CACHE:
                     known[value] = bits
             found |= bits[layout]

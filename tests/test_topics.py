@@ -243,6 +243,18 @@ def test_topics_in_given_order_with_shared_keywords() -> None:
     assert Matcher([]).topics_for(paper("LoRA")) == []
 
 
+def test_keywords_of_one_topic_matching_together() -> None:
+    """Several keywords of one topic matching one paper (in any field) switch that topic on, no other."""
+    topics = [
+        topic("a", any=["category:cs.*", "category:cs.CL", "author:Ada*", "author:Ada Lovelace", "LoRA", "lora*"]),
+        topic("b", any=["diffusion"]),
+        topic("c", all=["category:cs.*", "category:cs.CL"], none=["author:Ada*", "author:/lovelace/"]),
+    ]
+    p = paper("LoRA, loras", authors=("Ada Lovelace",), categories=("cs.CL",))
+    assert names(topics, p) == ["a"]
+    assert names(topics, paper("x", authors=("Alan Turing",), categories=("cs.CL",))) == ["a", "c"]
+
+
 def test_invalid_keywords_are_reported_by_topic() -> None:
     """A bad rule fails at compile time with every offending keyword named."""
     with pytest.raises(ValueError, match=r"topic 'bad', any: 'autor:x'.*did you mean 'author:'") as e:

@@ -592,3 +592,24 @@ def test_phrases_across_runs_of_separators() -> None:
     for _ in range(1500):
         p = paper(text(), text())
         assert matcher.topics_for(p) == oracle.topics_for(p), (p.title, p.abstract)
+
+
+def test_matches_oracle_on_authors_and_categories() -> None:
+    """Overlapping author:/category: keywords across topics and clauses, on random authors and categories."""
+    rng = random.Random(23)
+    keywords = ["author:Ada*", "author:Ada Lovelace", "author:/lace$/", "author:alan  turing", "category:cs.*"]
+    keywords += ["category:cs.CL", "category:/^(cs|stat)\\.ml$/", "category:math.*", "LoRA", "lora*"]
+    topics = [
+        topic(f"t{i}", **{clause: rng.sample(keywords, rng.randint(1, 3)) for clause in rng.sample(["any", "all", "none"], rng.randint(1, 3))})
+        for i in range(12)
+    ]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+    people = ["Ada Lovelace", "Ada  Byron", "Alan Turing", "ALAN TURING", "Grace Hopper", "Lace"]
+    fields = ["cs.CL", "cs.LG", "stat.ML", "math.AG", "physics.optics"]
+    for _ in range(1000):
+        p = paper(
+            rng.choice(["LoRA", "loras", "", "x"]),
+            authors=tuple(rng.sample(people, rng.randint(0, 3))),
+            categories=tuple(rng.sample(fields, rng.randint(0, 3))),
+        )
+        assert matcher.topics_for(p) == oracle.topics_for(p), p

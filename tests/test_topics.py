@@ -613,3 +613,37 @@ def test_matches_oracle_on_authors_and_categories() -> None:
             categories=tuple(rng.sample(fields, rng.randint(0, 3))),
         )
         assert matcher.topics_for(p) == oracle.topics_for(p), p
+
+
+def test_matches_oracle_on_random_rules() -> None:
+    """Random topics (every clause, field prefixes, stems, phrases, regexes with and without a required
+    word, min_score, sources) on random texts with separators in a row: the matcher agrees with the oracle."""
+    rng = random.Random(29)
+    pool = ["lora", "LoRA*", "fine-tuning", "large language model*", "title:model", "abstract:fine tun*", "C++"]
+    pool += ["/models?/", "title:/lora\\b/", "/fine.tuning/", "/^large/", "/c\\+\\+|lora/", "category:cs.*", "x_y"]
+    words = ["lora", "LoRA", "loras", "fine", "tuning", "large", "language", "model", "models", "C++", "x_y", "finetuning"]
+    glue = [" ", "-", "  ", " -- ", ", ", "(", ")", "\n    ", "."]
+    topics = [
+        topic(
+            f"t{i}",
+            **{clause: rng.sample(pool, rng.randint(1, 3)) for clause in rng.sample(["any", "all", "none"], rng.randint(0, 3))},
+            min_score=rng.choice([0, 0, 3]),
+            sources=rng.choice([None, ("hf",)]),
+        )
+        for i in range(25)
+    ]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+
+    def text() -> str:
+        return "".join(rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(0, 7)))
+
+    for _ in range(1500):
+        p = paper(
+            text(),
+            text(),
+            categories=rng.choice([(), ("cs.CL",), ("math.AG",)]),
+            score=rng.choice([None, 1, 5]),
+            sources=rng.choice([("arxiv",), ("hf",)]),
+        )
+        assert matcher.topics_for(p) == oracle.topics_for(p), (p.title, p.abstract)
+        assert [e.topic for e in matcher.explain(p) if e.matched] == matcher.topics_for(p)

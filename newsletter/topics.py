@@ -23,21 +23,26 @@ a misplaced ``*`` or more than `MAX_PHRASE_WORDS` words; ``sources: []`` restric
 ``sources``; a paper with no score counts as score 0.
 
 How matching stays fast: the title/abstract keywords of all topics are compiled into one Aho-Corasick
-automaton (pyahocorasick) of their *token forms*, lowercase word runs between spaces in every possible
-gluing (" fine tuning ", " finetuning "; " distill" for a prefix), and each field of a paper is turned
-once into the same kind of token text (for most ASCII text a single ``str.translate``). One pass of the
-automaton per field finds every candidate. A one-token keyword (``LoRA``, ``distill*``) is decided by its
-hit; a longer one (a phrase, ``C++``) is confirmed by its own regex on the lowercased field, so regexes
-run only where a match is nearly certain. ``/regex/`` keywords are searched in every paper: the slow
-path, keep them few. Case-insensitivity relies on ``str.lower()``, which agrees with ``re.IGNORECASE``
-except for a few exotic letters (dotted capital I, final sigma).
+automaton (pyahocorasick), and a paper's title and abstract become one *token text* (for ASCII text one
+``bytes.translate``): lowercase, each separator a space, each other non-word character NUL. A keyword's
+*token forms* (its lowercase words with NUL for non-word characters, one space or nothing between them,
+after a space or NUL and, unless a prefix, before one: " fine tuning ", "\\0finetuning "; " distill" for
+``distill*``) occur in that text exactly where the keyword matches (but for a phrase with separators in a
+row between its words: the text around such runs is scanned again, collapsed), so one pass of the
+automaton decides every keyword of plain words; a hit of any other (``C++``, as NUL stands for any
+non-word character) is confirmed by the keyword's regex on the lowercased field. A ``/regex/`` keyword
+runs where the automaton finds a word that all its matches contain (``divide`` for ``/divides?/``), else
+on every paper: the slow path, keep those few. What a paper matches is kept as bits of an int, so rules
+are decided by a few int operations. Case-insensitivity relies on ``str.lower()``, which agrees with
+``re.IGNORECASE`` except for a few exotic letters (dotted capital I, final sigma).
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -48,7 +53,7 @@ FIELDS = ("title", "abstract", "author", "category")
 TEXT_FIELDS = ("title", "abstract")
 CLAUSES = ("any", "all", "none")
 
-MAX_PHRASE_WORDS = 8  # a phrase compiles to up to 2 ** 8 automaton entries
+MAX_PHRASE_WORDS = 8  # a phrase compiles to up to 2 ** 9 automaton entries (see `_token_forms`)
 
 _SEP = "[\\s\\-\u2010\u2011]"  # a separator: whitespace, hyphen-minus, hyphen, non-breaking hyphen
 _SEP_RUN = _SEP + "*"
@@ -60,7 +65,16 @@ _PREFIX = re.compile(r"([A-Za-z_]+):")
 _ASCII_FOLD = bytes(
     ord(" " if re.fullmatch(_SEP, chr(c)) else "\0" if _NONWORD.fullmatch(chr(c)) else chr(c).lower()) for c in range(128)
 ) + bytes(range(128, 256))  # a bytes.translate table: several times faster than str.translate
-_Check = tuple[int, re.Pattern[str], bool]  # keyword id, regex, whether the regex reads the lowercased field
+_MARK = "\x80"  # between title and abstract in the automaton's text: not a word character, so in no form
+_SEP_RUNS = re.compile("   *")  # in token text: separators in a row (a literal start lets `re` skip ahead)
+_RUN = "  "  # an automaton key: separators in a row, after which phrases are looked for again (`Matcher._rescan`)
+_SEP_OTHER = re.compile("[^\\S ]|[\\-\u2010\u2011]")  # a separator other than a space
+_NONSEP = re.compile("[^\\w\\s\\-\u2010\u2011]")  # a non-word character that is no separator
+# characters by how often they start a word and how often they follow a letter in English text
+_INITIALS = {c: i for i, c in enumerate("taoiswcpfmbdrehlnugvkyjqzx")}
+_LETTERS = {c: i for i, c in enumerate(" etaoinsrhldcumfpgwybvkxjqz\0")}
+_MIN_WORD = 3  # a shorter required word of a /regex/ would hardly ever spare its search
+_VALUE_CACHE = 100_000  # author names / categories whose keyword matches each Matcher remembers
 
 
 @dataclass(frozen=True)
@@ -169,26 +183,16 @@ def keyword_error(keyword: str) -> str | None:
 
 
 def _token_forms(words: tuple[str, ...], prefix: bool) -> set[str]:
-    """Every way a phrase can look in a field's token text (see `_token_text`), so that one automaton
-    finds the candidates of all keywords at once.
-
-    Collapsed text: the phrase's lowercase word runs one space apart, or glued where two words meet
-    letter to letter ("fine tuning", "finetuning"). Uncollapsed text: the lowercase phrase with a space
-    for each non-word character and one separator or none between words. A prefix form has no final space.
+    """Every way a keyword's words can look in token text (see `_token_text`), so that one automaton finds
+    the keywords of all topics at once: lowercase, NUL for each non-word character, one space (a run of
+    separators) or nothing between words, after a space or NUL and, unless a prefix, before one.
     """
-    lowered = [w.lower() for w in words]
-    collapsed, uncollapsed = [""], [lowered[0]]
-    for i, word in enumerate(lowered):
-        runs = _WORD.findall(word)
-        if runs:
-            glue = i > 0 and _WORD.match(word) is not None and _NONWORD.match(lowered[i - 1][-1]) is None
-            collapsed = [f + sep + runs[0] for f in collapsed for sep in ((" ", "") if glue else (" ",))]
-            collapsed = [f + "".join(" " + r for r in runs[1:]) for f in collapsed]
-        if i > 0:
-            uncollapsed = [f + sep + word for f in uncollapsed for sep in (" ", "")]
-    end = "" if prefix else " "
-    bodies = {f.lstrip(" ") for f in collapsed} | {_NONWORD.sub(" ", f) for f in uncollapsed}
-    return {f" {body}{end}" for body in bodies}
+    lowered = [_NONWORD.sub("\0", w.lower()) for w in words]
+    bodies = [lowered[0]]
+    for word in lowered[1:]:
+        bodies = [body + sep + word for body in bodies for sep in (" ", "")]
+    ends = ("",) if prefix else (" ", "\0")
+    return {start + body + end for body in bodies for start in (" ", "\0") for end in ends}
 
 
 def _value_test(kw: Keyword) -> Callable[[str], object]:
@@ -204,18 +208,35 @@ def _fold(value: str) -> str:
     return " ".join(value.split()).lower()
 
 
-def _token_text(text: str) -> str:
-    """A field as the automaton reads it: lowercase, a space around and between word runs.
+def _fold_text(text: str) -> str:
+    """What `_ASCII_FOLD` does to ASCII text, for any text (slower)."""
+    return _NONSEP.sub("\0", _SEP_OTHER.sub(" ", text.lower()))
 
-    When no two separators follow each other (most ASCII texts), every non-word character simply becomes
-    a space, in one fast `translate`; otherwise the word runs are joined by single spaces.
+
+def _token_text(title: str, abstract: str) -> str:
+    """Title and abstract as the automaton reads them, in one text for one pass, the fields apart by
+    `_MARK`: lowercase, each separator a space, each other non-word character NUL, a space around each
+    field. A form of `_token_forms` occurs in it exactly where its keyword's regex matches, but for the
+    NULs, which stand for any non-word character, and for separators in a row (see `Matcher._rescan`).
     """
-    if text.isascii():
-        folded = text.encode("ascii").translate(_ASCII_FOLD).decode("ascii")
-        if "  " not in folded:
-            return f" {folded.replace(chr(0), ' ')} "
-        return f" {' '.join(folded.replace(chr(0), ' ').split())} "
-    return f" {' '.join(_WORD.findall(text.lower()))} "
+    if title.isascii() and abstract.isascii():
+        return f" {title} {_MARK} {abstract} ".encode("latin-1").translate(_ASCII_FOLD).decode("latin-1")
+    return f" {_fold_text(title)} {_MARK} {_fold_text(abstract)} "
+
+
+def _insertion_order(form: str) -> list[int]:
+    """Sort key adding the forms whose characters are common in text first: pyahocorasick tries a node's
+    children one by one in the order they were added, so common branches first make the scan faster."""
+    after = [(_INITIALS if before in " \0" else _LETTERS).get(c, 99) for before, c in itertools.pairwise(form)]
+    return [_LETTERS[form[0]], *after]
+
+
+def _bits(mask: int) -> Iterator[int]:
+    """The positions of the set bits of `mask`, lowest first (keyword ids, rule numbers)."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
 
 
 def _matching_regex(regex: str) -> tuple[re.Pattern[str], bool]:
@@ -231,6 +252,33 @@ def _matching_regex(regex: str) -> tuple[re.Pattern[str], bool]:
     return re.compile(regex, re.IGNORECASE), False
 
 
+def _required_word(regex: str) -> str:
+    """A run of word characters that every match of `regex` contains, so that the search can be skipped
+    for text without it; '' when none is evident. Read conservatively: nothing after the first group or
+    class, nothing at all with an alternation, no character that a quantifier makes optional.
+    """
+    if "|" in regex:
+        return ""
+    runs, run, i = [], "", 0
+    while i < len(regex):
+        c = regex[i]
+        if c in "([":
+            break
+        if _WORD.fullmatch(c):
+            run += c
+        else:
+            runs.append(run[:-1] if c in "?*{" else run)
+            run = ""
+            if c == "{":
+                i = regex.find("}", i)
+                if i < 0:
+                    break
+            elif c == "\\":
+                i += 1
+        i += 1
+    return max([*runs, run], key=len)
+
+
 def _lowered_pattern(kw: Keyword) -> re.Pattern[str]:
     """The keyword's regex for lowercased text, starting with a literal so that `re` can skip ahead fast.
 
@@ -239,29 +287,6 @@ def _lowered_pattern(kw: Keyword) -> re.Pattern[str]:
     words = [re.escape(w.lower()) for w in kw.words]
     body = _SEP_RUN.join([f"{words[0]}(?<!\\w{words[0]})", *words[1:]]) + (r"\w*" if kw.prefix else "")
     return re.compile(rf"{body}(?!\w)")
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """A topic compiled to keyword ids, so clauses are set operations."""
-
-    topic: Topic
-    name: str
-    any: frozenset[int]
-    all: frozenset[int]
-    none: frozenset[int]
-    sources: frozenset[str]  # empty: any source
-    simple: bool  # only `any` (non-empty) is set: one hit decides
-
-    def accepts(self, found: set[int], score: int, sources: tuple[str, ...]) -> bool:
-        """Whether every clause holds, given the paper's matching keyword ids, score and sources."""
-        return (
-            (not self.any or not self.any.isdisjoint(found))
-            and self.all <= found
-            and self.none.isdisjoint(found)
-            and score >= self.topic.min_score
-            and (not self.sources or not self.sources.isdisjoint(sources))
-        )
 
 
 @dataclass(frozen=True)
@@ -333,17 +358,28 @@ def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class Matcher:
-    """All topic rules compiled together once, so matching a paper costs one scan per field."""
+    """All topic rules compiled together once, so matching a paper costs one scan of its title and abstract.
+
+    What a paper matches is kept as bits of an int, in one of two layouts (`_HOT`, `_KEYWORDS`):
+    `topics_for` needs only a few hundred bits, small ints being fast: bit i for rule i switched on by
+    a keyword of its any clause (of its all clause if it has no any), which decides a rule with only an
+    any clause, then one bit per fact that `_tests` reads for the other rules; `explain` needs one bit
+    per keyword. Above those come the bits of hits still to be confirmed by their regex (`_checks`).
+    `_switches[layout][kid]` holds the bits that a match of keyword `kid` sets.
+    """
+
+    _HOT, _KEYWORDS = 0, 1  # layouts of found bits (see the class doc)
 
     def __init__(self, topics: Sequence[Topic]) -> None:
         """Compile every rule; raises ValueError naming each invalid keyword and its topic."""
+        self._topics = list(topics)
         self._keywords: list[Keyword] = []
         self._text_ids: dict[str, int] = {}  # keyword as written -> id
         ids: dict[tuple[str | None, str | None, tuple[str, ...], bool], int] = {}
         errors: list[str] = []
 
-        def compile_clause(topic: Topic, clause: str) -> frozenset[int]:
-            out = set()
+        def compile_clause(topic: Topic, clause: str) -> list[int]:
+            out: dict[int, None] = {}
             for text in getattr(topic, clause):
                 try:
                     kw = parse_keyword(text)
@@ -354,120 +390,198 @@ class Matcher:
                     ids[kw.key] = len(self._keywords)
                     self._keywords.append(kw)
                 self._text_ids[text] = ids[kw.key]
-                out.add(ids[kw.key])
-            return frozenset(out)
+                out[ids[kw.key]] = None
+            return list(out)
 
-        self._rules: list[_Rule] = []
-        for topic in topics:
-            any_, all_, none = (compile_clause(topic, c) for c in CLAUSES)
-            sources = frozenset(topic.sources or ())
-            simple = bool(any_) and not all_ and not none and topic.min_score <= 0 and not sources
-            self._rules.append(_Rule(topic, topic.name, any_, all_, none, sources, simple))
+        clauses = [[compile_clause(topic, c) for c in CLAUSES] for topic in self._topics]
         if errors:
             raise ValueError("invalid topic keywords:\n  " + "\n  ".join(errors))
-        self._index = {rule.topic.name: rule for rule in self._rules}
-        # per rule: its name, and the full test unless one keyword hit is enough (then None)
-        self._tests = [(rule.name, None if rule.simple else rule.accepts) for rule in self._rules]
+        self._index = {topic.name: topic for topic in self._topics}
+        self._names = [topic.name for topic in self._topics]
 
-        # keyword id -> the rules it may switch on; rules without positive keywords are always candidates
-        triggers: list[set[int]] = [set() for _ in self._keywords]
-        for i, rule in enumerate(self._rules):
-            for kid in rule.any | rule.all:
-                triggers[kid].add(i)
-        self._triggers = [frozenset(rules) for rules in triggers]
-        self._always = frozenset(i for i, rule in enumerate(self._rules) if not rule.any and not rule.all)
+        hot = [0] * len(self._keywords)
+        # per rule not decided by one hit: the bits to look at, those of them that must be set (a hit of the
+        # any clause, each keyword of the all clause; not the none clause), min_score and sources
+        self._tests: list[tuple[int, int, int, frozenset[str]] | None] = []
+        self._simple = self._tested = self._always = 0  # rules decided by one hit / by `_tests` / without any/all
+        width = len(self._topics)
 
-        # per text field (0 title, 1 abstract): the token forms of all phrases in one automaton, whose
-        # hits either decide a keyword (`sure`) or call for its regex (`check`); /regexes/ always run
-        forms: dict[str, int] = {}
-        sure: list[tuple[set[int], set[int]]] = []
-        check: list[tuple[list[_Check], list[_Check]]] = []
-        regexes: tuple[list[_Check], list[_Check]] = ([], [])
-        self._meta: dict[str, list[tuple[int, Callable[[str], object]]]] = {"author": [], "category": []}
+        def new_bit(kids: Iterable[int]) -> int:
+            nonlocal width
+            bit, width = 1 << width, width + 1
+            for kid in kids:
+                hot[kid] |= bit
+            return bit
+
+        for i, (topic, (any_, all_, none)) in enumerate(zip(self._topics, clauses, strict=True)):
+            for kid in any_ or all_:  # without one of these the rule cannot take the paper
+                hot[kid] |= 1 << i
+            sources = frozenset(topic.sources or ())
+            if any_ and not all_ and not none and topic.min_score <= 0 and not sources:
+                self._simple |= 1 << i
+                self._tests.append(None)
+                continue
+            self._tested |= 1 << i
+            if not any_ and not all_:
+                self._always |= 1 << i
+            need = (1 << i if any_ else 0) | sum(new_bit([kid]) for kid in all_)
+            self._tests.append((need | (new_bit(none) if none else 0), need, topic.min_score, sources))
+        self._switches = (hot, [1 << kid for kid in range(len(self._keywords))])
+
+        # one automaton for all title/abstract keywords: the token forms of each phrase, and the required word
+        # of each /regex/ that has one; its value holds a hit's found bits per layout and field (title,
+        # abstract). A phrase of plain words is decided by its hit; the hit of any other keyword (C++, as
+        # NUL stands for any non-word character; a regex) leaves it to its regex (`_checks`), in that field
+        entries: dict[str, list[int]] = {}
+        self._checks: list[tuple[int, Callable[[str], object], bool]] = []  # keyword id, search, on lowered text
+        self._regexes: list[tuple[int, list[int], re.Pattern[str], bool]] = []  # /regexes/ searched in every paper
+        self._values: tuple[list[tuple[int, Callable[[str], object]]], ...] = ([], [])  # author:, category:
+        self._value_found: tuple[dict[str, tuple[int, int]], ...] = ({}, {})  # value -> found bits per layout
+        self._check_shift = (width, len(self._keywords))
         for kid, kw in enumerate(self._keywords):
-            if kw.field in self._meta:
-                self._meta[kw.field].append((kid, _value_test(kw)))
+            if kw.field in ("author", "category"):
+                self._values[kw.field == "category"].append((kid, _value_test(kw)))
                 continue
             fields = [f for f, name in enumerate(TEXT_FIELDS) if kw.field in (None, name)]
+            check: tuple[int, Callable[[str], object], bool] | None
             if kw.regex is not None:
-                for f in fields:
-                    regexes[f].append((kid, *_matching_regex(kw.regex)))
-                continue
-            one_token = len(kw.words) == 1 and _WORD.fullmatch(kw.words[0]) is not None
-            lowered = _lowered_pattern(kw)
-            for form in _token_forms(kw.words, kw.prefix):
-                a = forms.setdefault(form, len(forms))
-                if a == len(sure):
-                    sure.append((set(), set()))
-                    check.append(([], []))
-                for f in fields:
-                    if one_token:
-                        sure[a][f].add(kid)
-                    else:
-                        check[a][f].append((kid, lowered, True))
-        self._regexes = (tuple(regexes[0]), tuple(regexes[1]))
-        self._entries = tuple([(frozenset(s[f]), tuple(c[f])) for s, c in zip(sure, check, strict=True)] for f in (0, 1))
+                pattern, on_lowered = _matching_regex(kw.regex)
+                word = _required_word(kw.regex) if on_lowered else ""
+                if len(word) < _MIN_WORD:
+                    self._regexes.append((kid, fields, pattern, on_lowered))
+                    continue
+                keys, check = {word}, (kid, pattern.search, on_lowered)
+            else:
+                keys = _token_forms(kw.words, kw.prefix)
+                plain = all(_WORD.fullmatch(w.lower()) for w in kw.words)
+                check = None if plain else (kid, _lowered_pattern(kw).search, True)
+            if check is None:
+                bits = [switch[kid] for switch in self._switches]
+            else:
+                bits = [1 << (shift + len(self._checks)) for shift in self._check_shift]
+                self._checks.append(check)
+            for key in keys:
+                found = entries.setdefault(key, [0, 0, 0, 0])
+                for layout, f in itertools.product((self._HOT, self._KEYWORDS), fields):
+                    found[2 * layout + f] |= bits[layout]
+        # a run of separators, after which `_rescan` finds the phrases across it
+        self._run = [1 << (shift + len(self._checks)) for shift in self._check_shift]
+        self._longest = max(map(len, entries), default=0)
         self._automaton: ahocorasick.Automaton | None = None
-        if forms:
+        if entries:
+            entries[_RUN] = [self._run[layout] for layout in (self._HOT, self._HOT, self._KEYWORDS, self._KEYWORDS)]
             self._automaton = ahocorasick.Automaton()
-            for form, a in forms.items():
-                self._automaton.add_word(form, a)
+            for key in sorted(entries, key=_insertion_order):
+                self._automaton.add_word(key, tuple(entries[key]))
             self._automaton.make_automaton()
 
-    def _scan(self, text: str, f: int, found: set[int]) -> set[int]:
-        """Add to `found` the ids of the title/abstract keywords matching `text`, field number `f`; return it."""
-        if not text:
-            return found
-        checks = self._regexes[f]
+    def _scan(self, title: str, abstract: str, layout: int) -> tuple[int, int]:
+        """The found bits of the title and of the abstract: one automaton pass over both, then the regexes
+        of the hits that call for one, and the /regexes/ without a required word."""
+        if self._automaton is None and not self._regexes:
+            return 0, 0
+        title_found = abstract_found = 0
         if self._automaton is not None:
-            entries = self._entries[f]
-            for a in {a for _, a in self._automaton.iter(_token_text(text))}:
-                sure, check = entries[a]
-                found |= sure
-                if check:
-                    checks = checks + check
-        if checks:
-            low = text.lower()
-            for kid, pattern, on_lowered in checks:
-                if kid not in found and pattern.search(low if on_lowered else text):
-                    found.add(kid)
+            text = _token_text(title, abstract)
+            cut = text.index(_MARK)
+            title_slot, abstract_slot = 2 * layout, 2 * layout + 1
+            for end, bits in self._automaton.iter(text):
+                if end < cut:
+                    title_found |= bits[title_slot]
+                else:
+                    abstract_found |= bits[abstract_slot]
+            if (title_found | abstract_found) & self._run[layout]:
+                title_found, abstract_found = self._rescan(text, cut, layout, title_found, abstract_found)
+        shift = self._check_shift[layout]
+        if not (title_found | abstract_found) >> shift and not self._regexes:
+            return title_found, abstract_found
+        switch, fields, lowered = self._switches[layout], (title, abstract), ["", ""]
+        found = [title_found & (1 << shift) - 1, abstract_found & (1 << shift) - 1]
+        for f, pending in enumerate((title_found >> shift, abstract_found >> shift)):
+            for check in _bits(pending):
+                kid, search, on_lowered = self._checks[check]
+                if on_lowered and not lowered[f]:
+                    lowered[f] = fields[f].lower()
+                if search(lowered[f] if on_lowered else fields[f]):
+                    found[f] |= switch[kid]
+        for kid, in_fields, pattern, on_lowered in self._regexes:
+            for f in in_fields:
+                if on_lowered and not lowered[f]:
+                    lowered[f] = fields[f].lower()
+                if fields[f] and pattern.search(lowered[f] if on_lowered else fields[f]):
+                    found[f] |= switch[kid]
+        return found[0], found[1]
+
+    def _rescan(self, text: str, cut: int, layout: int, title_found: int, abstract_found: int) -> tuple[int, int]:
+        """The found bits without the run flag and with the phrases across runs of separators, which the token
+        text keeps (collapsing them would cost every paper a search): the text around the runs is collapsed
+        and scanned again. The part of a phrase before its first run or after its last is shorter than the
+        longest form, and so is the text between two of its runs: windows reaching that far around each
+        run, merged, hold it whole.
+        """
+        windows: list[list[int]] = []
+        for run in _SEP_RUNS.finditer(text):
+            start, end = run.start() - self._longest, run.end() + self._longest
+            if windows and start <= windows[-1][1]:
+                windows[-1][1] = end
+            else:
+                windows.append([max(start, 0), end])
+        found = [title_found & ~self._run[layout], abstract_found & ~self._run[layout]]
+        for start, end in windows:
+            part = _SEP_RUNS.sub(" ", text[start:end])
+            mark = part.find(_MARK)
+            for at, bits in self._automaton.iter(part):  # type: ignore[union-attr]
+                f = start > cut if mark < 0 else at > mark
+                found[f] |= bits[2 * layout + f]
+        return found[0], found[1]
+
+    def _scan_values(self, values: Iterable[str], f: int, layout: int) -> int:
+        """The found bits of the author: (f=0) or category: (f=1) keywords for these values; each value is
+        tested once and remembered (up to `_VALUE_CACHE`), as the same names and categories keep coming."""
+        known = self._value_found[f]
+        found = 0
+        for value in values:
+            bits = known.get(value)
+            if bits is None:
+                folded, hot, keywords = _fold(value), 0, 0
+                for kid, test in self._values[f]:
+                    if test(folded):
+                        hot |= self._switches[self._HOT][kid]
+                        keywords |= self._switches[self._KEYWORDS][kid]
+                bits = (hot, keywords)
+                if len(known) < _VALUE_CACHE:
+                    known[value] = bits
+            found |= bits[layout]
         return found
-
-    def _scan_meta(self, values: Iterable[str], field: str) -> set[int]:
-        """Ids of the author: or category: keywords that match one of `values`."""
-        tests = self._meta[field]
-        if not tests:
-            return set()
-        folded = [_fold(v) for v in values]
-        return {kid for kid, test in tests if any(map(test, folded))}
-
-    def _found(self, paper: Paper) -> dict[str, set[int]]:
-        """Matching keyword ids of a paper, by the field they matched in."""
-        return {
-            "title": self._scan(paper.title, 0, set()),
-            "abstract": self._scan(paper.abstract, 1, set()),
-            "authors": self._scan_meta(paper.authors, "author"),
-            "categories": self._scan_meta(paper.categories, "category"),
-        }
 
     def topics_for(self, paper: Paper) -> list[str]:
         """Names of the topics the paper belongs to, in the order the topics were given."""
-        found = self._scan(paper.abstract, 1, self._scan(paper.title, 0, set()))
-        if self._meta["author"]:
-            found |= self._scan_meta(paper.authors, "author")
-        if self._meta["category"]:
-            found |= self._scan_meta(paper.categories, "category")
-        score, sources = paper.score or 0, paper.sources
-        out = []
-        for i in sorted(self._always.union(*map(self._triggers.__getitem__, found))):
-            name, accepts = self._tests[i]
-            if accepts is None or accepts(found, score, sources):
-                out.append(name)
+        title, abstract = self._scan(paper.title, paper.abstract, self._HOT)
+        found = title | abstract
+        if self._values[0]:
+            found |= self._scan_values(paper.authors, 0, self._HOT)
+        if self._values[1]:
+            found |= self._scan_values(paper.categories, 1, self._HOT)
+        taken = found & self._simple
+        tested = (found | self._always) & self._tested
+        if tested:
+            score, sources, tests = paper.score or 0, paper.sources, self._tests
+            while tested:  # `_bits`, inlined: this is the hot loop
+                rule = tested & -tested
+                tested ^= rule
+                mask, need, min_score, wanted = tests[rule.bit_length() - 1]  # type: ignore[misc]
+                if found & mask == need and score >= min_score and (not wanted or not wanted.isdisjoint(sources)):
+                    taken |= rule
+        names, out = self._names, []
+        while taken:
+            rule = taken & -taken
+            taken ^= rule
+            out.append(names[rule.bit_length() - 1])
         return out
 
     def counts(self, papers: Iterable[Paper]) -> dict[str, int]:
         """How many of the papers each topic takes, in topic order, for trying rules out on stored papers."""
-        totals = {rule.topic.name: 0 for rule in self._rules}
+        totals = dict.fromkeys(self._names, 0)
         for paper in papers:
             for name in self.topics_for(paper):
                 totals[name] += 1
@@ -477,13 +591,17 @@ class Matcher:
         """For each topic in order: whether it takes the paper, and clause by clause which keywords hit where;
         `labels` shows some topics by another name (a subscriber's personal keywords, say)."""
         labels = labels or {}
-        by_field = self._found(paper)
-        found = set().union(*by_field.values())
-        width = max((len(labels.get(rule.name, rule.name)) for rule in self._rules), default=0)
+        title, abstract = self._scan(paper.title, paper.abstract, self._KEYWORDS)
+        by_field = {
+            "title": title,
+            "abstract": abstract,
+            "authors": self._scan_values(paper.authors, 0, self._KEYWORDS),
+            "categories": self._scan_values(paper.categories, 1, self._KEYWORDS),
+        }
+        width = max((len(labels.get(name, name)) for name in self._names), default=0)
         score = paper.score or 0
         out = []
-        for rule in self._rules:
-            topic = rule.topic
+        for topic in self._topics:
             clauses = []
             for name in CLAUSES:
                 texts = getattr(topic, name)
@@ -492,7 +610,7 @@ class Matcher:
                 hits, misses = [], []
                 for text in texts:
                     kid = self._text_ids[text]
-                    fields = tuple(f for f, ids in by_field.items() if kid in ids)
+                    fields = tuple(f for f, bits in by_field.items() if bits >> kid & 1)
                     if fields:
                         hits.append(Hit(text, fields))
                     else:
@@ -508,19 +626,19 @@ class Matcher:
                 listed = f"[{', '.join(topic.sources)}]"
                 came = ", ".join(paper.sources) or "no source"
                 clauses.append(Clause("sources", ok, detail=f"{came} {'in' if ok else 'not in'} {listed}"))
-            matched = rule.accepts(found, score, paper.sources)
+            matched = all(clause.ok for clause in clauses)
             out.append(Explanation(topic.name, matched, tuple(clauses), width, labels.get(topic.name, "")))
         return out
 
     def marks(self, paper: Paper, topic_names: Iterable[str]) -> Marks:
         """The title and abstract spans matched by the any/all keywords of those topics (unknown names are skipped)."""
         spans: dict[str, list[tuple[int, int]]] = {"title": [], "abstract": []}
-        kids: set[int] = set()
+        kids = 0
         for name in topic_names:
-            rule = self._index.get(name)
-            if rule is not None:
-                kids |= rule.any | rule.all
-        for kid in sorted(kids):
+            topic = self._index.get(name)
+            if topic is not None:
+                kids |= sum({1 << self._text_ids[text] for text in topic.any + topic.all})
+        for kid in _bits(kids):
             kw = self._keywords[kid]
             for field in TEXT_FIELDS:
                 if kw.field in (None, field):

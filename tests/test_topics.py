@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import random
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from newsletter.papers import Paper
-from newsletter.topics import Marks, Matcher, Topic, keyword_error, parse_keyword
+from newsletter.topics import Marks, Matcher, Topic, _required_word, keyword_error, parse_keyword
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests/fixtures/arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml"
@@ -131,6 +132,13 @@ TEXT_CASES = [
     (r"/\d+B param/", "a 7B parameter model", True),
     ("/^we/", "We begin.", True),
     ("/^we/", "Here we begin.", False),
+    # regex with a word that all its matches contain: found through the automaton, then searched
+    ("/divides?/", "it subdivides the set", True),
+    ("/divides?/", "a divine idea", False),
+    ("/divide{2}/", "divide", False),
+    ("/naïve b/", "Naïve Bayes", True),
+    ("/model(s|ing)$/", "large language modeling", True),
+    ("/model(s|ing)$/", "models of the world", False),
 ]
 
 
@@ -156,6 +164,9 @@ FIELD_CASES = [
     ("title:fine-tun*", {"title": "Finetuned"}, True),
     ("title:/^lora/", {"title": "LoRA for all"}, True),
     ("title:/^lora/", {"abstract": "LoRA for all"}, False),
+    ("title:/divides?/", {"title": "Subdivides", "abstract": "none"}, True),
+    ("title:/divides?/", {"title": "Sets", "abstract": "it divides"}, False),
+    ("abstract:/divides?/", {"title": "it divides", "abstract": "Sets"}, False),
     ('title:"A*"', {"title": "A* search"}, True),
     ("author:Yann LeCun", {"authors": ("Yann  LeCun",)}, True),
     ("author:yann lecun", {"authors": ("Ada Lovelace", "Yann LeCun")}, True),
@@ -230,6 +241,18 @@ def test_topics_in_given_order_with_shared_keywords() -> None:
     assert names(topics, paper("LoRA adapters")) == ["zeta", "alpha", "omega"]
     assert names(topics, paper("LoRA survey")) == ["zeta", "alpha"]
     assert Matcher([]).topics_for(paper("LoRA")) == []
+
+
+def test_keywords_of_one_topic_matching_together() -> None:
+    """Several keywords of one topic matching one paper (in any field) switch that topic on, no other."""
+    topics = [
+        topic("a", any=["category:cs.*", "category:cs.CL", "author:Ada*", "author:Ada Lovelace", "LoRA", "lora*"]),
+        topic("b", any=["diffusion"]),
+        topic("c", all=["category:cs.*", "category:cs.CL"], none=["author:Ada*", "author:/lovelace/"]),
+    ]
+    p = paper("LoRA, loras", authors=("Ada Lovelace",), categories=("cs.CL",))
+    assert names(topics, p) == ["a"]
+    assert names(topics, paper("x", authors=("Alan Turing",), categories=("cs.CL",))) == ["a", "c"]
 
 
 def test_invalid_keywords_are_reported_by_topic() -> None:
@@ -490,6 +513,11 @@ def test_matches_oracle_on_tricky_texts() -> None:
         '"c++"',
         "/c\\+\\+/",
         "/Fine.Tuning/",
+        "/fine.tun/",
+        "/models?$/",
+        "title:/lora\\)/",
+        "/naïve model/",
+        "/net model/",
         "(lora)",
         "net model",
     ]
@@ -499,3 +527,123 @@ def test_matches_oracle_on_tricky_texts() -> None:
         text = "".join(rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(1, 6)))
         p = paper(text, text.upper())
         assert matcher.topics_for(p) == oracle.topics_for(p), repr(text)
+
+
+@pytest.mark.parametrize(
+    ("regex", "word"),
+    [
+        ("divides?", "divide"),
+        ("large language models?", "language"),
+        ("ab{2,3}cd", "cd"),
+        ("x\\dyz", "yz"),
+        ("lecun$", "lecun"),
+        ("gpt-?4", "gpt"),
+        ("model(s|ing)", ""),  # an alternation anywhere might be at the top level
+        ("medical|clinical", ""),
+        ("(the )?field", ""),
+        ("[abc]+def", ""),
+    ],
+)
+def test_required_word(regex: str, word: str) -> None:
+    """The word a /regex/ is looked up by in the automaton: only what every match surely contains."""
+    assert _required_word(regex) == word
+
+
+def test_required_word_is_in_every_match() -> None:
+    """Random regexes and texts: every match contains the required word, or the search could be skipped wrongly."""
+    rng = random.Random(3)
+    atoms = ["a", "b", "ab", "é", "_", "1", "\\w", "\\d", "\\.", ".", "?", "*", "+", "{2}", "{1,2}", "+?", "(a|b)", "(ab)?"]
+    atoms += ["[ab]", "[^a]", "^", "$", "\\b", " ", "-", "\\\\"]
+    for _ in range(20_000):
+        regex = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 6)))
+        try:
+            pattern = re.compile(regex)
+        except re.error:
+            continue
+        word = _required_word(regex)
+        for _ in range(3):
+            text = "".join(rng.choice("ab1_é. -") for _ in range(rng.randint(0, 10)))
+            assert all(word in m.group() for m in pattern.finditer(text)), (regex, word, text)
+
+
+def test_matches_oracle_with_generated_topics(arxiv: list[Paper]) -> None:
+    """The benchmark's 200 generated topics (phrases, stems, field prefixes, regexes, all/none, scores,
+    sources) give the oracle's topics on real papers."""
+    topics = bench.research_topics(arxiv, 200)
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics, prefilter=True)
+    for p in arxiv[::4]:
+        assert matcher.topics_for(p) == oracle.topics_for(p), p.id
+
+
+def test_phrases_across_runs_of_separators() -> None:
+    """Separators in a row between the words of a phrase, however many and wherever (title, abstract, near
+    their junction, several in one phrase), are looked at again: the matcher agrees with the oracle."""
+    rng = random.Random(17)
+    keywords = ["large language model", "fine-tuning", "state-of-the-art", "a b c d e", "model*", "c++ code", "lora"]
+    words = ["large", "language", "model", "models", "fine", "tuning", "state", "of", "the", "art", "a", "b", "c"]
+    words += ["d", "e", "c++", "code", "lora", "x"]
+    topics = [topic(f"k{i}", any=[k]) for i, k in enumerate(keywords)]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+
+    def text() -> str:
+        glue = [" ", "-", " " * rng.randint(2, 60), " -- ", "\n   ", "- ", ", "]
+        return "".join(rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(0, 8)))
+
+    for _ in range(1500):
+        p = paper(text(), text())
+        assert matcher.topics_for(p) == oracle.topics_for(p), (p.title, p.abstract)
+
+
+def test_matches_oracle_on_authors_and_categories() -> None:
+    """Overlapping author:/category: keywords across topics and clauses, on random authors and categories."""
+    rng = random.Random(23)
+    keywords = ["author:Ada*", "author:Ada Lovelace", "author:/lace$/", "author:alan  turing", "category:cs.*"]
+    keywords += ["category:cs.CL", "category:/^(cs|stat)\\.ml$/", "category:math.*", "LoRA", "lora*"]
+    topics = [
+        topic(f"t{i}", **{clause: rng.sample(keywords, rng.randint(1, 3)) for clause in rng.sample(["any", "all", "none"], rng.randint(1, 3))})
+        for i in range(12)
+    ]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+    people = ["Ada Lovelace", "Ada  Byron", "Alan Turing", "ALAN TURING", "Grace Hopper", "Lace"]
+    fields = ["cs.CL", "cs.LG", "stat.ML", "math.AG", "physics.optics"]
+    for _ in range(1000):
+        p = paper(
+            rng.choice(["LoRA", "loras", "", "x"]),
+            authors=tuple(rng.sample(people, rng.randint(0, 3))),
+            categories=tuple(rng.sample(fields, rng.randint(0, 3))),
+        )
+        assert matcher.topics_for(p) == oracle.topics_for(p), p
+
+
+def test_matches_oracle_on_random_rules() -> None:
+    """Random topics (every clause, field prefixes, stems, phrases, regexes with and without a required
+    word, min_score, sources) on random texts with separators in a row: the matcher agrees with the oracle."""
+    rng = random.Random(29)
+    pool = ["lora", "LoRA*", "fine-tuning", "large language model*", "title:model", "abstract:fine tun*", "C++"]
+    pool += ["/models?/", "title:/lora\\b/", "/fine.tuning/", "/^large/", "/c\\+\\+|lora/", "category:cs.*", "x_y"]
+    words = ["lora", "LoRA", "loras", "fine", "tuning", "large", "language", "model", "models", "C++", "x_y", "finetuning"]
+    glue = [" ", "-", "  ", " -- ", ", ", "(", ")", "\n    ", "."]
+    topics = [
+        topic(
+            f"t{i}",
+            **{clause: rng.sample(pool, rng.randint(1, 3)) for clause in rng.sample(["any", "all", "none"], rng.randint(0, 3))},
+            min_score=rng.choice([0, 0, 3]),
+            sources=rng.choice([None, ("hf",)]),
+        )
+        for i in range(25)
+    ]
+    matcher, oracle = Matcher(topics), bench.ReferenceMatcher(topics)
+
+    def text() -> str:
+        return "".join(rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(0, 7)))
+
+    for _ in range(1500):
+        p = paper(
+            text(),
+            text(),
+            categories=rng.choice([(), ("cs.CL",), ("math.AG",)]),
+            score=rng.choice([None, 1, 5]),
+            sources=rng.choice([("arxiv",), ("hf",)]),
+        )
+        assert matcher.topics_for(p) == oracle.topics_for(p), (p.title, p.abstract)
+        assert [e.topic for e in matcher.explain(p) if e.matched] == matcher.topics_for(p)

@@ -128,10 +128,11 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
         log.warning("source %s failed: %s", source.name, result.error)
         return result
     result.papers = len(papers)
-    result.new = store.add_papers(papers, now, replace=source.replace)
+    added = store.add_papers(papers, now, replace=source.replace)
+    result.new = added.new
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)
-    store.source_succeeded(source.name, result.new, now)
+    store.source_succeeded(source.name, added.fresh, now)
     state = "not modified" if result.not_modified and not papers else f"{result.papers} papers, {result.new} new"
     log.info("source %s: %s (%.1f s)", source.name, state, time.monotonic() - started)
     return result

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from .papers import Paper, merge
 
@@ -93,6 +94,13 @@ CREATE TABLE IF NOT EXISTS unsubscribed (
 """
 
 
+class Added(NamedTuple):
+    """What one source's papers did to the store."""
+
+    new: int  # papers this installation had not seen
+    fresh: int  # papers their source had not brought before (a paper first seen from another source counts): "papers seen"
+
+
 @dataclass(frozen=True)
 class SourceHealth:
     """What `newsletter sources` prints for one source."""
@@ -103,7 +111,7 @@ class SourceHealth:
     last_error: str | None
     last_error_at: datetime | None
     consecutive_failures: int
-    papers_seen: int
+    papers_seen: int  # papers it brought that it had not brought before (see Added.fresh)
 
 
 @dataclass(frozen=True)
@@ -171,25 +179,27 @@ class Store:
 
     # papers
 
-    def add_papers(self, papers: Iterable[Paper], now: datetime | None = None, *, replace: bool = False) -> int:
-        """Insert or merge papers; returns how many were new to this installation.
+    def add_papers(self, papers: Iterable[Paper], now: datetime | None = None, *, replace: bool = False) -> Added:
+        """Insert or merge papers; counts what was new to this installation, and to the sources that brought them.
 
         With `replace` (the source asks for new versions), a higher arXiv version than the stored one
         marks the paper revised, so it is sent again, once, to whoever was sent an older version.
         """
         now_s = (now or utcnow()).isoformat()
-        new = 0
+        new = fresh = 0
         with self.transaction() as db:
             for paper in papers:
                 row = db.execute("SELECT data, revised FROM papers WHERE id = ?", (paper.id,)).fetchone()
                 if row is None:
                     db.execute("INSERT INTO papers (id, data, first_seen, updated) VALUES (?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s))
                     new += 1
+                    fresh += 1
                 else:
                     old = Paper.from_dict(json.loads(row["data"]))
+                    fresh += not set(paper.sources) <= set(old.sources)
                     revised = now_s if replace and (paper.version or 1) > (old.version or 1) else row["revised"]
                     db.execute("UPDATE papers SET data = ?, updated = ?, revised = ? WHERE id = ?", (_dumps(merge(old, paper)), now_s, revised, paper.id))
-        return new
+        return Added(new, fresh)
 
     def paper(self, paper_id: str) -> Paper | None:
         row = self.db.execute("SELECT data FROM papers WHERE id = ?", (paper_id,)).fetchone()

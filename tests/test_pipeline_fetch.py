@@ -278,6 +278,8 @@ def test_one_paper_from_hf_and_arxiv_rss_is_one_entry(tmp_path: Path, http_serve
     results = run_fetch(config, env, store)
     assert (results["hf"].papers, results["cs-ai"].papers) == (30, 3)
     assert len(stored(store)) == 32
+    seen = store.source_health()
+    assert (seen["hf"].papers_seen, seen["cs-ai"].papers_seen) == (30, 3), "the shared paper counts for both sources"
     paper = store.paper(MATH_TAKES_TWO)
     assert paper is not None
     assert paper.score == upvotes and upvotes > 0

@@ -16,8 +16,9 @@ def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
         arxiv = Paper(id="2411.00001", title="A", categories=("cs.CL",), sources=("arxiv",), version=1)
         hf = Paper(id="2411.00001", title="A", score=42, sources=("hf",), version=2)
-        assert store.add_papers([arxiv], T0) == 1
-        assert store.add_papers([hf], T0 + timedelta(hours=1)) == 0
+        assert store.add_papers([arxiv], T0) == (1, 1)
+        assert store.add_papers([hf], T0 + timedelta(hours=1)) == (0, 1), "not new here, but new from the second source"
+        assert store.add_papers([hf], T0 + timedelta(hours=2)) == (0, 0)
         merged = store.paper("2411.00001")
         assert merged is not None
         assert merged.score == 42 and merged.categories == ("cs.CL",) and merged.sources == ("arxiv", "hf") and merged.version == 2

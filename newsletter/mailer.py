@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.contentmanager import raw_data_manager
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -244,6 +245,19 @@ def seal(msg: EmailMessage, signer: Signer | None = None) -> Letter:
     return Letter(msg["From"].addresses[0].addr_spec, msg["To"].addresses[0].addr_spec, msg["Message-ID"], data)
 
 
+def seven_bit(data: bytes, signer: Signer | None) -> bytes:
+    """The message as a server without 8BITMIME may take it (RFC 6152): each 8bit part re-encoded as
+    quoted-printable, and signed again, since the old signature covered the 8bit body."""
+    msg = email.message_from_bytes(data, policy=WIRE)
+    del msg["DKIM-Signature"]
+    for part in msg.walk():
+        if not part.is_multipart() and str(part.get("Content-Transfer-Encoding", "")).lower() == "8bit":
+            text = part.get_content()
+            raw_data_manager.set_content(part, text, subtype=part.get_content_subtype(), charset=part.get_content_charset() or "utf-8", cte="quoted-printable")
+    out = msg.as_bytes(policy=WIRE)
+    return signer.sign(out) if signer is not None else out
+
+
 class Transport(Protocol):
     """One way out for messages, used by one thread at a time: an SMTP connection or a folder."""
 
@@ -289,6 +303,7 @@ class Smtp:
     def __init__(self, env: Env) -> None:
         assert env.smtp_host
         self.env = env
+        self.signer = Signer.from_env(env)  # to sign again what a server without 8BITMIME needs re-encoded
         self._conn: smtplib.SMTP | None = None
 
     def _context(self) -> ssl.SSLContext:
@@ -351,8 +366,10 @@ class Smtp:
                 raise DeliveryError("connection lost before the message was sent", temporary=True) from None
 
     def _transact(self, conn: smtplib.SMTP, letter: Letter) -> str:
+        eight_bit = conn.has_extn("8bitmime")
+        data = letter.data if eight_bit or letter.data.isascii() else seven_bit(letter.data, self.signer)
         try:
-            code, text = conn.mail(letter.sender, ["BODY=8BITMIME"] if conn.has_extn("8bitmime") else [])
+            code, text = conn.mail(letter.sender, ["BODY=8BITMIME"] if eight_bit else [])
             if code == 250:
                 code, text = conn.rcpt(letter.recipient)
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
@@ -361,7 +378,7 @@ class Smtp:
             self._after_refusal(conn, code)
             raise DeliveryError(_reply(code, text), temporary=code < 500)
         try:
-            code, text = conn.data(letter.data)
+            code, text = conn.data(data)
         except smtplib.SMTPDataError as exc:
             self._after_refusal(conn, exc.smtp_code)
             raise DeliveryError(_reply(exc.smtp_code, exc.smtp_error), temporary=exc.smtp_code < 500) from exc

@@ -34,10 +34,18 @@ class Sink:
     reply: Callable[[str], str | None] = lambda rcpt: None
     drop_every: int | None = None  # close the connection at the MAIL after this many messages on it
     raw: bool = False  # keep the bytes exactly as received (for DKIM checks)
+    eight_bit: bool = True  # announce 8BITMIME (RFC 6152), as nearly every server does
+    mail_options: list[list[str]] = field(default_factory=list)  # of each MAIL FROM
     received: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if self.eight_bit or r != "250-8BITMIME"]
+
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]) -> str:
+        with self.lock:
+            self.mail_options.append(list(mail_options))
         if self.drop_every is not None and getattr(session, "accepted", 0) >= self.drop_every:
             server.transport.close()
             return "421 4.3.2 closing connection"

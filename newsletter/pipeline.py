@@ -367,25 +367,13 @@ class _Courier:
                 self.report.add(Outcome(subscriber.email, 0, "failed", reply))
             return
         row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
-        while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
-            self._collect(None)
-        if not self.running:
-            return
-        with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
-            if plan is not None and not self.store.plan_delivery(edition, subscriber.email, digest.covered_ids, plan):
-                return  # this edition already has a row for them
-            claimed = self._claim(row)
-        if claimed:
-            self.pool.put(Job(row, row.letter))
-        self._collect(0)
+        self._dispatch(row, None if plan is None else (digest.covered_ids, plan))
 
     def finish(self) -> None:
         """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""
         while self.in_flight or self.retries:
             if self.retries and self.retries[0][0] <= time.monotonic():
-                row = heapq.heappop(self.retries)[2]
-                if self._claim(row):
-                    self.pool.put(Job(row, row.letter))
+                self._dispatch(heapq.heappop(self.retries)[2])
                 continue
             wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
             self._collect(wait if self.in_flight else None, sleep=wait)
@@ -399,11 +387,24 @@ class _Courier:
             self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
         self.retries = []
 
-    def _claim(self, row: _Row) -> bool:
-        """Move the row to `sending`; False (and nothing to send) when the run has stopped or the row is not claimable."""
+    def _dispatch(self, row: _Row, plan: tuple[list[str], datetime] | None = None) -> None:
+        """Claim a row (first try or retry) only once a connection is free and its answer recorded, so a crash leaves at most `pool.size` rows in `sending`."""
+        while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
+            self._collect(None)
         if not self.running:
-            self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
-            return False
+            if row.tries:  # refused earlier in this run: it ends deferred; an untried row just waits for the next run
+                self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
+            return
+        with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
+            # a new row (`plan`: its papers and planning time) is recorded and claimed together; False: this edition already has one
+            planned = plan is None or self.store.plan_delivery(row.edition, row.subscriber.email, *plan)
+            claimed = planned and self._claim(row)
+        if claimed:
+            self.pool.put(Job(row, row.letter))
+        self._collect(0)
+
+    def _claim(self, row: _Row) -> bool:
+        """Move the row to `sending` and count it in flight; False (and nothing to send) when the row is not claimable."""
         attempts = self.store.claim(row.edition, row.subscriber.email)
         if attempts is None:
             return False

@@ -26,6 +26,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def greylisting(reply: str = "451 4.7.1 greylisted, try again later") -> Callable[[str], str | None]:
+    """A `Sink.reply` that refuses each address's first RCPT and accepts every later one, as greylisting servers do."""
+    seen: set[str] = set()  # handlers run on the server's one event loop thread
+
+    def answer(rcpt: str) -> str | None:
+        if rcpt.lower() in seen:
+            return None
+        seen.add(rcpt.lower())
+        return reply
+
+    return answer
+
+
 @dataclass
 class Sink:
     """aiosmtpd handler: keeps every accepted message; `reply` may answer a recipient with an SMTP error line."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from smtpserver import SMTPServer, Sink
+from smtpserver import SMTPServer, Sink, greylisting
 
 from newsletter.cli import cli
 from newsletter.store import Store
@@ -250,3 +250,37 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
         resent = sum(1 for r in rows if r["uncertain"])
         assert f"0 left in `sending` now (the server may have them; the next run sends each once more); {resent} interrupted earlier" in world.status()
         assert {r["status"] for r in rows} == {"sent"} and len({r["subscriber"] for r in rows}) == 500
+
+
+def test_sigkill_in_the_retry_phase_leaves_no_more_rows_uncertain_than_connections(tmp_path: Path) -> None:
+    connections = 4
+    kills = (40, 140, 240)  # messages accepted in all when each run is killed
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, 300)
+        env = {**os.environ, **world.env, "SMTP_CONNECTIONS": str(connections), "SMTP_MAX_ATTEMPTS": "10"}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        left_sending = []
+        for kill_at in kills:
+            server.sink.reply = greylisting()  # a fresh greylist refuses every first try, so each run mails everyone from its retry phase
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while proc.poll() is None and server.sink.count() < kill_at:
+                time.sleep(0.002)
+            assert proc.poll() is None, "the kill hits a running send"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            with Store(tmp_path / "state.db") as store:
+                left_sending.append(len(store.deliveries(["sending"])))
+        server.sink.reply = greylisting()
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stdout + final.stderr
+
+        arrivals = world.arrivals()
+        with Store(tmp_path / "state.db") as store:
+            rows = store.deliveries()
+        uncertain = sum(r["uncertain"] for r in rows)
+        duplicates = sum(n - 1 for n in arrivals.values() if n > 1)
+        print(f"300 greylisted readers, kills at {kills} arrivals: {left_sending} rows left in `sending`, {duplicates} duplicates, {uncertain} uncertain")
+        assert max(left_sending) <= connections, "every answer that came back is recorded before more rows are claimed"
+        assert [e for e in world.emails if arrivals[e] == 0] == [], "nobody lost"
+        assert duplicates <= uncertain == sum(left_sending), "only a row left in `sending` can reach a reader twice"
+        assert {r["status"] for r in rows} == {"sent"}

@@ -20,14 +20,15 @@ from datetime import date
 from email.headerregistry import Address
 from pathlib import Path
 
-from newsletter import config, tokens
-from newsletter.config import Config
-from newsletter.digest import Digest, all_topics, compose, match_all
-from newsletter.mailer import Headers, Stationery, build_message
-from newsletter.papers import Paper
-from newsletter.render import Reader, Renderer
-from newsletter.sources import Source, parse
-from newsletter.topics import Matcher
+from newsletter import config
+from newsletter.ingest.sources import parse
+from newsletter.mail import tokens
+from newsletter.mail.message import Headers, Stationery, build_message
+from newsletter.mail.render import Reader, Renderer
+from newsletter.model.config import Config, Source
+from newsletter.model.digest import Digest, all_topics, compose, match_all
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Matcher
 
 ROOT = Path(__file__).resolve().parent.parent
 FEEDS = ROOT / "samples" / "feeds"
@@ -56,7 +57,11 @@ TOPICS = {
 def load_papers() -> list[Paper]:
     """The bundled Hugging Face and arXiv captures, parsed as a fetch would."""
     hf = parse(Source(name="hf", type="hf_daily"), (FEEDS / "personal-news-feed__daily_papers_2026-07-31.json").read_bytes(), "https://example.org/hf")
-    arxiv = parse(Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")), (FEEDS / "aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(), "https://example.org/rss")
+    arxiv = parse(
+        Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")),
+        (FEEDS / "aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(),
+        "https://example.org/rss",
+    )
     return hf.papers + arxiv.papers
 
 
@@ -146,13 +151,17 @@ def main() -> None:
     seconds, total, render_time = fast(digests, args.subscribers)
     rate = args.subscribers / seconds
     steady = (args.subscribers - len(digests)) / (seconds - render_time)
-    print(f"fast:  {args.subscribers} messages in {seconds:.2f} s = {rate:,.0f} messages/s overall; "
-          f"{render_time:.2f} s of it rendering+inlining {len(digests)} digests once ({render_time / len(digests) * 1000:.0f} ms each), "
-          f"then {steady:,.0f} messages built/s (sign tokens, join reader values into the MIME bytes; {total / args.subscribers / 1024:.0f} KiB each)")
+    print(
+        f"fast:  {args.subscribers} messages in {seconds:.2f} s = {rate:,.0f} messages/s overall; "
+        f"{render_time:.2f} s of it rendering+inlining {len(digests)} digests once ({render_time / len(digests) * 1000:.0f} ms each), "
+        f"then {steady:,.0f} messages built/s (sign tokens, join reader values into the MIME bytes; {total / args.subscribers / 1024:.0f} KiB each)"
+    )
     per_naive = naive(digests, args.naive)
     naive_total = per_naive * args.subscribers
-    print(f"naive: {per_naive * 1000:.1f} ms per subscriber (sample of {args.naive}) → {naive_total:.0f} s for {args.subscribers}, "
-          f"{1 / per_naive:,.0f} messages/s")
+    print(
+        f"naive: {per_naive * 1000:.1f} ms per subscriber (sample of {args.naive}) → {naive_total:.0f} s for {args.subscribers}, "
+        f"{1 / per_naive:,.0f} messages/s"
+    )
     print(f"ratio: the fast path is {naive_total / seconds:.0f}× faster than rendering and inlining per subscriber")
 
 

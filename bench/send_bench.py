@@ -65,8 +65,8 @@ def client(folder: Path) -> None:
     """What `newsletter send` does, phase by phase (config, fetch, send), printing each phase's seconds."""
     from newsletter import config as config_mod
     from newsletter import environment, pipeline
-    from newsletter.mailer import transport
-    from newsletter.store import Store
+    from newsletter.mail.pool import transport
+    from newsletter.storage.store import Store
 
     started = time.perf_counter()
     env = environment.load()
@@ -136,7 +136,9 @@ def main() -> None:
         emails = [f"reader{i:05d}@example.org" for i in range(args.readers)]
         (folder / "subscribers.yaml").write_text(CONFIG + "".join(f"  - email: {e}\n    topics: [trending]\n" for e in emails), encoding="utf-8")
         port, sample = free_port(), folder / "sample.eml"
-        server = subprocess.Popen([sys.executable, __file__, "--sink", str(port), "--sample", str(sample)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--sink", str(port), "--sample", str(sample)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert server.stdin is not None and server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
         try:

@@ -22,14 +22,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' local HTTP server
 
-from httpserver import LocalHTTPServer  # noqa: E402
+from httpserver import LocalHTTPServer
 
-from newsletter import config as config_mod  # noqa: E402
-from newsletter import pipeline  # noqa: E402
-from newsletter.environment import Env  # noqa: E402
-from newsletter.fetch import Fetcher, Request  # noqa: E402
-from newsletter.sources import parse  # noqa: E402
-from newsletter.store import Store  # noqa: E402
+from newsletter import config as config_mod
+from newsletter import pipeline
+from newsletter.environment import Env
+from newsletter.ingest.fetch import Fetcher, Request
+from newsletter.ingest.sources import parse
+from newsletter.storage.store import Store
 
 FEED = "arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml"
 CONFIG = """\

@@ -20,21 +20,134 @@ from pathlib import Path
 
 import feedparser
 
-from newsletter.papers import Paper
-from newsletter.topics import Keyword, Matcher, Topic, parse_keyword
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Keyword, Matcher, Topic, parse_keyword
 
 FIXTURE = Path("/work/shared/fixtures/arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml")
 LOCAL_FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/arxiv_rss" / FIXTURE.name
 SOURCES = (("arxiv",), ("hf",), ("arxiv", "hf"))
 # words that make no research topic: generated topics avoid terms containing them
 FILLER = set(
-    """a about above after again all also among an analysis and any approach are as at based be been between
-    both but by can could data demonstrate different do does each effect effects either from further has have
-    here how however in into is it its may method methods model models more most new not of on one only or
-    other our over paper present problem propose proposed provide recent result results several show shown
-    some such study studied than that the their them then there these they this those through to trained two
-    under use used using various very via was we well were what when where whether which while who will with
-    within without work would""".split()
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "all",
+        "also",
+        "among",
+        "an",
+        "analysis",
+        "and",
+        "any",
+        "approach",
+        "are",
+        "as",
+        "at",
+        "based",
+        "be",
+        "been",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "data",
+        "demonstrate",
+        "different",
+        "do",
+        "does",
+        "each",
+        "effect",
+        "effects",
+        "either",
+        "from",
+        "further",
+        "has",
+        "have",
+        "here",
+        "how",
+        "however",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "may",
+        "method",
+        "methods",
+        "model",
+        "models",
+        "more",
+        "most",
+        "new",
+        "not",
+        "of",
+        "on",
+        "one",
+        "only",
+        "or",
+        "other",
+        "our",
+        "over",
+        "paper",
+        "present",
+        "problem",
+        "propose",
+        "proposed",
+        "provide",
+        "recent",
+        "result",
+        "results",
+        "several",
+        "show",
+        "shown",
+        "some",
+        "such",
+        "study",
+        "studied",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "trained",
+        "two",
+        "under",
+        "use",
+        "used",
+        "using",
+        "various",
+        "very",
+        "via",
+        "was",
+        "we",
+        "well",
+        "were",
+        "what",
+        "when",
+        "where",
+        "whether",
+        "which",
+        "while",
+        "who",
+        "will",
+        "with",
+        "within",
+        "without",
+        "work",
+        "would",
+    ]
 )
 
 
@@ -177,9 +290,7 @@ def corpus(papers: Sequence[Paper], n: int, seed: int = 7) -> list[Paper]:
     return out
 
 
-def _rate(
-    fn: Callable[[Paper], list[str]], papers: Sequence[Paper], repeat: int
-) -> tuple[list[float], list[list[str]]]:
+def _rate(fn: Callable[[Paper], list[str]], papers: Sequence[Paper], repeat: int) -> tuple[list[float], list[list[str]]]:
     """Papers/s of each of `repeat` runs, and the results of the last run."""
     rates, results = [], []
     for _ in range(repeat):

@@ -1,3 +1,64 @@
-"""newsletter: research papers from feeds to a topic-aware daily email digest."""
+"""newsletter: research papers from arXiv, Hugging Face and any feed, sorted into topics by your keyword rules
+and mailed as one daily digest per subscriber.
 
-__version__ = "0.1.0"
+The CLI is a thin layer over this API: load a config (`newsletter.config.load`) and the deployment settings
+(`newsletter.environment.load`), open a `Store`, then `fetch` and `send`.
+"""
+
+from newsletter.__about__ import __version__
+from newsletter.environment import Env
+from newsletter.errors import (
+    ConcurrentEdit,
+    ConfigError,
+    DeliveryError,
+    EnvError,
+    FetchError,
+    InvalidInput,
+    KeywordError,
+    NewsletterError,
+    Problem,
+    RateLimited,
+    RenderError,
+    SendInProgress,
+    SourceError,
+)
+from newsletter.mail.render import Renderer
+from newsletter.model.config import Config, Settings, Source, Subscriber
+from newsletter.model.digest import Digest, Entry, Section
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Matcher, Topic
+from newsletter.pipeline import SendReport, fetch, send
+from newsletter.storage.store import Store
+
+__all__ = [
+    "ConcurrentEdit",
+    "Config",
+    "ConfigError",
+    "DeliveryError",
+    "Digest",
+    "Entry",
+    "Env",
+    "EnvError",
+    "FetchError",
+    "InvalidInput",
+    "KeywordError",
+    "Matcher",
+    "NewsletterError",
+    "Paper",
+    "Problem",
+    "RateLimited",
+    "RenderError",
+    "Renderer",
+    "Section",
+    "SendInProgress",
+    "SendReport",
+    "Settings",
+    "Source",
+    "SourceError",
+    "Store",
+    "Subscriber",
+    "Topic",
+    "__version__",
+    "fetch",
+    "send",
+]

@@ -5,26 +5,43 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import click
 
-from . import config as config_mod
-from . import environment, pipeline, scheduler, subscriptions, trial
-from .config import Config, ConfigError
-from .environment import Env, EnvError
-from .mailer import connection
-from .mailer import transport as make_transport
-from .render import TEMPLATES, Renderer, RenderError
-from .store import Store
-from .digest import all_topics, topic_labels
-from .topics import Matcher
+from newsletter import config as config_mod
+from newsletter import environment, pipeline, scheduler, subscriptions
+from newsletter.config.edit import SubscriberFile
+from newsletter.environment import Env
+from newsletter.errors import ConfigError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress
+from newsletter.mail.pool import transport as make_transport
+from newsletter.mail.render import TEMPLATES, Renderer
+from newsletter.mail.transports import connection
+from newsletter.model.config import FREQUENCIES, Config
+from newsletter.model.digest import all_topics, topic_labels
+from newsletter.model.topics import Matcher
+from newsletter.pipeline import trial
+from newsletter.storage.store import Store, utcnow
+
+# Exit codes beyond the contract's 0-3, for errors that stop a command before it did anything.
+EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every error of the package ends a command as one line and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 1))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="subscribers.yaml to use (default: $NEWSLETTER_CONFIG or ./subscribers.yaml).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @click.version_option(package_name="newsletter")
@@ -140,7 +157,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
     if subscriber is None:
         _fail(f"{email} is not a subscriber in {config.path}")
     with Store(env.db) as store:
-        digest = pipeline.Planner(config, store, pipeline.utcnow()).next_digest(subscriber)
+        digest = pipeline.Planner(config, store, utcnow()).next_digest(subscriber)
         secret = pipeline.secret_key(env, store)
     if digest is None:
         click.echo(f"Nothing new for {email} among stored papers (run `newsletter fetch` first?).", err=True)
@@ -229,7 +246,7 @@ def status(ctx: click.Context, resume: str | None) -> None:
     for row in last:
         click.echo(f"  sent     {row['subscriber']} at {row['updated']}")
     with Store(env.db) as store:
-        _print_schedule(config, store, pipeline.utcnow())
+        _print_schedule(config, store, utcnow())
 
 
 def _print_schedule(config: Config, store: Store, now: datetime) -> None:
@@ -251,14 +268,19 @@ def _print_schedule(config: Config, store: Store, now: datetime) -> None:
 
 @cli.command()
 @click.option("--tick", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="Seconds between checks for subscribers due.")
-@click.option("--clock", "clock_start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. For rehearsing a schedule and for tests.")
+@click.option(
+    "--clock",
+    "clock_start",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. For rehearsing a schedule and for tests.",
+)
 @click.pass_context
 def run(ctx: click.Context, tick: float, clock_start: datetime | None) -> None:
     """The daemon: fetches and sends on schedule until SIGTERM or Ctrl-C."""
     env, config = _ready(ctx)
     logging.getLogger("newsletter.scheduler").setLevel(logging.INFO)
     if clock_start is not None and clock_start.tzinfo is None:
-        clock_start = clock_start.replace(tzinfo=timezone.utc)
+        clock_start = clock_start.replace(tzinfo=UTC)
     sys.exit(scheduler.Daemon(config, env, scheduler.Clock(clock_start), tick=tick).run())
 
 
@@ -285,7 +307,7 @@ def topics_explain(ctx: click.Context, paper_id: str) -> None:
 @cli.command()
 @click.argument("email")
 @click.option("--topics", "topic_list", metavar="A,B", help="Comma-separated topic names (default: every topic).")
-@click.option("--frequency", type=click.Choice(config_mod.FREQUENCIES), default="daily", show_default=True)
+@click.option("--frequency", type=click.Choice(FREQUENCIES), default="daily", show_default=True)
 @click.option("--confirmed", is_flag=True, help="Add to subscribers.yaml directly instead of mailing a confirmation link.")
 @click.pass_context
 def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency: str, confirmed: bool) -> None:
@@ -296,12 +318,12 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         wanted = [t.strip() for t in topic_list.split(",") if t.strip()] if topic_list else list(config.topics)
         unknown = [t for t in wanted if t not in config.topics]
         if unknown:
-            raise subscriptions.InvalidInput(f"unknown topic {', '.join(unknown)} (defined: {', '.join(config.topics)})")
+            raise InvalidInput(f"unknown topic {', '.join(unknown)} (defined: {', '.join(config.topics)})")
         choice = subscriptions.check_choice(config, wanted, frequency)
-    except subscriptions.InvalidInput as exc:
+    except InvalidInput as exc:
         _fail(str(exc))
     if confirmed:
-        added = subscriptions.SubscriberFile(config.path).add(address, choice)
+        added = SubscriberFile(config.path).add(address, choice)
         click.echo(f"{address} {'added to' if added else 'is already in'} {config.path}")
         return
     if not env.secret_key:
@@ -310,7 +332,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: connection(env))
         try:
             service.subscribe(address, choice)
-        except subscriptions.RateLimited:
+        except RateLimited:
             _fail(f"too many confirmation mails to {address} lately; try again later or use --confirmed")
     where = f"SMTP {env.smtp_host}" if env.smtp_host else f"the outbox {env.outbox.resolve()}"
     click.echo(f"Confirmation mail for {address} handed to {where}; they are added once they confirm.")
@@ -350,7 +372,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     """The web app: subscribe, confirm, preferences and one-click unsubscribe."""
     import uvicorn
 
-    from .web import create_app
+    from newsletter.web.app import create_app
 
     env, config = _ready(ctx, need_smtp_settings=False)
     if not env.secret_key:
@@ -360,6 +382,8 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
         _fail("; ".join(issues))
     click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
     uvicorn.run(create_app(env, config.path), host=host, port=port, proxy_headers=True, server_header=False)
+
+
 @topics.command("try")
 @click.argument("topic", required=False)
 @click.option("--days", type=click.IntRange(min=1), help="Papers first seen in the last N days (default: settings.horizon_days).")
@@ -373,7 +397,7 @@ def topics_try(ctx: click.Context, topic: str | None, days: int | None) -> None:
         _fail(f"no topic {topic!r} in {config.path} (topics: {', '.join(config.topics) or 'none'})")
     days = days or config.settings.horizon_days
     with Store(env.db) as store:
-        stored = store.papers_seen_since(pipeline.utcnow() - timedelta(days=days))
+        stored = store.papers_seen_since(utcnow() - timedelta(days=days))
     matcher = Matcher(chosen)
     result = trial.run_trial(matcher, chosen, labels, (s.paper for s in stored), only=topic)
     for line in trial.format_trial(result, matcher, days):
@@ -404,4 +428,3 @@ def _when(value: datetime | None) -> str:
 def main() -> Any:
     """Console-script entry point."""
     return cli(prog_name="newsletter")
-

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from dotenv import dotenv_values
 
-N = TypeVar("N", int, float, None)
+from newsletter.errors import EnvError
 
+N = TypeVar("N", int, float, None)
 SECURITY_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 DEFAULT_FROM = "Paper Digest <digest@localhost>"
 
@@ -56,10 +57,6 @@ class Env:
     def list_id(self) -> str:
         """The List-Id of every mail this installation sends, on the From domain."""
         return f"Paper digest <digest.{self.from_address.domain or 'localhost'}>"
-
-
-class EnvError(ValueError):
-    """A setting whose value cannot be used."""
 
 
 def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> Env:

@@ -14,13 +14,20 @@ import time
 from datetime import date
 from pathlib import Path
 
-
 from newsletter import config
-from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
-from newsletter.papers import Paper
-from newsletter.render import Reader, Renderer
-from newsletter.sources import Source, parse
-from newsletter.topics import Marks, Matcher
+from newsletter.ingest.sources import parse
+from newsletter.mail.render import Reader, Renderer
+from newsletter.model.config import Source
+from newsletter.model.digest import (
+    Digest,
+    Entry,
+    Section,
+    all_topics,
+    compose,
+    match_all,
+)
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Marks, Matcher
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output" / "browser"
@@ -126,7 +133,11 @@ subscribers:
         "browser.yaml",
     )
     hf = parse(Source(name="hf", type="hf_daily"), (FEEDS / "personal-news-feed__daily_papers_2026-07-31.json").read_bytes(), "https://example.org/hf")
-    arxiv = parse(Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")), (FEEDS / "aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(), "https://example.org/rss")
+    arxiv = parse(
+        Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")),
+        (FEEDS / "aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(),
+        "https://example.org/rss",
+    )
     papers = hf.papers + arxiv.papers
     matcher = Matcher(all_topics(conf))
     digest = compose(conf, conf.subscribers[0], matcher, papers, match_all(matcher, papers), set(), date(2026, 11, 25))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from newsletter import config
-from newsletter.config import ConfigError
-from newsletter.digest import all_topics
-from newsletter.topics import Matcher, keyword_error
+from newsletter.errors import ConfigError
+from newsletter.model.digest import all_topics
+from newsletter.model.topics import Matcher, keyword_error
 
 ROOT = Path(__file__).parent.parent
 
@@ -54,52 +54,101 @@ def test_good_config_builds_dataclasses_with_defaults_from_settings() -> None:
 
 
 def test_bad_yaml_names_line_and_column() -> None:
-    assert problems("topics:\n  a: [x\nsubscribers: []\n") == [
-        "subs.yaml:3:12: invalid YAML: expected ',' or ']', but got ':'"
-    ]
+    assert problems("topics:\n  a: [x\nsubscribers: []\n") == ["subs.yaml:3:12: invalid YAML: expected ',' or ']', but got ':'"]
 
 
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("topics: [fine-tuning]", "topics: [fine-tunin]"), "subs.yaml:15:14: subscribers[0].topics[0]: unknown topic 'fine-tunin' (did you mean 'fine-tuning'?)"),
+        (
+            ("topics: [fine-tuning]", "topics: [fine-tunin]"),
+            "subs.yaml:15:14: subscribers[0].topics[0]: unknown topic 'fine-tunin' (did you mean 'fine-tuning'?)",
+        ),
         (("  - email: ada@example.org\n", "  - name: Ada\n"), "subs.yaml:14:5: subscribers[0]: missing 'email'"),
         (("ada@example.org", "ada-at-example"), "subs.yaml:14:5: subscribers[0].email: invalid email address 'ada-at-example'"),
         (("    none: [diffusion]", "    nnoe: [diffusion]"), "subs.yaml:12:5: topics.fine-tuning.nnoe: unknown key 'nnoe' (did you mean 'none'?)"),
         (("any: [fine-tuning, LoRA]", "any: [fine-tuning, '']"), "subs.yaml:11:24: topics.fine-tuning.any[1]: empty string"),
         (("Europe/Paris", "Europe/Pariss"), "subs.yaml:2:3: settings.timezone: unknown timezone 'Europe/Pariss' (use an IANA name such as Europe/London)"),
-        (('"06:45"', "7"), "subs.yaml:3:3: settings.send_at: bad send_at 7 (write it quoted, e.g. \"07:30\")"),
+        (('"06:45"', "7"), 'subs.yaml:3:3: settings.send_at: bad send_at 7 (write it quoted, e.g. "07:30")'),
         (('"06:45"', '"25:00"'), "subs.yaml:3:3: settings.send_at: bad send_at '25:00' (expected HH:MM, 24-hour)"),
         (("type: arxiv_rss", "type: arxiv-rss"), "subs.yaml:6:5: sources[0].type: unknown type 'arxiv-rss' (did you mean 'arxiv_rss'?)"),
         # wrong types
-        (("    none: [diffusion]", "    none: [diffusion]\n    min_score: high"), "subs.yaml:13:5: topics.fine-tuning.min_score: expected a whole number, got the text 'high'"),
-        (("    none: [diffusion]", "    none: [diffusion]\n    min_score: 2.5"), "subs.yaml:13:5: topics.fine-tuning.min_score: expected a whole number, got the number 2.5"),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    min_score: high"),
+            "subs.yaml:13:5: topics.fine-tuning.min_score: expected a whole number, got the text 'high'",
+        ),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    min_score: 2.5"),
+            "subs.yaml:13:5: topics.fine-tuning.min_score: expected a whole number, got the number 2.5",
+        ),
         (("    none: [diffusion]", "    none: [diffusion]\n    max_papers: 0"), "subs.yaml:13:5: topics.fine-tuning.max_papers: must be at least 1, got 0"),
         (("any: [fine-tuning, LoRA]", "any: 5"), "subs.yaml:11:5: topics.fine-tuning.any: expected a list of strings, got the number 5"),
         (("any: [fine-tuning, LoRA]", "any: [fine-tuning, {a: b}]"), "subs.yaml:11:24: topics.fine-tuning.any[1]: expected a string, got a mapping"),
         (("    title: Fine-tuning", "    title: [Fine-tuning]"), "subs.yaml:10:5: topics.fine-tuning.title: expected text, got a list"),
         # a broken topic is reported once, not again by each subscriber that names it
-        (("  fine-tuning:\n    title: Fine-tuning\n", "  fine-tuning: [LoRA]\n  unused:\n    title: Fine-tuning\n"), "subs.yaml:9:3: topics.fine-tuning: expected a mapping, got a list"),
-        (("  fine-tuning:\n    title: Fine-tuning\n", "  - fine-tuning\n  - x:\n    title: Fine-tuning\n"), "subs.yaml:8:1: topics: expected a mapping of topic names, got a list"),
+        (
+            ("  fine-tuning:\n    title: Fine-tuning\n", "  fine-tuning: [LoRA]\n  unused:\n    title: Fine-tuning\n"),
+            "subs.yaml:9:3: topics.fine-tuning: expected a mapping, got a list",
+        ),
+        (
+            ("  fine-tuning:\n    title: Fine-tuning\n", "  - fine-tuning\n  - x:\n    title: Fine-tuning\n"),
+            "subs.yaml:8:1: topics: expected a mapping of topic names, got a list",
+        ),
         (("    topics: [fine-tuning]", "    topics: 5"), "subs.yaml:15:5: subscribers[0].topics: expected a list of strings, got the number 5"),
         # duplicate keys: every one is reported with its path, the first value is the one checked further
-        (("subscribers:", "  fine-tuning:\n    any: [x]\nsubscribers:"), "subs.yaml:13:3: topics.fine-tuning: duplicate topic 'fine-tuning' (first at line 9; this one is ignored)"),
-        (("    none: [diffusion]", "    none: [diffusion]\n    any: [x]"), "subs.yaml:13:5: topics.fine-tuning.any: duplicate key 'any' (first at line 11; this one is ignored)"),
+        (
+            ("subscribers:", "  fine-tuning:\n    any: [x]\nsubscribers:"),
+            "subs.yaml:13:3: topics.fine-tuning: duplicate topic 'fine-tuning' (first at line 9; this one is ignored)",
+        ),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    any: [x]"),
+            "subs.yaml:13:5: topics.fine-tuning.any: duplicate key 'any' (first at line 11; this one is ignored)",
+        ),
         # keywords: each error points at the keyword itself, in flow or block lists or as a lone string
-        (("any: [fine-tuning, LoRA]", "any: [fine-tuning, 'titel:LoRA']"), "subs.yaml:11:24: topics.fine-tuning.any[1]: unknown field 'titel:' (did you mean 'title:'?; quote the keyword to match a colon literally)"),
+        (
+            ("any: [fine-tuning, LoRA]", "any: [fine-tuning, 'titel:LoRA']"),
+            "subs.yaml:11:24: topics.fine-tuning.any[1]: unknown field 'titel:' (did you mean 'title:'?; quote the keyword to match a colon literally)",
+        ),
         (("any: [fine-tuning, LoRA]", "any:\n      - ''\n      - LoRA"), "subs.yaml:12:9: topics.fine-tuning.any[0]: empty string"),
-        (("any: [fine-tuning, LoRA]", "any:\n      - fine-tuning\n      - 'a*b'"), "subs.yaml:13:9: topics.fine-tuning.any[1]: '*' is only allowed at the end of a keyword (use /regex/ for more)"),
-        (("any: [fine-tuning, LoRA]", "any: '/(x/'"), "subs.yaml:11:5: topics.fine-tuning.any: invalid regex /(x/: missing ), unterminated subpattern at position 0"),
+        (
+            ("any: [fine-tuning, LoRA]", "any:\n      - fine-tuning\n      - 'a*b'"),
+            "subs.yaml:13:9: topics.fine-tuning.any[1]: '*' is only allowed at the end of a keyword (use /regex/ for more)",
+        ),
+        (
+            ("any: [fine-tuning, LoRA]", "any: '/(x/'"),
+            "subs.yaml:11:5: topics.fine-tuning.any: invalid regex /(x/: missing ), unterminated subpattern at position 0",
+        ),
         (("none: [diffusion]", "none: [diffusion, '*']"), "subs.yaml:12:23: topics.fine-tuning.none[1]: '*' alone would match everything"),
-        (("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    keywords: [Ainu, '/(x/']"), "subs.yaml:16:22: subscribers[0].keywords[1]: invalid regex /(x/: missing ), unterminated subpattern at position 0"),
+        (
+            ("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    keywords: [Ainu, '/(x/']"),
+            "subs.yaml:16:22: subscribers[0].keywords[1]: invalid regex /(x/: missing ), unterminated subpattern at position 0",
+        ),
         (("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    keywords: [Ainu, ' ']"), "subs.yaml:16:22: subscribers[0].keywords[1]: empty string"),
         (("    topics: [fine-tuning]", "    keywords: ['author:']"), "subs.yaml:15:16: subscribers[0].keywords[0]: nothing after 'author:'"),
-        (("    none: [diffusion]", "    none: [diffusion]\n    sources: [arxv]"), "subs.yaml:13:15: topics.fine-tuning.sources[0]: unknown source 'arxv' (did you mean 'arxiv'?)"),
-        (("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    timezone: 5"), "subs.yaml:16:5: subscribers[0].timezone: expected text, got the number 5"),
-        (("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    timezone: Europe/Lundon"), "subs.yaml:16:5: subscribers[0].timezone: unknown timezone 'Europe/Lundon' (use an IANA name such as Europe/London)"),
-        (("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    send_at: 7am"), "subs.yaml:16:5: subscribers[0].send_at: bad send_at '7am' (expected HH:MM, 24-hour)"),
-        (("  fine-tuning:", "  fine-tuning:\n    descripton: x"), "subs.yaml:10:5: topics.fine-tuning.descripton: unknown key 'descripton' (did you mean 'description'?)"),
-        (("  - email: ada@example.org\n", "  - email: ada@example.org\n    keyword: [x]\n"), "subs.yaml:15:5: subscribers[0].keyword: unknown key 'keyword' (did you mean 'keywords'?)"),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    sources: [arxv]"),
+            "subs.yaml:13:15: topics.fine-tuning.sources[0]: unknown source 'arxv' (did you mean 'arxiv'?)",
+        ),
+        (
+            ("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    timezone: 5"),
+            "subs.yaml:16:5: subscribers[0].timezone: expected text, got the number 5",
+        ),
+        (
+            ("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    timezone: Europe/Lundon"),
+            "subs.yaml:16:5: subscribers[0].timezone: unknown timezone 'Europe/Lundon' (use an IANA name such as Europe/London)",
+        ),
+        (
+            ("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    send_at: 7am"),
+            "subs.yaml:16:5: subscribers[0].send_at: bad send_at '7am' (expected HH:MM, 24-hour)",
+        ),
+        (
+            ("  fine-tuning:", "  fine-tuning:\n    descripton: x"),
+            "subs.yaml:10:5: topics.fine-tuning.descripton: unknown key 'descripton' (did you mean 'description'?)",
+        ),
+        (
+            ("  - email: ada@example.org\n", "  - email: ada@example.org\n    keyword: [x]\n"),
+            "subs.yaml:15:5: subscribers[0].keyword: unknown key 'keyword' (did you mean 'keywords'?)",
+        ),
     ],
 )
 def test_each_mistake_is_one_located_message(edit: tuple[str, str], expected: str) -> None:
@@ -145,13 +194,43 @@ def test_source_timeout(value: str, expected: float | str) -> None:
         assert config.parse(text, "subs.yaml").sources[0].timeout == expected
     else:
         assert problems(text) == [f"subs.yaml:8:5: sources[0].timeout: expected seconds, more than 0 and at most 3600, got {expected}"]
+
+
 def test_duplicates_and_other_problems_are_reported_together() -> None:
     text = GOOD.replace("    none: [diffusion]", "    none: [diffusion]\n    none: [GAN]").replace("Europe/Paris", "Mars/Olympus")
     assert [p.split(": ", 2)[1] for p in problems(text)] == ["settings.timezone", "topics.fine-tuning.none"]
 
 
-WEIRD_KEYWORDS = ["", " ", "*", "**", "a*b", "x*", '"a*"', '"', "/", "//", "/(/", "/a/", "titel:x", "title:", "author:", "author:*",
-                  "category:cs.*", "---", "C++", "c#", "a " * 9, "fine-tuning", "naïve", "title:/x(/", "2024", "(lora)", "-", "é*"]
+WEIRD_KEYWORDS = [
+    "",
+    " ",
+    "*",
+    "**",
+    "a*b",
+    "x*",
+    '"a*"',
+    '"',
+    "/",
+    "//",
+    "/(/",
+    "/a/",
+    "titel:x",
+    "title:",
+    "author:",
+    "author:*",
+    "category:cs.*",
+    "---",
+    "C++",
+    "c#",
+    "a " * 9,
+    "fine-tuning",
+    "naïve",
+    "title:/x(/",
+    "2024",
+    "(lora)",
+    "-",
+    "é*",
+]
 
 
 @pytest.mark.parametrize("keyword", WEIRD_KEYWORDS)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from smtpserver import SMTPServer, Sink, greylisting
+from smtpserver import Sink, SMTPServer, greylisting
 
 from newsletter.cli import cli
-from newsletter.store import Store
+from newsletter.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FEED = ROOT / "samples" / "feeds" / "personal-news-feed__daily_papers_2026-07-31.json"
@@ -230,7 +230,9 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
         with Store(tmp_path / "state.db") as store:
             in_flight = [r["subscriber"] for r in store.deliveries(["sending"])]
         status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=world.env).output
-        assert sorted(line.split()[1] for line in status.splitlines() if line.startswith("  sending  ")) == sorted(in_flight), "status names every uncertain row"
+        assert sorted(line.split()[1] for line in status.splitlines() if line.startswith("  sending  ")) == sorted(in_flight), (
+            "status names every uncertain row"
+        )
         assert f"Uncertain: {len(in_flight)} left in `sending` now" in status
         final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert final.returncode == 0, final.stdout + final.stderr

@@ -17,7 +17,14 @@ ROOT = Path(__file__).parent.parent
 def test_demo_writes_one_digest_per_sample_subscriber_grouped_by_their_topics(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
     env |= {"NEWSLETTER_OUTBOX": str(tmp_path / "outbox"), "NEWSLETTER_DB": str(tmp_path / "state.db")}
-    run = subprocess.run([sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert f"Messages are in {tmp_path / 'outbox'}" in run.stdout
 
@@ -34,6 +41,13 @@ def test_demo_writes_one_digest_per_sample_subscriber_grouped_by_their_topics(tm
         assert headings and set(headings) <= set(allowed), (subscriber.email, headings)
         assert headings == [t for t in allowed if t in headings], "sections follow the subscriber's topic order"
 
-    again = subprocess.run([sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0 and "nothing new for anyone" in again.stdout
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == len(files)

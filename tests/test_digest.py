@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from newsletter import config
-from newsletter.digest import all_topics, compose, match_all
-from newsletter.papers import Paper
-from newsletter.topics import Matcher
+from newsletter.model.digest import all_topics, compose, match_all
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Matcher
 
 CONF = config.parse(
     """\
@@ -43,7 +43,7 @@ DAY = date(2026, 11, 25)
 
 
 def paper(pid: str, title: str, score: int | None = None, day: int = 1, sources: tuple[str, ...] = ("arxiv",)) -> Paper:
-    return Paper(id=pid, title=title, score=score, published=datetime(2026, 11, day, tzinfo=timezone.utc), sources=sources)
+    return Paper(id=pid, title=title, score=score, published=datetime(2026, 11, day, tzinfo=UTC), sources=sources)
 
 
 PAPERS = [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from newsletter import environment
-from newsletter.environment import EnvError
+from newsletter.errors import EnvError
 
 NO_DOTENV = Path("/nonexistent")
 

@@ -14,9 +14,9 @@ import pytest
 from httpserver import LocalHTTPServer, Reply, redirect
 
 from newsletter import __version__
-from newsletter.fetch import (
+from newsletter.errors import FetchError
+from newsletter.ingest.fetch import (
     Fetcher,
-    FetchError,
     Policy,
     Request,
     Response,

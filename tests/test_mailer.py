@@ -14,13 +14,17 @@ from pathlib import Path
 
 import dkim
 import pytest
-from markupsafe import escape
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from smtpserver import SMTPServer, Sink, free_port, self_signed_cert
+from markupsafe import escape
+from smtpserver import Sink, SMTPServer, free_port, self_signed_cert
 
 from newsletter import environment
-from newsletter.mailer import DeliveryError, Headers, Job, Letter, Outbox, Pool, RateLimiter, Signer, Smtp, Stationery, build_message, seal
+from newsletter.errors import DeliveryError
+from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
+from newsletter.mail.pool import Job, Pool, RateLimiter
+from newsletter.mail.signing import Signer
+from newsletter.mail.transports import Outbox, Smtp
 
 SENDER = Address("Paper Digest", "digest", "example.org")
 NO_DOTENV = Path("/nonexistent")
@@ -58,7 +62,9 @@ def test_message_has_the_headers_and_parts_mail_clients_expect() -> None:
 
 
 def test_a_configured_mailto_follows_the_https_link() -> None:
-    assert message(mailto="leave@example.org")["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/tok>, <mailto:leave@example.org?subject=unsubscribe>"
+    assert (
+        message(mailto="leave@example.org")["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/tok>, <mailto:leave@example.org?subject=unsubscribe>"
+    )
 
 
 def test_a_newline_in_a_name_cannot_add_headers() -> None:
@@ -73,7 +79,9 @@ def parse(data: bytes) -> EmailMessage:
 
 
 TEXT_BODY = "Hello __NAME__ (__EMAIL__), grüße.\n.\nFrom here on\nLeave: https://news.example.org/u/__TOKEN__\n"
-HTML_BODY = '<p>Hello __HNAME__ &amp; <b>é</b></p>\n<a href="https://news.example.org/u/__TOKEN__">leave</a> <a href="https://news.example.org/p/__TOKEN__">prefs</a>\n'
+HTML_BODY = (
+    '<p>Hello __HNAME__ &amp; <b>é</b></p>\n<a href="https://news.example.org/u/__TOKEN__">leave</a> <a href="https://news.example.org/p/__TOKEN__">prefs</a>\n'
+)
 PLACEHOLDERS = ("__NAME__", "__HNAME__", "__EMAIL__", "__TOKEN__")
 LONG_TOKEN = "InJlYWRlcjAwMDAwQGV4YW1wbGUub3JnIg.awckJA.p9vOk4G7fRwy_o0vHKyeJqx-fPA" * 3
 
@@ -211,7 +219,12 @@ def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_pa
 def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_path: Path) -> None:
     settings, dns = dkim_key(tmp_path)
     signer = Signer.from_env(environment.load(settings, dotenv=NO_DOTENV))
-    original = seal(build_message(SENDER, Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>"), "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"), signer)
+    original = seal(
+        build_message(
+            SENDER, Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>"), "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"
+        ),
+        signer,
+    )
     assert not original.data.isascii(), "digests go out 8bit where the server allows it"
     with SMTPServer(Sink(raw=True, eight_bit=False)) as server:
         smtp = Smtp(env_for(server, **settings))
@@ -277,9 +290,8 @@ def test_refusals_say_whether_to_retry(reply: str, temporary: bool) -> None:
 
 
 def test_starttls_is_never_dropped_to_plaintext() -> None:
-    with SMTPServer() as server:
-        with pytest.raises(DeliveryError, match="STARTTLS") as info:
-            Smtp(env_for(server, SMTP_SECURITY="starttls")).send(letter())
+    with SMTPServer() as server, pytest.raises(DeliveryError, match="STARTTLS") as info:
+        Smtp(env_for(server, SMTP_SECURITY="starttls")).send(letter())
     assert info.value.temporary is False and info.value.server is True
     assert server.messages == []
 

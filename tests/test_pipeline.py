@@ -15,8 +15,8 @@ from smtpserver import SMTPServer
 from newsletter import config as config_mod
 from newsletter import environment, pipeline
 from newsletter.cli import cli
-from newsletter.mailer import transport
-from newsletter.store import Store
+from newsletter.mail.pool import transport
+from newsletter.storage.store import Store
 
 CONFIG = """\
 settings:
@@ -57,7 +57,12 @@ def setup(tmp_path: Path, http_server: LocalHTTPServer, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "subscribers.yaml").write_text(CONFIG.format(base=http_server.url("").rstrip("/")), encoding="utf-8")
     with SMTPServer() as smtp:
-        env = {**smtp.env(), "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "test-secret", "NEWSLETTER_DB": str(tmp_path / "state.db")}
+        env = {
+            **smtp.env(),
+            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+            "NEWSLETTER_SECRET_KEY": "test-secret",
+            "NEWSLETTER_DB": str(tmp_path / "state.db"),
+        }
         yield smtp, env
 
 
@@ -153,7 +158,7 @@ def test_check_and_send_refuse_a_broken_config(setup, tmp_path: Path, edit: tupl
 
 
 def test_each_outcome_is_reported_as_it_happens(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    smtp, env = setup
+    _smtp, env = setup
     settings = environment.load(env, dotenv=tmp_path / "none")
     conf = config_mod.load(tmp_path / "subscribers.yaml")
     seen: list[pipeline.Outcome] = []
@@ -186,7 +191,13 @@ def test_a_feed_full_of_placeholder_bait_mails_no_reader_their_own_or_anyone_els
         encoding="utf-8",
     )
     with SMTPServer() as smtp:
-        env = {**smtp.env(), "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "test-secret", "NEWSLETTER_DB": str(tmp_path / "state.db"), "NEWSLETTER_BASE_URL": "https://news.example.org"}
+        env = {
+            **smtp.env(),
+            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+            "NEWSLETTER_SECRET_KEY": "test-secret",
+            "NEWSLETTER_DB": str(tmp_path / "state.db"),
+            "NEWSLETTER_BASE_URL": "https://news.example.org",
+        }
         result = run(["send"], env)
         assert result.exit_code == 0, result.output
         messages = {m["To"].addresses[0].addr_spec: m for m in smtp.messages}
@@ -208,3 +219,17 @@ def test_a_feed_full_of_placeholder_bait_mails_no_reader_their_own_or_anyone_els
             assert not [u for u in links if "evil.example" in u and (unsubscribe in u or preferences in u or address in u)]
             others = [s for other, s in secrets.items() if other != address]
             assert not any(s[0] in part or s[1] in part for s in others), "no other reader's tokens"
+
+
+def test_a_second_send_on_the_same_database_is_refused_with_one_line_and_exit_4(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """One sender per database: a second would take the first one's rows in `sending` for interrupted ones."""
+    import fcntl
+
+    smtp, env = setup
+    with open(tmp_path / "state.db.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = CliRunner().invoke(cli, ["send"], env=env)
+    assert result.exit_code == 4, result.output
+    assert result.output.strip().splitlines()[-1] == f"error: another newsletter send is running (lock {tmp_path / 'state.db.lock'})"
+    assert "Traceback" not in result.output and smtp.messages == []
+    assert run(["send"], env).exit_code == 0 and len(smtp.messages) == 2, "once the lock is free, the send goes ahead"

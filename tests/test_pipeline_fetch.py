@@ -8,7 +8,7 @@ import dataclasses
 import json
 import re
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,13 @@ from test_sources import EDGE_OUTCOMES, ERRORS, EXPECTED, FIXTURES, FULL_RSS
 from newsletter import config as config_mod
 from newsletter import environment, pipeline
 from newsletter.cli import cli
-from newsletter.config import Config
 from newsletter.environment import Env
-from newsletter.mailer import transport as make_transport
-from newsletter.sources import SourceError
-from newsletter.store import Store
+from newsletter.errors import SourceError
+from newsletter.mail.pool import transport as make_transport
+from newsletter.model.config import Config
+from newsletter.storage.store import Store
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CS_AI = "arxiv_rss/distill__arxiv_cs_ai.xml"  # three new cs.AI papers, the first 2604.21935v1 "Math Takes Two"
 MATH_TAKES_TWO = "2604.21935"
 HF = "hf_daily_papers/personal-news-feed__daily_papers_2026-07-31.json"
@@ -288,7 +288,7 @@ def test_one_paper_from_hf_and_arxiv_rss_is_one_entry(tmp_path: Path, http_serve
     assert paper.title == "Math Takes Two: A test for emergent mathematical reasoning in communication"
     assert paper.links["hf"] == f"https://huggingface.co/papers/{MATH_TAKES_TWO}"
 
-    digest = pipeline.Planner(config, store, datetime.now(timezone.utc)).next_digest(config.subscribers[0])
+    digest = pipeline.Planner(config, store, datetime.now(UTC)).next_digest(config.subscribers[0])
     assert digest is not None
     assert [p.id for p in digest.papers].count(MATH_TAKES_TWO) == 1
 
@@ -309,9 +309,7 @@ def version_of_cs_ai(version: int) -> bytes:
 @pytest.mark.parametrize("replace", [False, True])
 def test_new_version_is_sent_again_only_when_the_source_asks(tmp_path: Path, http_server: LocalHTTPServer, replace: bool) -> None:
     source = {"name": "cs-ai", "type": "arxiv_rss", "url": http_server.url("/feed.xml"), "announce_types": ["new", "cross", "replace"], "replace": replace}
-    config = make_config(
-        tmp_path, [source], topics={"maths": {"any": ["Math Takes Two"]}}, subscribers=[{"email": "ada@example.org", "topics": ["maths"]}]
-    )
+    config = make_config(tmp_path, [source], topics={"maths": {"any": ["Math Takes Two"]}}, subscribers=[{"email": "ada@example.org", "topics": ["maths"]}])
     with SMTPServer() as smtp, Store(tmp_path / "state.db") as store:
         environ = {**smtp.env(), "NEWSLETTER_FROM": SENDER, "NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DB": str(store.path)}
         env = environment.load(environ, dotenv=tmp_path / ".env")

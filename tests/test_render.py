@@ -7,23 +7,39 @@ import email
 import email.policy
 import re
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from email.headerregistry import Address
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from markupsafe import escape
 
-import pytest
-
 from newsletter import config
-from newsletter.digest import Digest, Entry, Section, all_topics, compose, match_all
-from newsletter.mailer import Headers, Stationery, build_message
-from newsletter.papers import Paper
-from newsletter.render import MAX_HTML_BYTES, Reader, Renderer, RenderError, inline_css, mime_size, shrink, snippet
-from newsletter.sources import Source, parse
-from newsletter.topics import Marks, Matcher
+from newsletter.errors import RenderError
+from newsletter.ingest.sources import parse
+from newsletter.mail.filters import snippet
+from newsletter.mail.message import Headers, Stationery, build_message
+from newsletter.mail.render import (
+    MAX_HTML_BYTES,
+    Reader,
+    Renderer,
+    inline_css,
+    mime_size,
+)
+from newsletter.model.config import Source
+from newsletter.model.digest import (
+    Digest,
+    Entry,
+    Section,
+    all_topics,
+    compose,
+    match_all,
+    shrink,
+)
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Marks, Matcher
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BASE = "https://news.example.org"
@@ -34,7 +50,7 @@ HOSTILE = Paper(
     abstract='We <img src=x onerror="alert(1)"> study LoRA. ' + "More words here. " * 40,
     authors=("Eve <eve@evil>", "Bob"),
     links={"abstract": "https://arxiv.org/abs/2411.00666", "pdf": "javascript:alert(1)"},
-    published=datetime(2026, 11, 24, tzinfo=timezone.utc),
+    published=datetime(2026, 11, 24, tzinfo=UTC),
     score=12,
 )
 READER = Reader("ada@example.org", 'Ada "<The Great>"', "UNSUBTOKEN", "PREFTOKEN")
@@ -144,11 +160,19 @@ subscribers:
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def fixture_papers() -> tuple[Paper, ...]:
     """Hugging Face's daily papers and the full arXiv RSS capture, parsed as the pipeline would."""
-    hf = parse(Source(name="hf", type="hf_daily"), (FIXTURES / "hf_daily_papers/personal-news-feed__daily_papers_2026-07-31.json").read_bytes(), "https://example.org/hf")
-    arxiv = parse(Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")), (FIXTURES / "arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(), "https://example.org/rss")
+    hf = parse(
+        Source(name="hf", type="hf_daily"),
+        (FIXTURES / "hf_daily_papers/personal-news-feed__daily_papers_2026-07-31.json").read_bytes(),
+        "https://example.org/hf",
+    )
+    arxiv = parse(
+        Source(name="arxiv", type="arxiv_rss", announce_types=("new", "cross")),
+        (FIXTURES / "arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml").read_bytes(),
+        "https://example.org/rss",
+    )
     return tuple(hf.papers + arxiv.papers)
 
 
@@ -173,7 +197,9 @@ def test_a_real_digest_makes_a_multipart_mail_whose_parts_agree() -> None:
     rendered = renderer.render(d)
     html, text = renderer.personalise(rendered, READER)
     headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/unsubscribe/UNSUBTOKEN", "Paper digest <digest.example.org>")
-    msg = email.message_from_bytes(build_message(Address("Digest", addr_spec="digest@example.org"), headers, text, html).as_bytes(), policy=email.policy.default)
+    msg = email.message_from_bytes(
+        build_message(Address("Digest", addr_spec="digest@example.org"), headers, text, html).as_bytes(), policy=email.policy.default
+    )
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"], "plain text first, HTML last (preferred)"
     plain, rich = (p.get_content() for p in msg.iter_parts())
@@ -220,7 +246,13 @@ def test_inlining_remembers_the_stylesheet_but_gives_what_premailer_gives() -> N
     from premailer import Premailer
 
     page = '<html><head><style>p { color: red !important } .x a { color: blue } @media (max-width: 600px) { p { margin: 0 } }</style></head><body><p class="x"><a href="/a">a</a></p></body></html>'
-    options = {"allow_network": False, "strip_important": False, "preserve_internal_links": True, "disable_basic_attributes": ["width", "height"], "disable_validation": True}
+    options = {
+        "allow_network": False,
+        "strip_important": False,
+        "preserve_internal_links": True,
+        "disable_basic_attributes": ["width", "height"],
+        "disable_validation": True,
+    }
     plain = Premailer(page, base_url=BASE + "/", **options).transform()
     assert inline_css(page, BASE) == plain and inline_css(page, BASE) == plain, "the second call, from the remembered rules, is the same"
     assert 'style="color:red !important"' in plain and "@media" in plain and 'href="https://news.example.org/a"' in plain
@@ -238,18 +270,20 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     full_size = mime_size(renderer._render_once(d).html)
     assert full_size > 2 * MAX_HTML_BYTES, "the fixture digest is far over budget"
     rendered = renderer.render(d)
-    html, text = renderer.personalise(rendered, READER)
+    html, _text = renderer.personalise(rendered, READER)
     shown = rendered.digest
     assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
     headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
-    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id, rendered.text, rendered.html, rendered.placeholders.names)
+    stationery = Stationery(
+        Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id, rendered.text, rendered.html, rendered.placeholders.names
+    )
     raw = stationery.letter(headers, rendered.placeholders.values(READER)).data
     html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
     assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
     assert len(html_part) <= MAX_HTML_BYTES
     assert 20 < shown.count < d.count
     assert sorted(shown.covered_ids) == sorted(d.covered_ids), "papers cut to fit still count as delivered"
-    for before, after in zip(d.sections, shown.sections):
+    for before, after in zip(d.sections, shown.sections, strict=True):
         assert after.more == before.more + len(before.entries) - len(after.entries)
         assert f"…and {after.more} more in {after.title}." in rendered.html
         assert after.entries == before.entries[: len(after.entries)], "the best-ranked papers stay"
@@ -260,7 +294,7 @@ def test_shrink_cuts_proportionally_and_keeps_each_topics_best() -> None:
     sizes = [len(s.entries) for s in d.sections]
     small = shrink(d, 40)
     assert small.count == 40
-    for size, section in zip(sizes, small.sections):
+    for size, section in zip(sizes, small.sections, strict=True):
         assert len(section.entries) >= 1
         assert abs(len(section.entries) - size * 40 / sum(sizes)) <= 1
     assert shrink(d, d.count) is d
@@ -277,7 +311,10 @@ def edge_case(name: str) -> Paper:
 @pytest.mark.parametrize(
     ("fixture", "raw"),
     [
-        ("feedparser__wellformed_sanitize_entry_title_script.xml", "safe<script type=\"text/javascript\">location.href='http:/'+'/example.com/';</script> description"),
+        (
+            "feedparser__wellformed_sanitize_entry_title_script.xml",
+            "safe<script type=\"text/javascript\">location.href='http:/'+'/example.com/';</script> description",
+        ),
         ("feedparser__wellformed_atom10_entry_title_inline_markup.xml", "Example <b>Atom</b>"),
         ("feedparser__encoding_bozo_double-encoded-html.xml", "&lt;b&gt;&amp;acirc;&amp;#128;&amp;brvbar;"),
     ],
@@ -315,7 +352,7 @@ def bait_paper(n: int) -> Paper:
         authors=tuple(MARKER_BAIT),
         categories=tuple(MARKER_BAIT),
         links={key: BAIT_URL for key in ("abstract", "pdf", "code", "project", "hf", "doi")},
-        published=datetime(2026, 11, 24, tzinfo=timezone.utc),
+        published=datetime(2026, 11, 24, tzinfo=UTC),
         score=30,
         keywords=tuple(MARKER_BAIT),
     )
@@ -341,7 +378,9 @@ def test_feed_text_cannot_make_the_mail_carry_a_readers_tokens_address_or_name(v
         rendered = renderer.render(d)
         if via == "personalise":
             return renderer.personalise(rendered, reader)
-        stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names)
+        stationery = Stationery(
+            Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names
+        )
         headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/unsubscribe/{reader.unsubscribe_token}", "d <d.example.org>")
         msg = email.message_from_bytes(stationery.letter(headers, rendered.placeholders.values(reader)).data, policy=email.policy.default)
         return msg.get_body(("html",)).get_content(), msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -385,8 +424,6 @@ def test_a_runtime_template_error_names_file_and_line(tmp_path: Path) -> None:
         render(digest(), tmp_path)
 
 
-
-
 def test_marks_stay_on_their_words_after_a_paragraph_break_in_the_abstract() -> None:
     abstract = "First paragraph.\n\nSecond one uses  LoRA adapters."
     start = abstract.index("LoRA")
@@ -401,7 +438,9 @@ def test_the_stationery_of_a_rendered_digest_sends_what_personalise_shows() -> N
     renderer = Renderer(BASE)
     rendered = renderer.render(real_digest(5))
     assert set(rendered.placeholders.values(READER)) == set(rendered.placeholders.names), "every placeholder has a value"
-    stationery = Stationery(Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names)
+    stationery = Stationery(
+        Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names
+    )
     for reader in (READER, Reader("zoe@example.org", 'Zoë "Z" <O\'Neil>, Ph.D.', "u" * 300, "p" * 300)):
         headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
         msg = email.message_from_bytes(stationery.letter(headers, rendered.placeholders.values(reader)).data, policy=email.policy.default)

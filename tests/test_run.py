@@ -19,7 +19,7 @@ from httpserver import LocalHTTPServer, Reply
 from smtpserver import SMTPServer
 
 from newsletter.cli import cli
-from newsletter.store import Store
+from newsletter.storage.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -76,7 +76,11 @@ def test_daemon_sends_on_schedule_stops_cleanly_catches_up_once_and_reloads_subs
         config = tmp_path / "subscribers.yaml"
         config.write_text(CONFIG.format(url=feeds.url("/cs.xml")), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
-        env |= smtp.env() | {"NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "test", "NEWSLETTER_DB": str(tmp_path / "state.db")}
+        env |= smtp.env() | {
+            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+            "NEWSLETTER_SECRET_KEY": "test",
+            "NEWSLETTER_DB": str(tmp_path / "state.db"),
+        }
 
         # Wednesday 07:29:57 in London: Ada's 07:30 digest goes out three seconds later.
         daemon = start(tmp_path, env, "2026-11-25T07:29:57Z", log)

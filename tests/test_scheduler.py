@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
 
 from newsletter import scheduler
-from newsletter.config import ConfigError, Subscriber, parse
+from newsletter.config.load import parse
 from newsletter.environment import Env
-from newsletter.mailer import Letter, Outbox, Pool
-from newsletter.papers import Paper
-from newsletter.scheduler import Clock, Daemon, decide, edition_for, latest_slot, next_slot, slot_on
-from newsletter.store import Store
+from newsletter.errors import ConfigError
+from newsletter.mail.message import Letter
+from newsletter.mail.pool import Pool
+from newsletter.mail.transports import Outbox
+from newsletter.model.config import Subscriber
+from newsletter.model.paper import Paper
+from newsletter.scheduler import daemon
+from newsletter.scheduler.daemon import Clock, Daemon
+from newsletter.scheduler.slots import (
+    decide,
+    edition_for,
+    latest_slot,
+    next_slot,
+    slot_on,
+)
+from newsletter.storage.store import Store
 
-UTC = timezone.utc
+UTC = UTC
 GRACE = timedelta(hours=12)
 
 
@@ -114,7 +127,7 @@ def test_moving_the_send_time_later_on_a_day_already_served_waits_for_the_next_d
 
 
 def test_edition_names_the_slot_in_utc() -> None:
-    assert edition_for(datetime(2026, 11, 25, 7, 30, tzinfo=scheduler.ZoneInfo("Europe/Paris"))) == "slot-2026-11-25T06:30Z"
+    assert edition_for(datetime(2026, 11, 25, 7, 30, tzinfo=ZoneInfo("Europe/Paris"))) == "slot-2026-11-25T06:30Z"
     assert latest_slot(reader("07:30", "UTC", "weekly", "monday"), utc(2026, 11, 25, 12)) == utc(2026, 11, 23, 7, 30)
 
 
@@ -182,7 +195,7 @@ def test_a_stop_mid_batch_finishes_the_message_in_flight_and_leaves_the_rest_due
             first.stopping.set()
             return reply
 
-    monkeypatch.setattr(scheduler, "make_transport", lambda env: Pool(lambda: StopAfterOne(env.outbox), 1, None))
+    monkeypatch.setattr(daemon, "make_transport", lambda env: Pool(lambda: StopAfterOne(env.outbox), 1, None))
     with time_machine.travel(utc(2026, 11, 25, 7, 30, 5), tick=False):
         first.tick()
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1

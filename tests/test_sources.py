@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timezone
-from functools import lru_cache
+from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from newsletter.papers import Paper
-from newsletter.sources import (
-    SOURCE_TYPES,
-    Parsed,
-    Source,
-    SourceError,
-    canonical_id,
-    first_urls,
-    normalize_doi,
-    parse,
-    parse_arxiv_id,
-    plain_text,
-    split_authors,
-    tex_to_unicode,
-)
+from newsletter.errors import SourceError
+from newsletter.ingest.fields import plain_text, split_authors, tex_to_unicode
+from newsletter.ingest.ids import canonical_id, normalize_doi, parse_arxiv_id
+from newsletter.ingest.sources import Parsed, first_urls, parse
+from newsletter.model.config import SOURCE_TYPES, Source
+from newsletter.model.paper import Paper
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL_ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
@@ -99,7 +90,7 @@ def body_of(relpath: str) -> bytes:
     return raw
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(relpath: str, kind: str, announce_types: tuple[str, ...] = ("new", "cross")) -> Parsed:
     """Parse one fixture once per test session (the full arXiv feed takes a second)."""
     source = Source(name="src", type=kind, announce_types=announce_types)
@@ -223,7 +214,7 @@ def test_arxiv_rss_sample_entry() -> None:
     assert "Announce Type" not in paper.abstract and "arXiv:" not in paper.abstract
     assert paper.categories == ("cs.AI", "cs.LG")
     assert paper.announce_type == "new"
-    assert paper.published == datetime(2026, 4, 27, 4, 0, tzinfo=timezone.utc)
+    assert paper.published == datetime(2026, 4, 27, 4, 0, tzinfo=UTC)
     assert paper.links == {"abstract": "https://arxiv.org/abs/2604.21935", "pdf": "https://arxiv.org/pdf/2604.21935"}
     assert paper.score is None and paper.doi is None
 
@@ -280,7 +271,7 @@ def test_arxiv_api_old_format_fields() -> None:
     assert first.doi == "10.1142/S021797921244002X"
     assert first.journal_ref == "Int. J. Mod. Phys. B, 26, 1244002 (2012)"
     assert first.categories == ("cond-mat.mes-hall", "cond-mat.other")
-    assert first.published == datetime(2012, 1, 23, 21, 15, 2, tzinfo=timezone.utc)
+    assert first.published == datetime(2012, 1, 23, 21, 15, 2, tzinfo=UTC)
     assert first.links["pdf"] == "https://arxiv.org/pdf/1201.4869"
     old = by_id(papers, "cond-mat/0412498")
     assert old.version == 1 and old.authors == ("Adrian Del Maestro", "Subir Sachdev")
@@ -349,7 +340,7 @@ def test_hf_daily_fields() -> None:
         "project": "https://jayoohwang1.github.io/webchallenger-site/",
     }
     assert "web agent framework" in paper.keywords
-    assert paper.published == datetime(2026, 6, 9, tzinfo=timezone.utc)
+    assert paper.published == datetime(2026, 6, 9, tzinfo=UTC)
     assert paper.abstract.startswith("Autonomous web navigation remains challenging")
     top = by_id(papers, "2606.13681")
     assert (top.score, top.stars) == (118, 9)
@@ -414,7 +405,7 @@ def test_feed_dois_and_ids() -> None:
     pubmed = load("other_feeds/journals/biorss__pubmed_search_rss_2021-12-21.xml", "feed").papers
     assert pubmed[0].id == "doi:10.1016/j.parint.2021.102531"  # from dc:identifier
     assert pubmed[0].links["abstract"].startswith("https://pubmed.ncbi.nlm.nih.gov/34929406/?utm_source=Mobile%20Safari")
-    assert pubmed[0].published == datetime(2021, 12, 20, 11, 0, tzinfo=timezone.utc)
+    assert pubmed[0].published == datetime(2021, 12, 20, 11, 0, tzinfo=UTC)
     cambridge = load("other_feeds/journals/biorss__cambridge_core_canadian_entomologist_atom.xml", "feed").papers
     assert cambridge[0].id == "doi:10.4039/tce.2021.38" and cambridge[0].doi == "10.4039/tce.2021.38"
     assert cambridge[0].authors == ("Inoda, Toshio",)  # "Last, First" is one name

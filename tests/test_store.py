@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from newsletter.papers import Paper
-from newsletter.store import Store
+from newsletter.model.paper import Paper
+from newsletter.storage.store import Store
 
-T0 = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
 def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:

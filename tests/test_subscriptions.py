@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from newsletter.config import ConfigError, load
-from newsletter.store import Store
-from newsletter.subscriptions import (
-    Choice,
-    InvalidInput,
-    Preferences,
-    SubscriberFile,
+from newsletter.config.edit import SubscriberFile
+from newsletter.config.load import load
+from newsletter.errors import ConcurrentEdit, ConfigError, InvalidInput
+from newsletter.model.signup import Choice, Preferences
+from newsletter.storage.store import Store
+from newsletter.subscriptions.forms import check_preferences, normalise_email
+from newsletter.subscriptions.optin import (
     add_pending,
-    allow,
-    check_preferences,
     confirm_token,
     find_pending,
-    normalise_email,
     take_pending,
 )
+from newsletter.subscriptions.service import allow
 
 SAMPLE = Path(__file__).parent.parent / "subscribers.yaml"
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -64,10 +62,9 @@ def test_an_edit_that_would_make_the_file_invalid_is_refused_and_nothing_is_writ
 
 def test_a_write_by_someone_not_taking_the_lock_is_never_overwritten(yaml_file: Path) -> None:
     edited_by_hand = yaml_file.read_text(encoding="utf-8").replace("max_papers_per_topic: 8", "max_papers_per_topic: 9")
-    with pytest.raises(RuntimeError, match="changed while it was being edited"):
-        with SubscriberFile(yaml_file).edit() as subscribers:
-            subscribers.pop()
-            yaml_file.write_text(edited_by_hand, encoding="utf-8")
+    with pytest.raises(ConcurrentEdit, match="changed while it was being edited"), SubscriberFile(yaml_file).edit() as subscribers:
+        subscribers.pop()
+        yaml_file.write_text(edited_by_hand, encoding="utf-8")
     assert yaml_file.read_text(encoding="utf-8") == edited_by_hand
 
 
@@ -106,7 +103,9 @@ def test_preferences_change_only_what_changed(yaml_file: Path) -> None:
     assert ada is not None
     prefs = Preferences.of(ada)
     assert SubscriberFile(yaml_file).update("ada@example.org", prefs, config.settings)
-    assert yaml_file.read_text(encoding="utf-8") == SAMPLE.read_text(encoding="utf-8").replace("url: samples/", f"url: {SAMPLE.parent}/samples/"), "saving unchanged preferences changes nothing"
+    assert yaml_file.read_text(encoding="utf-8") == SAMPLE.read_text(encoding="utf-8").replace("url: samples/", f"url: {SAMPLE.parent}/samples/"), (
+        "saving unchanged preferences changes nothing"
+    )
 
     paused = Preferences(("hf-top",), (), "weekly", "friday", time(7, 30), "Europe/London", True)
     SubscriberFile(yaml_file).update("ada@example.org", paused, config.settings)
@@ -149,7 +148,14 @@ def test_preferences_form_refuses_regexes_unknown_zones_and_bad_times(yaml_file:
     good = {"topics": ["hf-top"], "keywords": "LoRA, tool use", "frequency": "weekly", "day": "friday", "send_at": "7:05", "timezone": "Asia/Tokyo"}
     prefs = check_preferences(config, good)
     assert prefs == Preferences(("hf-top",), ("LoRA", "tool use"), "weekly", "friday", time(7, 5), "Asia/Tokyo", False)
-    for bad in ({"keywords": "/(a+)+$/"}, {"timezone": "Mars/Olympus"}, {"send_at": "7pm"}, {"frequency": "hourly"}, {"keywords": "x" * 61}, {"topics": [], "keywords": ""}):
+    for bad in (
+        {"keywords": "/(a+)+$/"},
+        {"timezone": "Mars/Olympus"},
+        {"send_at": "7pm"},
+        {"frequency": "hourly"},
+        {"keywords": "x" * 61},
+        {"topics": [], "keywords": ""},
+    ):
         with pytest.raises(InvalidInput):
             check_preferences(config, {**good, **bad})
 
@@ -161,7 +167,13 @@ def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> 
     from newsletter.cli import cli
 
     with SMTPServer() as smtp:
-        env = {**smtp.env(), "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DB": str(tmp_path / "state.db"), "NEWSLETTER_CONFIG": str(yaml_file)}
+        env = {
+            **smtp.env(),
+            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+            "NEWSLETTER_SECRET_KEY": "k",
+            "NEWSLETTER_DB": str(tmp_path / "state.db"),
+            "NEWSLETTER_CONFIG": str(yaml_file),
+        }
         run = CliRunner().invoke
         sent = run(cli, ["subscribe", "new@example.com", "--topics", "hf-top,exoplanets"], env=env)
         assert sent.exit_code == 0, sent.output

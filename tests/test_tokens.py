@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itsdangerous import URLSafeTimedSerializer
 
-from newsletter import tokens
+from newsletter.mail import tokens
 
 
 def test_a_token_opens_only_for_its_purpose_and_secret() -> None:

@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
-from newsletter.papers import Paper
-from newsletter.topics import Marks, Matcher, Topic, _required_word, keyword_error, parse_keyword
+from newsletter.model.paper import Paper
+from newsletter.model.topics import (
+    Marks,
+    Matcher,
+    Topic,
+    _required_word,
+    keyword_error,
+    parse_keyword,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests/fixtures/arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml"
@@ -320,18 +327,13 @@ def test_explain_clauses() -> None:
         topic("a", any=["LoRA", "adapter*"], all=["vision", "title:vision"], none=["survey"], min_score=5, sources=["hf"]),
         topic("b", any=["author:Ada Lovelace", "category:cs.*"]),
     ]
-    p = paper(
-        "LoRA for vision", "A survey of LoRA adapters.", authors=("Ada Lovelace",), categories=("cs.CV",), sources=("arxiv",)
-    )
+    p = paper("LoRA for vision", "A survey of LoRA adapters.", authors=("Ada Lovelace",), categories=("cs.CV",), sources=("arxiv",))
     a, b = Matcher(topics).explain(p)
     assert not a.matched and b.matched
     clauses = {c.name: c for c in a.clauses}
     assert [(h.keyword, h.fields) for h in clauses["any"].hits] == [("LoRA", ("title", "abstract")), ("adapter*", ("abstract",))]
     assert clauses["all"].ok and not clauses["none"].ok and not clauses["min_score"].ok and not clauses["sources"].ok
-    assert (
-        str(a).split("  ", 2)[2].strip()
-        == 'none: "survey" in abstract; min_score: score unknown (0) < 5; sources: arxiv not in [hf]'
-    )
+    assert str(a).split("  ", 2)[2].strip() == 'none: "survey" in abstract; min_score: score unknown (0) < 5; sources: arxiv not in [hf]'
     assert str(b).endswith('any: "author:Ada Lovelace" in authors, "category:cs.*" in categories')
     missing = Matcher([topic("c", all=["LoRA", "diffusion", "GAN"])]).explain(p)[0]
     assert str(missing).endswith('all: missing "diffusion", "GAN"')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 
 from newsletter import config
 from newsletter.cli import cli
-from newsletter.digest import all_topics
-from newsletter.papers import Paper
-from newsletter.store import Store
+from newsletter.model.digest import all_topics
+from newsletter.model.paper import Paper
+from newsletter.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests/fixtures"
@@ -61,7 +61,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     with Store(path / "state.db") as store:
         old = Paper(id="2001.00001", title="An old paper on catastrophic forgetting", abstract="Continual learning, again.")
-        store.add_papers([old], now=datetime.now(timezone.utc) - timedelta(days=20))
+        store.add_papers([old], now=datetime.now(UTC) - timedelta(days=20))
     return path
 
 
@@ -73,7 +73,7 @@ def newsletter(workdir: Path, *args: str) -> Result:
 def test_try_counts_each_topic_like_the_reference_loop_and_marks_matched_words(workdir: Path) -> None:
     loaded = config.load(workdir / "subscribers.yaml")
     with Store(workdir / "state.db") as store:
-        recent = [s.paper for s in store.papers_seen_since(datetime.now(timezone.utc) - timedelta(days=7))]
+        recent = [s.paper for s in store.papers_seen_since(datetime.now(UTC) - timedelta(days=7))]
     oracle = _oracle()(all_topics(loaded))
     expected = dict.fromkeys(["agents", "continual", "exoplanets", "nothing", "keywords:ada@example.org"], 0)
     unmatched = 0
@@ -123,8 +123,7 @@ def test_explain_shows_every_topic_with_the_keywords_and_fields_that_decided(wor
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "2411.18320: Continual Learning in Machine Speech Chain Using Gradient Episodic Memory",
-        'agents                       no match  any: none of ["agent*", "tool use"] matched; '
-        'all: missing "/\\b(LLM|language model)s?\\b/"',
+        'agents                       no match  any: none of ["agent*", "tool use"] matched; all: missing "/\\b(LLM|language model)s?\\b/"',
         'continual                    MATCH     any: "continual learning" in title+abstract, "catastrophic forgetting" in abstract',
         'exoplanets                   no match  any: none of ["exoplanet*", "hot Jupiter*"] matched',
         'nothing                      no match  any: none of ["zzyzx"] matched',

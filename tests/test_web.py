@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -16,14 +16,15 @@ from httpserver import LocalHTTPServer
 from smtpserver import SMTPServer
 from starlette.testclient import TestClient
 
-from newsletter import environment, pipeline, tokens
+from newsletter import environment, pipeline
 from newsletter.cli import cli
-from newsletter.config import load
+from newsletter.config.load import load
 from newsletter.environment import Env
-from newsletter.papers import Paper
-from newsletter.store import Store
-from newsletter.subscriptions import Limits
-from newsletter.web import create_app
+from newsletter.mail import tokens
+from newsletter.model.paper import Paper
+from newsletter.storage.store import Store
+from newsletter.subscriptions.service import Limits
+from newsletter.web.app import create_app
 
 SECRET = "test-secret-key"
 
@@ -148,7 +149,7 @@ def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> N
     assert done.status_code == 200 and "You are subscribed" in done.text
     after = site.yaml()
     assert after.startswith(before), "the person's file is untouched: comments, quotes, order"
-    assert after[len(before):] == "  - email: new.reader@example.com\n    topics: [agents]\n    frequency: weekdays\n"
+    assert after[len(before) :] == "  - email: new.reader@example.com\n    topics: [agents]\n    frequency: weekdays\n"
     assert load(site.config_path).subscriber("new.reader@example.com") is not None
 
     welcome = site.mails_to("New.Reader@example.com")[-1]
@@ -167,11 +168,25 @@ def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> N
     assert prefs.status_code == 200 and "new.reader@example.com" in prefs.text
     saved = site.client.post(
         preferences,
-        data={"csrf": csrf(prefs.text), "topics": ["agents", "trending"], "keywords": "tool use", "frequency": "weekly", "day": "friday", "send_at": "18:15", "timezone": "Europe/Berlin"},
+        data={
+            "csrf": csrf(prefs.text),
+            "topics": ["agents", "trending"],
+            "keywords": "tool use",
+            "frequency": "weekly",
+            "day": "friday",
+            "send_at": "18:15",
+            "timezone": "Europe/Berlin",
+        },
     )
     assert saved.status_code == 200 and "Saved" in saved.text
     me = load(site.config_path).subscriber("new.reader@example.com")
-    assert me is not None and (me.topics, me.keywords, me.frequency, me.day, me.timezone) == (("agents", "trending"), ("tool use",), "weekly", "friday", "Europe/Berlin")
+    assert me is not None and (me.topics, me.keywords, me.frequency, me.day, me.timezone) == (
+        ("agents", "trending"),
+        ("tool use",),
+        "weekly",
+        "friday",
+        "Europe/Berlin",
+    )
     assert me.send_at.strftime("%H:%M") == "18:15"
     assert site.yaml().startswith(before), "editing preferences leaves everyone else's lines alone"
 
@@ -181,7 +196,9 @@ def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> N
     assert site.yaml() == before, "unsubscribing removes exactly what subscribing added"
 
     with Store(site.env.db) as store:
-        store.add_papers([Paper(id="2611.00001", title="A new LLM agent benchmark", abstract="An agent evaluation.", sources=("cs-ai",), published=datetime.now(timezone.utc))])
+        store.add_papers(
+            [Paper(id="2611.00001", title="A new LLM agent benchmark", abstract="An agent evaluation.", sources=("cs-ai",), published=datetime.now(UTC))]
+        )
     sent_before = len(site.smtp.messages)
     result = CliRunner().invoke(cli, ["send"], env=site.environ, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ from httpserver import LocalHTTPServer
 from smtpserver import SMTPServer, free_port
 from test_web import make_site
 
-from newsletter.config import load
+from newsletter.config.load import load
 
 playwright = pytest.importorskip("playwright.sync_api")
 

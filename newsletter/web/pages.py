@@ -1,4 +1,4 @@
-"""The subscription web app (`newsletter serve`): subscribe, confirm, preferences and unsubscribe pages, no JavaScript needed."""
+"""The pages: subscribe, confirm, preferences and unsubscribe, no JavaScript needed."""
 
 from __future__ import annotations
 
@@ -9,104 +9,57 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import subscriptions as subs
-from . import tokens
-from .config import FREQUENCIES, WEEKDAYS, ConfigError
-from .environment import Env
-from .mailer import DeliveryError, Transport, connection
-from .render import BUNDLED
-from .store import Store
+from newsletter.config.edit import SubscriberFile
+from newsletter.environment import Env
+from newsletter.errors import (
+    ConcurrentEdit,
+    ConfigError,
+    DeliveryError,
+    InvalidInput,
+    RateLimited,
+)
+from newsletter.mail import tokens
+from newsletter.mail.templates import environment
+from newsletter.mail.transports import Transport
+from newsletter.model.config import FREQUENCIES, WEEKDAYS
+from newsletter.model.signup import Preferences
+from newsletter.storage.store import Store
+from newsletter.subscriptions.forms import (
+    check_choice,
+    check_preferences,
+    normalise_email,
+    timezones,
+)
+from newsletter.subscriptions.optin import find_pending
+from newsletter.subscriptions.service import Limits, Service
 
 log = logging.getLogger("newsletter.web")
-
 CSRF_COOKIE = "newsletter_csrf"
 MAX_FIELDS = 500
-SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),  # the tokens in our URLs must not leak to other sites
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cache-control", b"no-store"),
-]
-
-
-class SecurityHeaders:
-    """ASGI middleware adding the same defensive headers to every response."""
-
-    def __init__(self, app: ASGIApp, https: bool) -> None:
-        self.app = app
-        self.extra = SECURITY_HEADERS + ([(b"strict-transport-security", b"max-age=31536000")] if https else [])
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [h for h in self.extra if h[0] not in present]
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-def create_app(
-    env: Env,
-    config_path: Path,
-    *,
-    limits: subs.Limits | None = None,
-    transport_factory: Callable[[], Transport] | None = None,
-) -> Starlette:
-    """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
-    if not env.secret_key:
-        raise ValueError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
-    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: connection(env)))
-    routes = [
-        Route("/", pages.subscribe_form, methods=["GET"]),
-        Route("/", pages.subscribe, methods=["POST"]),
-        Route("/confirm/{token}", pages.confirm_form, methods=["GET"]),
-        Route("/confirm/{token}", pages.confirm, methods=["POST"]),
-        Route("/preferences/{token}", pages.preferences_form, methods=["GET"]),
-        Route("/preferences/{token}", pages.preferences, methods=["POST"]),
-        Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
-        Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
-        Route("/style.css", pages.stylesheet, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes)
-    app.add_middleware(SecurityHeaders, https=env.base_url.startswith("https://"))
-    return app
 
 
 class Pages:
     """The request handlers; blocking work (SQLite, the YAML file, SMTP) runs in the thread pool."""
 
-    def __init__(self, env: Env, config_path: Path, secret: str, limits: subs.Limits, transport_factory: Callable[[], Transport]) -> None:
+    def __init__(self, env: Env, config_path: Path, secret: str, limits: Limits, transport_factory: Callable[[], Transport]) -> None:
         self.env = env
         self.config_path = config_path
         self.secret = secret
         self.limits = limits
         self.transport_factory = transport_factory
-        folders = ([env.templates] if env.templates else []) + [p for p in BUNDLED if p.is_dir()]
-        jinja = jinja2.Environment(loader=jinja2.FileSystemLoader([str(p) for p in folders]), autoescape=True, undefined=jinja2.StrictUndefined)
-        self.templates = Jinja2Templates(env=jinja)
+        self.templates = Jinja2Templates(env=environment(env.templates))
         self.secure_cookie = env.base_url.startswith("https://")
 
     @contextmanager
-    def service(self) -> Iterator[subs.Service]:
+    def service(self) -> Iterator[Service]:
         with Store(self.env.db) as store:
-            yield subs.Service(self.env, self.config_path, store, self.secret, self.transport_factory, self.limits)
+            yield Service(self.env, self.config_path, store, self.secret, self.transport_factory, self.limits)
 
     # rendering
 
@@ -122,10 +75,18 @@ class Pages:
 
     def unavailable(self, request: Request, exc: Exception) -> Response:
         log.error("subscription change failed: %s", exc)
-        return self.message(request, "Please try again later", "We could not complete that just now. Nothing was changed; please try again in a few minutes.", 503)
+        return self.message(
+            request, "Please try again later", "We could not complete that just now. Nothing was changed; please try again in a few minutes.", 503
+        )
 
     def invalid_link(self, request: Request) -> Response:
-        return self.message(request, "This link does not work", "It may have expired, been used already, or been cut off by your mail program. You can start again from the subscribe page.", 400, home=True)
+        return self.message(
+            request,
+            "This link does not work",
+            "It may have expired, been used already, or been cut off by your mail program. You can start again from the subscribe page.",
+            400,
+            home=True,
+        )
 
     async def form(self, request: Request) -> FormData | None:
         """The posted form if its CSRF token matches the cookie and it comes from our own pages; else None."""
@@ -147,7 +108,7 @@ class Pages:
 
     def _subscribe_page(self, request: Request, filled: dict[str, Any], error: str | None, status: int) -> Response:
         try:
-            config = subs.SubscriberFile(self.config_path).load()
+            config = SubscriberFile(self.config_path).load()
         except ConfigError as exc:
             return self.unavailable(request, exc)
         return self.page(request, "subscribe.html", status, topics=config.topics, frequencies=FREQUENCIES, filled=filled, error=error)
@@ -162,14 +123,14 @@ class Pages:
     def _subscribe(self, request: Request, form: FormData, ip: str) -> Response:
         filled = {"email": str(form.get("email", "")), "topics": form.getlist("topics"), "frequency": str(form.get("frequency", "daily"))}
         try:
-            config = subs.SubscriberFile(self.config_path).load()
-            email = subs.normalise_email(filled["email"])
-            choice = subs.check_choice(config, [str(t) for t in filled["topics"]], filled["frequency"])
+            config = SubscriberFile(self.config_path).load()
+            email = normalise_email(filled["email"])
+            choice = check_choice(config, [str(t) for t in filled["topics"]], filled["frequency"])
             with self.service() as service:
                 service.subscribe(email, choice, ip)
-        except subs.InvalidInput as exc:
+        except InvalidInput as exc:
             return self._subscribe_page(request, filled, str(exc), 400)
-        except subs.RateLimited:
+        except RateLimited:
             return self.message(request, "Too many attempts", "Please wait an hour before trying again.", 429)
         except (ConfigError, DeliveryError) as exc:
             return self.unavailable(request, exc)
@@ -186,11 +147,11 @@ class Pages:
 
     def _confirm_form(self, request: Request, token: str) -> Response:
         with self.service() as service:
-            pending = subs.find_pending(service.store, self.secret, token)
+            pending = find_pending(service.store, self.secret, token)
         if pending is None:
             return self.invalid_link(request)
         try:
-            config = subs.SubscriberFile(self.config_path).load()
+            config = SubscriberFile(self.config_path).load()
         except ConfigError as exc:
             return self.unavailable(request, exc)
         titles = [config.topics[t].title for t in pending.choice.topics if t in config.topics]
@@ -205,14 +166,19 @@ class Pages:
     def _confirm(self, request: Request, token: str) -> Response:
         try:
             with self.service() as service:
-                pending = subs.find_pending(service.store, self.secret, token)
+                pending = find_pending(service.store, self.secret, token)
                 subscriber = service.confirm(pending) if pending else None
-        except (ConfigError, DeliveryError, RuntimeError, TimeoutError) as exc:
+        except (ConfigError, DeliveryError, ConcurrentEdit, TimeoutError) as exc:
             return self.unavailable(request, exc)
         if subscriber is None:
             return self.invalid_link(request)
         preferences = f"/preferences/{tokens.sign(self.secret, tokens.PREFERENCES, subscriber.email)}"
-        return self.message(request, "You are subscribed", f"Welcome! {subscriber.email} will get the paper digest. A welcome mail with recent papers is on its way.", link=(preferences, "Change your preferences"))
+        return self.message(
+            request,
+            "You are subscribed",
+            f"Welcome! {subscriber.email} will get the paper digest. A welcome mail with recent papers is on its way.",
+            link=(preferences, "Change your preferences"),
+        )
 
     # preferences
 
@@ -229,7 +195,7 @@ class Pages:
         email = tokens.verify(self.secret, tokens.PREFERENCES, token)
         if email is None:
             return self.invalid_link(request)
-        file = subs.SubscriberFile(self.config_path)
+        file = SubscriberFile(self.config_path)
         try:
             config = file.load()
         except ConfigError as exc:
@@ -237,22 +203,32 @@ class Pages:
         subscriber = config.subscriber(email)
         if subscriber is None:
             return self.message(request, "Not subscribed", f"{email} is not subscribed (any more).", 404, home=True)
-        prefs, error, saved, status = subs.Preferences.of(subscriber), None, False, 200
+        prefs, error, saved, status = Preferences.of(subscriber), None, False, 200
         if form is not None:
             fields: dict[str, Any] = {k: form.get(k) for k in ("keywords", "frequency", "day", "send_at", "timezone", "paused")}
             fields["topics"] = form.getlist("topics")
             try:
-                prefs = subs.check_preferences(config, fields)
+                prefs = check_preferences(config, fields)
                 file.update(email, prefs, config.settings)
                 saved = True
-            except subs.InvalidInput as exc:
+            except InvalidInput as exc:
                 error, status = str(exc), 400
-            except (ConfigError, RuntimeError, TimeoutError) as exc:
+            except (ConfigError, ConcurrentEdit, TimeoutError) as exc:
                 return self.unavailable(request, exc)
         unsubscribe = f"/unsubscribe/{tokens.sign(self.secret, tokens.UNSUBSCRIBE, email)}"
         return self.page(
-            request, "preferences.html", status, email=subscriber.email, prefs=prefs, topics=config.topics, frequencies=FREQUENCIES,
-            weekdays=WEEKDAYS, timezones=subs.timezones(), error=error, saved=saved, unsubscribe=unsubscribe,
+            request,
+            "preferences.html",
+            status,
+            email=subscriber.email,
+            prefs=prefs,
+            topics=config.topics,
+            frequencies=FREQUENCIES,
+            weekdays=WEEKDAYS,
+            timezones=timezones(),
+            error=error,
+            saved=saved,
+            unsubscribe=unsubscribe,
         )
 
     # unsubscribe
@@ -279,7 +255,7 @@ class Pages:
             return PlainTextResponse("invalid unsubscribe link\n", status_code=400) if one_click else self.invalid_link(request)
         try:
             await run_in_threadpool(self._unsubscribe, email)
-        except (ConfigError, RuntimeError, TimeoutError) as exc:
+        except (ConfigError, ConcurrentEdit, TimeoutError) as exc:
             if one_click:
                 log.error("one-click unsubscribe of %s failed: %s", email, exc)
                 return PlainTextResponse("please try again later\n", status_code=503)
@@ -299,6 +275,6 @@ class Pages:
 
 def _load_or_none(path: Path) -> Any:
     try:
-        return subs.SubscriberFile(path).load()
+        return SubscriberFile(path).load()
     except ConfigError:
         return None

@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from newsletter import __version__
+from newsletter.__about__ import __version__
+from newsletter.errors import FetchError, NewsletterError
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CONTENT_TYPES = {
@@ -27,18 +28,10 @@ _CONTENT_TYPES = {
     ".atom": "application/atom+xml",
     ".json": "application/json",
 }
+
+
 _ALLOW_HINT = "(set settings.allow_private_network to allow)"
-
-
 _ERROR_BODY_LIMIT = 64 * 1024  # bytes of an HTTP error's body kept for the source to explain it
-
-
-class FetchError(Exception):
-    """A document could not be fetched; the message is a short reason fit to show an operator."""
-
-    def __init__(self, message: str, body: bytes = b"") -> None:
-        super().__init__(message)
-        self.body = body  # an HTTP 4xx's own body (at most 64 KiB): some services explain the error there
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,7 @@ def address_kind(address: str) -> str | None:
     return next((kind for kind, matches in checks if matches), None)
 
 
-class _Retry(Exception):
+class _Retry(NewsletterError):
     """This attempt failed in a way that another attempt might not (timeouts, 429, 5xx)."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
@@ -181,8 +174,7 @@ class Fetcher:
                 body=body,
                 content_type=response.headers.get("content-type"),
                 etag=response.headers.get("etag") or (request.etag if not_modified else None),
-                last_modified=response.headers.get("last-modified")
-                or (request.last_modified if not_modified else None),
+                last_modified=response.headers.get("last-modified") or (request.last_modified if not_modified else None),
                 not_modified=not_modified,
             )
         raise FetchError(f"too many redirects (more than {self._policy.max_redirects})")
@@ -256,10 +248,7 @@ class Fetcher:
         if status == 429 or status >= 500:
             retry_after = _parse_retry_after(response.headers.get("retry-after"))
             if retry_after is not None and retry_after > self._policy.max_retry_after:
-                raise FetchError(
-                    f"{reason}: server asked to retry after {retry_after:g} s"
-                    f" (more than {self._policy.max_retry_after:g} s)"
-                )
+                raise FetchError(f"{reason}: server asked to retry after {retry_after:g} s (more than {self._policy.max_retry_after:g} s)")
             raise _Retry(reason, retry_after)
         if not 200 <= status < 300:
             raise FetchError(reason, await _head(response, _ERROR_BODY_LIMIT))

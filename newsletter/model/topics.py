@@ -47,29 +47,34 @@ from dataclasses import dataclass
 
 import ahocorasick
 
-from .papers import Paper
+from newsletter.errors import KeywordError
+from newsletter.model.paper import Paper
 
 FIELDS = ("title", "abstract", "author", "category")
 TEXT_FIELDS = ("title", "abstract")
 CLAUSES = ("any", "all", "none")
-
 MAX_PHRASE_WORDS = 8  # a phrase compiles to up to 2 ** 9 automaton entries (see `_token_forms`)
-
 _SEP = "[\\s\\-\u2010\u2011]"  # a separator: whitespace, hyphen-minus, hyphen, non-breaking hyphen
 _SEP_RUN = _SEP + "*"
 _SEP_SPLIT = re.compile(_SEP + "+")
 _WORD = re.compile(r"\w+")
 _NONWORD = re.compile(r"\W")
 _PREFIX = re.compile(r"([A-Za-z_]+):")
+
+
 # ASCII text in one pass: capitals to lowercase, separators to a space, other non-word characters to NUL
-_ASCII_FOLD = bytes(
-    ord(" " if re.fullmatch(_SEP, chr(c)) else "\0" if _NONWORD.fullmatch(chr(c)) else chr(c).lower()) for c in range(128)
-) + bytes(range(128, 256))  # a bytes.translate table: several times faster than str.translate
+_ASCII_FOLD = bytes(ord(" " if re.fullmatch(_SEP, chr(c)) else "\0" if _NONWORD.fullmatch(chr(c)) else chr(c).lower()) for c in range(128)) + bytes(
+    range(128, 256)
+)  # a bytes.translate table: several times faster than str.translate
+
+
 _MARK = "\x80"  # between title and abstract in the automaton's text: not a word character, so in no form
 _SEP_RUNS = re.compile("   *")  # in token text: separators in a row (a literal start lets `re` skip ahead)
 _RUN = "  "  # an automaton key: separators in a row, after which phrases are looked for again (`Matcher._rescan`)
 _SEP_OTHER = re.compile("[^\\S ]|[\\-\u2010\u2011]")  # a separator other than a space
 _NONSEP = re.compile("[^\\w\\s\\-\u2010\u2011]")  # a non-word character that is no separator
+
+
 # characters by how often they start a word and how often they follow a letter in English text
 _INITIALS = {c: i for i, c in enumerate("taoiswcpfmbdrehlnugvkyjqzx")}
 _LETTERS = {c: i for i, c in enumerate(" etaoinsrhldcumfpgwybvkxjqz\0")}
@@ -117,10 +122,10 @@ class Keyword:
 
 
 def parse_keyword(text: str) -> Keyword:
-    """Read one keyword of a rule; raises ValueError with a short human message when it is not valid."""
+    """Read one keyword of a rule; raises KeywordError with a short human message when it is not valid."""
     body = text.strip()
     if not body:
-        raise ValueError("empty keyword")
+        raise KeywordError("empty keyword")
     field: str | None = None
     m = _PREFIX.match(body)
     if m:
@@ -128,48 +133,48 @@ def parse_keyword(text: str) -> Keyword:
         if name not in FIELDS:
             hint = difflib.get_close_matches(name, FIELDS, n=1)
             advice = f"did you mean '{hint[0]}:'?" if hint else f"known: {', '.join(f + ':' for f in FIELDS)}"
-            raise ValueError(f"unknown field '{m.group(0)}' ({advice}; quote the keyword to match a colon literally)")
+            raise KeywordError(f"unknown field '{m.group(0)}' ({advice}; quote the keyword to match a colon literally)")
         field = name
         body = body[m.end() :].strip()
         if not body:
-            raise ValueError(f"nothing after '{field}:'")
+            raise KeywordError(f"nothing after '{field}:'")
     if body.startswith("/"):
         if len(body) < 2 or not body.endswith("/"):
-            raise ValueError("a regex must be written /like this/")
+            raise KeywordError("a regex must be written /like this/")
         regex = body[1:-1]
         if not regex:
-            raise ValueError("empty regex //")
+            raise KeywordError("empty regex //")
         try:
             re.compile(regex, re.IGNORECASE)
         except re.error as e:
-            raise ValueError(f"invalid regex /{regex}/: {e}") from None
+            raise KeywordError(f"invalid regex /{regex}/: {e}") from None
         return Keyword(text, field, regex=regex)
     prefix = False
     if body.startswith('"'):
         if len(body) < 2 or not body.endswith('"'):
-            raise ValueError("unterminated quote")
+            raise KeywordError("unterminated quote")
         body = body[1:-1]
     else:
         if body.endswith("*"):
             prefix, body = True, body[:-1]
         if "*" in body:
-            raise ValueError("'*' is only allowed at the end of a keyword (use /regex/ for more)")
+            raise KeywordError("'*' is only allowed at the end of a keyword (use /regex/ for more)")
         if prefix and not body.strip():
-            raise ValueError("'*' alone would match everything")
+            raise KeywordError("'*' alone would match everything")
     if field in ("author", "category"):
         value = " ".join(body.split())
         if not value:
-            raise ValueError(f"nothing after '{field}:'")
+            raise KeywordError(f"nothing after '{field}:'")
         return Keyword(text, field, (value,), prefix)
     words = tuple(w for w in _SEP_SPLIT.split(body) if w)
     if not words:
-        raise ValueError("empty keyword")
+        raise KeywordError("empty keyword")
     if len(words) > MAX_PHRASE_WORDS:
-        raise ValueError(f"a phrase may have at most {MAX_PHRASE_WORDS} words (use /regex/ for longer ones)")
+        raise KeywordError(f"a phrase may have at most {MAX_PHRASE_WORDS} words (use /regex/ for longer ones)")
     if not any(_WORD.search(w) for w in words):
-        raise ValueError("a keyword needs a letter or digit (use /regex/ to match punctuation)")
+        raise KeywordError("a keyword needs a letter or digit (use /regex/ to match punctuation)")
     if prefix and not re.search(r"\w$", body):
-        raise ValueError("'*' must directly follow a letter or digit")
+        raise KeywordError("'*' must directly follow a letter or digit")
     return Keyword(text, field, words, prefix)
 
 
@@ -177,7 +182,7 @@ def keyword_error(keyword: str) -> str | None:
     """Lets the config loader report a bad keyword precisely instead of failing later: None when valid."""
     try:
         parse_keyword(keyword)
-    except ValueError as e:
+    except KeywordError as e:
         return str(e)
     return None
 
@@ -371,7 +376,7 @@ class Matcher:
     _HOT, _KEYWORDS = 0, 1  # layouts of found bits (see the class doc)
 
     def __init__(self, topics: Sequence[Topic]) -> None:
-        """Compile every rule; raises ValueError naming each invalid keyword and its topic."""
+        """Compile every rule; raises KeywordError naming each invalid keyword and its topic."""
         self._topics = list(topics)
         self._keywords: list[Keyword] = []
         self._text_ids: dict[str, int] = {}  # keyword as written -> id
@@ -383,7 +388,7 @@ class Matcher:
             for text in getattr(topic, clause):
                 try:
                     kw = parse_keyword(text)
-                except ValueError as e:
+                except KeywordError as e:
                     errors.append(f"topic '{topic.name}', {clause}: '{text}': {e}")
                     continue
                 if kw.key not in ids:
@@ -395,7 +400,7 @@ class Matcher:
 
         clauses = [[compile_clause(topic, c) for c in CLAUSES] for topic in self._topics]
         if errors:
-            raise ValueError("invalid topic keywords:\n  " + "\n  ".join(errors))
+            raise KeywordError("invalid topic keywords:\n  " + "\n  ".join(errors))
         self._index = {topic.name: topic for topic in self._topics}
         self._names = [topic.name for topic in self._topics]
 

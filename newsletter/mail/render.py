@@ -5,43 +5,43 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import textwrap
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from cachetools import LRUCache
-import nh3
 from markupsafe import Markup, escape
 from premailer import Premailer
 
-from .digest import Digest, Entry
-from .papers import Paper
+from newsletter.errors import RenderError
+from newsletter.mail.filters import (
+    authors,
+    format_day,
+    highlight,
+    mark_text,
+    paper_links,
+    snippet,
+    source_label,
+    wrap,
+)
+from newsletter.mail.templates import environment, is_html
+from newsletter.model.digest import Digest, Entry, shrink
 
-BUNDLED = [Path(__file__).parent / "templates", Path(__file__).parent.parent / "templates"]
 TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a digest is rendered from (base.html via digest.html)
-ABSTRACT_CHARS = 420
-MAX_AUTHORS = 4
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
-MAX_URL_CHARS = 500  # longer links are dropped: they would only break lines and layouts
 MIME_LINE_BYTES = 500  # longest line of a rendered part; SMTP allows 998, the rest is room for reader values
-# What may survive of feed text inside HTML: our own <mark> and simple inline markup, links only http(s).
-ALLOWED_TAGS = {"mark", "b", "i", "em", "strong", "sub", "sup", "code", "a"}
-
 MAX_NAME_CHARS = 64
+
+
 # Distinct digests kept rendered: shared topic selections hit it; personal keywords make most digests unique,
 # and then a bound keeps a 10,000-reader send from holding every rendered mail in memory at once.
 CACHED_DIGESTS = 256
+
+
 # Paper cards kept rendered (HTML inlined, and text): the same top papers recur in most digests of a send.
 CACHED_CARDS = 4096
-
-
-class RenderError(Exception):
-    """A template is missing or broken; the message names the template and line."""
 
 
 @dataclass(frozen=True)
@@ -121,14 +121,7 @@ class Renderer:
     def __init__(self, base_url: str, templates: Path | None = None, max_html_bytes: int = MAX_HTML_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_html_bytes = max_html_bytes
-        folders = ([templates] if templates else []) + [p for p in BUNDLED if p.is_dir()]
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(p) for p in folders]),
-            autoescape=_is_html,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.env = environment(templates)
         self.env.filters.update(highlight=highlight, snippet=snippet, authors=authors, wrap=wrap, mark_text=mark_text, day=format_day)
         self.env.globals.update(paper_links=paper_links, source_label=source_label)
         self.placeholders = Placeholders.fresh()
@@ -190,11 +183,6 @@ class Renderer:
         return rendered.placeholders.fill(rendered.html, reader), rendered.placeholders.fill(rendered.text, reader)
 
 
-def _is_html(name: str | None) -> bool:
-    """Every template but the .txt ones is HTML: escaped when rendered, and inlined."""
-    return not (name or "").endswith(".txt")
-
-
 class _Cards:
     """The paper cards of one render: those an earlier digest rendered and inlined are reused, new ones are
     rendered into this digest, inlined with it, and kept for the next.
@@ -213,7 +201,7 @@ class _Cards:
         """What a template's `card(name, entry)` puts in the page."""
         key = (name, entry.key)
         done = self.renderer._cards.get(key)
-        if not _is_html(name):
+        if not is_html(name):
             if done is None:
                 done = self.renderer._cards[key] = self.renderer.template(name).render(entry=entry, paper=entry.paper)
             return done
@@ -303,120 +291,6 @@ def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:
 def mime_size(html: str) -> int:
     """Bytes of the HTML part as the mailer sends it: 8bit UTF-8 with CRLF line ends."""
     return len(html.encode("utf-8")) + html.count("\n")
-
-
-def shrink(digest: Digest, keep: int) -> Digest:
-    """The digest with only `keep` papers, cut proportionally across topics (each keeps at least its best one).
-
-    Sections are already ranked, so the tail of each goes; the ids cut join Section.cut, which makes the
-    template say "…and N more" and keeps them counted as delivered (Digest.covered_ids).
-    """
-    sizes = [len(s.entries) for s in digest.sections]
-    total = sum(sizes)
-    if keep >= total:
-        return digest
-    quotas = [max(1, size * keep // total) for size in sizes]
-    # Hand out what flooring left over, largest remainder first, never beyond a section's size.
-    order = sorted(range(len(sizes)), key=lambda i: -(sizes[i] * keep % total))
-    spare = keep - sum(quotas)
-    for i in order:
-        if spare <= 0:
-            break
-        if quotas[i] < sizes[i]:
-            quotas[i] += 1
-            spare -= 1
-    sections = tuple(
-        replace(s, entries=s.entries[:q], cut=tuple(e.paper.id for e in s.entries[q:]) + s.cut)
-        for s, q in zip(digest.sections, quotas)
-    )
-    return replace(digest, sections=sections)
-
-
-def highlight(text: str, spans: Sequence[tuple[int, int]], limit: int | None = None) -> Markup:
-    """Escape text and wrap matched spans in <mark>, optionally cut as a snippet first; nh3 has the last word."""
-    return sanitise("".join(f"<mark>{escape(part)}</mark>" if marked else str(escape(part)) for part, marked in _marked(text, spans, limit)))
-
-
-def sanitise(markup: str) -> Markup:
-    """Allow-list HTML from anywhere near a feed: unknown tags and attributes go, links stay http(s) only."""
-    return Markup(nh3.clean(markup, tags=ALLOWED_TAGS, attributes={"a": {"href"}}, url_schemes={"http", "https"}, link_rel="noopener"))
-
-
-def mark_text(text: str, spans: Sequence[tuple[int, int]], limit: int | None = None) -> str:
-    """Plain-text counterpart of highlight: matched words as *word*."""
-    return "".join(f"*{part}*" if marked else part for part, marked in _marked(text, spans, limit))
-
-
-def _marked(text: str, spans: Sequence[tuple[int, int]], limit: int | None) -> list[tuple[str, bool]]:
-    """The (snippet of the) text as pieces, each flagged when a matcher span covers it; spans past the cut are dropped."""
-    cut = snippet(text, limit) if limit else text
-    end_of_cut = len(cut.rstrip("…"))
-    pieces: list[tuple[str, bool]] = []
-    pos = 0
-    for start, end in spans:
-        if start < pos or end > end_of_cut:
-            continue
-        pieces += [(cut[pos:start], False), (cut[start:end], True)]
-        pos = end
-    pieces.append((cut[pos:], False))
-    return pieces
-
-
-def snippet(text: str, limit: int = ABSTRACT_CHARS) -> str:
-    """Cut at the last sentence end before the limit, else at a word boundary, with an ellipsis.
-
-    Only cut, never reflowed: the matcher's spans index the original text, and must still fit the snippet.
-    """
-    if len(text) <= limit:
-        return text
-    head = text[:limit]
-    sentence = max(head.rfind(end + gap) for end in ".?!" for gap in " \n")
-    if sentence >= limit // 2:
-        return head[: sentence + 1]
-    space = max(head.rfind(" "), head.rfind("\n"))
-    return (head[:space] if space > 0 else head).rstrip(",;:") + "…"
-
-
-def authors(names: Sequence[str], limit: int = MAX_AUTHORS) -> str:
-    """First few authors, then et al."""
-    if len(names) <= limit:
-        return ", ".join(names)
-    return ", ".join(names[:limit]) + " et al."
-
-
-def wrap(text: str, width: int = 76, indent: str = "") -> str:
-    """Wrap plain text for a terminal, keeping long URLs whole."""
-    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
-
-
-def format_day(value: date | datetime | None) -> str:
-    """25 Nov 2026: unambiguous in every locale."""
-    return value.strftime("%-d %b %Y") if value else ""
-
-
-def source_label(paper: Paper) -> str:
-    """Where a paper came from, readably: arXiv and Hugging Face by name, other feeds by their source name."""
-    labels = []
-    if _ARXIV_ID.match(paper.id):
-        labels.append("arXiv")
-    if paper.links.get("hf") or paper.score is not None:
-        labels.append("Hugging Face")
-    if not labels:
-        labels.extend(paper.sources)
-    return " · ".join(labels)
-
-
-def paper_links(paper: Paper) -> list[tuple[str, str]]:
-    """Labelled http(s) links for a paper, in reading order."""
-    labels = [("abstract", "Abstract"), ("pdf", "PDF"), ("code", "Code"), ("project", "Project"), ("hf", "Hugging Face"), ("doi", "DOI")]
-    return [(label, paper.links[key]) for key, label in labels if _safe_url(paper.links.get(key))]
-
-
-_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})$")
-
-
-def _safe_url(url: str | None) -> bool:
-    return bool(url) and len(url or "") <= MAX_URL_CHARS and re.match(r"^https?://[^\s<>\"']+$", url or "") is not None
 
 
 def _where(exc: jinja2.TemplateError) -> str:

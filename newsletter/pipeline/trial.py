@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .digest import rank
-from .papers import Paper
-from .render import mark_text
-from .topics import Matcher, Topic
+from newsletter.mail.filters import mark_text
+from newsletter.model.digest import rank
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Matcher, Topic
 
 SAMPLES = 3  # papers shown per topic (and of those no topic takes)
 
@@ -54,9 +54,7 @@ def run_trial(
     shown = [t for t in topics if only is None or t.name == only]
     return Trial(
         total=total,
-        topics=tuple(
-            TopicTrial(t, labels.get(t.name, t.name), len(taken[t.name]), tuple(sorted(taken[t.name], key=rank)[:samples])) for t in shown
-        ),
+        topics=tuple(TopicTrial(t, labels.get(t.name, t.name), len(taken[t.name]), tuple(sorted(taken[t.name], key=rank)[:samples])) for t in shown),
         unmatched=len(unmatched),
         unmatched_samples=tuple(sorted(unmatched, key=rank)[:samples]),
         complete=only is None,

@@ -1,190 +1,34 @@
-"""Loading and validating subscribers.yaml, so every mistake is reported at once with file:line:col before anything runs."""
+"""Walking the YAML tree once: every problem collected with its path, the dataclasses built."""
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError
-from ruamel.yaml.nodes import MappingNode, Node
 
-from .sources import SOURCE_TYPES, Source
-from .topics import Topic, keyword_error
+from newsletter.errors import Problem
+from newsletter.model.config import (
+    FREQUENCIES,
+    SOURCE_TYPES,
+    WEEKDAYS,
+    Config,
+    Settings,
+    Source,
+    Subscriber,
+)
+from newsletter.model.topics import Topic, keyword_error
 
-FREQUENCIES = ("daily", "weekdays", "weekly")
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-KEYWORDS_TOPIC = "keywords"  # section key of a subscriber's personal keywords
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Installation-wide defaults from the `settings:` block."""
-
-    timezone: str = "UTC"
-    send_at: time = time(7, 0)
-    max_papers_per_topic: int = 10
-    horizon_days: int = 7
-    allow_private_network: bool = False
-    catch_up_hours: int = 12  # `run`: a slot missed while down is still sent if this recent
-    fetch_every: int = 60  # `run`: minutes between fetches of hf_daily and feed sources
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    """One reader and what they want to read."""
-
-    email: str
-    name: str = ""
-    topics: tuple[str, ...] = ()
-    keywords: tuple[str, ...] = ()
-    min_score: int = 0
-    max_papers: int | None = None  # cap on the whole digest
-    frequency: str = "daily"
-    day: str = "monday"  # for weekly
-    send_at: time = time(7, 0)
-    timezone: str = "UTC"
-    paused: bool = False
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated subscribers.yaml."""
-
-    path: Path
-    settings: Settings
-    sources: tuple[Source, ...]
-    topics: dict[str, Topic]
-    subscribers: tuple[Subscriber, ...]
-
-    def subscriber(self, email: str) -> Subscriber | None:
-        """Find a subscriber by address, ignoring case."""
-        wanted = email.strip().lower()
-        return next((s for s in self.subscribers if s.email.lower() == wanted), None)
-
-    def personal_topic(self, subscriber: Subscriber) -> Topic | None:
-        """The subscriber's own keywords as a topic of their own, shown as its own section."""
-        if not subscriber.keywords:
-            return None
-        return Topic(name=f"{KEYWORDS_TOPIC}:{subscriber.email.lower()}", title="Your keywords", any=subscriber.keywords)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in the file, located as an editor would show it (1-based)."""
-
-    file: str
-    line: int
-    column: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
-
-
-class ConfigError(Exception):
-    """Raised with every problem found, never just the first."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def default_path(explicit: str | Path | None, environ: dict[str, str]) -> Path:
-    """--config, else $NEWSLETTER_CONFIG, else ./subscribers.yaml."""
-    return Path(explicit or environ.get("NEWSLETTER_CONFIG") or "subscribers.yaml")
-
-
-def load(path: Path) -> Config:
-    """Read and validate the file; raise ConfigError listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
-    return parse(text, str(path))
-
-
-def parse(text: str, filename: str) -> Config:
-    """Validate YAML text, raising ConfigError with every problem in file order; the filename is used in messages and to resolve relative source paths."""
-    yaml = YAML(typ="rt")
-    yaml.Constructor = _Constructor
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {exc.problem or exc.context}")]) from exc
-    checker = _Checker(filename)
-    paths = _paths(data, "")
-    for dup in yaml.constructor.duplicates:
-        parent = paths.get(id(dup.mapping), "")
-        message = f"duplicate {'topic' if parent == 'topics' else 'key'} '{dup.key}' (first at line {dup.first}; this one is ignored)"
-        checker.problems.append(Problem(filename, dup.line, dup.column, _join(parent, dup.key), message))
-    config = checker.config(data, Path(filename))
-    if checker.problems:
-        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.column)))
-    assert config is not None
-    return config
-
-
-@dataclass(frozen=True)
-class _Duplicate:
-    """A key given twice in one mapping; YAML would silently keep one, so it is a problem to report."""
-
-    mapping: CommentedMap
-    key: Any
-    line: int
-    column: int
-    first: int  # line of the first occurrence
-
-
-class _Constructor(RoundTripConstructor):
-    """ruamel's round-trip constructor, but collecting every duplicate key (keeping the first) instead of
-    stopping at the first one, so duplicates are reported with their path alongside all other problems."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.duplicates: list[_Duplicate] = []
-
-    def check_mapping_key(self, node: MappingNode, key_node: Node, mapping: Any, key: Any, value: Any) -> bool:
-        if key not in mapping:
-            return True
-        same = (k.start_mark.line + 1 for k, _ in node.value if k is not key_node and getattr(k, "value", None) == key_node.value)
-        mark = key_node.start_mark
-        self.duplicates.append(_Duplicate(mapping, key, mark.line + 1, mark.column + 1, next(same, node.start_mark.line + 1)))
-        return False
-
-
-def _paths(node: Any, path: str) -> dict[int, str]:
-    """The path of every mapping and list in the tree, by object identity."""
-    if isinstance(node, CommentedMap):
-        children = [(_join(path, key), value) for key, value in node.items()]
-    elif isinstance(node, CommentedSeq):
-        children = [(f"{path}[{i}]", value) for i, value in enumerate(node)]
-    else:
-        return {}
-    out = {id(node): path}
-    for child_path, child in children:
-        out.update(_paths(child, child_path))
-    return out
-
-
-class _Checker:
+class Checker:
     """Walks the YAML tree once, collecting problems and building the dataclasses."""
 
     def __init__(self, filename: str) -> None:
@@ -207,7 +51,7 @@ class _Checker:
             if k not in allowed:
                 hint = difflib.get_close_matches(str(k), allowed, n=1)
                 extra = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
-                self.problem(node, k, _join(path, k), f"unknown key '{k}'{extra}")
+                self.problem(node, k, join_path(path, k), f"unknown key '{k}'{extra}")
         return node
 
     def value(self, node: CommentedMap, key: str, path: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -216,10 +60,10 @@ class _Checker:
             return default
         value = node[key]
         if isinstance(value, bool) and kind is not bool and not (isinstance(kind, tuple) and bool in kind):
-            self.problem(node, key, _join(path, key), f"expected {_name(kind)}, got a boolean")
+            self.problem(node, key, join_path(path, key), f"expected {_name(kind)}, got a boolean")
             return default
         if not isinstance(value, kind):
-            self.problem(node, key, _join(path, key), f"expected {_name(kind)}, got {_kind(value)}")
+            self.problem(node, key, join_path(path, key), f"expected {_name(kind)}, got {_kind(value)}")
             return default
         return value
 
@@ -227,7 +71,7 @@ class _Checker:
         """A whole number no smaller than minimum."""
         value = self.value(node, key, path, int, default)
         if isinstance(value, int) and value is not default and value < minimum:
-            self.problem(node, key, _join(path, key), f"must be at least {minimum}, got {value}")
+            self.problem(node, key, join_path(path, key), f"must be at least {minimum}, got {value}")
             return default
         return value
 
@@ -237,7 +81,7 @@ class _Checker:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
-            self.problem(node, key, _join(path, key), f"expected seconds, more than 0 and at most 3600, got {value!r}")
+            self.problem(node, key, join_path(path, key), f"expected seconds, more than 0 and at most 3600, got {value!r}")
             return None
         return float(value)
 
@@ -248,11 +92,11 @@ class _Checker:
             return ()
         value = node[key]
         if isinstance(value, str):
-            items = [(value, node, key, _join(path, key))]
+            items = [(value, node, key, join_path(path, key))]
         elif isinstance(value, CommentedSeq):
-            items = [(item, value, i, f"{_join(path, key)}[{i}]") for i, item in enumerate(value)]
+            items = [(item, value, i, f"{join_path(path, key)}[{i}]") for i, item in enumerate(value)]
         else:
-            self.problem(node, key, _join(path, key), f"expected a list of strings, got {_kind(value)}")
+            self.problem(node, key, join_path(path, key), f"expected a list of strings, got {_kind(value)}")
             return ()
         out = []
         for item, parent, index, item_path in items:
@@ -289,7 +133,7 @@ class _Checker:
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            self.problem(node, key, _join(path, key), f"unknown timezone '{name}' (use an IANA name such as Europe/London)")
+            self.problem(node, key, join_path(path, key), f"unknown timezone '{name}' (use an IANA name such as Europe/London)")
             return default
         return name
 
@@ -301,7 +145,7 @@ class _Checker:
         match = _SEND_AT.match(raw) if isinstance(raw, str) else None
         if not match:
             hint = ' (write it quoted, e.g. "07:30")' if not isinstance(raw, str) else " (expected HH:MM, 24-hour)"
-            self.problem(node, key, _join(path, key), f"bad send_at {raw!r}{hint}")
+            self.problem(node, key, join_path(path, key), f"bad send_at {raw!r}{hint}")
             return default
         return time(int(match.group(1)), int(match.group(2)))
 
@@ -380,7 +224,7 @@ class _Checker:
             self.broken_topics = None
             return out
         for name, body in node.items():
-            path = _join("topics", name)
+            path = join_path("topics", name)
             m = self.mapping(body, node, name, path, keys)
             if m is None:
                 assert self.broken_topics is not None
@@ -486,7 +330,7 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
     return f"unknown {kind} '{name}'{extra}"
 
 
-def _join(path: str, key: Any) -> str:
+def join_path(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
@@ -510,34 +354,3 @@ def _name(kind: type | tuple[type, ...]) -> str:
     names: dict[type, str] = {str: "text", int: "a whole number", bool: "true or false", float: "a number"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-
-class ConfigWatcher:
-    """Lets a long-running process pick up edits to subscribers.yaml: a changed file that validates replaces
-    the config; an invalid edit is reported once and the last good config keeps working."""
-
-    def __init__(self, path: Path, config: Config) -> None:
-        self.path = path
-        self.config = config  # the last good config
-        self._seen = _fingerprint(path)
-
-    def poll(self) -> list[Problem] | None:
-        """Reload if the file's content changed: None when unchanged, [] when reloaded, else the edit's problems."""
-        seen = _fingerprint(self.path)
-        if seen == self._seen:
-            return None
-        self._seen = seen
-        try:
-            self.config = load(self.path)
-        except ConfigError as exc:
-            return exc.problems
-        return []
-
-
-def _fingerprint(path: Path) -> bytes | None:
-    """A digest of the file's content (None when unreadable): content, not mtime, so quick successive edits all count."""
-    try:
-        return hashlib.sha256(path.read_bytes()).digest()
-    except OSError:
-        return None

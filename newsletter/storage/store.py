@@ -7,11 +7,11 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from .papers import Paper, merge
+from newsletter.model.paper import Paper, merge
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS papers (
@@ -134,7 +134,7 @@ class StoredPaper:
 
 def utcnow() -> datetime:
     """The one clock the store uses, timezone-aware."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Store:
@@ -337,7 +337,9 @@ class Store:
         now_s = (now or utcnow()).isoformat()
         key = subscriber.lower()
         with self.transaction() as db:
-            db.execute("UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?", (reply, now_s, edition, key))
+            db.execute(
+                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?", (reply, now_s, edition, key)
+            )
             if not hard:
                 return False
             row = db.execute(
@@ -354,12 +356,16 @@ class Store:
     def paused(self) -> dict[str, PausedReader]:
         """Subscribers paused after consecutive hard failures, by lower-cased address."""
         rows = self.db.execute("SELECT * FROM readers WHERE paused_at IS NOT NULL ORDER BY subscriber")
-        return {r["subscriber"]: PausedReader(r["subscriber"], r["consecutive_failures"], r["last_failure"], datetime.fromisoformat(r["paused_at"])) for r in rows}
+        return {
+            r["subscriber"]: PausedReader(r["subscriber"], r["consecutive_failures"], r["last_failure"], datetime.fromisoformat(r["paused_at"])) for r in rows
+        }
 
     def resume(self, subscriber: str) -> bool:
         """Lift a pause (after the address was fixed); False if the subscriber was not paused."""
         with self.transaction() as db:
-            cur = db.execute("UPDATE readers SET paused_at = NULL, consecutive_failures = 0 WHERE subscriber = ? AND paused_at IS NOT NULL", (subscriber.lower(),))
+            cur = db.execute(
+                "UPDATE readers SET paused_at = NULL, consecutive_failures = 0 WHERE subscriber = ? AND paused_at IS NOT NULL", (subscriber.lower(),)
+            )
             return cur.rowcount == 1
 
     def recover_interrupted(self, limit: int = 3, now: datetime | None = None) -> int:
@@ -402,7 +408,7 @@ class Store:
                 "INSERT INTO schedule (subscriber, slot, outcome, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(subscriber) DO UPDATE SET slot = excluded.slot, outcome = excluded.outcome, updated = excluded.updated "
                 "WHERE excluded.slot > schedule.slot",
-                (subscriber.lower(), slot.astimezone(timezone.utc).isoformat(), outcome, (now or utcnow()).isoformat()),
+                (subscriber.lower(), slot.astimezone(UTC).isoformat(), outcome, (now or utcnow()).isoformat()),
             )
 
     # installation-wide values

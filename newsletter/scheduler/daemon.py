@@ -1,9 +1,4 @@
-"""`newsletter run`: when each subscriber's digest is due, in their own timezone, and the daemon that sends it.
-
-The slot arithmetic at the top is pure (dates and zones in, UTC instants out) so DST and catch-up rules are tested
-without waiting. The `Daemon` below wires it to APScheduler: fetch jobs, a tick that sends every subscriber due as
-one batch per slot, a config watcher, and a clean stop on SIGTERM/SIGINT.
-"""
+"""The daemon: fetch timers, send ticks, config reloads, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,120 +7,29 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import FrameType
-from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import config as config_mod
-from . import pipeline
-from .config import WEEKDAYS, Config, Subscriber
-from .environment import Env
-from .mailer import transport as make_transport
-from .store import Store, utcnow
+from newsletter import config as config_mod
+from newsletter import pipeline
+from newsletter.environment import Env
+from newsletter.mail.pool import transport as make_transport
+from newsletter.model.config import Config, Subscriber
+from newsletter.scheduler.slots import decide, edition_for
+from newsletter.storage.store import Store, utcnow
 
 log = logging.getLogger("newsletter.scheduler")
-
 ARXIV_TYPES = ("arxiv_rss", "arxiv_api")
+
+
 # arXiv announces Sunday to Thursday at 20:00 US Eastern; its feeds carry the new listing shortly after midnight there.
 ARXIV_FETCH = {"day_of_week": "mon-fri", "hour": 0, "minute": 30, "timezone": "America/New_York"}
 WATCH_SECONDS = 2.0  # how often subscribers.yaml is checked for edits
-SCAN_DAYS = 8  # a weekly subscriber has a slot within any 8 consecutive local days
-
-
-# slot arithmetic (pure)
-
-
-def slot_on(subscriber: Subscriber, day: date) -> datetime | None:
-    """The UTC instant of the subscriber's send on this local date, or None when their frequency skips the day.
-
-    A local time that does not exist (clocks spring forward over it) sends at the first instant after the gap;
-    a local time that happens twice (clocks fall back) sends once, at its first occurrence.
-    """
-    weekday = day.weekday()
-    if subscriber.frequency == "weekdays" and weekday >= 5:
-        return None
-    if subscriber.frequency == "weekly" and WEEKDAYS[weekday] != subscriber.day:
-        return None
-    zone = ZoneInfo(subscriber.timezone)
-    wall = datetime.combine(day, subscriber.send_at)
-    while not _exists(wall, zone):
-        wall += timedelta(minutes=1)
-    return wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
-
-
-def _exists(wall: datetime, zone: ZoneInfo) -> bool:
-    """Whether this wall-clock time happens at all in the zone (it does not inside a spring-forward gap)."""
-    there = wall.replace(tzinfo=zone).astimezone(timezone.utc).astimezone(zone)
-    return there.replace(tzinfo=None) == wall
-
-
-def _local_days(subscriber: Subscriber, around: datetime, before: int, after: int) -> Iterable[date]:
-    today = around.astimezone(ZoneInfo(subscriber.timezone)).date()
-    return (today + timedelta(days=n) for n in range(-before, after + 1))
-
-
-def next_slot(subscriber: Subscriber, after: datetime) -> datetime:
-    """The first slot strictly after `after`."""
-    for day in _local_days(subscriber, after, 1, SCAN_DAYS):
-        slot = slot_on(subscriber, day)
-        if slot is not None and slot > after:
-            return slot
-    raise AssertionError(f"no slot within {SCAN_DAYS} days for {subscriber.email}")  # every frequency has one
-
-
-def latest_slot(subscriber: Subscriber, now: datetime) -> datetime | None:
-    """The most recent slot at or before `now` (within the last SCAN_DAYS days)."""
-    slots = [s for day in _local_days(subscriber, now, SCAN_DAYS, 1) if (s := slot_on(subscriber, day)) is not None and s <= now]
-    return max(slots, default=None)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the tick does about one subscriber now: send the slot's digest, or record it as missed."""
-
-    subscriber: Subscriber
-    slot: datetime
-    action: str  # "send" | "missed"
-
-
-def decide(subscriber: Subscriber, now: datetime, handled: datetime | None, grace: timedelta, missed: bool = False) -> Decision | None:
-    """Due when the latest slot is not handled yet; older unhandled slots collapse into it (one catch-up, never a burst).
-
-    A slot that passed longer ago than `grace` (the daemon was down) is only recorded as missed: its papers are not
-    lost, they wait for the next slot, since a digest holds everything not yet sent. A reader who moves their
-    send time later on a day their digest already went out (`handled` that day, and not `missed`) gets the next
-    one on the next day: one digest a local day at most.
-    """
-    if subscriber.paused:
-        return None
-    slot = latest_slot(subscriber, now)
-    if slot is None or (handled is not None and slot <= handled):
-        return None
-    if handled is not None and not missed and _local_day(handled, subscriber) == _local_day(slot, subscriber):
-        return None
-    return Decision(subscriber, slot, "send" if now - slot <= grace else "missed")
-
-
-def _local_day(instant: datetime, subscriber: Subscriber) -> date:
-    return instant.astimezone(ZoneInfo(subscriber.timezone)).date()
-
-
-def edition_for(slot: datetime) -> str:
-    """The ledger's edition name for a slot: one row per subscriber and slot, so a restart never sends the slot twice."""
-    return f"slot-{slot.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}"
-
-
-def next_sends(config: Config, store: Store, now: datetime) -> list[tuple[Subscriber, datetime | None, tuple[datetime, str] | None]]:
-    """For `newsletter status`: each subscriber's next send (None when paused) and last handled slot."""
-    handled = store.handled_slots()
-    return [(s, None if s.paused else next_slot(s, now), handled.get(s.email.lower())) for s in config.subscribers]
 
 
 # the daemon
@@ -154,7 +58,7 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=timezone.utc,
+            timezone=UTC,
         )
 
     def run(self) -> int:
@@ -165,7 +69,7 @@ class Daemon:
         self.fetch(None)  # a restart's catch-up digests should hold what was published meanwhile
         if not self.stopping.is_set():
             self._schedule_fetches()
-            self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds), id="tick", executor="send", next_run_time=datetime.now(timezone.utc))
+            self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds), id="tick", executor="send", next_run_time=datetime.now(UTC))
             self.scheduler.add_job(self.watch, IntervalTrigger(seconds=min(WATCH_SECONDS, self.tick_seconds)), id="watch")
             self.scheduler.start()
             self.stopping.wait()
@@ -225,7 +129,12 @@ class Daemon:
                         continue
                     if decision.action == "missed":
                         store.record_slot(subscriber.email, decision.slot, "missed", now)
-                        (log.warning if last else log.debug)("%s: slot %s passed more than %d h ago; its papers wait for the next slot", subscriber.email, edition_for(decision.slot), config.settings.catch_up_hours)
+                        (log.warning if last else log.debug)(
+                            "%s: slot %s passed more than %d h ago; its papers wait for the next slot",
+                            subscriber.email,
+                            edition_for(decision.slot),
+                            config.settings.catch_up_hours,
+                        )
                         continue
                     batches.setdefault(decision.slot, []).append(subscriber)
                 for slot, subscribers in sorted(batches.items(), key=lambda item: item[0]):
@@ -241,7 +150,14 @@ class Daemon:
         edition = edition_for(slot)
         try:
             report = pipeline.send(
-                config, self.env, store, make_transport(self.env), now=self.clock.now(), edition=edition, subscribers=subscribers, should_stop=self.stopping.is_set
+                config,
+                self.env,
+                store,
+                make_transport(self.env),
+                now=self.clock.now(),
+                edition=edition,
+                subscribers=subscribers,
+                should_stop=self.stopping.is_set,
             )
         except RuntimeError as exc:  # another `newsletter send` holds the lock: try again next tick
             log.warning("%s: %s", edition, exc)
@@ -276,4 +192,3 @@ class Daemon:
             added = tuple(s.name for s in fresh.sources if s not in old.sources)
             if added:
                 self.scheduler.add_job(self.fetch, args=[added], executor="fetch")  # now, not at the next timer
-

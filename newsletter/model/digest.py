@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from functools import cached_property
 
-from .config import Config, Subscriber
-from .papers import Paper
-from .topics import Marks, Matcher, Topic
+from newsletter.model.config import Config, Subscriber
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Marks, Matcher, Topic
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -143,3 +143,29 @@ def compose(
 def rank(paper: Paper) -> tuple[int, float, str]:
     """Sort key within a topic: highest score first, then newest, then id for a stable order."""
     return (-(paper.score or 0), -(paper.published or _EPOCH).timestamp(), paper.id)
+
+
+def shrink(digest: Digest, keep: int) -> Digest:
+    """The digest with only `keep` papers, cut proportionally across topics (each keeps at least its best one).
+
+    Sections are already ranked, so the tail of each goes; the ids cut join Section.cut, which makes the
+    template say "…and N more" and keeps them counted as delivered (Digest.covered_ids).
+    """
+    sizes = [len(s.entries) for s in digest.sections]
+    total = sum(sizes)
+    if keep >= total:
+        return digest
+    quotas = [max(1, size * keep // total) for size in sizes]
+    # Hand out what flooring left over, largest remainder first, never beyond a section's size.
+    order = sorted(range(len(sizes)), key=lambda i: -(sizes[i] * keep % total))
+    spare = keep - sum(quotas)
+    for i in order:
+        if spare <= 0:
+            break
+        if quotas[i] < sizes[i]:
+            quotas[i] += 1
+            spare -= 1
+    sections = tuple(
+        replace(s, entries=s.entries[:q], cut=tuple(e.paper.id for e in s.entries[q:]) + s.cut) for s, q in zip(digest.sections, quotas, strict=True)
+    )
+    return replace(digest, sections=sections)

@@ -1,0 +1,98 @@
+"""Reading subscribers.yaml with positions, so every mistake is reported at once with file:line:col."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node
+
+from newsletter.config.checks import Checker, join_path
+from newsletter.errors import ConfigError, Problem
+from newsletter.model.config import Config
+
+
+def default_path(explicit: str | Path | None, environ: dict[str, str]) -> Path:
+    """--config, else $NEWSLETTER_CONFIG, else ./subscribers.yaml."""
+    return Path(explicit or environ.get("NEWSLETTER_CONFIG") or "subscribers.yaml")
+
+
+def load(path: Path) -> Config:
+    """Read and validate the file; raise ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    return parse(text, str(path))
+
+
+def parse(text: str, filename: str) -> Config:
+    """Validate YAML text, raising ConfigError with every problem in file order; the filename is used in messages and to resolve relative source paths."""
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {exc.problem or exc.context}")]) from exc
+    checker = Checker(filename)
+    paths = _paths(data, "")
+    for dup in yaml.constructor.duplicates:
+        parent = paths.get(id(dup.mapping), "")
+        message = f"duplicate {'topic' if parent == 'topics' else 'key'} '{dup.key}' (first at line {dup.first}; this one is ignored)"
+        checker.problems.append(Problem(filename, dup.line, dup.column, join_path(parent, dup.key), message))
+    config = checker.config(data, Path(filename))
+    if checker.problems:
+        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.column)))
+    assert config is not None
+    return config
+
+
+@dataclass(frozen=True)
+class _Duplicate:
+    """A key given twice in one mapping; YAML would silently keep one, so it is a problem to report."""
+
+    mapping: CommentedMap
+    key: Any
+    line: int
+    column: int
+    first: int  # line of the first occurrence
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, but collecting every duplicate key (keeping the first) instead of
+    stopping at the first one, so duplicates are reported with their path alongside all other problems."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.duplicates: list[_Duplicate] = []
+
+    def check_mapping_key(self, node: MappingNode, key_node: Node, mapping: Any, key: Any, value: Any) -> bool:
+        if key not in mapping:
+            return True
+        same = (k.start_mark.line + 1 for k, _ in node.value if k is not key_node and getattr(k, "value", None) == key_node.value)
+        mark = key_node.start_mark
+        self.duplicates.append(_Duplicate(mapping, key, mark.line + 1, mark.column + 1, next(same, node.start_mark.line + 1)))
+        return False
+
+
+def _paths(node: Any, path: str) -> dict[int, str]:
+    """The path of every mapping and list in the tree, by object identity."""
+    if isinstance(node, CommentedMap):
+        children = [(join_path(path, key), value) for key, value in node.items()]
+    elif isinstance(node, CommentedSeq):
+        children = [(f"{path}[{i}]", value) for i, value in enumerate(node)]
+    else:
+        return {}
+    out = {id(node): path}
+    for child_path, child in children:
+        out.update(_paths(child, child_path))
+    return out

@@ -1,0 +1,1 @@
+"""From the network to Paper records: polite fetching, then one reader per source type."""

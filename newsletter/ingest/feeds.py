@@ -1,0 +1,142 @@
+"""Any RSS 0.9x/1.0/2.0 or Atom feed through feedparser, and the Paper built from one entry."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import feedparser
+from feedparser import FeedParserDict
+
+from newsletter.errors import SourceError
+from newsletter.ingest.fields import (
+    HTML_TYPES,
+    entry_date,
+    fold_space,
+    plain_text,
+    split_authors,
+    unique,
+)
+from newsletter.ingest.ids import (
+    arxiv_links,
+    canonical_id,
+    http_url,
+    normalize_doi,
+    parse_arxiv_id,
+)
+from newsletter.model.config import Source
+from newsletter.model.paper import Paper
+
+# Warnings about a document feedparser still parsed as well-formed XML: a recognised feed with
+# no entries and only these complaints is an empty feed, not a broken one.
+_HARMLESS_BOZO = (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
+
+
+def read_feed(body: bytes, url: str, content_type: str | None) -> FeedParserDict:
+    """feedparser's reading of the bytes; SourceError when they are not a feed at all.
+
+    The bytes go in as a stream: feedparser opens a bytes/str argument as a local file path when
+    one exists by that name, which a hostile server must never be able to trigger. feedparser's
+    HTML sanitiser and URI resolver are off because they rewrite text (they turn "$a<b$" into
+    tags); plain_text strips markup itself.
+    """
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    try:
+        doc = feedparser.parse(io.BytesIO(body), response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # feedparser on hostile input: whatever it raises, the document is unusable
+        raise SourceError(f"not a feed: {type(exc).__name__}: {exc}") from exc
+    problem = doc.get("bozo_exception")
+    if doc.get("bozo") and not doc.entries and not (doc.get("version") and isinstance(problem, _HARMLESS_BOZO)):
+        raise SourceError(f"not a feed: {type(problem).__name__}: {problem}" if problem else "not a feed")
+    return doc
+
+
+def _detail_is_html(entry: FeedParserDict, key: str) -> bool:
+    """Whether feedparser saw the entry's `key` field declared as HTML."""
+    detail = entry.get(f"{key}_detail") or {}
+    return str(detail.get("type") or "").lower() in HTML_TYPES
+
+
+def entry_tags(entry: FeedParserDict) -> tuple[str, ...]:
+    """The entry's category terms as plain text."""
+    return unique(plain_text(tag.get("term")) for tag in entry.get("tags") or [] if isinstance(tag, dict))
+
+
+def feed_papers(source: Source, doc: FeedParserDict) -> Iterator[Paper]:
+    """Papers from any RSS 0.9x/1.0/2.0 or Atom feed (journals, bioRxiv, PubMed, digests)."""
+    for entry in doc.entries:
+        guid, link = entry.get("id"), entry.get("link")
+        entry_links = [item for item in entry.get("links") or [] if isinstance(item, dict)]
+        hrefs = [item.get("href") for item in entry_links]
+        pdf = next((item.get("href") for item in entry_links if item.get("type") == "application/pdf"), None)
+        found = next(filter(None, map(parse_arxiv_id, (guid, link, *hrefs))), None)
+        doi_fields = (entry.get("prism_doi"), entry.get("dc_identifier"), guid, link, *hrefs)
+        doi = next(filter(None, map(normalize_doi, doi_fields)), None)
+        texts = [(entry.get("summary"), _detail_is_html(entry, "summary"))]
+        texts += [(c.get("value"), str(c.get("type") or "").lower() in HTML_TYPES) for c in entry.get("content") or []]
+        abstracts = [plain_text(value, html=is_html, paragraphs=True) for value, is_html in texts]
+        raw_authors = [a.get("name") for a in entry.get("authors") or [] if isinstance(a, dict)] or [entry.get("author")]
+        paper = entry_paper(
+            source,
+            found=found,
+            candidates=(guid, link),
+            doi=doi,
+            title=plain_text(entry.get("title"), html=_detail_is_html(entry, "title")),
+            abstract=max(abstracts, key=len),
+            authors=[name for raw in raw_authors for name in split_authors(raw)],
+            categories=entry_tags(entry),
+            link=link,
+            published=entry_date(entry),
+            pdf=pdf,
+        )
+        if paper:
+            yield paper
+
+
+def entry_paper(
+    source: Source,
+    *,
+    found: tuple[str, int | None] | None,
+    candidates: tuple[Any, ...],
+    doi: str | None,
+    title: str,
+    abstract: str,
+    authors: Iterable[str],
+    categories: Iterable[str],
+    link: Any,
+    published: datetime | None,
+    announce_type: str | None = None,
+    journal_ref: str | None = None,
+    pdf: Any = None,
+) -> Paper | None:
+    """Assemble one Paper with its canonical id and links; None when the entry names nothing at all."""
+    ids = [fold_space(c) for c in candidates if isinstance(c, str)]
+    paper_id = found[0] if found else canonical_id(ids, doi)
+    if not paper_id:
+        if not title:
+            return None
+        paper_id = f"title:{title.casefold()}"
+    links = {key: url for key, url in (("abstract", http_url(link)), ("pdf", http_url(pdf))) if url}
+    if found:
+        links = arxiv_links(found[0])
+    if doi:
+        links["doi"] = f"https://doi.org/{quote(doi, safe='/:;()._-')}"
+    return Paper(
+        id=paper_id,
+        title=title,
+        abstract=abstract,
+        authors=unique(authors),
+        categories=tuple(categories),
+        links=links,
+        published=published,
+        sources=(source.name,),
+        version=found[1] if found else None,
+        announce_type=announce_type,
+        doi=doi,
+        journal_ref=journal_ref,
+    )

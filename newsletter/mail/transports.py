@@ -1,0 +1,182 @@
+"""One way out for messages: an SMTP connection (TLS never dropped to plaintext) or the local outbox."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from newsletter.environment import Env
+from newsletter.errors import DeliveryError, NewsletterError
+from newsletter.mail.message import Letter, seven_bit
+from newsletter.mail.signing import Signer
+
+
+class Transport(Protocol):
+    """One way out for messages, used by one thread at a time: an SMTP connection or a folder."""
+
+    def send(self, letter: Letter) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Outbox:
+    """Writes each message as an .eml file, atomically, for the demo and for people without SMTP."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, letter: Letter) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in letter.recipient)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(letter.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        n = 1
+        final = self.folder / f"{stamp}-{safe}.eml"
+        while True:  # link, not rename, so an existing file is never overwritten
+            try:
+                os.link(tmp, final)
+                break
+            except FileExistsError:
+                n += 1
+                final = self.folder / f"{stamp}-{safe}-{n}.eml"
+        os.unlink(tmp)
+        return f"written {final}"
+
+    def close(self) -> None:
+        return None
+
+
+class Smtp:
+    """One reused SMTP connection; TLS when asked is never dropped to plaintext, and certificates are checked."""
+
+    def __init__(self, env: Env) -> None:
+        assert env.smtp_host
+        self.env = env
+        self.signer = Signer.from_env(env)  # to sign again what a server without 8BITMIME needs re-encoded
+        self._conn: smtplib.SMTP | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.env.smtp_tls_verify:  # SMTP_TLS_VERIFY=false: an explicit choice for a self-signed test server
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect(self) -> smtplib.SMTP:
+        env = self.env
+        where = f"{env.smtp_host}:{env.smtp_port}"
+        try:
+            conn: smtplib.SMTP
+            if env.smtp_security == "ssl":
+                conn = smtplib.SMTP_SSL(env.smtp_host or "", env.smtp_port, timeout=env.smtp_timeout, context=self._context())
+            else:
+                conn = smtplib.SMTP(env.smtp_host or "", env.smtp_port, timeout=env.smtp_timeout)
+            conn.ehlo()
+            if env.smtp_security == "starttls":
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise DeliveryError(f"{where} does not offer STARTTLS; refusing to send in plaintext", temporary=False, server=True)
+                conn.starttls(context=self._context())
+                conn.ehlo()
+            if env.smtp_username:
+                conn.login(env.smtp_username, env.smtp_password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(f"login refused by {where}: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", temporary=False, server=True) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(
+                f"TLS certificate of {where} not trusted: {exc.verify_message} (SMTP_TLS_VERIFY=false accepts it, for a test server only)",
+                temporary=False,
+                server=True,
+            ) from exc
+        except ssl.SSLError as exc:
+            raise DeliveryError(f"TLS with {where} failed: {exc}", temporary=False, server=True) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"{where} refused the session: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", temporary=exc.smtp_code < 500, server=True
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"cannot connect to {where}: {exc}", temporary=True, server=True) from exc
+        return conn
+
+    def send(self, letter: Letter) -> str:
+        """One SMTP transaction; a connection found dead before DATA is replaced once, since nothing can have been accepted."""
+        fresh = self._conn is None
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            return self._transact(self._conn, letter)
+        except _Stale:
+            self.close()
+            if fresh:
+                raise DeliveryError("connection lost before the message was sent", temporary=True) from None
+            self._conn = self._connect()
+            try:
+                return self._transact(self._conn, letter)
+            except _Stale:
+                self.close()
+                raise DeliveryError("connection lost before the message was sent", temporary=True) from None
+
+    def _transact(self, conn: smtplib.SMTP, letter: Letter) -> str:
+        eight_bit = conn.has_extn("8bitmime")
+        data = letter.data if eight_bit or letter.data.isascii() else seven_bit(letter.data, self.signer)
+        try:
+            code, text = conn.mail(letter.sender, ["BODY=8BITMIME"] if eight_bit else [])
+            if code == 250:
+                code, text = conn.rcpt(letter.recipient)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise _Stale from exc
+        if code not in (250, 251):
+            self._after_refusal(conn, code)
+            raise DeliveryError(_reply(code, text), temporary=code < 500)
+        try:
+            code, text = conn.data(data)
+        except smtplib.SMTPDataError as exc:
+            self._after_refusal(conn, exc.smtp_code)
+            raise DeliveryError(_reply(exc.smtp_code, exc.smtp_error), temporary=exc.smtp_code < 500) from exc
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.close()
+            raise DeliveryError(f"connection lost while sending: {exc}", temporary=True) from exc
+        if code != 250:
+            self._after_refusal(conn, code)
+            raise DeliveryError(_reply(code, text), temporary=code < 500)
+        return _reply(code, text)
+
+    def _after_refusal(self, conn: smtplib.SMTP, code: int) -> None:
+        """421 (or -1, a dead socket) ends the session; anything else resets it for the next message."""
+        if code in (421, -1):
+            self.close()
+            return
+        try:
+            conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (OSError, smtplib.SMTPException):
+                self._conn.close()
+            self._conn = None
+
+
+class _Stale(NewsletterError):
+    """The connection died before the message's DATA began: nothing was handed over."""
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    return f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
+
+
+def connection(env: Env) -> Transport:
+    """One way out for a single message (a confirmation, a welcome): SMTP when SMTP_HOST is set, else the outbox."""
+    return Smtp(env) if env.smtp_host else Outbox(env.outbox)

@@ -1,0 +1,84 @@
+"""What subscribers.yaml describes, once checked: settings, sources, topics and subscribers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+
+from newsletter.model.topics import Topic
+
+FREQUENCIES = ("daily", "weekdays", "weekly")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+KEYWORDS_TOPIC = "keywords"  # section key of a subscriber's personal keywords
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Installation-wide defaults from the `settings:` block."""
+
+    timezone: str = "UTC"
+    send_at: time = time(7, 0)
+    max_papers_per_topic: int = 10
+    horizon_days: int = 7
+    allow_private_network: bool = False
+    catch_up_hours: int = 12  # `run`: a slot missed while down is still sent if this recent
+    fetch_every: int = 60  # `run`: minutes between fetches of hf_daily and feed sources
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One reader and what they want to read."""
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    min_score: int = 0
+    max_papers: int | None = None  # cap on the whole digest
+    frequency: str = "daily"
+    day: str = "monday"  # for weekly
+    send_at: time = time(7, 0)
+    timezone: str = "UTC"
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated subscribers.yaml."""
+
+    path: Path
+    settings: Settings
+    sources: tuple[Source, ...]
+    topics: dict[str, Topic]
+    subscribers: tuple[Subscriber, ...]
+
+    def subscriber(self, email: str) -> Subscriber | None:
+        """Find a subscriber by address, ignoring case."""
+        wanted = email.strip().lower()
+        return next((s for s in self.subscribers if s.email.lower() == wanted), None)
+
+    def personal_topic(self, subscriber: Subscriber) -> Topic | None:
+        """The subscriber's own keywords as a topic of their own, shown as its own section."""
+        if not subscriber.keywords:
+            return None
+        return Topic(name=f"{KEYWORDS_TOPIC}:{subscriber.email.lower()}", title="Your keywords", any=subscriber.keywords)
+
+
+SOURCE_TYPES: tuple[str, ...] = ("hf_daily", "arxiv_rss", "arxiv_api", "feed")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One configured source: where to fetch and how to read what comes back."""
+
+    name: str
+    type: str  # hf_daily | arxiv_rss | arxiv_api | feed
+    url: str | None = None  # overrides the default URL; for feed it is required
+    categories: tuple[str, ...] = ()  # arxiv_rss
+    announce_types: tuple[str, ...] = ("new", "cross")  # arxiv_rss
+    query: str | None = None  # arxiv_api
+    max_results: int = 100  # arxiv_api
+    days: int = 1  # hf_daily
+    replace: bool = False  # a new version (v2) of an already-sent paper is news again (arxiv_rss reads replace entries too)
+    timeout: float | None = None  # seconds per HTTP exchange; None: the fetch policy's default

@@ -1,0 +1,205 @@
+"""The main thread's side of the SMTP pool: claims ledger rows, hands them out, records every answer."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.headerregistry import Address
+
+from cachetools import LRUCache
+
+from newsletter.environment import Env
+from newsletter.mail.message import Headers, Letter, Stationery
+from newsletter.mail.pool import Job, Pool, Result
+from newsletter.mail.render import CACHED_DIGESTS, Renderer
+from newsletter.mail.signing import Signer
+from newsletter.model.config import Subscriber
+from newsletter.model.digest import Digest
+from newsletter.pipeline.planning import reader_for
+from newsletter.pipeline.report import Outcome, SendReport
+from newsletter.storage.store import Store
+
+log = logging.getLogger("newsletter")
+RETRIES_IN_RUN = 2  # after the first try, a temporarily refused row is tried this many more times in the same run
+SERVER_DOWN_AFTER = 20  # sessions refused in a row (cannot connect, 421 at greeting) before a run stops claiming rows
+
+
+@dataclass
+class _Row:
+    """A claimed ledger row and its ready message, while the pool has it."""
+
+    edition: str
+    subscriber: Subscriber
+    papers: int
+    letter: Letter
+    attempts: int = 0
+    tries: int = 0  # in this run
+
+
+@dataclass
+class Letters:
+    """Turns a digest into the personalised, sealed message for one subscriber."""
+
+    env: Env
+    renderer: Renderer
+    secret: str
+    signer: Signer | None = field(init=False)
+    stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
+
+    def __post_init__(self) -> None:
+        self.signer = Signer.from_env(self.env)
+
+    def make(self, subscriber: Subscriber, digest: Digest) -> Letter:
+        rendered = self.renderer.render(digest)
+        key = digest.key
+        stationery = self.stationery.get(key)
+        if stationery is None:
+            stationery = self.stationery[key] = Stationery(
+                self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names
+            )
+        reader = reader_for(subscriber, self.secret)
+        headers = Headers(
+            to=_address(subscriber),
+            subject=rendered.subject,
+            unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
+            list_id=self.env.list_id,
+            unsubscribe_mailto=self.env.unsubscribe_mailto,
+        )
+        return stationery.letter(headers, rendered.placeholders.values(reader), self.signer)
+
+
+class Courier:
+    """The main thread's side of the pool: claims rows, hands them out, and writes every answer to the ledger.
+
+    SQLite is touched from this thread only, so each ledger change stays one short transaction on one
+    connection and the workers never wait on the database or on each other's locks.
+    """
+
+    def __init__(self, env: Env, store: Store, pool: Pool, report: SendReport, letters: Letters, should_stop: Callable[[], bool]) -> None:
+        self.env = env
+        self.should_stop = should_stop
+        self.store = store
+        self.pool = pool
+        self.report = report
+        self.letters = letters
+        self.in_flight = 0
+        self.retries: list[tuple[float, int, _Row]] = []  # heap of (due, tiebreak, row)
+        self.unreachable = 0  # server-side temporary errors since the server last answered about a reader
+
+    @property
+    def running(self) -> bool:
+        """False once asked to stop, or once the server refused the session for good (TLS, login): claim no more rows."""
+        return self.report.error is None and not self.should_stop()
+
+    def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None, plan: datetime | None = None) -> None:
+        """Send one row: an existing one, or with `plan` a new row for this digest, recorded and claimed in one transaction."""
+        if digest is None:
+            if self.store.claim(edition, subscriber.email) is not None:
+                reply = "nothing left to send: the papers are no longer stored"
+                self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
+                self.report.add(Outcome(subscriber.email, 0, "failed", reply))
+            return
+        row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
+        self._dispatch(row, None if plan is None else (digest.covered_ids, plan))
+
+    def finish(self) -> None:
+        """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""
+        while self.in_flight or self.retries:
+            if self.retries and self.retries[0][0] <= time.monotonic():
+                self._dispatch(heapq.heappop(self.retries)[2])
+                continue
+            wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
+            self._collect(wait if self.in_flight else None, sleep=wait)
+
+    def close(self) -> None:
+        """Stop the workers and record what they finished, so no row is left in `sending` by an error here."""
+        self.pool.close()
+        while self.in_flight and (result := self.pool.get(0)) is not None:
+            self._record(result)
+        for _, _, row in self.retries:
+            self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
+        self.retries = []
+
+    def _dispatch(self, row: _Row, plan: tuple[list[str], datetime] | None = None) -> None:
+        """Claim a row (first try or retry) only once a connection is free and its answer recorded, so a crash leaves at most `pool.size` rows in `sending`."""
+        while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
+            self._collect(None)
+        if not self.running:
+            if row.tries:  # refused earlier in this run: it ends deferred; an untried row just waits for the next run
+                self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
+            return
+        with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
+            # a new row (`plan`: its papers and planning time) is recorded and claimed together; False: this edition already has one
+            planned = plan is None or self.store.plan_delivery(row.edition, row.subscriber.email, *plan)
+            claimed = planned and self._claim(row)
+        if claimed:
+            self.pool.put(Job(row, row.letter))
+        self._collect(0)
+
+    def _claim(self, row: _Row) -> bool:
+        """Move the row to `sending` and count it in flight; False (and nothing to send) when the row is not claimable."""
+        attempts = self.store.claim(row.edition, row.subscriber.email)
+        if attempts is None:
+            return False
+        row.attempts = attempts
+        row.tries += 1
+        self.in_flight += 1
+        return True
+
+    def _collect(self, timeout: float | None, sleep: float = 0.0) -> None:
+        """Record every available answer, waiting up to `timeout` for the first (None: until one comes)."""
+        if timeout is None and not self.in_flight:
+            time.sleep(sleep)
+            return
+        results = []
+        result = self.pool.get(timeout)
+        while result is not None:
+            results.append(result)
+            result = self.pool.get(0)
+        with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
+            for result in results:
+                self._record(result)
+
+    def _record(self, result: Result) -> None:
+        self.in_flight -= 1
+        row = result.job.tag
+        assert isinstance(row, _Row)
+        email, error = row.subscriber.email, result.error
+        self.unreachable = self.unreachable + 1 if error is not None and error.server else 0
+        if self.unreachable >= SERVER_DOWN_AFTER and self.running:
+            self.report.error = f"the server kept refusing the session ({self.unreachable} times in a row); stopped until the next run: {result.reply}"
+        if error is None:
+            self.store.mark_sent(row.edition, email, row.letter.message_id, result.reply)
+            self._outcome(row, "sent", result.reply)
+        elif error.server and not error.temporary:
+            self.store.mark_deferred(row.edition, email, error.reply, counted=False)
+            self.report.error = self.report.error or error.reply
+            self._outcome(row, "deferred", error.reply)
+        elif error.temporary:
+            self.store.mark_deferred(row.edition, email, error.reply, counted=not error.server)
+            if not error.server and row.attempts >= self.env.smtp_max_attempts:
+                reply = f"gave up after {row.attempts} attempts: {error.reply}"
+                self.store.mark_failed(row.edition, email, reply, hard=False, pause_after=self.env.pause_after_failures)
+                self._outcome(row, "failed", reply)
+            elif row.tries <= RETRIES_IN_RUN and self.running:
+                due = time.monotonic() + self.env.smtp_retry_delay * 2 ** (row.tries - 1)
+                heapq.heappush(self.retries, (due, id(row), row))
+            else:
+                self._outcome(row, "deferred", error.reply)
+        else:
+            paused = self.store.mark_failed(row.edition, email, error.reply, hard=True, pause_after=self.env.pause_after_failures)
+            detail = error.reply + (f"; subscriber paused after {self.env.pause_after_failures} hard refusals in a row" if paused else "")
+            self._outcome(row, "failed", detail)
+
+    def _outcome(self, row: _Row, status: str, detail: str) -> None:
+        self.report.add(Outcome(row.subscriber.email, row.papers, status, detail))
+        log.log(logging.INFO if status == "sent" else logging.WARNING, "%s %s: %s", status, row.subscriber.email, detail)
+
+
+def _address(subscriber: Subscriber) -> Address:
+    local, _, domain = subscriber.email.rpartition("@")
+    return Address(display_name=subscriber.name, username=local, domain=domain)

@@ -1,0 +1,71 @@
+"""Which papers each subscriber is owed now, matched once for everyone."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from newsletter.environment import Env
+from newsletter.mail import tokens
+from newsletter.mail.render import Reader
+from newsletter.model.config import Config, Subscriber
+from newsletter.model.digest import Digest, all_topics, compose, match_all
+from newsletter.model.paper import Paper
+from newsletter.model.topics import Matcher
+from newsletter.storage.store import Store
+
+# sending
+
+
+def secret_key(env: Env, store: Store) -> str:
+    """NEWSLETTER_SECRET_KEY, or for the local outbox a key made once and kept in the database."""
+    if env.secret_key:
+        return env.secret_key
+    key = store.meta("secret_key")
+    if key is None:
+        key = secrets.token_urlsafe(32)
+        store.set_meta("secret_key", key)
+    return key
+
+
+def reader_for(subscriber: Subscriber, secret: str) -> Reader:
+    """What personalises one subscriber's digest: their name and their signed unsubscribe and preferences links."""
+    return Reader(
+        email=subscriber.email,
+        name=subscriber.name,
+        unsubscribe_token=tokens.sign(secret, tokens.UNSUBSCRIBE, subscriber.email),
+        preferences_token=tokens.sign(secret, tokens.PREFERENCES, subscriber.email),
+    )
+
+
+@dataclass
+class Planner:
+    """Matches stored papers once and composes each subscriber's digest from the shared result."""
+
+    config: Config
+    store: Store
+    now: datetime
+    matcher: Matcher = field(init=False)
+    papers: list[Paper] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = Matcher(all_topics(self.config))
+        since = self.now - timedelta(days=self.config.settings.horizon_days)
+        self.papers = [sp.paper for sp in self.store.papers_seen_since(since)]
+        self.matches = match_all(self.matcher, self.papers)
+
+    def today(self, subscriber: Subscriber) -> datetime:
+        return self.now.astimezone(ZoneInfo(subscriber.timezone))
+
+    def next_digest(self, subscriber: Subscriber) -> Digest | None:
+        """Every matching paper within the horizon that this subscriber has not been sent."""
+        sent = self.store.sent_paper_ids(subscriber.email)
+        return compose(self.config, subscriber, self.matcher, self.papers, self.matches, sent, self.today(subscriber).date())
+
+    def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
+        """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""
+        papers = self.store.papers_by_id(paper_ids)
+        matches = {**self.matches, **match_all(self.matcher, (p for p in papers if p.id not in self.matches))}
+        return compose(self.config, subscriber, self.matcher, papers, matches, set(), self.today(subscriber).date())

@@ -1,0 +1,45 @@
+"""What a send did, digest by digest: enough to print and to choose the exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from newsletter.pipeline.fetching import SourceResult
+from newsletter.storage.store import PausedReader
+
+
+@dataclass
+class Outcome:
+    """What happened to one subscriber's digest in a send."""
+
+    email: str
+    papers: int
+    status: str  # sent, deferred, failed, dry-run
+    detail: str = ""
+
+
+@dataclass
+class SendReport:
+    """The result of `newsletter send`, enough to print and to choose the exit code."""
+
+    fetched: list[SourceResult] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    uncertain: int = 0  # rows found interrupted in `sending` and sent once more
+    paused: list[PausedReader] = field(default_factory=list)
+    error: str | None = None  # the server refused the session for good; the run stopped early
+    on_outcome: Callable[[Outcome], None] | None = None  # e.g. a progress line on a terminal
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one digest's fate and tell whoever is watching."""
+        self.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        """2 when some deliveries did not go through, per the contract."""
+        return 2 if self.count("failed") or self.count("deferred") or self.error else 0

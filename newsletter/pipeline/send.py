@@ -1,0 +1,100 @@
+"""One send: unfinished ledger rows first, then this edition's new digests, one sender per database."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from newsletter.environment import Env
+from newsletter.errors import SendInProgress
+from newsletter.mail.pool import Pool
+from newsletter.mail.render import Renderer
+from newsletter.model.config import Config, Subscriber
+from newsletter.pipeline.courier import Courier, Letters
+from newsletter.pipeline.planning import Planner, secret_key
+from newsletter.pipeline.report import Outcome, SendReport
+from newsletter.storage.store import Store, utcnow
+
+log = logging.getLogger("newsletter")
+
+
+def send(
+    config: Config,
+    env: Env,
+    store: Store,
+    transport: Pool,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    only: str | None = None,
+    renderer: Renderer | None = None,
+    edition: str | None = None,
+    subscribers: Sequence[Subscriber] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> SendReport:
+    """Deliver every active subscriber's digest through the ledger; papers are marked sent only once accepted.
+
+    Unfinished rows from earlier runs go first (each exactly once), then this edition's new rows. `edition`
+    names the slot (a scheduler passes one per slot, so a restart in the same slot never sends a second digest
+    for it; default: one per call), `subscribers` narrows who is mailed, and `should_stop` is checked between messages.
+    """
+    now = now or utcnow()
+    report = SendReport(on_outcome=on_outcome)
+    renderer = renderer or Renderer(env.base_url, env.templates)
+    planner = Planner(config, store, now)
+    secret = secret_key(env, store)
+    edition = edition or f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    chosen = [s for s in (config.subscribers if subscribers is None else subscribers) if not s.paused and (only is None or s.email.lower() == only.lower())]
+    with _lock(store.path):
+        paused = store.paused()
+        report.paused = [paused[s.email.lower()] for s in chosen if s.email.lower() in paused]
+        active = [s for s in chosen if s.email.lower() not in paused]
+        if dry_run:
+            for subscriber in active:
+                digest = planner.next_digest(subscriber)
+                if digest is not None:
+                    report.add(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
+            return report
+        report.uncertain = store.recover_interrupted(now=now)
+        courier = Courier(env, store, transport, report, Letters(env, renderer, secret), should_stop)
+        try:
+            wanted = {s.email.lower(): s for s in active}
+            present = {s.email.lower() for s in config.subscribers}
+            for row in store.deliveries(("pending", "deferred")):
+                if row["subscriber"] not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
+                    store.mark_failed(row["edition"], row["subscriber"], "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
+                    continue
+                subscriber = wanted.get(row["subscriber"])
+                if subscriber is not None and courier.running:
+                    courier.offer(row["edition"], subscriber, planner.resumed_digest(subscriber, json.loads(row["paper_ids"])))
+            for subscriber in active:
+                if not courier.running:
+                    break
+                digest = planner.next_digest(subscriber)
+                if digest is not None:
+                    courier.offer(edition, subscriber, digest, plan=now)
+            courier.finish()
+        finally:
+            courier.close()
+    return report
+
+
+@contextmanager
+def _lock(db_path: Path) -> Iterator[None]:
+    """One sender at a time per database, so two runs never claim each other's rows as interrupted."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise SendInProgress(f"another newsletter send is running (lock {lock_path})") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

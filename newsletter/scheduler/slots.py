@@ -1,0 +1,102 @@
+"""When each subscriber's digest is due, in their timezone, across daylight-saving changes and downtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from newsletter.model.config import WEEKDAYS, Config, Subscriber
+from newsletter.storage.store import Store
+
+SCAN_DAYS = 8  # a weekly subscriber has a slot within any 8 consecutive local days
+
+
+# slot arithmetic (pure)
+
+
+def slot_on(subscriber: Subscriber, day: date) -> datetime | None:
+    """The UTC instant of the subscriber's send on this local date, or None when their frequency skips the day.
+
+    A local time that does not exist (clocks spring forward over it) sends at the first instant after the gap;
+    a local time that happens twice (clocks fall back) sends once, at its first occurrence.
+    """
+    weekday = day.weekday()
+    if subscriber.frequency == "weekdays" and weekday >= 5:
+        return None
+    if subscriber.frequency == "weekly" and WEEKDAYS[weekday] != subscriber.day:
+        return None
+    zone = ZoneInfo(subscriber.timezone)
+    wall = datetime.combine(day, subscriber.send_at)
+    while not _exists(wall, zone):
+        wall += timedelta(minutes=1)
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+def _exists(wall: datetime, zone: ZoneInfo) -> bool:
+    """Whether this wall-clock time happens at all in the zone (it does not inside a spring-forward gap)."""
+    there = wall.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
+    return there.replace(tzinfo=None) == wall
+
+
+def _local_days(subscriber: Subscriber, around: datetime, before: int, after: int) -> Iterable[date]:
+    today = around.astimezone(ZoneInfo(subscriber.timezone)).date()
+    return (today + timedelta(days=n) for n in range(-before, after + 1))
+
+
+def next_slot(subscriber: Subscriber, after: datetime) -> datetime:
+    """The first slot strictly after `after`."""
+    for day in _local_days(subscriber, after, 1, SCAN_DAYS):
+        slot = slot_on(subscriber, day)
+        if slot is not None and slot > after:
+            return slot
+    raise AssertionError(f"no slot within {SCAN_DAYS} days for {subscriber.email}")  # every frequency has one
+
+
+def latest_slot(subscriber: Subscriber, now: datetime) -> datetime | None:
+    """The most recent slot at or before `now` (within the last SCAN_DAYS days)."""
+    slots = [s for day in _local_days(subscriber, now, SCAN_DAYS, 1) if (s := slot_on(subscriber, day)) is not None and s <= now]
+    return max(slots, default=None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the tick does about one subscriber now: send the slot's digest, or record it as missed."""
+
+    subscriber: Subscriber
+    slot: datetime
+    action: str  # "send" | "missed"
+
+
+def decide(subscriber: Subscriber, now: datetime, handled: datetime | None, grace: timedelta, missed: bool = False) -> Decision | None:
+    """Due when the latest slot is not handled yet; older unhandled slots collapse into it (one catch-up, never a burst).
+
+    A slot that passed longer ago than `grace` (the daemon was down) is only recorded as missed: its papers are not
+    lost, they wait for the next slot, since a digest holds everything not yet sent. A reader who moves their
+    send time later on a day their digest already went out (`handled` that day, and not `missed`) gets the next
+    one on the next day: one digest a local day at most.
+    """
+    if subscriber.paused:
+        return None
+    slot = latest_slot(subscriber, now)
+    if slot is None or (handled is not None and slot <= handled):
+        return None
+    if handled is not None and not missed and _local_day(handled, subscriber) == _local_day(slot, subscriber):
+        return None
+    return Decision(subscriber, slot, "send" if now - slot <= grace else "missed")
+
+
+def _local_day(instant: datetime, subscriber: Subscriber) -> date:
+    return instant.astimezone(ZoneInfo(subscriber.timezone)).date()
+
+
+def edition_for(slot: datetime) -> str:
+    """The ledger's edition name for a slot: one row per subscriber and slot, so a restart never sends the slot twice."""
+    return f"slot-{slot.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+
+
+def next_sends(config: Config, store: Store, now: datetime) -> list[tuple[Subscriber, datetime | None, tuple[datetime, str] | None]]:
+    """For `newsletter status`: each subscriber's next send (None when paused) and last handled slot."""
+    handled = store.handled_slots()
+    return [(s, None if s.paused else next_slot(s, now), handled.get(s.email.lower())) for s in config.subscribers]

@@ -1,0 +1,1 @@
+"""All state and all SQL: papers, source health, the delivery ledger, the schedule, sign-ups."""

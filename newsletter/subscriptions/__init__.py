@@ -1,0 +1,6 @@
+"""Self-service sign-up: form checks, the service's own mails, and double opt-in."""
+
+from newsletter.subscriptions.forms import check_choice, normalise_email
+from newsletter.subscriptions.service import Limits, Service
+
+__all__ = ["Limits", "Service", "check_choice", "normalise_email"]

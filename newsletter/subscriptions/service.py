@@ -1,0 +1,139 @@
+"""Double opt-in, rate limits and unsubscribing, over the store and subscribers.yaml."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+from newsletter.config.edit import SubscriberFile
+from newsletter.environment import Env
+from newsletter.errors import DeliveryError, RateLimited
+from newsletter.mail.message import seal
+from newsletter.mail.signing import Signer
+from newsletter.mail.transports import Transport
+from newsletter.model.config import Subscriber
+from newsletter.model.signup import Choice, Pending
+from newsletter.storage.store import Store, utcnow
+from newsletter.subscriptions.mails import Mails
+from newsletter.subscriptions.optin import add_pending, take_pending
+
+log = logging.getLogger("newsletter.subscriptions")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How often one IP or one address may subscribe and be mailed a confirmation, per window."""
+
+    subscribe_per_ip: int = 10
+    subscribe_per_address: int = 5
+    subscribe_window: timedelta = timedelta(hours=1)
+    mails_per_address: int = 3
+    mails_per_ip: int = 20
+    mail_window: timedelta = timedelta(hours=24)
+
+
+# rate limits
+
+
+def allow(store: Store, kind: str, key: str, limit: int, window: timedelta, now: datetime | None = None) -> bool:
+    """Count one event against (kind, key) unless `limit` were already counted within `window`."""
+    now = now or utcnow()
+    with store.transaction() as db:
+        since = (now - window).isoformat()
+        db.execute("DELETE FROM rate_events WHERE kind = ? AND at < ?", (kind, since))
+        used = db.execute("SELECT COUNT(*) FROM rate_events WHERE kind = ? AND key = ? AND at >= ?", (kind, key.lower(), since)).fetchone()[0]
+        if used >= limit:
+            return False
+        db.execute("INSERT INTO rate_events (kind, key, at) VALUES (?, ?, ?)", (kind, key.lower(), now.isoformat()))
+        return True
+
+
+def record_unsubscribed(store: Store, email: str, now: datetime | None = None) -> None:
+    """Remember who left and when, so an operator can see it was their own wish."""
+    with store.transaction() as db:
+        db.execute(
+            "INSERT INTO unsubscribed (email, at) VALUES (?, ?) ON CONFLICT(email) DO UPDATE SET at = excluded.at",
+            (email.lower(), (now or utcnow()).isoformat()),
+        )
+
+
+def forget_unsubscribed(store: Store, email: str) -> None:
+    with store.transaction() as db:
+        db.execute("DELETE FROM unsubscribed WHERE email = ?", (email.lower(),))
+
+
+# the flows, shared by the web app and the CLI
+
+
+@dataclass
+class Service:
+    """One place for subscribe / confirm / unsubscribe / preferences, so the web app and the CLI behave alike."""
+
+    env: Env
+    config_path: Path
+    store: Store
+    secret: str
+    transport_factory: Callable[[], Transport]
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def file(self) -> SubscriberFile:
+        return SubscriberFile(self.config_path)
+
+    @property
+    def mails(self) -> Mails:
+        return Mails(self.env, self.secret)
+
+    def _send(self, msg: EmailMessage) -> None:
+        transport = self.transport_factory()
+        try:
+            transport.send(seal(msg, Signer.from_env(self.env)))
+        finally:
+            transport.close()
+
+    def subscribe(self, email: str, choice: Choice, ip: str | None = None, now: datetime | None = None) -> None:
+        """Start a double opt-in; the caller answers the same way whatever happens here (no enumeration)."""
+        limits = self.limits
+        if ip is not None and not allow(self.store, "subscribe-ip", ip, limits.subscribe_per_ip, limits.subscribe_window, now):
+            raise RateLimited(ip)
+        if not allow(self.store, "subscribe-address", email, limits.subscribe_per_address, limits.subscribe_window, now):
+            raise RateLimited(email)
+        config = self.file.load()
+        if ip is not None and not allow(self.store, "mail-ip", ip, self.limits.mails_per_ip, self.limits.mail_window, now):
+            return
+        if not allow(self.store, "mail-address", email, self.limits.mails_per_address, self.limits.mail_window, now):
+            return
+        if config.subscriber(email) is not None:
+            self._send(self.mails.already(email))
+            return
+        pending = add_pending(self.store, email, choice, now)
+        self._send(self.mails.confirm(config, pending))
+
+    def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:
+        """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used.
+
+        The YAML is written before the pending row is used up, so a failed write leaves the link working."""
+        self.file.add(pending.email, pending.choice)
+        if not take_pending(self.store, pending):
+            return None
+        forget_unsubscribed(self.store, pending.email)
+        config = self.file.load()
+        subscriber = config.subscriber(pending.email)
+        assert subscriber is not None
+        message, shown = self.mails.welcome(config, self.store, subscriber, now)
+        try:
+            self._send(message)
+            self.store.record_sent(subscriber.email, shown, "welcome", now)  # the first digest does not repeat them
+        except DeliveryError as exc:  # they are subscribed either way; the digest will reach them
+            log.warning("welcome mail to %s not sent: %s", subscriber.email, exc.reply)
+        return subscriber
+
+    def unsubscribe(self, email: str) -> bool:
+        """Remove them from subscribers.yaml at once; True if they were there."""
+        removed = self.file.remove(email)
+        record_unsubscribed(self.store, email)
+        return removed

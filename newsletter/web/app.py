@@ -1,0 +1,73 @@
+"""The Starlette app: routes, security headers, and what it is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter import subscriptions as subs
+from newsletter.environment import Env
+from newsletter.errors import EnvError
+from newsletter.mail.transports import Transport, connection
+from newsletter.web.pages import Pages
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),  # the tokens in our URLs must not leak to other sites
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware adding the same defensive headers to every response."""
+
+    def __init__(self, app: ASGIApp, https: bool) -> None:
+        self.app = app
+        self.extra = SECURITY_HEADERS + ([(b"strict-transport-security", b"max-age=31536000")] if https else [])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [h for h in self.extra if h[0] not in present]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(
+    env: Env,
+    config_path: Path,
+    *,
+    limits: subs.Limits | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+) -> Starlette:
+    """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
+    if not env.secret_key:
+        raise EnvError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
+    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: connection(env)))
+    routes = [
+        Route("/", pages.subscribe_form, methods=["GET"]),
+        Route("/", pages.subscribe, methods=["POST"]),
+        Route("/confirm/{token}", pages.confirm_form, methods=["GET"]),
+        Route("/confirm/{token}", pages.confirm, methods=["POST"]),
+        Route("/preferences/{token}", pages.preferences_form, methods=["GET"]),
+        Route("/preferences/{token}", pages.preferences, methods=["POST"]),
+        Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
+        Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
+        Route("/style.css", pages.stylesheet, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(SecurityHeaders, https=env.base_url.startswith("https://"))
+    return app

@@ -14,7 +14,7 @@ from dotenv import dotenv_values
 
 from newsletter.errors import EnvError
 
-N = TypeVar("N", int, float, None)
+N = TypeVar("N", int, float)
 SECURITY_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 DEFAULT_FROM = "Paper Digest <digest@localhost>"
 
@@ -104,7 +104,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         config=get("NEWSLETTER_CONFIG"),
         smtp_tls_verify=_flag(get, "SMTP_TLS_VERIFY", True),
         smtp_connections=_number(get, "SMTP_CONNECTIONS", int, 4, minimum=1),
-        smtp_rate=_number(get, "SMTP_RATE", float, None, minimum=0) or None,
+        smtp_rate=_number(get, "SMTP_RATE", float, 0.0, minimum=0) or None,
         smtp_max_attempts=_number(get, "SMTP_MAX_ATTEMPTS", int, 5, minimum=1),
         smtp_retry_delay=_number(get, "SMTP_RETRY_DELAY", float, 5.0, minimum=0),
         pause_after_failures=_number(get, "NEWSLETTER_PAUSE_AFTER_FAILURES", int, 3, minimum=1),
@@ -134,7 +134,7 @@ def _number(get: Callable[[str], str | None], name: str, kind: Callable[[str], N
         number = kind(value)
     except ValueError:
         raise EnvError(f"{name} must be a number, got {value!r}") from None
-    if number < minimum:  # type: ignore[operator]
+    if number < minimum:
         raise EnvError(f"{name} must be at least {minimum}, got {value!r}")
     return number
 

@@ -91,6 +91,7 @@ class Checker:
         if key not in node or node[key] is None:
             return ()
         value = node[key]
+        items: list[tuple[Any, Any, Any, str]]  # (item, its parent, its key or index there, its path)
         if isinstance(value, str):
             items = [(value, node, key, join_path(path, key))]
         elif isinstance(value, CommentedSeq):
@@ -129,7 +130,7 @@ class Checker:
 
     def timezone(self, node: CommentedMap, key: str, path: str, default: str) -> str:
         """An IANA zone name such as Europe/London."""
-        name = self.value(node, key, path, str, default)
+        name: str = self.value(node, key, path, str, default)
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):

@@ -30,7 +30,8 @@ def hf_papers(source: Source, body: bytes) -> Iterator[Paper]:
         info = item.get("paper") if isinstance(item, dict) else None
         if not isinstance(info, dict):
             continue
-        hf_id = info.get("id") if isinstance(info.get("id"), str) else ""
+        raw_id = info.get("id")
+        hf_id = raw_id if isinstance(raw_id, str) else ""
         found = parse_arxiv_id(hf_id)
         hf_link = f"{HF_PAPER_BASE}{quote(hf_id.strip(), safe='.')}" if hf_id.strip() else None
         title = plain_text(info.get("title")) or plain_text(item.get("title"))
@@ -40,7 +41,8 @@ def hf_papers(source: Source, body: bytes) -> Iterator[Paper]:
         extra = {"hf": hf_link, "code": http_url(info.get("githubRepo")), "project": http_url(info.get("projectPage"))}
         links = {**(arxiv_links(found[0]) if found else {}), **{key: url for key, url in extra.items() if url}}
         authors = [a.get("name") for a in info.get("authors") or [] if isinstance(a, dict)]
-        keywords = info.get("ai_keywords") if isinstance(info.get("ai_keywords"), list) else []
+        raw_keywords = info.get("ai_keywords")
+        keywords = raw_keywords if isinstance(raw_keywords, list) else []
         yield Paper(
             id=paper_id,
             title=title,

@@ -230,7 +230,7 @@ _REUSED_CARD = re.compile(r"<!--nl-card:(\d+)-->\n?")
 
 def inline_css(html: str, base_url: str) -> str:
     """premailer with no network, `!important` kept and links made absolute (in-mail #anchors stay as they are)."""
-    return _Premailer(
+    inlined: str = _Premailer(
         html,
         base_url=base_url + "/",
         allow_network=False,
@@ -241,9 +241,10 @@ def inline_css(html: str, base_url: str) -> str:
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+    return inlined
 
 
-class _Premailer(Premailer):
+class _Premailer(Premailer):  # type: ignore[misc]  # premailer ships no type hints
     """premailer that turns a stylesheet into rules once, not on every page: cssutils re-serialising every
     property was two thirds of inlining a digest whose paper cards were already inlined.
 

@@ -29,4 +29,5 @@ class Signer:
         return cls(env.dkim_selector, env.dkim_domain, env.dkim_private_key_path.read_bytes())
 
     def sign(self, data: bytes) -> bytes:
-        return dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=list(SIGNED_HEADERS)) + data
+        signature: bytes = dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=list(SIGNED_HEADERS))
+        return signature + data

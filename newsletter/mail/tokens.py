@@ -35,7 +35,9 @@ def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
 
 @lru_cache(maxsize=8)
 def _signer(secret: str, purpose: str) -> TimestampSigner:
-    return _serializer(secret, purpose).make_signer(purpose)
+    signer = _serializer(secret, purpose).make_signer(purpose)
+    assert isinstance(signer, TimestampSigner), "a timed serializer makes timestamp signers"
+    return signer
 
 
 @lru_cache(maxsize=64)

@@ -90,7 +90,7 @@ class Smtp:
             if env.smtp_username:
                 conn.login(env.smtp_username, env.smtp_password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(f"login refused by {where}: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", temporary=False, server=True) from exc
+            raise DeliveryError(f"login refused by {where}: {_reply(exc.smtp_code, exc.smtp_error)}", temporary=False, server=True) from exc
         except ssl.SSLCertVerificationError as exc:
             raise DeliveryError(
                 f"TLS certificate of {where} not trusted: {exc.verify_message} (SMTP_TLS_VERIFY=false accepts it, for a test server only)",
@@ -100,9 +100,7 @@ class Smtp:
         except ssl.SSLError as exc:
             raise DeliveryError(f"TLS with {where} failed: {exc}", temporary=False, server=True) from exc
         except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(
-                f"{where} refused the session: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", temporary=exc.smtp_code < 500, server=True
-            ) from exc
+            raise DeliveryError(f"{where} refused the session: {_reply(exc.smtp_code, exc.smtp_error)}", temporary=exc.smtp_code < 500, server=True) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"cannot connect to {where}: {exc}", temporary=True, server=True) from exc
         return conn

@@ -70,9 +70,9 @@ def send(
                 if row["subscriber"] not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
                     store.mark_failed(row["edition"], row["subscriber"], "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
                     continue
-                subscriber = wanted.get(row["subscriber"])
-                if subscriber is not None and courier.running:
-                    courier.offer(row["edition"], subscriber, planner.resumed_digest(subscriber, json.loads(row["paper_ids"])))
+                resumed = wanted.get(row["subscriber"])
+                if resumed is not None and courier.running:
+                    courier.offer(row["edition"], resumed, planner.resumed_digest(resumed, json.loads(row["paper_ids"])))
             for subscriber in active:
                 if not courier.running:
                     break

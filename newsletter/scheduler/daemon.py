@@ -124,7 +124,7 @@ class Daemon:
                 batches: dict[datetime, list[Subscriber]] = {}
                 for subscriber in config.subscribers:
                     last = handled.get(subscriber.email.lower())
-                    decision = decide(subscriber, now, last[0] if last else None, grace, missed=bool(last) and last[1] == "missed")
+                    decision = decide(subscriber, now, last[0] if last else None, grace, missed=last is not None and last[1] == "missed")
                     if decision is None:
                         continue
                     if decision.action == "missed":

@@ -121,11 +121,15 @@ class Pages:
         return await run_in_threadpool(self._subscribe, request, form, ip)
 
     def _subscribe(self, request: Request, form: FormData, ip: str) -> Response:
-        filled = {"email": str(form.get("email", "")), "topics": form.getlist("topics"), "frequency": str(form.get("frequency", "daily"))}
+        filled: dict[str, Any] = {
+            "email": str(form.get("email", "")),
+            "topics": [str(t) for t in form.getlist("topics")],
+            "frequency": str(form.get("frequency", "daily")),
+        }
         try:
             config = SubscriberFile(self.config_path).load()
             email = normalise_email(filled["email"])
-            choice = check_choice(config, [str(t) for t in filled["topics"]], filled["frequency"])
+            choice = check_choice(config, filled["topics"], filled["frequency"])
             with self.service() as service:
                 service.subscribe(email, choice, ip)
         except InvalidInput as exc:

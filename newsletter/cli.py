@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +25,13 @@ from newsletter.model.config import FREQUENCIES, Config
 from newsletter.model.digest import all_topics, topic_labels
 from newsletter.model.topics import Matcher
 from newsletter.pipeline import trial
+from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.store import Store, utcnow
 
-# Exit codes beyond the contract's 0-3, for errors that stop a command before it did anything.
+# Exit codes beyond the contract's 0-3: 4, another send holds the database (nothing sent); 5, a signal stopped
+# the send after the messages in flight (what was sent is recorded; the next send goes on from there).
 EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4}
+EXIT_STOPPED = 5
 
 
 class _Commands(click.Group):
@@ -106,12 +110,15 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     if only and config.subscriber(only) is None:
         _fail(f"{only} is not a subscriber in {config.path}")
     transport = make_transport(env)
-    with Store(env.db) as store:
+    stopping = threading.Event()
+    with Store(env.db) as store, stop_on_signals(stopping):
         click.echo(f"Fetching {len(config.sources)} sources…")
         fetched = pipeline.fetch(config, env, store)
         _print_fetch(fetched)
         try:
-            report = pipeline.send(config, env, store, transport, dry_run=dry_run, only=only, renderer=_renderer(env), on_outcome=_progress())
+            report = pipeline.send(
+                config, env, store, transport, dry_run=dry_run, only=only, renderer=_renderer(env), should_stop=stopping.is_set, on_outcome=_progress()
+            )
         except RenderError as exc:
             _fail(str(exc))
         finally:
@@ -131,6 +138,9 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     click.echo(f"Digests: {summary or 'none (nothing new for anyone)'}")
     if report.count("sent") and not env.smtp_host:
         click.echo(f"Messages are in {env.outbox.resolve()}")
+    if stopping.is_set():
+        click.echo("Stopped by a signal after the messages in flight; the next `newsletter send` sends the rest.", err=True)
+        sys.exit(EXIT_STOPPED)
     sys.exit(report.exit_code)
 
 

@@ -286,3 +286,27 @@ def test_sigkill_in_the_retry_phase_leaves_no_more_rows_uncertain_than_connectio
         assert [e for e in world.emails if arrivals[e] == 0] == [], "nobody lost"
         assert duplicates <= uncertain == sum(left_sending), "only a row left in `sending` can reach a reader twice"
         assert {r["status"] for r in rows} == {"sent"}
+
+
+def test_sigterm_stops_a_send_after_the_messages_in_flight_and_the_next_send_finishes_it(tmp_path: Path) -> None:
+    """systemd, `timeout` and container stops send SIGTERM: the send records what is in flight and exits 5; nothing is lost or doubled."""
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, 300)
+        env = {**os.environ, **world.env, "SMTP_CONNECTIONS": "4"}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        for moment in (40, 140, 240):
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while proc.poll() is None and server.sink.count() < moment:
+                time.sleep(0.002)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 5, err
+            assert "Stopped by a signal after the messages in flight" in err
+            with Store(tmp_path / "state.db") as store:
+                assert store.deliveries(["sending"]) == [], "every message in flight was recorded before the exit"
+            assert max(world.arrivals().values()) == 1
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert world.arrivals() == Counter(world.emails), "everyone exactly once"
+        with Store(tmp_path / "state.db") as store:
+            assert sum(r["uncertain"] for r in store.deliveries()) == 0, "a clean stop leaves nothing uncertain"

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,6 +18,7 @@ from newsletter import pipeline
 from newsletter.environment import Env
 from newsletter.mail.pool import transport as make_transport
 from newsletter.model.config import Config, Subscriber
+from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.scheduler.slots import decide, edition_for
 from newsletter.storage.store import Store, utcnow
 
@@ -63,8 +62,10 @@ class Daemon:
 
     def run(self) -> int:
         """Fetch once, then run the schedule until SIGTERM/SIGINT; 0 once the message in flight is done."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        with stop_on_signals(self.stopping):
+            return self._run()
+
+    def _run(self) -> int:
         log.info("newsletter run: %d sources, %d subscribers, tick %g s", len(self.config.sources), len(self.config.subscribers), self.tick_seconds)
         self.fetch(None)  # a restart's catch-up digests should hold what was published meanwhile
         if not self.stopping.is_set():
@@ -76,10 +77,6 @@ class Daemon:
             self.scheduler.shutdown(wait=True)
         log.info("newsletter run: stopped")
         return 0
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("%s: stopping after the message in flight", signal.Signals(signum).name)
-        self.stopping.set()
 
     def _schedule_fetches(self) -> None:
         """arXiv sources after each announcement; every other source every `settings.fetch_every` minutes."""

@@ -270,3 +270,43 @@ def test_watcher_swaps_in_valid_edits_and_keeps_the_last_good_config(tmp_path: P
     assert missing is not None and "cannot read file" in missing[0].message
     path.write_text(GOOD, encoding="utf-8")
     assert watcher.poll() == [] and watcher.config.topics["fine-tuning"].any == ("fine-tuning", "LoRA")
+
+
+# --------------------------------------------------------------------------- hostile files
+
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.timeout(20)  # a hang guard: the unbounded walk took hours
+def test_a_yaml_alias_bomb_is_refused_at_its_line_instead_of_hanging_every_command() -> None:
+    assert len(BILLION_LAUGHS.encode()) < 700, "a few hundred bytes that expand to 9**9 values"
+    found = problems(BILLION_LAUGHS)
+    assert len(found) == 1 and found[0].startswith("subs.yaml:7:") and "aliases expand this value to more than 2,000,000 values" in found[0]
+
+
+def test_aliases_of_reasonable_size_still_work() -> None:
+    shared = GOOD.replace("    any: [fine-tuning, LoRA]", "    any: &words [fine-tuning, LoRA]").replace(
+        "    none: [diffusion]", "    none: [diffusion]\n  again:\n    any: *words"
+    )
+    assert config.parse(shared, "subs.yaml").topics["again"].any == ("fine-tuning", "LoRA")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GOOD.replace("LoRA]", "Lo\x00RA]"), "subs.yaml:11:26: invalid YAML: character U+0000 is not allowed"),
+        ("topics: " + "[" * 5000 + "]" * 5000 + "\n", "subs.yaml:1:1: invalid YAML: nested too deeply to read"),
+    ],
+)
+def test_a_nul_byte_or_absurd_nesting_is_one_located_problem_not_a_traceback(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: all@example.org", "Eve\nX-Evil: 1", "Eve\x1b[31m", "Eve\u2028Bcc: x"])
+def test_a_subscriber_name_that_could_add_a_mail_header_is_refused_by_check(name: str) -> None:
+    text = GOOD + "    name: " + '"' + name.encode("unicode_escape").decode().replace('"', '\\"') + '"\n'
+    found = problems(text)
+    assert len(found) == 1 and found[0].startswith("subs.yaml:16:5: subscribers[0].name: control character U+")
+    assert "not allowed (this text goes into mail headers)" in found[0]

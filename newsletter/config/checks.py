@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import time
 from pathlib import Path
@@ -123,6 +124,16 @@ class Checker:
             return _unknown("topic", name, list(topics)) + ("" if topics else " (no topics are defined)")
 
         return check
+
+    def header_text(self, node: CommentedMap, key: str, path: str) -> str:
+        """Text that goes into a mail header (a subscriber's name in To): one line, no control characters,
+        so a CR/LF can never add a header and `send` never meets a value it must refuse."""
+        text: str = self.value(node, key, path, str, "")
+        bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+        if bad is not None:
+            self.problem(node, key, join_path(path, key), f"control character U+{ord(bad):04X} is not allowed (this text goes into mail headers)")
+            return ""
+        return text
 
     def keywords(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
         """Keyword lists, each keyword checked by the matcher's own rules, so a config that loads always compiles."""
@@ -275,7 +286,7 @@ class Checker:
             out.append(
                 Subscriber(
                     email=email,
-                    name=self.value(m, "name", path, str, ""),
+                    name=self.header_text(m, "name", path),
                     topics=chosen,
                     keywords=keywords,
                     min_score=self.count(m, "min_score", path, 0),

@@ -10,7 +10,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
-from ruamel.yaml.nodes import MappingNode, Node
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from newsletter.config.checks import Checker, join_path
 from newsletter.errors import ConfigError, Problem
@@ -43,6 +44,12 @@ def parse(text: str, filename: str) -> Config:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {exc.problem or exc.context}")]) from exc
+    except ReaderError as exc:  # a character YAML does not allow, such as NUL: located by its offset
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: character U+{_code(exc.character):04X} is not allowed")]) from exc
+    except RecursionError as exc:
+        raise ConfigError([Problem(filename, 1, 1, "", "invalid YAML: nested too deeply to read")]) from exc
     checker = Checker(filename)
     paths = _paths(data, "")
     for dup in yaml.constructor.duplicates:
@@ -75,6 +82,14 @@ class _Constructor(RoundTripConstructor):
         super().__init__(*args, **kwargs)
         self.duplicates: list[_Duplicate] = []
 
+    def get_single_data(self) -> Any:
+        """The document, once its size with every alias expanded is known to be bounded."""
+        node = self.composer.get_single_node()
+        if node is None:
+            return None
+        _bounded(node)
+        return self.construct_document(node)
+
     def check_mapping_key(self, node: MappingNode, key_node: Node, mapping: Any, key: Any, value: Any) -> bool:
         if key not in mapping:
             return True
@@ -82,6 +97,43 @@ class _Constructor(RoundTripConstructor):
         mark = key_node.start_mark
         self.duplicates.append(_Duplicate(mapping, key, mark.line + 1, mark.column + 1, next(same, node.start_mark.line + 1)))
         return False
+
+
+def _code(character: int | str) -> int:
+    return character if isinstance(character, int) else ord(character)
+
+
+MAX_NODES = 2_000_000  # values in the file with every alias expanded: 100,000 subscribers take about a million
+
+
+def _bounded(root: Node) -> None:
+    """Refuse a document whose aliases expand it past MAX_NODES: a few hundred bytes of nested aliases
+    (a "billion laughs") would otherwise make every walk over the config take for ever.
+
+    Sizes are counted once per node, so this takes time linear in the file however the aliases nest.
+    """
+    size: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        children = _children(node)
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            continue
+        size[id(node)] = total = 1 + sum(size[id(child)] for child in children)
+        if total > MAX_NODES:
+            raise MarkedYAMLError(problem=f"aliases expand this value to more than {MAX_NODES:,} values", problem_mark=node.start_mark)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _paths(node: Any, path: str) -> dict[int, str]:

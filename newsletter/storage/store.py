@@ -12,86 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from newsletter.model.paper import Paper, merge
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS papers (
-    id TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    first_seen TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    revised TEXT  -- when a source with `replace: true` last brought a newer arXiv version: news again to those sent an older one
-);
-CREATE INDEX IF NOT EXISTS papers_first_seen ON papers(first_seen);
-CREATE TABLE IF NOT EXISTS sources (
-    name TEXT PRIMARY KEY,
-    last_attempt TEXT,
-    last_success TEXT,
-    last_error TEXT,
-    last_error_at TEXT,
-    consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    papers_seen INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS http_cache (
-    url TEXT PRIMARY KEY,
-    etag TEXT,
-    last_modified TEXT
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    edition TEXT NOT NULL,
-    subscriber TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
-    paper_ids TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    uncertain INTEGER NOT NULL DEFAULT 0,
-    last_reply TEXT,
-    message_id TEXT,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    PRIMARY KEY (edition, subscriber)
-);
-CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(status);
-CREATE INDEX IF NOT EXISTS deliveries_subscriber ON deliveries(subscriber, status);
-CREATE TABLE IF NOT EXISTS readers (
-    subscriber TEXT PRIMARY KEY,
-    consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    last_failure TEXT,
-    paused_at TEXT
-);
-CREATE TABLE IF NOT EXISTS sent (
-    subscriber TEXT NOT NULL,
-    paper_id TEXT NOT NULL,
-    edition TEXT NOT NULL,
-    sent_at TEXT NOT NULL,
-    PRIMARY KEY (subscriber, paper_id)
-);
-CREATE TABLE IF NOT EXISTS schedule (
-    subscriber TEXT PRIMARY KEY,
-    slot TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending_subscriptions (
-    email TEXT PRIMARY KEY,
-    nonce TEXT NOT NULL,
-    topics TEXT NOT NULL,
-    frequency TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rate_events (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rate_events_key ON rate_events(kind, key, at);
-CREATE TABLE IF NOT EXISTS unsubscribed (
-    email TEXT PRIMARY KEY,
-    at TEXT NOT NULL
-);
-"""
+from newsletter.storage.migrations import migrate
 
 
 class Added(NamedTuple):
@@ -148,11 +69,11 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        if "revised" not in {r["name"] for r in self.db.execute("PRAGMA table_info(papers)")}:  # databases made before it existed
-            self.db.execute("ALTER TABLE papers ADD COLUMN revised TEXT")
-        if "uncertain" not in {r["name"] for r in self.db.execute("PRAGMA table_info(deliveries)")}:  # ledgers made before it existed
-            self.db.execute("ALTER TABLE deliveries ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
+        try:
+            migrate(self.db, str(self.path))
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()

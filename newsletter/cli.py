@@ -24,7 +24,8 @@ from newsletter.model.config import FREQUENCIES, Config
 from newsletter.model.digest import all_topics, topic_labels
 from newsletter.model.topics import Matcher
 from newsletter.pipeline import trial
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 # Exit codes beyond the contract's 0-3, for errors that stop a command before it did anything.
 EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4}

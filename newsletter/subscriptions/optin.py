@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 from newsletter.mail import tokens
 from newsletter.model.signup import Choice, Pending
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 CONFIRM = "confirm"  # token purpose of the double opt-in link
 CONFIRM_MAX_AGE = timedelta(hours=48)

@@ -17,7 +17,8 @@ from newsletter.mail.signing import Signer
 from newsletter.mail.transports import Transport
 from newsletter.model.config import Subscriber
 from newsletter.model.signup import Choice, Pending
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 from newsletter.subscriptions.mails import Mails
 from newsletter.subscriptions.optin import add_pending, take_pending
 

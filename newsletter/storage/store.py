@@ -6,10 +6,11 @@ from newsletter.storage.database import Database
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.papers import Papers
 from newsletter.storage.schedule import Schedule
+from newsletter.storage.signups import Signups
 from newsletter.storage.sources import Sources
 
 
-class Store(Papers, Sources, Ledger, Schedule, Database):
+class Store(Papers, Sources, Ledger, Schedule, Signups, Database):
     """Papers, source health, the delivery ledger, the schedule and sign-ups over one SQLite file.
 
     Each method is one short transaction so a crash never leaves half a change; `transaction()` groups several.

@@ -26,7 +26,8 @@ from newsletter.model.digest import all_topics, topic_labels
 from newsletter.model.topics import Matcher
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 # Exit codes beyond the contract's 0-3: 4, another send holds the database (nothing sent); 5, a signal stopped
 # the send after the messages in flight (what was sent is recorded; the next send goes on from there).

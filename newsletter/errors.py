@@ -94,3 +94,19 @@ class DeliveryError(NewsletterError):
 
 class SendInProgress(NewsletterError):
     """Another send holds this database's lock; two senders would take each other's rows for interrupted ones."""
+
+
+# the state database
+
+
+class StorageError(NewsletterError):
+    """The SQLite state file cannot be used as it is."""
+
+
+class SchemaTooNew(StorageError):
+    """The state file was migrated by a newer newsletter than this one: its schema is not one this code knows."""
+
+    def __init__(self, path: str, version: int, known: int) -> None:
+        self.version = version
+        self.known = known
+        super().__init__(f"{path} has schema version {version}; this newsletter knows up to {known}: upgrade newsletter (or restore a backup)")

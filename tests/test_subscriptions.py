@@ -15,13 +15,7 @@ from newsletter.errors import ConcurrentEdit, ConfigError, InvalidInput
 from newsletter.model.signup import Choice, Preferences
 from newsletter.storage.store import Store
 from newsletter.subscriptions.forms import check_preferences, normalise_email
-from newsletter.subscriptions.optin import (
-    add_pending,
-    confirm_token,
-    find_pending,
-    take_pending,
-)
-from newsletter.subscriptions.service import allow
+from newsletter.subscriptions.optin import add_pending, confirm_token, find_pending
 
 SAMPLE = Path(__file__).parent.parent / "subscribers.yaml"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -125,15 +119,15 @@ def test_a_confirmation_is_valid_for_48_hours_once_and_only_the_latest(tmp_path:
         assert found is not None and found.choice == Choice(("y",), "weekly")
         assert find_pending(store, "k", confirm_token("k", second), NOW + timedelta(hours=49)) is None
         assert find_pending(store, "other-key", confirm_token("k", second), NOW) is None
-        assert take_pending(store, found) and not take_pending(store, found)
+        assert store.take_pending(found) and not store.take_pending(found)
 
 
 def test_rate_limit_counts_within_a_sliding_window(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
         hour = timedelta(hours=1)
-        assert [allow(store, "k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=m)) for m in range(3)] == [True, True, False]
-        assert allow(store, "k", "5.6.7.8", 2, hour, NOW), "keys are counted apart"
-        assert allow(store, "k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=61)), "the oldest attempt has left the window"
+        assert [store.allow("k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=m)) for m in range(3)] == [True, True, False]
+        assert store.allow("k", "5.6.7.8", 2, hour, NOW), "keys are counted apart"
+        assert store.allow("k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=61)), "the oldest attempt has left the window"
 
 
 def test_addresses_are_checked_without_dns(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from newsletter.ingest.fetch import Fetcher, Policy, Request, user_agent
 from newsletter.ingest.sources import first_urls, parse
 from newsletter.model.config import Config, Source
 from newsletter.model.paper import Paper, merge
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
 ARXIV_API_INTERVAL = 3.0  # seconds between requests to the arXiv API, as its terms of use ask

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter.pipeline.fetching import SourceResult
-from newsletter.storage.store import PausedReader
+from newsletter.storage.ledger import PausedReader
 
 
 @dataclass

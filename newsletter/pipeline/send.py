@@ -18,7 +18,8 @@ from newsletter.model.config import Config, Subscriber
 from newsletter.pipeline.courier import Courier, Letters
 from newsletter.pipeline.planning import Planner, secret_key
 from newsletter.pipeline.report import Outcome, SendReport
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
 

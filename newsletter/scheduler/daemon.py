@@ -20,7 +20,8 @@ from newsletter.mail.pool import transport as make_transport
 from newsletter.model.config import Config, Subscriber
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.scheduler.slots import decide, edition_for
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter.scheduler")
 ARXIV_TYPES = ("arxiv_rss", "arxiv_api")

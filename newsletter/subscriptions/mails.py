@@ -18,7 +18,8 @@ from newsletter.mail.templates import environment
 from newsletter.model.config import Config, Subscriber
 from newsletter.model.signup import Pending
 from newsletter.pipeline.planning import Planner
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 from newsletter.subscriptions.optin import CONFIRM_MAX_AGE, confirm_token
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -7,26 +7,18 @@ from datetime import datetime, timedelta
 
 from newsletter.mail import tokens
 from newsletter.model.signup import Choice, Pending
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.database import utcnow
+from newsletter.storage.store import Store
 
 CONFIRM = "confirm"  # token purpose of the double opt-in link
 CONFIRM_MAX_AGE = timedelta(hours=48)
-
-
-# pending subscriptions
 
 
 def add_pending(store: Store, email: str, choice: Choice, now: datetime | None = None) -> Pending:
     """Record (or replace) an unconfirmed subscription; a new nonce voids every earlier confirmation link."""
     now = now or utcnow()
     pending = Pending(email, secrets.token_hex(8), choice, now)
-    with store.transaction() as db:
-        db.execute("DELETE FROM pending_subscriptions WHERE created < ?", ((now - CONFIRM_MAX_AGE).isoformat(),))
-        db.execute(
-            "INSERT INTO pending_subscriptions (email, nonce, topics, frequency, created) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(email) DO UPDATE SET nonce = excluded.nonce, topics = excluded.topics, frequency = excluded.frequency, created = excluded.created",
-            (email.lower(), pending.nonce, ",".join(choice.topics), choice.frequency, now.isoformat()),
-        )
+    store.add_pending(pending, expire_before=now - CONFIRM_MAX_AGE)
     return pending
 
 
@@ -41,16 +33,7 @@ def find_pending(store: Store, secret: str, token: str, now: datetime | None = N
     if payload is None or payload.count(" ") != 1:
         return None
     email, nonce = payload.split(" ")
-    row = store.db.execute("SELECT * FROM pending_subscriptions WHERE email = ? AND nonce = ?", (email.lower(), nonce)).fetchone()
-    if row is None:
+    pending = store.pending(email, nonce)
+    if pending is None or (now or utcnow()) - pending.created > CONFIRM_MAX_AGE:
         return None
-    created = datetime.fromisoformat(row["created"])
-    if (now or utcnow()) - created > CONFIRM_MAX_AGE:
-        return None
-    return Pending(email, nonce, Choice(tuple(t for t in row["topics"].split(",") if t), row["frequency"]), created)
-
-
-def take_pending(store: Store, pending: Pending) -> bool:
-    """Remove a pending subscription once; False if someone else confirmed it first."""
-    with store.transaction() as db:
-        return db.execute("DELETE FROM pending_subscriptions WHERE email = ? AND nonce = ?", (pending.email.lower(), pending.nonce)).rowcount == 1
+    return pending

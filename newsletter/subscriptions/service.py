@@ -17,9 +17,9 @@ from newsletter.mail.signing import Signer
 from newsletter.mail.transports import Transport
 from newsletter.model.config import Subscriber
 from newsletter.model.signup import Choice, Pending
-from newsletter.storage.store import Store, utcnow
+from newsletter.storage.store import Store
 from newsletter.subscriptions.mails import Mails
-from newsletter.subscriptions.optin import add_pending, take_pending
+from newsletter.subscriptions.optin import add_pending
 
 log = logging.getLogger("newsletter.subscriptions")
 
@@ -34,36 +34,6 @@ class Limits:
     mails_per_address: int = 3
     mails_per_ip: int = 20
     mail_window: timedelta = timedelta(hours=24)
-
-
-# rate limits
-
-
-def allow(store: Store, kind: str, key: str, limit: int, window: timedelta, now: datetime | None = None) -> bool:
-    """Count one event against (kind, key) unless `limit` were already counted within `window`."""
-    now = now or utcnow()
-    with store.transaction() as db:
-        since = (now - window).isoformat()
-        db.execute("DELETE FROM rate_events WHERE kind = ? AND at < ?", (kind, since))
-        used = db.execute("SELECT COUNT(*) FROM rate_events WHERE kind = ? AND key = ? AND at >= ?", (kind, key.lower(), since)).fetchone()[0]
-        if used >= limit:
-            return False
-        db.execute("INSERT INTO rate_events (kind, key, at) VALUES (?, ?, ?)", (kind, key.lower(), now.isoformat()))
-        return True
-
-
-def record_unsubscribed(store: Store, email: str, now: datetime | None = None) -> None:
-    """Remember who left and when, so an operator can see it was their own wish."""
-    with store.transaction() as db:
-        db.execute(
-            "INSERT INTO unsubscribed (email, at) VALUES (?, ?) ON CONFLICT(email) DO UPDATE SET at = excluded.at",
-            (email.lower(), (now or utcnow()).isoformat()),
-        )
-
-
-def forget_unsubscribed(store: Store, email: str) -> None:
-    with store.transaction() as db:
-        db.execute("DELETE FROM unsubscribed WHERE email = ?", (email.lower(),))
 
 
 # the flows, shared by the web app and the CLI
@@ -98,14 +68,14 @@ class Service:
     def subscribe(self, email: str, choice: Choice, ip: str | None = None, now: datetime | None = None) -> None:
         """Start a double opt-in; the caller answers the same way whatever happens here (no enumeration)."""
         limits = self.limits
-        if ip is not None and not allow(self.store, "subscribe-ip", ip, limits.subscribe_per_ip, limits.subscribe_window, now):
+        if ip is not None and not self.store.allow("subscribe-ip", ip, limits.subscribe_per_ip, limits.subscribe_window, now):
             raise RateLimited(ip)
-        if not allow(self.store, "subscribe-address", email, limits.subscribe_per_address, limits.subscribe_window, now):
+        if not self.store.allow("subscribe-address", email, limits.subscribe_per_address, limits.subscribe_window, now):
             raise RateLimited(email)
         config = self.file.load()
-        if ip is not None and not allow(self.store, "mail-ip", ip, self.limits.mails_per_ip, self.limits.mail_window, now):
+        if ip is not None and not self.store.allow("mail-ip", ip, self.limits.mails_per_ip, self.limits.mail_window, now):
             return
-        if not allow(self.store, "mail-address", email, self.limits.mails_per_address, self.limits.mail_window, now):
+        if not self.store.allow("mail-address", email, self.limits.mails_per_address, self.limits.mail_window, now):
             return
         if config.subscriber(email) is not None:
             self._send(self.mails.already(email))
@@ -118,9 +88,9 @@ class Service:
 
         The YAML is written before the pending row is used up, so a failed write leaves the link working."""
         self.file.add(pending.email, pending.choice)
-        if not take_pending(self.store, pending):
+        if not self.store.take_pending(pending):
             return None
-        forget_unsubscribed(self.store, pending.email)
+        self.store.forget_unsubscribed(pending.email)
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
         assert subscriber is not None
@@ -135,5 +105,5 @@ class Service:
     def unsubscribe(self, email: str) -> bool:
         """Remove them from subscribers.yaml at once; True if they were there."""
         removed = self.file.remove(email)
-        record_unsubscribed(self.store, email)
+        self.store.record_unsubscribed(email)
         return removed

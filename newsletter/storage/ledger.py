@@ -1,0 +1,157 @@
+"""The delivery ledger: a row per (edition, subscriber), the papers sent to each reader, and readers paused after hard failures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from newsletter.storage.database import Database, utcnow
+
+
+@dataclass(frozen=True)
+class PausedReader:
+    """A subscriber whose mail the servers kept refusing outright; nothing is sent until they are resumed."""
+
+    subscriber: str
+    failures: int
+    last_failure: str | None
+    paused_at: datetime
+
+
+class Ledger(Database):
+    """deliveries, sent and readers."""
+
+    def sent_paper_ids(self, subscriber: str) -> set[str]:
+        """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery."""
+        key = subscriber.lower()
+        sent = {
+            r[0]
+            for r in self.db.execute(
+                "SELECT s.paper_id FROM sent s LEFT JOIN papers p ON p.id = s.paper_id WHERE s.subscriber = ? AND (p.revised IS NULL OR p.revised <= s.sent_at)",
+                (key,),
+            )
+        }
+        for row in self.db.execute("SELECT paper_ids FROM deliveries WHERE subscriber = ? AND status IN ('pending', 'sending', 'deferred')", (key,)):
+            sent.update(json.loads(row[0]))
+        return sent
+
+    def plan_delivery(self, edition: str, subscriber: str, paper_ids: list[str], now: datetime | None = None) -> bool:
+        """Record a digest to send; False when this edition already has a row for the subscriber."""
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO deliveries (edition, subscriber, status, paper_ids, created, updated) VALUES (?, ?, 'pending', ?, ?, ?)",
+                (edition, subscriber.lower(), json.dumps(paper_ids), now_s, now_s),
+            )
+            return cur.rowcount == 1
+
+    def claim(self, edition: str, subscriber: str, now: datetime | None = None) -> int | None:
+        """Atomically move a pending/deferred row to sending; the attempt number, or None if the row is not claimable."""
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            row = db.execute(
+                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated = ? "
+                "WHERE edition = ? AND subscriber = ? AND status IN ('pending', 'deferred') RETURNING attempts",
+                (now_s, edition, subscriber.lower()),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+    def mark_sent(self, edition: str, subscriber: str, message_id: str, reply: str, now: datetime | None = None) -> None:
+        """The server accepted the message: the row, the per-paper sent marks and the reader's failure count change together."""
+        now_s = (now or utcnow()).isoformat()
+        key = subscriber.lower()
+        with self.transaction() as db:
+            row = db.execute("SELECT paper_ids FROM deliveries WHERE edition = ? AND subscriber = ?", (edition, key)).fetchone()
+            db.execute(
+                "UPDATE deliveries SET status = 'sent', message_id = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
+                (message_id, reply, now_s, edition, key),
+            )
+            _insert_sent(db, key, json.loads(row[0]), edition, now_s)
+            db.execute("UPDATE readers SET consecutive_failures = 0 WHERE subscriber = ? AND consecutive_failures > 0", (key,))
+
+    def record_sent(self, subscriber: str, paper_ids: list[str], edition: str, now: datetime | None = None) -> None:
+        """Papers mailed outside the ledger (the welcome mail's taste of the digest), so no digest repeats them."""
+        with self.transaction() as db:
+            _insert_sent(db, subscriber.lower(), paper_ids, edition, (now or utcnow()).isoformat())
+
+    def mark_deferred(self, edition: str, subscriber: str, reply: str, *, counted: bool = True, now: datetime | None = None) -> None:
+        """A temporary refusal: try again later. `counted=False` when the server, not this reader, was the problem."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = 'deferred', last_reply = ?, updated = ?, attempts = attempts - ? WHERE edition = ? AND subscriber = ?",
+                (reply, (now or utcnow()).isoformat(), 0 if counted else 1, edition, subscriber.lower()),
+            )
+
+    def mark_failed(self, edition: str, subscriber: str, reply: str, *, hard: bool, pause_after: int, now: datetime | None = None) -> bool:
+        """Give up on a row. A hard refusal (5xx) also counts against the reader; True when that pauses them."""
+        now_s = (now or utcnow()).isoformat()
+        key = subscriber.lower()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?", (reply, now_s, edition, key)
+            )
+            if not hard:
+                return False
+            row = db.execute(
+                "INSERT INTO readers (subscriber, consecutive_failures, last_failure) VALUES (?, 1, ?) "
+                "ON CONFLICT(subscriber) DO UPDATE SET consecutive_failures = consecutive_failures + 1, last_failure = excluded.last_failure "
+                "RETURNING consecutive_failures, paused_at",
+                (key, reply),
+            ).fetchone()
+            if row["consecutive_failures"] >= pause_after and row["paused_at"] is None:
+                db.execute("UPDATE readers SET paused_at = ? WHERE subscriber = ?", (now_s, key))
+                return True
+            return False
+
+    def paused(self) -> dict[str, PausedReader]:
+        """Subscribers paused after consecutive hard failures, by lower-cased address."""
+        rows = self.db.execute("SELECT * FROM readers WHERE paused_at IS NOT NULL ORDER BY subscriber")
+        return {
+            r["subscriber"]: PausedReader(r["subscriber"], r["consecutive_failures"], r["last_failure"], datetime.fromisoformat(r["paused_at"])) for r in rows
+        }
+
+    def resume(self, subscriber: str) -> bool:
+        """Lift a pause (after the address was fixed); False if the subscriber was not paused."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE readers SET paused_at = NULL, consecutive_failures = 0 WHERE subscriber = ? AND paused_at IS NOT NULL", (subscriber.lower(),)
+            )
+            return cur.rowcount == 1
+
+    def recover_interrupted(self, limit: int = 3, now: datetime | None = None) -> int:
+        """Rows left in 'sending' by a crash may or may not be at the server: each is sent again once, and counted as uncertain.
+
+        A row interrupted `limit` times is failed rather than risk a crash loop mailing one reader over and over.
+        Returns how many rows go out again.
+        """
+        now_s = (now or utcnow()).isoformat()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = 'failed', uncertain = uncertain + 1, updated = ?, "
+                "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times; not retried' WHERE status = 'sending' AND uncertain + 1 >= ?",
+                (now_s, limit),
+            )
+            return db.execute(
+                "UPDATE deliveries SET status = 'deferred', uncertain = uncertain + 1, updated = ?, "
+                "last_reply = 'interrupted while sending (the server may have it); sending once more' WHERE status = 'sending'",
+                (now_s,),
+            ).rowcount
+
+    def deliveries(self, statuses: Iterable[str] | None = None) -> list[sqlite3.Row]:
+        """Ledger rows, oldest first, optionally only some statuses."""
+        if statuses is None:
+            return list(self.db.execute("SELECT * FROM deliveries ORDER BY created, subscriber"))
+        wanted = list(statuses)
+        marks = ",".join("?" * len(wanted))
+        return list(self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted))
+
+
+def _insert_sent(db: sqlite3.Connection, subscriber: str, paper_ids: list[str], edition: str, when: str) -> None:
+    db.executemany(
+        "INSERT INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(subscriber, paper_id) DO UPDATE SET edition = excluded.edition, sent_at = excluded.sent_at",  # a revised paper sent again
+        [(subscriber, pid, edition, when) for pid in paper_ids],
+    )

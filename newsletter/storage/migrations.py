@@ -1,0 +1,153 @@
+"""The schema as an ordered list of migrations; `PRAGMA user_version` counts how many a database has had.
+
+A migration is appended, never edited or reordered once released: a database at version N has had exactly
+the first N. Opening a store applies the pending ones in one transaction (BEGIN IMMEDIATE, so two processes
+opening at once do not both migrate); a database from a newer newsletter is refused rather than guessed at.
+
+Databases made before versions were recorded (user_version 0) hold some or all of what migrations 1-3
+create, so those three only create what is missing: `CREATE ... IF NOT EXISTS`, and a column only if absent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from newsletter.errors import SchemaTooNew
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def m001_tables(db: sqlite3.Connection) -> None:
+    """Every table and index, as the schema stood when versions began, less the two columns 2 and 3 add."""
+    for statement in _TABLES:
+        db.execute(statement)
+
+
+def m002_papers_revised(db: sqlite3.Connection) -> None:
+    """papers.revised: when a source with `replace: true` last brought a newer arXiv version (news again to those sent an older one)."""
+    if "revised" not in _columns(db, "papers"):
+        db.execute("ALTER TABLE papers ADD COLUMN revised TEXT")
+
+
+def m003_deliveries_uncertain(db: sqlite3.Connection) -> None:
+    """deliveries.uncertain: how often a row was interrupted while sending (the server may have it)."""
+    if "uncertain" not in _columns(db, "deliveries"):
+        db.execute("ALTER TABLE deliveries ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain]
+
+
+def version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection, name: str, migrations: Sequence[Migration] | None = None) -> int:
+    """Bring the database to the latest version (all pending migrations or none); the version it ends at.
+
+    `db` must be in autocommit mode (isolation_level None) and outside a transaction; `name` is how errors call the file.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    current = version(db)
+    if current == len(steps):  # the usual open: no write lock taken
+        return current
+    if current > len(steps):
+        raise SchemaTooNew(name, current, len(steps))
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        current = version(db)  # another process may have migrated while this one waited for the lock
+        if current > len(steps):
+            raise SchemaTooNew(name, current, len(steps))
+        for step in steps[current:]:
+            step(db)
+        db.execute(f"PRAGMA user_version = {len(steps):d}")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return len(steps)
+
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS papers (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    updated TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS papers_first_seen ON papers(first_seen)",
+    """CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY,
+    last_attempt TEXT,
+    last_success TEXT,
+    last_error TEXT,
+    last_error_at TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    papers_seen INTEGER NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE IF NOT EXISTS http_cache (
+    url TEXT PRIMARY KEY,
+    etag TEXT,
+    last_modified TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+    edition TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
+    paper_ids TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_reply TEXT,
+    message_id TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (edition, subscriber)
+)""",
+    "CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries(status)",
+    "CREATE INDEX IF NOT EXISTS deliveries_subscriber ON deliveries(subscriber, status)",
+    """CREATE TABLE IF NOT EXISTS readers (
+    subscriber TEXT PRIMARY KEY,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_failure TEXT,
+    paused_at TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS sent (
+    subscriber TEXT NOT NULL,
+    paper_id TEXT NOT NULL,
+    edition TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (subscriber, paper_id)
+)""",
+    """CREATE TABLE IF NOT EXISTS schedule (
+    subscriber TEXT PRIMARY KEY,
+    slot TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    updated TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS pending_subscriptions (
+    email TEXT PRIMARY KEY,
+    nonce TEXT NOT NULL,
+    topics TEXT NOT NULL,
+    frequency TEXT NOT NULL,
+    created TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS rate_events (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS rate_events_key ON rate_events(kind, key, at)",
+    """CREATE TABLE IF NOT EXISTS unsubscribed (
+    email TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+)""",
+)

@@ -1,0 +1,75 @@
+"""Papers: each one stored once by id, merged across sightings, with when this installation first saw it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from newsletter.model.paper import Paper, merge
+from newsletter.storage.database import Database, utcnow
+
+
+class Added(NamedTuple):
+    """What one source's papers did to the store."""
+
+    new: int  # papers this installation had not seen
+    fresh: int  # papers their source had not brought before (a paper first seen from another source counts): "papers seen"
+
+
+@dataclass(frozen=True)
+class StoredPaper:
+    """A paper with when this installation first saw it: age counts from there, not from publication."""
+
+    paper: Paper
+    first_seen: datetime
+
+
+class Papers(Database):
+    """papers."""
+
+    def add_papers(self, papers: Iterable[Paper], now: datetime | None = None, *, replace: bool = False) -> Added:
+        """Insert or merge papers; counts what was new to this installation, and to the sources that brought them.
+
+        With `replace` (the source asks for new versions), a higher arXiv version than the stored one
+        marks the paper revised, so it is sent again, once, to whoever was sent an older version.
+        """
+        now_s = (now or utcnow()).isoformat()
+        new = fresh = 0
+        with self.transaction() as db:
+            for paper in papers:
+                row = db.execute("SELECT data, revised FROM papers WHERE id = ?", (paper.id,)).fetchone()
+                if row is None:
+                    db.execute("INSERT INTO papers (id, data, first_seen, updated) VALUES (?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s))
+                    new += 1
+                    fresh += 1
+                else:
+                    old = Paper.from_dict(json.loads(row["data"]))
+                    fresh += not set(paper.sources) <= set(old.sources)
+                    revised = now_s if replace and (paper.version or 1) > (old.version or 1) else row["revised"]
+                    db.execute("UPDATE papers SET data = ?, updated = ?, revised = ? WHERE id = ?", (_dumps(merge(old, paper)), now_s, revised, paper.id))
+        return Added(new, fresh)
+
+    def paper(self, paper_id: str) -> Paper | None:
+        row = self.db.execute("SELECT data FROM papers WHERE id = ?", (paper_id,)).fetchone()
+        return Paper.from_dict(json.loads(row["data"])) if row else None
+
+    def papers_seen_since(self, since: datetime) -> list[StoredPaper]:
+        """Papers first fetched (or revised) at or after `since`, newest first."""
+        rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ?1 OR revised >= ?1 ORDER BY first_seen DESC, id", (since.isoformat(),))
+        return [StoredPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"])) for r in rows]
+
+    def papers_by_id(self, ids: Iterable[str]) -> list[Paper]:
+        """Papers in the order asked, skipping unknown ids."""
+        out = []
+        for paper_id in ids:
+            paper = self.paper(paper_id)
+            if paper is not None:
+                out.append(paper)
+        return out
+
+
+def _dumps(paper: Paper) -> str:
+    return json.dumps(paper.to_dict(), ensure_ascii=False, separators=(",", ":"))

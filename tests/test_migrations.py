@@ -1,0 +1,190 @@
+"""Schema migrations: fresh files end at the latest version, old files upgrade without loss, newer ones are refused."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter.errors import SchemaTooNew, StorageError
+from newsletter.storage import migrations
+from newsletter.storage.migrations import MIGRATIONS, Migration
+from newsletter.storage.store import Store
+
+SCHEMAS = Path(__file__).parent / "fixtures" / "schemas"
+LATEST = len(MIGRATIONS)
+NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+
+
+def _old_database(path: Path, fixture: str) -> Path:
+    """A state file as an older newsletter left it: its schema and rows, user_version 0."""
+    db = sqlite3.connect(path)
+    db.executescript((SCHEMAS / fixture).read_text(encoding="utf-8"))
+    db.close()
+    return path
+
+
+def _rows(path: Path) -> dict[str, list[dict[str, Any]]]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    rows = {t: [dict(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+    db.close()
+    return rows
+
+
+def _shape(path: Path) -> tuple[dict[str, set[str]], set[str]]:
+    """Each table's columns, and the index names."""
+    db = sqlite3.connect(path)
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    columns = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+    db.close()
+    return columns, indexes
+
+
+def _user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db"):
+        pass
+    assert LATEST == 3
+    assert _user_version(tmp_path / "state.db") == LATEST
+    columns, indexes = _shape(tmp_path / "state.db")
+    assert len(columns) == 11 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"]
+    assert indexes == {"papers_first_seen", "deliveries_status", "deliveries_subscriber", "rate_events_key"}
+
+
+@pytest.mark.parametrize("fixture", ["fa3b13e.sql", "b85425c.sql"], ids=["before-versions", "before-revised-and-uncertain"])
+def test_an_old_database_upgrades_without_loss(tmp_path: Path, fixture: str) -> None:
+    path = _old_database(tmp_path / "state.db", fixture)
+    before = _rows(path)
+    assert _user_version(path) == 0 and all(before.values()), "the fixture has rows in every table"
+
+    with Store(path):
+        pass
+
+    assert _user_version(path) == LATEST
+    after = _rows(path)
+    for table, rows in before.items():
+        assert [{k: row[k] for k in old} for row, old in zip(after[table], rows, strict=True)] == rows, f"every {table} row survives as it was"
+    _fresh_store = Store(tmp_path / "fresh.db")
+    _fresh_store.close()
+    assert _shape(path) == _shape(tmp_path / "fresh.db"), "the same tables, columns and indexes as a fresh database"
+    if fixture == "b85425c.sql":
+        assert [r["revised"] for r in after["papers"]] == [None, None, None]
+        assert [r["uncertain"] for r in after["deliveries"]] == [0, 0, 0, 0]
+    else:
+        assert [r["revised"] for r in after["papers"]] == [None, "2026-11-26T06:00:04.870000+00:00", None]
+        assert [r["uncertain"] for r in after["deliveries"]] == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("fixture", ["fa3b13e.sql", "b85425c.sql"])
+def test_an_upgraded_database_works(tmp_path: Path, fixture: str) -> None:
+    path = _old_database(tmp_path / "state.db", fixture)
+    with Store(path) as store:
+        revised_since_sent = fixture == "fa3b13e.sql"  # 2411.01877 got a new version after Ada was mailed it
+        assert store.sent_paper_ids("ada@example.org") == {"2411.01234", "2411.02210"} | (set() if revised_since_sent else {"2411.01877"})
+        assert store.claim("2026-11-26", "ada@example.org", NOW) == 1, "the old pending row"
+        store.mark_sent("2026-11-26", "ada@example.org", "<m@x>", "250 ok", NOW)
+        assert store.claim("2026-11-26", "grace@example.net", NOW) == 2, "the old deferred row, its attempts kept"
+        assert store.recover_interrupted(limit=3, now=NOW) == 1
+        [row] = store.deliveries(["deferred"])
+        assert row["uncertain"] == (2 if fixture == "fa3b13e.sql" else 1)
+        assert [r["status"] for r in store.deliveries()] == ["sent", "failed", "sent", "deferred"]
+        assert store.source_health()["hf-daily"].consecutive_failures == 1
+        assert store.validators("https://rss.arxiv.org/rss/cs.CL+cs.LG") == ('"5f2c-63a1b2c4d5e6f"', "Wed, 25 Nov 2026 05:00:00 GMT")
+        assert store.meta("last_edition") == "2026-11-26"
+        assert [s.paper.id for s in store.papers_seen_since(datetime(2026, 11, 25, tzinfo=UTC))] == ["2411.02210", "2411.01234", "2411.01877"]
+        store.record_slot("lin@example.com", NOW, "sent", NOW)
+        assert store.handled_slots()["lin@example.com"] == (NOW, "sent")
+
+
+def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 7")
+    db.close()
+    with pytest.raises(SchemaTooNew) as caught:
+        Store(path)
+    assert isinstance(caught.value, StorageError)
+    assert str(caught.value) == f"{path} has schema version 7; this newsletter knows up to {LATEST}: upgrade newsletter (or restore a backup)"
+    assert _user_version(path) == 7 and _shape(path) == ({}, set()), "nothing was touched"
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> list[str]:
+    ran: list[str] = []
+
+    def wrap(step: Migration) -> Migration:
+        def counted(db: sqlite3.Connection) -> None:
+            ran.append(step.__name__)
+            time.sleep(delay)
+            step(db)
+
+        return counted
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [wrap(step) for step in MIGRATIONS])
+    return ran
+
+
+def test_opening_again_runs_no_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = _counting(monkeypatch)
+    with Store(tmp_path / "state.db"):
+        pass
+    assert ran == [step.__name__ for step in MIGRATIONS]
+    with Store(tmp_path / "state.db"):
+        pass
+    assert len(ran) == LATEST, "nothing ran the second time"
+
+
+def test_two_processes_opening_at_once_migrate_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = _counting(monkeypatch, delay=0.05)
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            Store(tmp_path / "state.db").close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(ran) == LATEST, "the second opener found the work done"
+    assert _user_version(tmp_path / "state.db") == LATEST
+
+
+def test_a_failing_migration_rolls_back_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _old_database(tmp_path / "state.db", "b85425c.sql")
+    before, shape = _rows(path), _shape(path)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("migration 4 failed")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, broken])
+    with pytest.raises(RuntimeError, match="migration 4 failed"):
+        Store(path)
+    assert _user_version(path) == 0, "version unchanged"
+    assert _shape(path) == shape and _rows(path) == before, "migrations 1-3 rolled back with it: no new table or column"
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+    with Store(path):
+        pass
+    assert _user_version(path) == LATEST

@@ -75,7 +75,7 @@ def client(folder: Path) -> None:
     with Store(env.db) as store:
         pipeline.fetch(config, env, store)
         fetched = time.perf_counter()
-        report = pipeline.send(config, env, store, transport(env))
+        report = pipeline.send(config, env, store, transport(env.smtp, env.outbox, env.pool, env.dkim))
     sent = time.perf_counter()
     if report.count("sent") != len(config.subscribers):
         raise SystemExit(f"only {report.count('sent')} of {len(config.subscribers)} sent: {report.outcomes[:3]}")

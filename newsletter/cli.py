@@ -110,7 +110,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     env, config = _ready(ctx)
     if only and config.subscriber(only) is None:
         _fail(f"{only} is not a subscriber in {config.path}")
-    transport = make_transport(env)
+    transport = make_transport(env.smtp, env.outbox, env.pool, env.dkim)
     stopping = threading.Event()
     with Store(env.db) as store, stop_on_signals(stopping):
         click.echo(f"Fetching {len(config.sources)} sources…")
@@ -340,7 +340,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
     if not env.secret_key:
         _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: connection(env))
+        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim))
         try:
             service.subscribe(address, choice)
         except RateLimited:
@@ -356,7 +356,7 @@ def unsubscribe(ctx: click.Context, email: str) -> None:
     """Remove EMAIL from subscribers.yaml now."""
     env, config = _ready(ctx, need_smtp_settings=False)
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, "", lambda: connection(env))
+        service = subscriptions.Service(env, config.path, store, "", lambda: connection(env.smtp, env.outbox, env.dkim))
         removed = service.unsubscribe(email)
     if not removed:
         _fail(f"{email} is not a subscriber in {config.path}")

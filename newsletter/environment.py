@@ -13,9 +13,11 @@ from typing import TypeVar
 from dotenv import dotenv_values
 
 from newsletter.errors import EnvError
+from newsletter.mail.pool import PoolSettings
+from newsletter.mail.signing import DkimSettings
+from newsletter.mail.transports import SECURITY_PORTS, SmtpSettings
 
 N = TypeVar("N", int, float)
-SECURITY_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 DEFAULT_FROM = "Paper Digest <digest@localhost>"
 
 
@@ -46,6 +48,33 @@ class Env:
     secret_key: str | None = None
     templates: Path | None = None
     config: str | None = None  # NEWSLETTER_CONFIG
+
+    @property
+    def smtp(self) -> SmtpSettings | None:
+        """How to reach the SMTP server; None when SMTP_HOST is unset and mail goes to the outbox folder."""
+        if not self.smtp_host:
+            return None
+        return SmtpSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            security=self.smtp_security,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            timeout=self.smtp_timeout,
+            tls_verify=self.smtp_tls_verify,
+        )
+
+    @property
+    def pool(self) -> PoolSettings:
+        """How many SMTP connections send at once, and at what overall rate."""
+        return PoolSettings(connections=self.smtp_connections, rate=self.smtp_rate)
+
+    @property
+    def dkim(self) -> DkimSettings | None:
+        """The DKIM key and where it is published; None unless DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_PATH are all set."""
+        if not (self.dkim_selector and self.dkim_domain and self.dkim_private_key_path):
+            return None
+        return DkimSettings(self.dkim_selector, self.dkim_domain, self.dkim_private_key_path)
 
     @property
     def from_address(self) -> Address:

@@ -8,6 +8,9 @@ import pytest
 
 from newsletter import environment
 from newsletter.errors import EnvError
+from newsletter.mail.pool import PoolSettings
+from newsletter.mail.signing import DkimSettings
+from newsletter.mail.transports import SmtpSettings
 
 NO_DOTENV = Path("/nonexistent")
 
@@ -46,3 +49,14 @@ def test_dkim_settings_go_together_and_the_key_must_exist(tmp_path: Path) -> Non
     assert any("DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_PATH go together" in p for p in environment.problems(load(DKIM_SELECTOR="news")))
     missing = load(DKIM_SELECTOR="news", DKIM_DOMAIN="example.org", DKIM_PRIVATE_KEY_PATH=str(tmp_path / "none.pem"))
     assert any("is not a readable file" in p for p in environment.problems(missing))
+
+
+def test_the_mail_layer_gets_its_own_settings_objects() -> None:
+    assert load().smtp is None, "no SMTP_HOST: mail goes to the outbox"
+    env = load(SMTP_HOST="mail.example.org", SMTP_SECURITY="ssl", SMTP_USERNAME="u", SMTP_PASSWORD="p", SMTP_TLS_VERIFY="false")
+    assert env.smtp == SmtpSettings("mail.example.org", 465, "ssl", "u", "p", 30.0, tls_verify=False), "the port follows SMTP_SECURITY"
+    assert load(SMTP_HOST="mail.example.org", SMTP_PORT="2525").smtp == SmtpSettings("mail.example.org", 2525, "starttls")
+    assert load(SMTP_CONNECTIONS="8", SMTP_RATE="12.5").pool == PoolSettings(8, 12.5) and load().pool == PoolSettings(4, None)
+    assert load(DKIM_SELECTOR="news", DKIM_DOMAIN="example.org").dkim is None, "all three or no signing"
+    dkim = load(DKIM_SELECTOR="news", DKIM_DOMAIN="example.org", DKIM_PRIVATE_KEY_PATH="/keys/dkim.pem").dkim
+    assert dkim == DkimSettings("news", "example.org", Path("/keys/dkim.pem"))

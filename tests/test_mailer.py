@@ -24,7 +24,7 @@ from newsletter.errors import DeliveryError
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
 from newsletter.mail.pool import Job, Pool, RateLimiter
 from newsletter.mail.signing import Signer
-from newsletter.mail.transports import Outbox, Smtp
+from newsletter.mail.transports import Outbox, Smtp, SmtpSettings
 
 SENDER = Address("Paper Digest", "digest", "example.org")
 NO_DOTENV = Path("/nonexistent")
@@ -45,8 +45,11 @@ def letter(user: str = "ada") -> Letter:
     return seal(message(Address(user.title(), user, "example.org")))
 
 
-def env_for(server: SMTPServer, **extra: str) -> environment.Env:
-    return environment.load({**server.env(), **extra}, dotenv=NO_DOTENV)
+def env_for(server: SMTPServer, **extra: str) -> SmtpSettings:
+    """The SMTP settings a deployment pointed at this server (plus `extra` variables) would have."""
+    settings = environment.load({**server.env(), **extra}, dotenv=NO_DOTENV).smtp
+    assert settings is not None
+    return settings
 
 
 def test_message_has_the_headers_and_parts_mail_clients_expect() -> None:
@@ -201,7 +204,7 @@ def dkim_key(tmp_path: Path) -> tuple[dict[str, str], Callable[..., bytes]]:
 
 def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_path: Path) -> None:
     settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_env(environment.load(settings, dotenv=NO_DOTENV))
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
     assert signer is not None
     with SMTPServer(Sink(raw=True)) as server:
         smtp = Smtp(env_for(server))
@@ -218,7 +221,7 @@ def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_pa
 
 def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_path: Path) -> None:
     settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_env(environment.load(settings, dotenv=NO_DOTENV))
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
     original = seal(
         build_message(
             SENDER, Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>"), "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"
@@ -227,7 +230,7 @@ def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_p
     )
     assert not original.data.isascii(), "digests go out 8bit where the server allows it"
     with SMTPServer(Sink(raw=True, eight_bit=False)) as server:
-        smtp = Smtp(env_for(server, **settings))
+        smtp = Smtp(env_for(server), signer)
         smtp.send(original)
         smtp.close()
     received = server.sink.received[0]
@@ -240,7 +243,7 @@ def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_p
     assert (got["To"], got["Subject"], got["Message-ID"]) == (sent["To"], sent["Subject"], sent["Message-ID"])
 
     with SMTPServer(Sink(raw=True)) as server:
-        smtp = Smtp(env_for(server, **settings))
+        smtp = Smtp(env_for(server), signer)
         smtp.send(original)
         smtp.close()
     assert server.sink.received[0] == original.data and server.sink.mail_options == [["BODY=8BITMIME"]], "8bit as signed where offered"
@@ -310,9 +313,9 @@ def test_an_untrusted_certificate_is_refused_unless_explicitly_allowed(tmp_path:
 
 
 def test_unreachable_server_is_a_temporary_server_failure() -> None:
-    env = environment.load({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(free_port()), "SMTP_SECURITY": "none"}, dotenv=NO_DOTENV)
+    settings = SmtpSettings("127.0.0.1", free_port(), "none")
     with pytest.raises(DeliveryError) as info:
-        Smtp(env).send(letter())
+        Smtp(settings).send(letter())
     assert info.value.temporary is True and info.value.server is True
 
 

@@ -164,7 +164,7 @@ def test_each_outcome_is_reported_as_it_happens(setup, tmp_path: Path) -> None: 
     seen: list[pipeline.Outcome] = []
     with Store(settings.db) as store:
         pipeline.fetch(conf, settings, store)
-        report = pipeline.send(conf, settings, store, transport(settings), on_outcome=seen.append)
+        report = pipeline.send(conf, settings, store, transport(settings.smtp, settings.outbox, settings.pool, settings.dkim), on_outcome=seen.append)
     assert seen == report.outcomes and [o.status for o in seen] == ["sent", "sent"]
 
 

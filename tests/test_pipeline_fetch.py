@@ -318,7 +318,7 @@ def test_new_version_is_sent_again_only_when_the_source_asks(tmp_path: Path, htt
             """Serve this version, fetch, send; how many mails went out."""
             http_server.route("/feed.xml", Reply(200, version_of_cs_ai(version)))
             assert run_fetch(config, env, store)["cs-ai"].error is None
-            return pipeline.send(config, env, store, make_transport(env)).count("sent")
+            return pipeline.send(config, env, store, make_transport(env.smtp, env.outbox, env.pool, env.dkim)).count("sent")
 
         assert cycle(1) == 1
         assert store.paper(MATH_TAKES_TWO).version == 1  # type: ignore[union-attr]

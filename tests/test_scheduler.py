@@ -195,7 +195,7 @@ def test_a_stop_mid_batch_finishes_the_message_in_flight_and_leaves_the_rest_due
             first.stopping.set()
             return reply
 
-    monkeypatch.setattr(daemon, "make_transport", lambda env: Pool(lambda: StopAfterOne(env.outbox), 1, None))
+    monkeypatch.setattr(daemon, "make_transport", lambda smtp, outbox, pool, dkim: Pool(lambda: StopAfterOne(outbox), 1, None))
     with time_machine.travel(utc(2026, 11, 25, 7, 30, 5), tick=False):
         first.tick()
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1

@@ -7,11 +7,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from newsletter.environment import Env
 from newsletter.errors import DeliveryError
 from newsletter.mail.message import Letter
-from newsletter.mail.transports import Transport, connection
+from newsletter.mail.signing import DkimSettings, Signer
+from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How many SMTP connections send at once (SMTP_CONNECTIONS) and at most how many messages per second over all of them (SMTP_RATE; None: no limit)."""
+
+    connections: int = 4
+    rate: float | None = None
 
 
 class RateLimiter:
@@ -104,8 +113,11 @@ class Pool:
             transport.close()
 
 
-def transport(env: Env) -> Pool:
-    """SMTP_CONNECTIONS connections to SMTP_HOST at SMTP_RATE, or one writer into the outbox folder."""
-    if env.smtp_host:
-        return Pool(lambda: connection(env), env.smtp_connections, env.smtp_rate)
-    return Pool(lambda: connection(env), 1, None)
+def transport(smtp: SmtpSettings | None, outbox: Path, pool: PoolSettings, dkim: DkimSettings | None) -> Pool:
+    """`pool.connections` SMTP connections at `pool.rate`, or one writer into the outbox folder when there are no SMTP settings.
+
+    The DKIM key is read once here, for every connection to sign again what a server without 8BITMIME needs re-encoded."""
+    if smtp is not None:
+        signer = Signer.from_settings(dkim)
+        return Pool(lambda: Smtp(smtp, signer), pool.connections, pool.rate)
+    return Pool(lambda: Outbox(outbox), 1, None)

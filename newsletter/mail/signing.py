@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-import dkim
+from dataclasses import dataclass
+from pathlib import Path
 
-from newsletter.environment import Env
+import dkim
 
 # Headers the DKIM signature covers; RFC 8058 §4 asks for both List-Unsubscribe headers, which dkimpy leaves out by default.
 SIGNED_HEADERS = (
     b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
     b"list-id", b"list-unsubscribe", b"list-unsubscribe-post",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """Which key signs, under which selector of which domain (DKIM_SELECTOR, DKIM_DOMAIN, DKIM_PRIVATE_KEY_PATH)."""
+
+    selector: str
+    domain: str
+    private_key_path: Path
 
 
 class Signer:
@@ -22,11 +32,11 @@ class Signer:
         self.private_key = private_key
 
     @classmethod
-    def from_env(cls, env: Env) -> Signer | None:
-        """The configured signer, or None when DKIM_* are unset."""
-        if not (env.dkim_selector and env.dkim_domain and env.dkim_private_key_path):
+    def from_settings(cls, settings: DkimSettings | None) -> Signer | None:
+        """The signer these settings describe, its key read now; None when there are none (no DKIM)."""
+        if settings is None:
             return None
-        return cls(env.dkim_selector, env.dkim_domain, env.dkim_private_key_path.read_bytes())
+        return cls(settings.selector, settings.domain, settings.private_key_path.read_bytes())
 
     def sign(self, data: bytes) -> bytes:
         signature: bytes = dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=list(SIGNED_HEADERS))

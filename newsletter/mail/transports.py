@@ -6,14 +6,29 @@ import os
 import smtplib
 import ssl
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from newsletter.environment import Env
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.mail.message import Letter, seven_bit
-from newsletter.mail.signing import Signer
+from newsletter.mail.signing import DkimSettings, Signer
+
+SECURITY_PORTS = {"starttls": 587, "ssl": 465, "none": 25}  # the port each SMTP_SECURITY uses unless SMTP_PORT says otherwise
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to reach the SMTP server (SMTP_HOST, SMTP_PORT, SMTP_SECURITY, SMTP_USERNAME, ...)."""
+
+    host: str
+    port: int = SECURITY_PORTS["starttls"]
+    security: str = "starttls"  # one of SECURITY_PORTS: "starttls", "ssl" (implicit TLS) or "none"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    tls_verify: bool = True  # False (SMTP_TLS_VERIFY=false) only for a self-signed test server
 
 
 class Transport(Protocol):
@@ -58,37 +73,36 @@ class Outbox:
 class Smtp:
     """One reused SMTP connection; TLS when asked is never dropped to plaintext, and certificates are checked."""
 
-    def __init__(self, env: Env) -> None:
-        assert env.smtp_host
-        self.env = env
-        self.signer = Signer.from_env(env)  # to sign again what a server without 8BITMIME needs re-encoded
+    def __init__(self, settings: SmtpSettings, signer: Signer | None = None) -> None:
+        self.settings = settings
+        self.signer = signer  # to sign again what a server without 8BITMIME needs re-encoded
         self._conn: smtplib.SMTP | None = None
 
     def _context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
-        if not self.env.smtp_tls_verify:  # SMTP_TLS_VERIFY=false: an explicit choice for a self-signed test server
+        if not self.settings.tls_verify:  # SMTP_TLS_VERIFY=false: an explicit choice for a self-signed test server
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
 
     def _connect(self) -> smtplib.SMTP:
-        env = self.env
-        where = f"{env.smtp_host}:{env.smtp_port}"
+        smtp = self.settings
+        where = f"{smtp.host}:{smtp.port}"
         try:
             conn: smtplib.SMTP
-            if env.smtp_security == "ssl":
-                conn = smtplib.SMTP_SSL(env.smtp_host or "", env.smtp_port, timeout=env.smtp_timeout, context=self._context())
+            if smtp.security == "ssl":
+                conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=self._context())
             else:
-                conn = smtplib.SMTP(env.smtp_host or "", env.smtp_port, timeout=env.smtp_timeout)
+                conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
             conn.ehlo()
-            if env.smtp_security == "starttls":
+            if smtp.security == "starttls":
                 if not conn.has_extn("starttls"):
                     conn.close()
                     raise DeliveryError(f"{where} does not offer STARTTLS; refusing to send in plaintext", temporary=False, server=True)
                 conn.starttls(context=self._context())
                 conn.ehlo()
-            if env.smtp_username:
-                conn.login(env.smtp_username, env.smtp_password or "")
+            if smtp.username:
+                conn.login(smtp.username, smtp.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(f"login refused by {where}: {_reply(exc.smtp_code, exc.smtp_error)}", temporary=False, server=True) from exc
         except ssl.SSLCertVerificationError as exc:
@@ -175,6 +189,8 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
 
 
-def connection(env: Env) -> Transport:
-    """One way out for a single message (a confirmation, a welcome): SMTP when SMTP_HOST is set, else the outbox."""
-    return Smtp(env) if env.smtp_host else Outbox(env.outbox)
+def connection(smtp: SmtpSettings | None, outbox: Path, dkim: DkimSettings | None) -> Transport:
+    """One way out for a single message (a confirmation, a welcome): SMTP when there are SMTP settings, else the outbox folder.
+
+    `dkim` signs again what a server without 8BITMIME needs re-encoded; its key is read only for SMTP."""
+    return Smtp(smtp, Signer.from_settings(dkim)) if smtp is not None else Outbox(outbox)

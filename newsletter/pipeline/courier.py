@@ -51,7 +51,7 @@ class Letters:
     stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
 
     def __post_init__(self) -> None:
-        self.signer = Signer.from_env(self.env)
+        self.signer = Signer.from_settings(self.env.dkim)
 
     def make(self, subscriber: Subscriber, digest: Digest) -> Letter:
         rendered = self.renderer.render(digest)

@@ -151,7 +151,7 @@ class Daemon:
                 config,
                 self.env,
                 store,
-                make_transport(self.env),
+                make_transport(self.env.smtp, self.env.outbox, self.env.pool, self.env.dkim),
                 now=self.clock.now(),
                 edition=edition,
                 subscribers=subscribers,

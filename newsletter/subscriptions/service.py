@@ -61,7 +61,7 @@ class Service:
     def _send(self, msg: EmailMessage) -> None:
         transport = self.transport_factory()
         try:
-            transport.send(seal(msg, Signer.from_env(self.env)))
+            transport.send(seal(msg, Signer.from_settings(self.env.dkim)))
         finally:
             transport.close()
 

@@ -56,7 +56,7 @@ def create_app(
     """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
     if not env.secret_key:
         raise EnvError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
-    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: connection(env)))
+    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: connection(env.smtp, env.outbox, env.dkim)))
     routes = [
         Route("/", pages.subscribe_form, methods=["GET"]),
         Route("/", pages.subscribe, methods=["POST"]),

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from httpserver import LocalHTTPServer
+from support.httpserver import LocalHTTPServer
 
 
 @pytest.fixture

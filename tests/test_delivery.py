@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from smtpserver import Sink, SMTPServer, greylisting
+from support.smtpserver import Sink, SMTPServer, free_port, greylisting
 
 from newsletter.cli import cli
 from newsletter.storage.store import Store
@@ -190,8 +190,6 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
 
 
 def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(world: World) -> None:
-    from smtpserver import free_port
-
     result = world.send(SMTP_PORT=str(free_port()))
     assert result.exit_code == 2
     assert "cannot connect" in result.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from httpserver import LocalHTTPServer, Reply, redirect
+from support.httpserver import LocalHTTPServer, Reply, redirect
+from support.smtpserver import free_port
 
 from newsletter import __version__
 from newsletter.errors import FetchError
@@ -164,10 +164,7 @@ def test_500_forever_gives_up_after_retries_with_doubling_backoff(server: LocalH
 
 
 def test_connection_refused_is_a_fetch_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    message = fetch_error(f"http://127.0.0.1:{port}/feed.xml", retries=1)
+    message = fetch_error(f"http://127.0.0.1:{free_port()}/feed.xml", retries=1)
     assert message.startswith("connection failed: ") and message.endswith("(after 1 retry)")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer
-from smtpserver import SMTPServer
+from support.httpserver import LocalHTTPServer
+from support.smtpserver import SMTPServer
 
 from newsletter import config as config_mod
 from newsletter import environment, pipeline

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer, Reply, redirect
-from smtpserver import SMTPServer
+from support.httpserver import LocalHTTPServer, Reply, redirect
+from support.smtpserver import SMTPServer
 from test_sources import EDGE_OUTCOMES, ERRORS, EXPECTED, FIXTURES, FULL_RSS
 
 from newsletter import config as config_mod

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer, Reply
-from smtpserver import SMTPServer
+from support.httpserver import LocalHTTPServer, Reply
+from support.smtpserver import SMTPServer
 
 from newsletter.cli import cli
 from newsletter.storage.store import Store

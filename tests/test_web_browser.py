@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from httpserver import LocalHTTPServer
-from smtpserver import SMTPServer, free_port
+from support.httpserver import LocalHTTPServer
+from support.smtpserver import SMTPServer, free_port
 from test_web import make_site
 
 from newsletter.config.load import load

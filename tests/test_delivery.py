@@ -207,6 +207,7 @@ def test_the_outbox_goes_through_the_same_ledger(world: World) -> None:
     assert len(list((world.folder / "out").glob("*.eml"))) == 12
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_rows(tmp_path: Path) -> None:
     with SMTPServer() as server:
         world = make_world(tmp_path, server, 500)
@@ -252,6 +253,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
         assert {r["status"] for r in rows} == {"sent"} and len({r["subscriber"] for r in rows}) == 500
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_retry_phase_leaves_no_more_rows_uncertain_than_connections(tmp_path: Path) -> None:
     connections = 4
     kills = (40, 140, 240)  # messages accepted in all when each run is killed

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from support.smtpserver import Sink, SMTPServer, free_port, greylisting
+from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, free_port, greylisting
 
 from newsletter.cli import cli
+from newsletter.pipeline.courier import SERVER_DOWN_AFTER
 from newsletter.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,6 +196,23 @@ def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(wor
     assert "cannot connect" in result.output
     assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
     assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
+def test_a_server_refusing_every_session_stops_the_run_after_server_down_after_in_a_row(world: World) -> None:
+    world = make_world(world.folder, world.server, 80)  # far more readers than refusals it takes to stop
+    with RefusingSMTPServer() as refusing:
+        result = world.send(SMTP_PORT=str(refusing.port))
+    assert result.exit_code == 2
+    assert f"the server kept refusing the session ({SERVER_DOWN_AFTER} times in a row)" in result.output
+    assert "421" in result.output
+    connections = int(world.env["SMTP_CONNECTIONS"])
+    # without the stop every reader would be tried 1 + RETRIES_IN_RUN times: 240 sessions
+    assert SERVER_DOWN_AFTER <= refusing.count() <= SERVER_DOWN_AFTER + connections, "no row claimed once the run stopped"
+    rows = world.rows()
+    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in rows.values()), "nothing counted against readers"
+    assert result.output.count("sent ") == 0 and world.arrivals() == Counter()
+    assert world.send().exit_code == 0, "the rest waits for the next run"
     assert world.arrivals() == Counter(world.emails)
 
 

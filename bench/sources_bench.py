@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' local HTTP server
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers (tests/support)
 
-from httpserver import LocalHTTPServer
+from support.httpserver import LocalHTTPServer
 
 from newsletter import config as config_mod
 from newsletter import pipeline

@@ -6,13 +6,12 @@ page scrolls sideways, which is what makes a mail unreadable on a phone.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import subprocess
-import time
 from datetime import date
 from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser
+from support.browser import SHOTS, chromium_browser
 
 from newsletter import config
 from newsletter.ingest.sources import parse
@@ -29,90 +28,29 @@ from newsletter.model.digest import (
 from newsletter.model.paper import Paper
 from newsletter.model.topics import Marks, Matcher
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output" / "browser"
+OUTPUT = SHOTS
 FEEDS = ROOT / "samples" / "feeds"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--hide-scrollbars", "--mute-audio"]
-LAYOUT = """JSON.stringify({scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+LAYOUT = """() => ({scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
   containerWidth: document.querySelector(".container").getBoundingClientRect().width,
   height: document.documentElement.scrollHeight})"""
 
 
-class Browser:
-    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: fds 3 and 4).
-
-    The CLI's --window-size cannot go below 500 px wide, so a phone is emulated with
-    Emulation.setDeviceMetricsOverride, as DevTools' device mode does.
-    """
-
-    def __init__(self, chromium: str, profile: Path) -> None:
-        to_browser, self._write = os.pipe()
-        self._read, from_browser = os.pipe()
-        hi_in, hi_out = os.dup(to_browser), os.dup(from_browser)  # above 4, so dup2 onto 3 and 4 cannot clobber them
-
-        def wire() -> None:
-            os.dup2(hi_in, 3)
-            os.dup2(hi_out, 4)
-
-        self.proc = subprocess.Popen(
-            [chromium, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(3, 4, hi_in, hi_out),
-            preexec_fn=wire,
-        )
-        for fd in (to_browser, from_browser, hi_in, hi_out):
-            os.close(fd)
-        self._buffer = b""
-        self._id = 0
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-    def call(self, method: str, session: str | None = None, **params: object) -> dict:
-        """Send one command and wait for its answer, skipping events."""
-        self._id += 1
-        message: dict[str, object] = {"id": self._id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self._write, json.dumps(message).encode() + b"\0")
-        while True:
-            while b"\0" not in self._buffer:
-                chunk = os.read(self._read, 1 << 20)
-                if not chunk:
-                    raise RuntimeError(f"chromium closed the pipe during {method}")
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return dict(reply["result"])
-
-    def page(self, method: str, **params: object) -> dict:
-        return self.call(method, self.session, **params)
-
-    def layout(self, url: str, width: int, mobile: bool) -> dict[str, float]:
-        """Load the page at a viewport width and return what the page measures of itself."""
-        self.page("Emulation.setDeviceMetricsOverride", width=width, height=800, deviceScaleFactor=1, mobile=mobile)
-        self.page("Page.navigate", url=url)
-        for _ in range(250):
-            state = self.page("Runtime.evaluate", expression="document.readyState", returnByValue=True)["result"]["value"]
-            if state == "complete":
-                break
-            time.sleep(0.02)
-        return dict(json.loads(self.page("Runtime.evaluate", expression=LAYOUT, returnByValue=True)["result"]["value"]))
-
-    def screenshot(self, path: Path, width: int, height: int, mobile: bool) -> None:
-        """The page (its first `height` px) at that width, as PNG."""
-        self.page("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
-        path.write_bytes(base64.b64decode(self.page("Page.captureScreenshot", format="png")["data"]))
-
-    def close(self) -> None:
-        os.close(self._write)
-        os.close(self._read)
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+def layout_and_screenshot(browser: Browser, url: str, width: int, mobile: bool, shot: Path) -> dict[str, float]:
+    """Load the page at a viewport width (a phone emulated as DevTools' device mode does), return what the page
+    measures of itself, and save its first `height` px (at most 8000) as PNG."""
+    context = browser.new_context(viewport={"width": width, "height": 800}, device_scale_factor=1, is_mobile=mobile)
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="load")
+        seen = dict(page.evaluate(LAYOUT))
+        page.set_viewport_size({"width": width, "height": min(int(seen["height"]), 8000)})
+        page.screenshot(path=str(shot))
+        return seen
+    finally:
+        context.close()
 
 
 def sample_digest() -> Digest:
@@ -154,21 +92,17 @@ subscribers:
     return Digest(digest.day, sections)
 
 
-def test_digest_fits_a_phone_and_a_desktop_pane(chromium: str, tmp_path: Path) -> None:
+def test_digest_fits_a_phone_and_a_desktop_pane(chromium: str) -> None:
     renderer = Renderer("https://digest.example.org")
     html, _ = renderer.personalise(renderer.render(sample_digest()), Reader("ada@example.org", "Ada", "TOKEN", "TOKEN"))
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page = OUTPUT / "digest.html"
     page.write_text(html, encoding="utf-8")
 
-    browser = Browser(chromium, tmp_path / "profile")
-    try:
-        seen = {}
+    seen = {}
+    with chromium_browser(chromium) as browser:
         for width, mobile in ((600, False), (375, True)):
-            seen[width] = browser.layout(page.as_uri(), width, mobile)
-            browser.screenshot(OUTPUT / f"digest-{width}.png", width, min(int(seen[width]["height"]), 8000), mobile)
-    finally:
-        browser.close()
+            seen[width] = layout_and_screenshot(browser, page.as_uri(), width, mobile, OUTPUT / f"digest-{width}.png")
     print(f"screenshots: {OUTPUT}/digest-600.png {OUTPUT}/digest-375.png; layout: {seen}")
 
     assert all((OUTPUT / f"digest-{w}.png").stat().st_size > 10_000 for w in seen)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from smtpserver import Sink, SMTPServer, greylisting
+from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, free_port, greylisting
 
 from newsletter.cli import cli
+from newsletter.pipeline.courier import SERVER_DOWN_AFTER
 from newsletter.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,13 +191,28 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
 
 
 def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(world: World) -> None:
-    from smtpserver import free_port
-
     result = world.send(SMTP_PORT=str(free_port()))
     assert result.exit_code == 2
     assert "cannot connect" in result.output
     assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
     assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
+def test_a_server_refusing_every_session_stops_the_run_after_server_down_after_in_a_row(world: World) -> None:
+    world = make_world(world.folder, world.server, 80)  # far more readers than refusals it takes to stop
+    with RefusingSMTPServer() as refusing:
+        result = world.send(SMTP_PORT=str(refusing.port))
+    assert result.exit_code == 2
+    assert f"the server kept refusing the session ({SERVER_DOWN_AFTER} times in a row)" in result.output
+    assert "421" in result.output
+    connections = int(world.env["SMTP_CONNECTIONS"])
+    # without the stop every reader would be tried 1 + RETRIES_IN_RUN times: 240 sessions
+    assert SERVER_DOWN_AFTER <= refusing.count() <= SERVER_DOWN_AFTER + connections, "no row claimed once the run stopped"
+    rows = world.rows()
+    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in rows.values()), "nothing counted against readers"
+    assert result.output.count("sent ") == 0 and world.arrivals() == Counter()
+    assert world.send().exit_code == 0, "the rest waits for the next run"
     assert world.arrivals() == Counter(world.emails)
 
 
@@ -209,6 +225,7 @@ def test_the_outbox_goes_through_the_same_ledger(world: World) -> None:
     assert len(list((world.folder / "out").glob("*.eml"))) == 12
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_rows(tmp_path: Path) -> None:
     with SMTPServer() as server:
         world = make_world(tmp_path, server, 500)
@@ -254,6 +271,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
         assert {r["status"] for r in rows} == {"sent"} and len({r["subscriber"] for r in rows}) == 500
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_retry_phase_leaves_no_more_rows_uncertain_than_connections(tmp_path: Path) -> None:
     connections = 4
     kills = (40, 140, 240)  # messages accepted in all when each run is killed

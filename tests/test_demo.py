@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from newsletter import config
 
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_demo_writes_one_digest_per_sample_subscriber_grouped_by_their_topics(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
     env |= {"NEWSLETTER_OUTBOX": str(tmp_path / "outbox"), "NEWSLETTER_DB": str(tmp_path / "state.db")}

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from markupsafe import escape
-from smtpserver import Sink, SMTPServer, free_port, self_signed_cert
+from support.smtpserver import Sink, SMTPServer, free_port, self_signed_cert
 
 from newsletter import environment
 from newsletter.errors import DeliveryError

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer
-from smtpserver import SMTPServer
+from support.httpserver import LocalHTTPServer
+from support.smtpserver import SMTPServer
 
 from newsletter import config as config_mod
 from newsletter import environment, pipeline
 from newsletter.cli import cli
 from newsletter.mail.pool import transport
+from newsletter.pipeline.courier import RETRIES_IN_RUN
 from newsletter.storage.store import Store
 
 CONFIG = """\
@@ -129,8 +130,16 @@ def test_a_refused_recipient_fails_alone_and_the_exit_code_says_so(setup) -> Non
 
 def test_a_deferred_digest_is_delivered_by_the_next_run(setup) -> None:  # type: ignore[no-untyped-def]
     smtp, env = setup
-    smtp.sink.reply = lambda rcpt: "451 4.3.0 try later" if rcpt.startswith("bob@") else None
+    env = {**env, "SMTP_RETRY_DELAY": "0.05"}  # the in-run retries back off 0.05 s, then 0.1 s (not the default 5 s, 10 s)
+    tries: list[str] = []
+
+    def refuse_bob(rcpt: str) -> str | None:
+        tries.append(rcpt)
+        return "451 4.3.0 try later" if rcpt.startswith("bob@") else None
+
+    smtp.sink.reply = refuse_bob
     assert run(["send"], env).exit_code == 2
+    assert RETRIES_IN_RUN > 0 and tries.count("bob@example.org") == 1 + RETRIES_IN_RUN, "tried, then retried in the run before being deferred"
     smtp.sink.reply = lambda rcpt: None
     assert run(["send"], env).exit_code == 0
     assert sorted(m["To"].addresses[0].addr_spec for m in smtp.messages) == ["ada@example.org", "bob@example.org"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer, Reply, redirect
-from smtpserver import SMTPServer
+from support.httpserver import LocalHTTPServer, Reply, redirect
+from support.smtpserver import SMTPServer
 from test_sources import EDGE_OUTCOMES, ERRORS, EXPECTED, FIXTURES, FULL_RSS
 
 from newsletter import config as config_mod
@@ -252,6 +252,56 @@ def test_arxiv_api_pages_are_paced_and_a_repeating_server_cannot_loop_us(tmp_pat
     assert (result.error, result.papers) == (None, 10)
     pages = [r.path for r in http_server.requests_to("/api")]
     assert len(pages) == 2 and "start=10" in pages[1]
+
+
+# --------------------------------------------------------------------------- validators only with the papers
+
+
+API_PAGE = "arxiv_api/arxiv.py__api_old_au_del_maestro_10.xml"  # totalResults 31, 10 per page
+
+
+def test_a_failed_second_page_saves_no_validators_so_the_next_fetch_gets_the_first_page_again(tmp_path: Path, env: Env, store: Store) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "api.xml").write_bytes((FIXTURES / API_PAGE).read_bytes())
+    with LocalHTTPServer(www) as server:
+        # the file with ETag/Last-Modified and conditional GET for page 1; page 2 (start=10) is refused this once
+        server.route("/api.xml", Reply(static=True), Reply(404, b"gone"), Reply(static=True))
+        first_url = server.url("/api.xml?search_query=au:del_maestro&start=0&max_results=10")
+        config = make_config(tmp_path, [{"name": "api", "type": "arxiv_api", "url": first_url, "max_results": 30}])
+
+        failed = run_fetch(config, env, store)["api"]
+        assert failed.error is not None and "404" in failed.error
+        pages = server.requests_to("/api.xml")
+        assert len(pages) == 2 and "start=10" in pages[1].path
+        assert stored(store) == [], "page 1's papers are not stored when page 2 fails"
+        assert store.validators(first_url) == (None, None), "so neither are page 1's validators"
+
+        again = run_fetch(config, env, store)["api"]
+        assert (again.error, again.not_modified, again.papers) == (None, False, 10)
+        retry = server.requests_to("/api.xml")[2]
+        assert "start=0" in retry.path and "if-none-match" not in retry.headers and "if-modified-since" not in retry.headers
+        assert len(stored(store)) == 10
+        assert store.validators(first_url)[0], "saved once the papers are"
+
+        third = run_fetch(config, env, store)["api"]
+        assert (third.error, third.not_modified) == (None, True)
+        assert server.requests_to("/api.xml")[-1].headers["if-none-match"] == store.validators(first_url)[0]
+
+
+def test_a_page_that_does_not_parse_saves_no_validators_so_it_stays_an_error_next_time(tmp_path: Path, env: Env, store: Store) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "feed.xml").write_bytes(b"<!doctype html><html><body><p>Not a feed, but served with an ETag</p></body></html>")
+    with LocalHTTPServer(www) as server:
+        config = make_config(tmp_path, [{"name": "broken", "type": "feed", "url": server.url("/feed.xml")}])
+        for _ in range(2):
+            result = run_fetch(config, env, store)["broken"]
+            assert result.error is not None and not result.not_modified, "a 304 would make a broken source look healthy"
+            assert store.validators(server.url("/feed.xml")) == (None, None)
+        requests = server.requests_to("/feed.xml")
+        assert len(requests) == 2 and not {"if-none-match", "if-modified-since"} & set(requests[1].headers)
+        assert store.source_health()["broken"].consecutive_failures == 2
 
 
 # --------------------------------------------------------------------------- identity across sources

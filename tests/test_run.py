@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer, Reply
-from smtpserver import SMTPServer
+from support.httpserver import LocalHTTPServer, Reply
+from support.smtpserver import SMTPServer
 
 from newsletter.cli import cli
 from newsletter.storage.store import Store
@@ -69,6 +70,7 @@ def stop(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_daemon_sends_on_schedule_stops_cleanly_catches_up_once_and_reloads_subscribers(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     with LocalHTTPServer() as feeds, SMTPServer() as smtp:

@@ -6,6 +6,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from newsletter.model.paper import Paper
 from newsletter.storage.store import Store
 
@@ -46,6 +48,23 @@ def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None
         assert store.sent_paper_ids("ADA@example.org") == {"p1", "p2"}
         assert [r["status"] for r in store.deliveries()] == ["sent"]
         assert store.claim("e1", "ada@example.org") is None, "a sent row is never claimed again"
+
+
+def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        assert store.plan_delivery("e0", "bob@example.org", ["p0"]), "committed before: must survive the rollback"
+        with pytest.raises(RuntimeError, match="boom"), store.transaction():
+            assert store.plan_delivery("e1", "ada@example.org", ["p1", "p2"])  # each joins the open transaction
+            assert store.claim("e1", "ada@example.org") == 1
+            store.save_validators("https://example.org/feed.xml", '"etag"', None)
+            raise RuntimeError("boom")
+        assert not store.db.in_transaction
+        assert [(r["edition"], r["subscriber"], r["status"]) for r in store.deliveries()] == [("e0", "bob@example.org", "pending")]
+        assert store.sent_paper_ids("ada@example.org") == set()
+        assert store.validators("https://example.org/feed.xml") == (None, None)
+        assert store.plan_delivery("e1", "ada@example.org", ["p1"]), "the row was never made, so it can be planned afresh"
+    with Store(tmp_path / "state.db") as reopened:  # and nothing half-done reached the file
+        assert sorted((r["edition"], r["status"], r["attempts"]) for r in reopened.deliveries()) == [("e0", "pending", 0), ("e1", "pending", 0)]
 
 
 def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: Path) -> None:

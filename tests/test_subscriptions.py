@@ -156,7 +156,7 @@ def test_preferences_form_refuses_regexes_unknown_zones_and_bad_times(yaml_file:
 
 def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
-    from smtpserver import SMTPServer
+    from support.smtpserver import SMTPServer
 
     from newsletter.cli import cli
 

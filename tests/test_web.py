@@ -12,9 +12,9 @@ from pathlib import Path
 import itsdangerous.timed
 import pytest
 from click.testing import CliRunner
-from httpserver import LocalHTTPServer
-from smtpserver import SMTPServer
 from starlette.testclient import TestClient
+from support.httpserver import LocalHTTPServer
+from support.smtpserver import SMTPServer
 
 from newsletter import environment, pipeline
 from newsletter.cli import cli

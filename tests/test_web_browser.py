@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -11,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from httpserver import LocalHTTPServer
-from smtpserver import SMTPServer, free_port
+from support.browser import SHOTS, chromium_browser
+from support.httpserver import LocalHTTPServer
+from support.smtpserver import SMTPServer, free_port
 from test_web import make_site
 
 from newsletter.config.load import load
 
-playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser
 
-SHOTS = Path(__file__).parent.parent / "test-output" / "browser"
 PHONE = {"width": 390, "height": 844}
 
 
@@ -44,48 +43,45 @@ def server(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[tuple[str, 
 
 def test_subscribe_confirm_in_a_phone_sized_browser(chromium: str, server: tuple[str, SMTPServer, Path]) -> None:
     base, smtp, config_path = server
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport=PHONE, java_script_enabled=False)
-            page.goto(base + "/")
-            page.fill("#email", "grace@example.org")
-            page.check("input[name=topics][value=agents]")
-            page.check("input[name=frequency][value=weekdays]")
-            page.screenshot(path=str(SHOTS / "1-subscribe.png"), full_page=True)
-            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "no sideways scrolling on a phone"
-            page.click("button[type=submit]")
-            assert page.locator("h1").inner_text() == "Check your inbox"
-            page.screenshot(path=str(SHOTS / "2-check-inbox.png"), full_page=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("[0-9]-*.png"):  # this test's own screenshots only: test_browser.py's stay
+        old.unlink()
+    with chromium_browser(chromium) as browser:
+        page = browser.new_page(viewport=PHONE, java_script_enabled=False)
+        page.goto(base + "/")
+        page.fill("#email", "grace@example.org")
+        page.check("input[name=topics][value=agents]")
+        page.check("input[name=frequency][value=weekdays]")
+        page.screenshot(path=str(SHOTS / "1-subscribe.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "no sideways scrolling on a phone"
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "Check your inbox"
+        page.screenshot(path=str(SHOTS / "2-check-inbox.png"), full_page=True)
 
-            (mail,) = smtp.sink.to("grace@example.org")
-            url = re.search(r"http://127\.0\.0\.1:\d+/confirm/\S+", mail.get_content())
-            assert url is not None
-            page.goto(url.group(0))
-            assert page.locator("h1").inner_text() == "Confirm your subscription"
-            assert load(config_path).subscriber("grace@example.org") is None
-            page.screenshot(path=str(SHOTS / "3-confirm.png"), full_page=True)
-            page.click("text=Confirm subscription")
-            assert page.locator("h1").inner_text() == "You are subscribed"
-            page.screenshot(path=str(SHOTS / "4-subscribed.png"), full_page=True)
-            subscriber = load(config_path).subscriber("grace@example.org")
-            assert subscriber is not None and subscriber.topics == ("agents",) and subscriber.frequency == "weekdays"
+        (mail,) = smtp.sink.to("grace@example.org")
+        url = re.search(r"http://127\.0\.0\.1:\d+/confirm/\S+", mail.get_content())
+        assert url is not None
+        page.goto(url.group(0))
+        assert page.locator("h1").inner_text() == "Confirm your subscription"
+        assert load(config_path).subscriber("grace@example.org") is None
+        page.screenshot(path=str(SHOTS / "3-confirm.png"), full_page=True)
+        page.click("text=Confirm subscription")
+        assert page.locator("h1").inner_text() == "You are subscribed"
+        page.screenshot(path=str(SHOTS / "4-subscribed.png"), full_page=True)
+        subscriber = load(config_path).subscriber("grace@example.org")
+        assert subscriber is not None and subscriber.topics == ("agents",) and subscriber.frequency == "weekdays"
 
-            page.click("text=Change your preferences")
-            assert page.locator("h1").inner_text() == "Your preferences"
-            page.fill("#keywords", "tool use")
-            page.click("button[type=submit]")
-            assert "Saved" in page.inner_text("main")
-            page.screenshot(path=str(SHOTS / "5-preferences.png"), full_page=True)
-            assert load(config_path).subscriber("grace@example.org").keywords == ("tool use",)  # type: ignore[union-attr]
+        page.click("text=Change your preferences")
+        assert page.locator("h1").inner_text() == "Your preferences"
+        page.fill("#keywords", "tool use")
+        page.click("button[type=submit]")
+        assert "Saved" in page.inner_text("main")
+        page.screenshot(path=str(SHOTS / "5-preferences.png"), full_page=True)
+        assert load(config_path).subscriber("grace@example.org").keywords == ("tool use",)  # type: ignore[union-attr]
 
-            page.click("text=Unsubscribe instead")
-            assert page.locator("h1").inner_text() == "Unsubscribe"
-            page.click("button[type=submit]")
-            assert page.locator("h1").inner_text() == "You are unsubscribed"
-            page.screenshot(path=str(SHOTS / "6-unsubscribed.png"), full_page=True)
-            assert load(config_path).subscriber("grace@example.org") is None
-        finally:
-            browser.close()
+        page.click("text=Unsubscribe instead")
+        assert page.locator("h1").inner_text() == "Unsubscribe"
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "You are unsubscribed"
+        page.screenshot(path=str(SHOTS / "6-unsubscribed.png"), full_page=True)
+        assert load(config_path).subscriber("grace@example.org") is None

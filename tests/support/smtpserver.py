@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import ipaddress
@@ -148,3 +149,43 @@ class SMTPServer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.controller.stop()
+
+
+class RefusingSMTPServer:
+    """A loopback port that answers every session's greeting with one line (421 by default) and hangs up,
+    as a server that is up but refusing mail does; `sessions` counts the connections it answered."""
+
+    def __init__(self, greeting: bytes = b"421 4.3.2 service not available, closing channel\r\n") -> None:
+        self.greeting = greeting
+        self.sessions = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                with self._lock:
+                    self.sessions += 1
+                with contextlib.suppress(OSError):  # the client may hang up first
+                    conn.sendall(self.greeting)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.sessions
+
+    def __enter__(self) -> RefusingSMTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()

@@ -8,6 +8,7 @@ Typical use::
         url = server.url("/feed.xml")
         ...
         assert server.requests_to("/feed.xml")[0].headers["user-agent"].startswith("newsletter/")
+        assert server.peak_in_flight <= 2  # the most requests it was answering at once
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class LocalHTTPServer:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root).resolve() if root is not None else None
         self.requests: list[Recorded] = []
+        self.in_flight = 0  # requests being answered right now
+        self.peak_in_flight = 0  # the most answered at once since start (or reset_peak)
         self._routes: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -133,9 +136,23 @@ class LocalHTTPServer:
         with self._lock:
             return [r for r in self.requests if r.path == path or ("?" not in path and _bare(r.path) == path)]
 
+    def reset_peak(self) -> None:
+        """Start counting peak_in_flight afresh."""
+        with self._lock:
+            self.peak_in_flight = self.in_flight
+
     def _record(self, request: Recorded) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _next_reply(self, path: str) -> Reply | None:
         """The scripted reply due for this request, or None when the path is not scripted."""
@@ -176,13 +193,17 @@ class _Handler(BaseHTTPRequestHandler):
         """Record the request, then play its scripted reply or serve the file."""
         owner = self.server.owner
         owner._record(Recorded("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
-        reply = owner._next_reply(self.path)
-        if reply is None or reply.static:
-            if reply is not None and reply.delay:
-                time.sleep(reply.delay)
-            self._serve_file(owner.root)
-        else:
-            self._play(reply)
+        owner._enter()
+        try:
+            reply = owner._next_reply(self.path)
+            if reply is None or reply.static:
+                if reply is not None and reply.delay:
+                    time.sleep(reply.delay)
+                self._serve_file(owner.root)
+            else:
+                self._play(reply)
+        finally:
+            owner._leave()
 
     def _serve_file(self, root: Path | None) -> None:
         relative = unquote(_bare(self.path)).lstrip("/")

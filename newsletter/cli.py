@@ -235,27 +235,27 @@ def status(ctx: click.Context, resume: str | None) -> None:
         paused = store.paused()
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    uncertain = [r for r in rows if r["uncertain"]]
+        counts[row.status] = counts.get(row.status, 0) + 1
+    uncertain = [r for r in rows if r.uncertain]
     click.echo("Deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"))
     click.echo(
         f"Uncertain: {counts.get('sending', 0)} left in `sending` now (the server may have them; the next run sends each once more); "
         f"{len(uncertain)} interrupted earlier and sent again (a reader may have two copies)"
     )
     for row in rows:
-        if row["status"] == "sending":
-            click.echo(f"  sending  {row['subscriber']} ({row['edition']}): interrupted, or a send is running now; the next run sends it once more")
-        elif row["status"] != "sent":
-            click.echo(f"  {row['status']:8} {row['subscriber']} ({row['edition']}, {row['attempts']} attempts): {row['last_reply'] or ''}")
+        if row.status == "sending":
+            click.echo(f"  sending  {row.subscriber} ({row.edition}): interrupted, or a send is running now; the next run sends it once more")
+        elif row.status != "sent":
+            click.echo(f"  {row.status:8} {row.subscriber} ({row.edition}, {row.attempts} attempts): {row.last_reply or ''}")
     for row in uncertain:
-        if row["status"] == "sent":
-            click.echo(f"  uncertain {row['subscriber']} ({row['edition']}): re-sent after an interruption; may have arrived twice")
+        if row.status == "sent":
+            click.echo(f"  uncertain {row.subscriber} ({row.edition}): re-sent after an interruption; may have arrived twice")
     click.echo(f"Paused subscribers: {len(paused)}")
     for p in paused.values():
         click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)} after {p.failures} hard refusals in a row; last: {p.last_failure}")
-    last = [r for r in rows if r["status"] == "sent"][-5:]
+    last = [r for r in rows if r.status == "sent"][-5:]
     for row in last:
-        click.echo(f"  sent     {row['subscriber']} at {row['updated']}")
+        click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}")
     with Store(env.db) as store:
         _print_schedule(config, store, utcnow())
 

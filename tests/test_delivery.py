@@ -60,7 +60,7 @@ class World:
     def rows(self) -> dict[str, sqlite3.Row]:
         """The latest ledger row per reader."""
         with Store(self.folder / "state.db") as store:
-            return {r["subscriber"]: r for r in store.deliveries()}
+            return {r.subscriber: r for r in store.deliveries()}
 
 
 def make_world(folder: Path, server: SMTPServer, n: int) -> World:
@@ -92,7 +92,7 @@ def test_every_reader_gets_one_digest_over_a_pool_of_connections(world: World) -
     result = world.send()
     assert result.exit_code == 0, result.output
     assert world.arrivals() == Counter(world.emails)
-    assert {r["status"] for r in world.rows().values()} == {"sent"}
+    assert {r.status for r in world.rows().values()} == {"sent"}
     assert world.send().exit_code == 0 and world.arrivals() == Counter(world.emails), "a second run sends nothing"
 
 
@@ -104,8 +104,8 @@ def test_451_readers_are_retried_in_the_run_then_deferred_and_arrive_next_run(wo
     assert world.arrivals() == Counter(e for e in world.emails if e not in later), "everyone else once"
     rows = world.rows()
     for email in later:
-        assert (rows[email]["status"], rows[email]["attempts"]) == ("deferred", 3), "first try plus two backed-off retries"
-        assert rows[email]["last_reply"].startswith("451 4.7.1")
+        assert (rows[email].status, rows[email].attempts) == ("deferred", 3), "first try plus two backed-off retries"
+        assert rows[email].last_reply.startswith("451 4.7.1")
         assert f"deferred {email}" in result.output
     assert "2 deferred" in world.status()
 
@@ -119,13 +119,13 @@ def test_451_readers_are_retried_in_the_run_then_deferred_and_arrive_next_run(wo
 def test_a_deferred_row_of_someone_who_left_is_closed_not_kept_pending(world: World) -> None:
     gone = "reader0004@example.org"
     refuse(world.server.sink, {gone}, "451 4.7.1 greylisted, try later")
-    assert world.send().exit_code == 2 and world.rows()[gone]["status"] == "deferred"
+    assert world.send().exit_code == 2 and world.rows()[gone].status == "deferred"
     config = world.folder / "subscribers.yaml"
     config.write_text(config.read_text(encoding="utf-8").replace(f"  - email: {gone}\n    topics: [trending]\n", ""), encoding="utf-8")
     world.server.sink.reply = lambda rcpt: None
     assert world.send().exit_code == 0
     row = world.rows()[gone]
-    assert (row["status"], row["last_reply"]) == ("failed", "no longer subscribed")
+    assert (row.status, row.last_reply) == ("failed", "no longer subscribed")
     assert gone not in world.arrivals() and "deferred" not in world.status()
 
 
@@ -134,8 +134,8 @@ def test_a_451_that_never_ends_fails_after_the_attempt_limit(world: World) -> No
     result = world.send(SMTP_MAX_ATTEMPTS="2")
     assert result.exit_code == 2
     row = world.rows()["reader0001@example.org"]
-    assert (row["status"], row["attempts"]) == ("failed", 2)
-    assert row["last_reply"] == "gave up after 2 attempts: 451 4.3.0 busy"
+    assert (row.status, row.attempts) == ("failed", 2)
+    assert row.last_reply == "gave up after 2 attempts: 451 4.3.0 busy"
 
 
 def test_550_fails_one_row_with_the_reply_and_exits_2_while_everyone_else_is_mailed(world: World) -> None:
@@ -144,7 +144,7 @@ def test_550_fails_one_row_with_the_reply_and_exits_2_while_everyone_else_is_mai
     assert result.exit_code == 2
     assert world.arrivals() == Counter(e for e in world.emails if e != "reader0005@example.org")
     row = world.rows()["reader0005@example.org"]
-    assert (row["status"], row["attempts"], row["last_reply"]) == ("failed", 1, "550 5.1.1 no such user"), "no retry after a 5xx"
+    assert (row.status, row.attempts, row.last_reply) == ("failed", 1, "550 5.1.1 no such user"), "no retry after a 5xx"
     assert "failed   reader0005@example.org" in result.output
     assert "failed reader0005@example.org" in world.status().replace("  ", " ").replace("  ", " ")
 
@@ -185,7 +185,7 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
     assert result.exit_code == 2
     assert "does not offer STARTTLS" in result.output
     assert world.arrivals() == Counter()
-    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values())
+    assert all(r.attempts == 0 and r.status in ("pending", "deferred") for r in world.rows().values())
     assert world.send().exit_code == 0
     assert world.arrivals() == Counter(world.emails)
 
@@ -194,7 +194,7 @@ def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(wor
     result = world.send(SMTP_PORT=str(free_port()))
     assert result.exit_code == 2
     assert "cannot connect" in result.output
-    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
+    assert all(r.attempts == 0 and r.status in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
     assert world.send().exit_code == 0
     assert world.arrivals() == Counter(world.emails)
 
@@ -210,7 +210,7 @@ def test_a_server_refusing_every_session_stops_the_run_after_server_down_after_i
     # without the stop every reader would be tried 1 + RETRIES_IN_RUN times: 240 sessions
     assert SERVER_DOWN_AFTER <= refusing.count() <= SERVER_DOWN_AFTER + connections, "no row claimed once the run stopped"
     rows = world.rows()
-    assert all(r["attempts"] == 0 and r["status"] in ("pending", "deferred") for r in rows.values()), "nothing counted against readers"
+    assert all(r.attempts == 0 and r.status in ("pending", "deferred") for r in rows.values()), "nothing counted against readers"
     assert result.output.count("sent ") == 0 and world.arrivals() == Counter()
     assert world.send().exit_code == 0, "the rest waits for the next run"
     assert world.arrivals() == Counter(world.emails)
@@ -220,7 +220,7 @@ def test_the_outbox_goes_through_the_same_ledger(world: World) -> None:
     env = {k: "" for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY")} | {"NEWSLETTER_OUTBOX": str(world.folder / "out")}
     assert world.send(**env).exit_code == 0
     assert len(list((world.folder / "out").glob("*.eml"))) == 12
-    assert {r["status"] for r in world.rows().values()} == {"sent"}
+    assert {r.status for r in world.rows().values()} == {"sent"}
     assert world.send(**env).exit_code == 0
     assert len(list((world.folder / "out").glob("*.eml"))) == 12
 
@@ -245,7 +245,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
             proc.wait()
         assert killed_running >= 4, "the kills hit running sends"
         with Store(tmp_path / "state.db") as store:
-            in_flight = [r["subscriber"] for r in store.deliveries(["sending"])]
+            in_flight = [r.subscriber for r in store.deliveries(["sending"])]
         status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=world.env).output
         assert sorted(line.split()[1] for line in status.splitlines() if line.startswith("  sending  ")) == sorted(in_flight), (
             "status names every uncertain row"
@@ -259,16 +259,16 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
         arrivals = world.arrivals()
         with Store(tmp_path / "state.db") as store:
             rows = store.deliveries()
-        uncertain = sum(r["uncertain"] for r in rows)
+        uncertain = sum(r.uncertain for r in rows)
         losses = [e for e in world.emails if arrivals[e] == 0]
         duplicates = sum(n - 1 for n in arrivals.values() if n > 1)
         print(f"500 readers, {len(kills)} kills: {sum(arrivals.values())} messages, {len(losses)} lost, {duplicates} duplicates, {uncertain} uncertain rows")
         assert losses == []
         assert set(arrivals) == set(world.emails)
         assert duplicates <= uncertain
-        resent = sum(1 for r in rows if r["uncertain"])
+        resent = sum(1 for r in rows if r.uncertain)
         assert f"0 left in `sending` now (the server may have them; the next run sends each once more); {resent} interrupted earlier" in world.status()
-        assert {r["status"] for r in rows} == {"sent"} and len({r["subscriber"] for r in rows}) == 500
+        assert {r.status for r in rows} == {"sent"} and len({r.subscriber for r in rows}) == 500
 
 
 @pytest.mark.slow
@@ -297,15 +297,16 @@ def test_sigkill_in_the_retry_phase_leaves_no_more_rows_uncertain_than_connectio
         arrivals = world.arrivals()
         with Store(tmp_path / "state.db") as store:
             rows = store.deliveries()
-        uncertain = sum(r["uncertain"] for r in rows)
+        uncertain = sum(r.uncertain for r in rows)
         duplicates = sum(n - 1 for n in arrivals.values() if n > 1)
         print(f"300 greylisted readers, kills at {kills} arrivals: {left_sending} rows left in `sending`, {duplicates} duplicates, {uncertain} uncertain")
         assert max(left_sending) <= connections, "every answer that came back is recorded before more rows are claimed"
         assert [e for e in world.emails if arrivals[e] == 0] == [], "nobody lost"
         assert duplicates <= uncertain == sum(left_sending), "only a row left in `sending` can reach a reader twice"
-        assert {r["status"] for r in rows} == {"sent"}
+        assert {r.status for r in rows} == {"sent"}
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_send_after_the_messages_in_flight_and_the_next_send_finishes_it(tmp_path: Path) -> None:
     """systemd, `timeout` and container stops send SIGTERM: the send records what is in flight and exits 5; nothing is lost or doubled."""
     with SMTPServer() as server:
@@ -327,4 +328,4 @@ def test_sigterm_stops_a_send_after_the_messages_in_flight_and_the_next_send_fin
         assert final.returncode == 0, final.stdout + final.stderr
         assert world.arrivals() == Counter(world.emails), "everyone exactly once"
         with Store(tmp_path / "state.db") as store:
-            assert sum(r["uncertain"] for r in store.deliveries()) == 0, "a clean stop leaves nothing uncertain"
+            assert sum(r.uncertain for r in store.deliveries()) == 0, "a clean stop leaves nothing uncertain"

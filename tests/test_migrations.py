@@ -101,8 +101,8 @@ def test_an_upgraded_database_works(tmp_path: Path, fixture: str) -> None:
         assert store.claim("2026-11-26", "grace@example.net", NOW) == 2, "the old deferred row, its attempts kept"
         assert store.recover_interrupted(limit=3, now=NOW) == 1
         [row] = store.deliveries(["deferred"])
-        assert row["uncertain"] == (2 if fixture == "fa3b13e.sql" else 1)
-        assert [r["status"] for r in store.deliveries()] == ["sent", "failed", "sent", "deferred"]
+        assert row.uncertain == (2 if fixture == "fa3b13e.sql" else 1)
+        assert [r.status for r in store.deliveries()] == ["sent", "failed", "sent", "deferred"]
         assert store.source_health()["hf-daily"].consecutive_failures == 1
         assert store.validators("https://rss.arxiv.org/rss/cs.CL+cs.LG") == ('"5f2c-63a1b2c4d5e6f"', "Wed, 25 Nov 2026 05:00:00 GMT")
         assert store.meta("last_edition") == "2026-11-26"

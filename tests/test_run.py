@@ -92,7 +92,7 @@ def test_daemon_sends_on_schedule_stops_cleanly_catches_up_once_and_reloads_subs
             assert stop(daemon) < 5, "SIGTERM stops the daemon within seconds"
         assert smtp.sink.to("ada@example.org")
         with Store(tmp_path / "state.db") as store:
-            assert [(r["edition"], r["status"]) for r in store.deliveries()] == [("slot-2026-11-25T07:30Z", "sent")]
+            assert [(r.edition, r.status) for r in store.deliveries()] == [("slot-2026-11-25T07:30Z", "sent")]
 
         # Down for three days while new papers appeared; restarted on Saturday at 07:31:57.
         feeds.route("/cs.xml", Reply(body=(FIXTURES / "arxiv_rss/distill__arxiv_cs_cl.xml").read_bytes(), headers={"Content-Type": "application/rss+xml"}))
@@ -110,7 +110,7 @@ def test_daemon_sends_on_schedule_stops_cleanly_catches_up_once_and_reloads_subs
     assert len(smtp.sink.to("ada@example.org")) == 2, "three missed days give one catch-up, not a burst"
     assert len(smtp.sink.to("bob@example.org")) == 1
     with Store(tmp_path / "state.db") as store:
-        editions = {(r["subscriber"], r["edition"]) for r in store.deliveries()}
+        editions = {(r.subscriber, r.edition) for r in store.deliveries()}
     assert ("ada@example.org", "slot-2026-11-28T07:30Z") in editions and ("bob@example.org", "slot-2026-11-28T07:32Z") in editions
     text = log.read_text()
     assert "subscribers.yaml:2:1: invalid YAML" in text, "the refused edit is logged with file and line"

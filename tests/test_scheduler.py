@@ -169,7 +169,7 @@ def test_the_tick_sends_everyone_due_at_a_slot_as_one_edition_and_records_the_sl
         daemon.tick()
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2, "ada and bob, once each"
     with Store(env.db) as store:
-        editions = {(r["subscriber"], r["edition"], r["status"]) for r in store.deliveries()}
+        editions = {(r.subscriber, r.edition, r.status) for r in store.deliveries()}
         handled = store.handled_slots()
     assert editions == {("ada@example.org", "slot-2026-11-25T07:30Z", "sent"), ("bob@example.org", "slot-2026-11-25T07:30Z", "sent")}
     assert handled["ada@example.org"] == handled["bob@example.org"] == (utc(2026, 11, 25, 7, 30), "sent")

@@ -46,7 +46,7 @@ def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None
         assert store.claim("e1", "ada@example.org") is None, "a claimed row cannot be claimed twice"
         store.mark_sent("e1", "ada@example.org", "<m@x>", "250 ok")
         assert store.sent_paper_ids("ADA@example.org") == {"p1", "p2"}
-        assert [r["status"] for r in store.deliveries()] == ["sent"]
+        assert [r.status for r in store.deliveries()] == ["sent"]
         assert store.claim("e1", "ada@example.org") is None, "a sent row is never claimed again"
 
 
@@ -59,12 +59,12 @@ def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp
             store.save_validators("https://example.org/feed.xml", '"etag"', None)
             raise RuntimeError("boom")
         assert not store.db.in_transaction
-        assert [(r["edition"], r["subscriber"], r["status"]) for r in store.deliveries()] == [("e0", "bob@example.org", "pending")]
+        assert [(r.edition, r.subscriber, r.status) for r in store.deliveries()] == [("e0", "bob@example.org", "pending")]
         assert store.sent_paper_ids("ada@example.org") == set()
         assert store.validators("https://example.org/feed.xml") == (None, None)
         assert store.plan_delivery("e1", "ada@example.org", ["p1"]), "the row was never made, so it can be planned afresh"
     with Store(tmp_path / "state.db") as reopened:  # and nothing half-done reached the file
-        assert sorted((r["edition"], r["status"], r["attempts"]) for r in reopened.deliveries()) == [("e0", "pending", 0), ("e1", "pending", 0)]
+        assert sorted((r.edition, r.status, r.attempts) for r in reopened.deliveries()) == [("e0", "pending", 0), ("e1", "pending", 0)]
 
 
 def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: Path) -> None:
@@ -84,13 +84,13 @@ def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncert
         store.claim("e1", "a@x.org")
         assert store.recover_interrupted(limit=2) == 1, "only the row in `sending`"
         [row] = store.deliveries(["deferred"])
-        assert row["uncertain"] == 1 and row["last_reply"].startswith("interrupted")
+        assert row.uncertain == 1 and row.last_reply.startswith("interrupted")
         assert store.recover_interrupted(limit=2) == 0, "nothing new was interrupted"
         store.claim("e1", "a@x.org")
         assert store.recover_interrupted(limit=2) == 0
         [row] = store.deliveries(["failed"])
-        assert (row["subscriber"], row["uncertain"]) == ("a@x.org", 2), "a crash loop does not mail one reader forever"
-        assert [r["status"] for r in store.deliveries(["pending"])] == ["pending"]
+        assert (row.subscriber, row.uncertain) == ("a@x.org", 2), "a crash loop does not mail one reader forever"
+        assert [r.status for r in store.deliveries(["pending"])] == ["pending"]
 
 
 def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:
@@ -127,12 +127,12 @@ def test_a_ledger_from_before_the_uncertain_column_is_upgraded(tmp_path: Path) -
         "attempts INTEGER NOT NULL DEFAULT 0, last_reply TEXT, message_id TEXT, created TEXT NOT NULL, updated TEXT NOT NULL, "
         "PRIMARY KEY (edition, subscriber))"
     )
-    db.execute("INSERT INTO deliveries VALUES ('e1', 'a@x.org', 'sending', '[]', 1, NULL, NULL, 'x', 'x')")
+    db.execute("INSERT INTO deliveries VALUES ('e1', 'a@x.org', 'sending', '[]', 1, NULL, NULL, '2026-11-25T07:00:00+00:00', '2026-11-25T07:00:00+00:00')")
     db.commit()
     db.close()
     with Store(tmp_path / "old.db") as store:
         assert store.recover_interrupted() == 1
-        assert store.deliveries()[0]["uncertain"] == 1
+        assert store.deliveries()[0].uncertain == 1
 
 
 def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:

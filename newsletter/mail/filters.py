@@ -80,7 +80,7 @@ def wrap(text: str, width: int = 76, indent: str = "") -> str:
 
 def format_day(value: date | datetime | None) -> str:
     """25 Nov 2026: unambiguous in every locale."""
-    return value.strftime("%-d %b %Y") if value else ""
+    return f"{value.day} {value:%b %Y}" if value else ""
 
 
 def source_label(paper: Paper) -> str:

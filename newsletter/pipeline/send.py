@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from newsletter.environment import Env
 from newsletter.errors import SendInProgress
@@ -68,12 +68,12 @@ def send(
             wanted = {s.email.lower(): s for s in active}
             present = {s.email.lower() for s in config.subscribers}
             for row in store.deliveries(("pending", "deferred")):
-                if row["subscriber"] not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
-                    store.mark_failed(row["edition"], row["subscriber"], "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
+                if row.subscriber not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
+                    store.mark_failed(row.edition, row.subscriber, "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
                     continue
-                resumed = wanted.get(row["subscriber"])
+                resumed = wanted.get(row.subscriber)
                 if resumed is not None and courier.running:
-                    courier.offer(row["edition"], resumed, planner.resumed_digest(resumed, json.loads(row["paper_ids"])))
+                    courier.offer(row.edition, resumed, planner.resumed_digest(resumed, list(row.paper_ids)))
             for subscriber in active:
                 if not courier.running:
                     break
@@ -90,12 +90,12 @@ def send(
 def _lock(db_path: Path) -> Iterator[None]:
     """One sender at a time per database, so two runs never claim each other's rows as interrupted."""
     lock_path = db_path.with_name(db_path.name + ".lock")
-    with open(lock_path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise SendInProgress(f"another newsletter send is running (lock {lock_path})") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as exc:
+        raise SendInProgress(f"another newsletter send is running (lock {lock_path})") from exc
+    try:
+        yield
+    finally:
+        lock.release()

@@ -12,6 +12,22 @@ from newsletter.storage.database import Database, utcnow
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One ledger row: one edition's digest for one subscriber, and how far it got."""
+
+    edition: str
+    subscriber: str  # lower-cased address
+    status: str  # pending, sending, sent, deferred, failed
+    paper_ids: tuple[str, ...]
+    attempts: int
+    uncertain: int  # times it was found interrupted in `sending` and sent again
+    last_reply: str | None
+    message_id: str | None
+    created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True)
 class PausedReader:
     """A subscriber whose mail the servers kept refusing outright; nothing is sent until they are resumed."""
 
@@ -140,13 +156,29 @@ class Ledger(Database):
                 (now_s,),
             ).rowcount
 
-    def deliveries(self, statuses: Iterable[str] | None = None) -> list[sqlite3.Row]:
+    def deliveries(self, statuses: Iterable[str] | None = None) -> list[Delivery]:
         """Ledger rows, oldest first, optionally only some statuses."""
         if statuses is None:
-            return list(self.db.execute("SELECT * FROM deliveries ORDER BY created, subscriber"))
-        wanted = list(statuses)
-        marks = ",".join("?" * len(wanted))
-        return list(self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted))
+            rows = self.db.execute("SELECT * FROM deliveries ORDER BY created, subscriber")
+        else:
+            wanted = list(statuses)
+            marks = ",".join("?" * len(wanted))
+            rows = self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted)
+        return [
+            Delivery(
+                edition=r["edition"],
+                subscriber=r["subscriber"],
+                status=r["status"],
+                paper_ids=tuple(json.loads(r["paper_ids"])),
+                attempts=r["attempts"],
+                uncertain=r["uncertain"],
+                last_reply=r["last_reply"],
+                message_id=r["message_id"],
+                created=datetime.fromisoformat(r["created"]),
+                updated=datetime.fromisoformat(r["updated"]),
+            )
+            for r in rows
+        ]
 
 
 def _insert_sent(db: sqlite3.Connection, subscriber: str, paper_ids: list[str], edition: str, when: str) -> None:

@@ -649,3 +649,33 @@ def test_matches_oracle_on_random_rules() -> None:
         )
         assert matcher.topics_for(p) == oracle.topics_for(p), (p.title, p.abstract)
         assert [e.topic for e in matcher.explain(p) if e.matched] == matcher.topics_for(p)
+
+
+# --------------------------------------------------------------------------- hostile regexes
+
+
+@pytest.mark.parametrize("keyword", ["/^(a|aa)+$/", "title:/^(a|aa)+$/", "abstract:/(a|aa)+$/"])
+def test_a_regex_that_backtracks_without_end_is_refused_at_check(keyword: str) -> None:
+    message = keyword_error(keyword)
+    assert message is not None and "backtracks without end" in message and "over 50 ms" in message
+
+
+@pytest.mark.parametrize("regex", ["(a+)+$", r"(\w+\s?)+$", r"(x+x+)+y"])
+def test_the_classic_catastrophic_regexes_are_harmless_in_the_engine_user_regexes_run_in(regex: str) -> None:
+    assert keyword_error(f"/{regex}/") is None
+    hostile = paper("Attack", "a" * 5000 + " " + "word " * 2000 + "x" * 3000 + "!")
+    assert Matcher([topic("t", any=(f"/{regex}/",))]).topics_for(hostile) in ([], ["t"])
+
+
+@pytest.mark.timeout(30)  # a hang guard; unbounded, the first of these papers would never finish
+def test_a_regex_that_passes_check_but_stalls_on_one_abstract_counts_as_no_match_and_is_given_up() -> None:
+    """The check cannot foresee every text: at run time a search that runs out of time is no match, and a
+    regex that keeps running out is given up, so a send over thousands of papers is never stalled."""
+    rule = "/^(b|bb)+$/"
+    assert keyword_error(rule) is None, "the probes at check have no long run of b"
+    matcher = Matcher([topic("slow", any=(rule,)), topic("fine", any=("LoRA",))])
+    stalling = [paper(f"LoRA {i}", "b" * 80 + "!") for i in range(200)]
+    assert [matcher.topics_for(p) for p in stalling] == [["fine"]] * 200
+    assert Matcher([topic("slow", any=(rule,))]).topics_for(paper("b", "bb")) == ["slow"], "it does match what it can decide"
+    assert matcher.topics_for(paper("b", "bb")) == [], "but this matcher gave it up after three searches ran out of time"
+    assert matcher.marks(stalling[0], ["slow", "fine"]).title == [(0, 4)], "highlighting skips the slow regex too"

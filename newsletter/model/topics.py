@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
+import regex as user_re  # for user /regexes/: a search can be given a time limit
 
 from newsletter.errors import KeywordError
 from newsletter.model.paper import Paper
@@ -78,6 +79,10 @@ _NONSEP = re.compile("[^\\w\\s\\-\u2010\u2011]")  # a non-word character that is
 # characters by how often they start a word and how often they follow a letter in English text
 _INITIALS = {c: i for i, c in enumerate("taoiswcpfmbdrehlnugvkyjqzx")}
 _LETTERS = {c: i for i, c in enumerate(" etaoinsrhldcumfpgwybvkxjqz\0")}
+REGEX_SECONDS = 0.05  # one search of one user /regex/ in one field; past it the search counts as no match
+GIVE_UP_AFTER = 3  # searches that ran out of time before a /regex/ is given up for the rest of a run
+# Texts a /regex/ is tried on at `check`: runs that make nested repeats such as (a+)+$ or (\w+\s?)+$ backtrack.
+_PROBES = ("a" * 48 + "!", "ab " * 24 + "!", "word " * 16 + "1!", "x" * 24 + "-" * 24 + "!")
 _MIN_WORD = 3  # a shorter required word of a /regex/ would hardly ever spare its search
 _VALUE_CACHE = 100_000  # author names / categories whose keyword matches each Matcher remembers
 
@@ -112,13 +117,23 @@ class Keyword:
         """Identity of what the keyword matches, so equivalent spellings are compiled once."""
         return (self.field, self.regex, tuple(w.lower() for w in self.words), self.prefix)
 
-    def pattern(self) -> re.Pattern[str]:
+    def pattern(self) -> re.Pattern[str] | user_re.Pattern[str]:
         """The regex this keyword stands for in a title or abstract (or in a folded author name/category);
-        `re` caches compiled patterns, so calling this per paper (as `Matcher.marks` does) is cheap."""
+        both modules cache compiled patterns, so calling this per paper (as `Matcher.marks` does) is cheap."""
         if self.regex is not None:
-            return re.compile(self.regex, re.IGNORECASE)
+            return user_re.compile(self.regex, user_re.IGNORECASE)
         body = _SEP_RUN.join(re.escape(w) for w in self.words) + (r"\w*" if self.prefix else "")
         return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the keyword matches in `text`, for highlighting; a /regex/ that runs out of time marks nothing."""
+        pattern = self.pattern()
+        try:
+            if isinstance(pattern, re.Pattern):
+                return [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
+            return [m.span() for m in pattern.finditer(text, timeout=REGEX_SECONDS) if m.end() > m.start()]
+        except TimeoutError:
+            return []
 
 
 def parse_keyword(text: str) -> Keyword:
@@ -145,9 +160,18 @@ def parse_keyword(text: str) -> Keyword:
         if not regex:
             raise KeywordError("empty regex //")
         try:
-            re.compile(regex, re.IGNORECASE)
-        except re.error as e:
+            re.compile(regex, re.IGNORECASE)  # the syntax is Python's, and so are the messages
+            compiled = user_re.compile(regex, user_re.IGNORECASE)
+        except (re.error, user_re.error) as e:
             raise KeywordError(f"invalid regex /{regex}/: {e}") from None
+        for probe in _PROBES:
+            try:
+                compiled.search(probe, timeout=REGEX_SECONDS)
+            except TimeoutError:
+                raise KeywordError(
+                    f"regex /{regex}/ backtracks without end: it took over {REGEX_SECONDS * 1000:.0f} ms on a {len(probe)}-character text; "
+                    "avoid nested repeats such as (a+)+"
+                ) from None
         return Keyword(text, field, regex=regex)
     prefix = False
     if body.startswith('"'):
@@ -203,7 +227,7 @@ def _token_forms(words: tuple[str, ...], prefix: bool) -> set[str]:
 def _value_test(kw: Keyword) -> Callable[[str], object]:
     """A predicate on a folded author name or category (see `_fold`)."""
     if kw.regex is not None:
-        return kw.pattern().search
+        return _Bounded(user_re.compile(kw.regex, user_re.IGNORECASE))
     value = kw.words[0].lower()
     return (lambda s: s.startswith(value)) if kw.prefix else value.__eq__
 
@@ -244,7 +268,26 @@ def _bits(mask: int) -> Iterator[int]:
         mask ^= low
 
 
-def _matching_regex(regex: str) -> tuple[re.Pattern[str], bool]:
+class _Bounded:
+    """A user /regex/ searched with a time limit: a search that runs out counts as no match, and a regex that
+    runs out GIVE_UP_AFTER times is given up (matches nothing) for the rest of the matcher's life, so one
+    hostile rule or abstract can never stall a send. `regex` also avoids most catastrophic backtracking."""
+
+    def __init__(self, pattern: user_re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.timeouts = 0
+
+    def __call__(self, text: str) -> bool:
+        if self.timeouts >= GIVE_UP_AFTER:
+            return False
+        try:
+            return self.pattern.search(text, timeout=REGEX_SECONDS) is not None
+        except TimeoutError:
+            self.timeouts += 1
+            return False
+
+
+def _matching_regex(regex: str) -> tuple[user_re.Pattern[str], bool]:
     """The user's regex for matching, and whether it is to run on the lowercased field.
 
     Under IGNORECASE `re` cannot jump to a literal, so a regex that says nothing about case (no capital,
@@ -253,8 +296,8 @@ def _matching_regex(regex: str) -> tuple[re.Pattern[str], bool]:
     """
     plain = re.sub(r"\\.", lambda m: "" if m.group()[1] in "WSDBAZ" else m.group(), regex)
     if plain == plain.lower() and not re.search(r"\\[xuUN]|\(\?[A-Za-z-]", plain):
-        return re.compile(regex), True
-    return re.compile(regex, re.IGNORECASE), False
+        return user_re.compile(regex), True
+    return user_re.compile(regex, user_re.IGNORECASE), False
 
 
 def _required_word(regex: str) -> str:
@@ -439,7 +482,7 @@ class Matcher:
         # NUL stands for any non-word character; a regex) leaves it to its regex (`_checks`), in that field
         entries: dict[str, list[int]] = {}
         self._checks: list[tuple[int, Callable[[str], object], bool]] = []  # keyword id, search, on lowered text
-        self._regexes: list[tuple[int, list[int], re.Pattern[str], bool]] = []  # /regexes/ searched in every paper
+        self._regexes: list[tuple[int, list[int], _Bounded, bool]] = []  # /regexes/ searched in every paper
         self._values: tuple[list[tuple[int, Callable[[str], object]]], ...] = ([], [])  # author:, category:
         self._value_found: tuple[dict[str, tuple[int, int]], ...] = ({}, {})  # value -> found bits per layout
         self._check_shift = (width, len(self._keywords))
@@ -453,9 +496,9 @@ class Matcher:
                 pattern, on_lowered = _matching_regex(kw.regex)
                 word = _required_word(kw.regex) if on_lowered else ""
                 if len(word) < _MIN_WORD:
-                    self._regexes.append((kid, fields, pattern, on_lowered))
+                    self._regexes.append((kid, fields, _Bounded(pattern), on_lowered))
                     continue
-                keys, check = {word}, (kid, pattern.search, on_lowered)
+                keys, check = {word}, (kid, _Bounded(pattern), on_lowered)
             else:
                 keys = _token_forms(kw.words, kw.prefix)
                 plain = all(_WORD.fullmatch(w.lower()) for w in kw.words)
@@ -509,11 +552,11 @@ class Matcher:
                     lowered[f] = fields[f].lower()
                 if search(lowered[f] if on_lowered else fields[f]):
                     found[f] |= switch[kid]
-        for kid, in_fields, pattern, on_lowered in self._regexes:
+        for kid, in_fields, search, on_lowered in self._regexes:
             for f in in_fields:
                 if on_lowered and not lowered[f]:
                     lowered[f] = fields[f].lower()
-                if fields[f] and pattern.search(lowered[f] if on_lowered else fields[f]):
+                if fields[f] and search(lowered[f] if on_lowered else fields[f]):
                     found[f] |= switch[kid]
         return found[0], found[1]
 
@@ -647,6 +690,5 @@ class Matcher:
             kw = self._keywords[kid]
             for field in TEXT_FIELDS:
                 if kw.field in (None, field):
-                    matches = kw.pattern().finditer(getattr(paper, field))
-                    spans[field].extend(m.span() for m in matches if m.end() > m.start())
+                    spans[field].extend(kw.spans(getattr(paper, field)))
         return Marks(title=_merge(spans["title"]), abstract=_merge(spans["abstract"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -178,11 +180,42 @@ def problems(env: Env) -> list[str]:
             found.append("NEWSLETTER_SECRET_KEY is required when SMTP_HOST is set (it signs unsubscribe links)")
         if bool(env.smtp_username) != bool(env.smtp_password):
             found.append("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+        if not env.base_url.startswith("https://") and not is_loopback(urlsplit(env.base_url).hostname or ""):
+            found.append(
+                f"NEWSLETTER_BASE_URL={env.base_url} is not https: the confirmation, preferences and unsubscribe links in mails "
+                "would not work (or not safely) for readers; set it to the public https:// address of `newsletter serve` "
+                "(plain http only for localhost, 127.0.0.1 or ::1)"
+            )
     dkim = (env.dkim_selector, env.dkim_domain, env.dkim_private_key_path)
     if any(dkim) and not all(dkim):
         found.append("DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_PATH go together: set all three or none")
+    if env.dkim_domain and env.sender and not aligned(env.dkim_domain, env.from_address.domain):
+        found.append(
+            f"DKIM_DOMAIN={env.dkim_domain} does not align with the From domain {env.from_address.domain} (NEWSLETTER_FROM): "
+            "receivers would not count the signature for DMARC; use the From domain or a parent or subdomain of it"
+        )
     if env.dkim_private_key_path and not env.dkim_private_key_path.is_file():
         found.append(f"DKIM_PRIVATE_KEY_PATH={env.dkim_private_key_path} is not a readable file")
     if env.templates and not env.templates.is_dir():
         found.append(f"NEWSLETTER_TEMPLATES={env.templates} is not a folder")
     return found
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: links only this machine can follow."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def aligned(dkim_domain: str, from_domain: str) -> bool:
+    """Relaxed DMARC alignment, simplified: the same domain, or one a dot-suffix of the other (mail.example.org and example.org).
+
+    Real DMARC compares organisational domains via the Public Suffix List; the simple rule differs only when one side
+    is itself a public suffix (co.uk), where nobody can publish a DKIM key, so it needs no list to ship and update."""
+    a, b = dkim_domain.lower().rstrip("."), from_domain.lower().rstrip(".")
+    return bool(a and b) and (a == b or a.endswith("." + b) or b.endswith("." + a))

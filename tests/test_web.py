@@ -80,7 +80,7 @@ class Site:
 
     def fresh_client(self) -> TestClient:
         """A second visitor: same app, no cookies."""
-        return TestClient(self.client.app)
+        return TestClient(self.client.app, base_url=str(self.client.base_url))
 
 
 def csrf(html: str) -> str:
@@ -90,15 +90,15 @@ def csrf(html: str) -> str:
 
 
 def link(mail: EmailMessage, path: str) -> str:
-    """The first http://testserver link to `path` in a mail's text part, as a path for the test client."""
+    """The first http://localhost link to `path` in a mail's text part, as a path for the test client."""
     body = mail.get_body(("plain",))
     assert body is not None
-    match = re.search(rf"http://testserver(/{path}/[\w.\-]+)", body.get_content())
+    match = re.search(rf"http://localhost(/{path}/[\w.\-]+)", body.get_content())
     assert match, f"no /{path}/ link in:\n{body.get_content()}"
     return match.group(1)
 
 
-def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, limits: Limits | None = None, base_url: str = "http://testserver") -> Site:
+def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, limits: Limits | None = None, base_url: str = "http://localhost") -> Site:
     config_path = tmp_path / "subscribers.yaml"
     config_path.write_text(CONFIG.format(base=http_server.url("").rstrip("/")), encoding="utf-8")
     environ = {
@@ -111,7 +111,7 @@ def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, li
     }
     env = environment.load(environ, dotenv=tmp_path / ".env")
     app = create_app(env, config_path, limits=limits)
-    return Site(TestClient(app), smtp, env, environ, config_path)
+    return Site(TestClient(app, base_url=base_url), smtp, env, environ, config_path)
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> N
     assert result.exit_code == 0, result.output
     digest = next(m for m in site.mails_to("New.Reader@example.com") if m["Subject"].startswith("Paper digest"))
     unsubscribe, preferences = link(digest, "unsubscribe"), link(digest, "preferences")
-    assert digest["List-Unsubscribe"] == f"<http://testserver{unsubscribe}>"
+    assert digest["List-Unsubscribe"] == f"<http://localhost{unsubscribe}>"
     assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
     prefs = site.client.get(preferences)

@@ -379,3 +379,20 @@ def test_a_failed_write_keeps_the_link_working_and_a_failed_welcome_keeps_the_su
     done = site.client.post(confirm, data={"csrf": csrf(page.text)})
     assert done.status_code == 200 and "You are subscribed" in done.text
     assert load(site.config_path).subscriber("late@example.org") is not None
+
+
+def test_a_made_up_csrf_cookie_and_field_pair_is_refused(site: Site) -> None:
+    attacker = site.fresh_client()
+    nonce = "A" * 32
+    attacker.cookies.set("newsletter_csrf", nonce)
+    for field in (nonce, itsdangerous.Signer("another-secret", salt="newsletter.csrf").sign(nonce).decode()):
+        answer = attacker.post("/", data={"csrf": field, "email": "a@example.org", "topics": "agents"})
+        assert answer.status_code == 403, "the field must be the server's own signature of the cookie's nonce"
+    visitor = site.fresh_client()
+    token = csrf(visitor.get("/").text)
+    assert attacker.post("/", data={"csrf": token, "email": "a@example.org", "topics": "agents"}).status_code == 403, "another visitor's token"
+    assert visitor.post("/", data={"csrf": token, "email": "a@example.org", "topics": "agents"}).status_code == 200
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org")
+    assert attacker.post(url, data={"csrf": nonce}).status_code == 403
+    assert load(site.config_path).subscriber("ada@example.org") is not None
+    assert len(site.smtp.messages) == 1

@@ -396,3 +396,10 @@ def test_a_made_up_csrf_cookie_and_field_pair_is_refused(site: Site) -> None:
     assert attacker.post(url, data={"csrf": nonce}).status_code == 403
     assert load(site.config_path).subscriber("ada@example.org") is not None
     assert len(site.smtp.messages) == 1
+
+
+@pytest.mark.parametrize("path", ["/style.css/", "/confirm/abc/", "/unsubscribe/abc/"])
+def test_no_redirect_goes_to_a_host_the_client_named(site: Site, path: str) -> None:
+    answer = site.client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert not answer.is_redirect and "location" not in answer.headers
+    assert answer.status_code == 404 and "evil.example" not in answer.text

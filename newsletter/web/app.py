@@ -69,5 +69,8 @@ def create_app(
         Route("/style.css", pages.stylesheet, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
+    # Starlette would answer /style.css/ with a redirect built from the client's Host header (to any site it names);
+    # every link we hand out is exact, so there is nothing to redirect.
+    app.router.redirect_slashes = False
     app.add_middleware(SecurityHeaders, https=env.base_url.startswith("https://"))
     return app

@@ -340,7 +340,9 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
     if not env.secret_key:
         _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim))
+        service = subscriptions.Service(
+            env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim), subscriptions.Limits.of(env)
+        )
         try:
             service.subscribe(address, choice)
         except RateLimited:
@@ -392,7 +394,9 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     if issues:
         _fail("; ".join(issues))
     click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
-    uvicorn.run(create_app(env, config.path), host=host, port=port, proxy_headers=True, server_header=False)
+    uvicorn.run(
+        create_app(env, config.path), host=host, port=port, proxy_headers=False, server_header=False
+    )  # the app reads them, from NEWSLETTER_TRUSTED_PROXIES only
 
 
 @topics.command("try")

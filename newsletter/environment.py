@@ -50,6 +50,8 @@ class Env:
     secret_key: str | None = None
     templates: Path | None = None
     config: str | None = None  # NEWSLETTER_CONFIG
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # NEWSLETTER_TRUSTED_PROXIES; () = trust none
+    confirmations_per_hour: int = 100  # NEWSLETTER_CONFIRMATIONS_PER_HOUR: confirmation mails the web form may cause, over everyone
 
     @property
     def smtp(self) -> SmtpSettings | None:
@@ -120,6 +122,13 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         if "@" not in mailto or any(c in mailto for c in "\r\n<>, "):
             raise EnvError(f"NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address like 'unsubscribe@example.org', got {mailto!r}")
     key_path = get("DKIM_PRIVATE_KEY_PATH")
+    proxies = []
+    for item in (get("NEWSLETTER_TRUSTED_PROXIES") or "").split(","):
+        if item.strip():
+            try:
+                proxies.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise EnvError(f"NEWSLETTER_TRUSTED_PROXIES must be IP addresses or networks like 10.0.0.0/8, comma-separated; got {item.strip()!r}") from None
     return Env(
         smtp_host=get("SMTP_HOST"),
         smtp_port=int(port) if port else SECURITY_PORTS[security],
@@ -143,6 +152,8 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         dkim_selector=get("DKIM_SELECTOR"),
         dkim_domain=get("DKIM_DOMAIN"),
         dkim_private_key_path=Path(key_path) if key_path else None,
+        trusted_proxies=tuple(proxies),
+        confirmations_per_hour=_number(get, "NEWSLETTER_CONFIRMATIONS_PER_HOUR", int, 100, minimum=1),
     )
 
 

@@ -98,7 +98,15 @@ def link(mail: EmailMessage, path: str) -> str:
     return match.group(1)
 
 
-def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, limits: Limits | None = None, base_url: str = "http://localhost") -> Site:
+def make_site(
+    tmp_path: Path,
+    http_server: LocalHTTPServer,
+    smtp: SMTPServer,
+    limits: Limits | None = None,
+    base_url: str = "http://localhost",
+    extra: dict[str, str] | None = None,
+) -> Site:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config_path = tmp_path / "subscribers.yaml"
     config_path.write_text(CONFIG.format(base=http_server.url("").rstrip("/")), encoding="utf-8")
     environ = {
@@ -108,6 +116,7 @@ def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, li
         "NEWSLETTER_DB": str(tmp_path / "state.db"),
         "NEWSLETTER_BASE_URL": base_url,
         "NEWSLETTER_CONFIG": str(config_path),
+        **(extra or {}),
     }
     env = environment.load(environ, dotenv=tmp_path / ".env")
     app = create_app(env, config_path, limits=limits)
@@ -403,3 +412,57 @@ def test_no_redirect_goes_to_a_host_the_client_named(site: Site, path: str) -> N
     answer = site.client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
     assert not answer.is_redirect and "location" not in answer.headers
     assert answer.status_code == 404 and "evil.example" not in answer.text
+
+
+def visitor(site: Site, ip: str) -> TestClient:
+    """A client connecting from `ip`."""
+    return TestClient(site.client.app, base_url=str(site.client.base_url), client=(ip, 40000))
+
+
+def test_x_forwarded_for_is_ignored_unless_the_connection_comes_from_a_trusted_proxy(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    limits = Limits(subscribe_per_ip=2, subscribe_per_address=10)
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path / "a", http_server, smtp, limits=limits)
+        proxy = visitor(site, "127.0.0.1")
+        answers = [subscribe(site, f"r{i}@example.org", ["agents"], client=_forwarded(proxy, f"203.0.113.{i}")).status_code for i in range(3)]
+        assert answers == [200, 200, 429], "by default nobody is trusted, loopback included: one client, one limit"
+
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path / "b", http_server, smtp, limits=limits, extra={"NEWSLETTER_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"})
+        proxy = visitor(site, "127.0.0.1")
+        answers = [subscribe(site, f"r{i}@example.org", ["agents"], client=_forwarded(proxy, f"203.0.113.{i}")).status_code for i in range(3)]
+        assert answers == [200, 200, 200], "behind a configured proxy each reader has their own limit"
+        spoofed = [
+            subscribe(site, f"s{i}@example.org", ["agents"], client=_forwarded(proxy, f"198.51.100.{i}, 10.1.2.3, 203.0.113.99")).status_code for i in range(3)
+        ]
+        assert spoofed == [200, 200, 429], "what the reader wrote into X-Forwarded-For themselves does not count"
+        direct = visitor(site, "192.0.2.1")
+        answers = [subscribe(site, f"d{i}@example.org", ["agents"], client=_forwarded(direct, f"203.0.113.{50 + i}")).status_code for i in range(3)]
+        assert answers == [200, 200, 429], "an untrusted client cannot name another address"
+
+
+def _forwarded(client: TestClient, chain: str) -> TestClient:
+    client.headers["X-Forwarded-For"] = chain
+    return client
+
+
+def test_a_bad_trusted_proxy_setting_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(environment.EnvError, match="NEWSLETTER_TRUSTED_PROXIES must be IP addresses or networks"):
+        environment.load({"NEWSLETTER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example.org"}, dotenv=tmp_path / ".env")
+
+
+def test_ipv6_clients_are_limited_per_64(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, limits=Limits(subscribe_per_ip=3, subscribe_per_address=10))
+        rotating = [subscribe(site, f"r{i}@example.org", ["agents"], client=visitor(site, f"2001:db8:1:2::{i:x}")).status_code for i in range(1, 15)]
+        assert rotating == [200] * 3 + [429] * 11, "a new address in the same /64 is the same client"
+        assert subscribe(site, "n@example.org", ["agents"], client=visitor(site, "2001:db8:1:3::1")).status_code == 200, "the next /64 is not"
+        assert subscribe(site, "m@example.org", ["agents"], client=visitor(site, "::ffff:192.0.2.1")).status_code == 200
+
+
+def test_confirmation_mails_have_a_global_cap_per_hour(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, extra={"NEWSLETTER_CONFIRMATIONS_PER_HOUR": "5"})
+        answers = [subscribe(site, f"victim{i}@example.org", ["agents"], client=visitor(site, f"198.51.{i}.1")).status_code for i in range(20)]
+        assert answers == [200] * 20, "the answer never tells whether a mail went out"
+        assert len(site.smtp.messages) == 5, "at most NEWSLETTER_CONFIRMATIONS_PER_HOUR mails, however many clients ask"

@@ -26,7 +26,8 @@ log = logging.getLogger("newsletter.subscriptions")
 
 @dataclass(frozen=True)
 class Limits:
-    """How often one IP or one address may subscribe and be mailed a confirmation, per window."""
+    """How often one IP (an IPv6 /64) or one address may subscribe and be mailed a confirmation, per window, and how many
+    such mails go out in all (NEWSLETTER_CONFIRMATIONS_PER_HOUR), so rotating addresses cannot mail a hundred strangers."""
 
     subscribe_per_ip: int = 10
     subscribe_per_address: int = 5
@@ -34,6 +35,13 @@ class Limits:
     mails_per_address: int = 3
     mails_per_ip: int = 20
     mail_window: timedelta = timedelta(hours=24)
+    mails_in_all: int = 100
+    mails_in_all_window: timedelta = timedelta(hours=1)
+
+    @classmethod
+    def of(cls, env: Env) -> Limits:
+        """The defaults, with the global cap from the environment."""
+        return cls(mails_in_all=env.confirmations_per_hour)
 
 
 # the flows, shared by the web app and the CLI
@@ -76,6 +84,14 @@ class Service:
         if ip is not None and not self.store.allow("mail-ip", ip, self.limits.mails_per_ip, self.limits.mail_window, now):
             return
         if not self.store.allow("mail-address", email, self.limits.mails_per_address, self.limits.mail_window, now):
+            return
+        if not self.store.allow("mail-all", "", self.limits.mails_in_all, self.limits.mails_in_all_window, now):
+            log.warning(
+                "not mailing %s: %d confirmation mails went out within %s already (NEWSLETTER_CONFIRMATIONS_PER_HOUR)",
+                email,
+                limits.mails_in_all,
+                limits.mails_in_all_window,
+            )
             return
         if config.subscriber(email) is not None:
             self._send(self.mails.already(email))

@@ -39,6 +39,7 @@ from newsletter.subscriptions.forms import (
 )
 from newsletter.subscriptions.optin import find_pending
 from newsletter.subscriptions.service import Limits, Service
+from newsletter.web.clients import rate_key
 
 log = logging.getLogger("newsletter.web")
 CSRF_COOKIE = "newsletter_csrf"
@@ -132,8 +133,7 @@ class Pages:
         form = await self.form(request)
         if form is None:
             return self.forbidden(request)
-        ip = request.client.host if request.client else "unknown"
-        return await run_in_threadpool(self._subscribe, request, form, ip)
+        return await run_in_threadpool(self._subscribe, request, form, rate_key(request))
 
     def _subscribe(self, request: Request, form: FormData, ip: str) -> Response:
         filled: dict[str, Any] = {

@@ -17,7 +17,7 @@ from newsletter import config as config_mod
 from newsletter import environment, pipeline, scheduler, subscriptions
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
-from newsletter.errors import ConfigError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress
+from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress
 from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
@@ -344,10 +344,17 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
             env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim), subscriptions.Limits.of(env)
         )
         try:
-            service.subscribe(address, choice)
+            sent = service.subscribe(address, choice)
         except RateLimited:
             _fail(f"too many confirmation mails to {address} lately; try again later or use --confirmed")
+        except DeliveryError as exc:
+            _fail(f"the confirmation mail to {address} was not sent: {exc.reply}")
     where = f"SMTP {env.smtp_host}" if env.smtp_host else f"the outbox {env.outbox.resolve()}"
+    if sent == "limited":
+        _fail(f"no mail sent: enough confirmation mails went to {address} (or to everyone) lately; try again later or use --confirmed")
+    if sent == "already":
+        click.echo(f"{address} is already subscribed; a note saying so, with their preferences link, was handed to {where}.")
+        return
     click.echo(f"Confirmation mail for {address} handed to {where}; they are added once they confirm.")
 
 

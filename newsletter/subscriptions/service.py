@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Literal
 
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
@@ -73,8 +74,11 @@ class Service:
         finally:
             transport.close()
 
-    def subscribe(self, email: str, choice: Choice, ip: str | None = None, now: datetime | None = None) -> None:
-        """Start a double opt-in; the caller answers the same way whatever happens here (no enumeration)."""
+    def subscribe(self, email: str, choice: Choice, ip: str | None = None, now: datetime | None = None) -> Literal["confirm", "already", "limited"]:
+        """Start a double opt-in; the web app answers the same way whatever happens here (no enumeration).
+
+        Returns which mail went out, for the operator's CLI: a confirmation link, an "already subscribed" note, or none
+        ("limited": enough mails went to this address, this client or everyone lately)."""
         limits = self.limits
         if ip is not None and not self.store.allow("subscribe-ip", ip, limits.subscribe_per_ip, limits.subscribe_window, now):
             raise RateLimited(ip)
@@ -82,9 +86,9 @@ class Service:
             raise RateLimited(email)
         config = self.file.load()
         if ip is not None and not self.store.allow("mail-ip", ip, self.limits.mails_per_ip, self.limits.mail_window, now):
-            return
+            return "limited"
         if not self.store.allow("mail-address", email, self.limits.mails_per_address, self.limits.mail_window, now):
-            return
+            return "limited"
         if not self.store.allow("mail-all", "", self.limits.mails_in_all, self.limits.mails_in_all_window, now):
             log.warning(
                 "not mailing %s: %d confirmation mails went out within %s already (NEWSLETTER_CONFIRMATIONS_PER_HOUR)",
@@ -92,12 +96,13 @@ class Service:
                 limits.mails_in_all,
                 limits.mails_in_all_window,
             )
-            return
+            return "limited"
         if config.subscriber(email) is not None:
             self._send(self.mails.already(email))
-            return
+            return "already"
         pending = add_pending(self.store, email, choice, now)
         self._send(self.mails.confirm(config, pending))
+        return "confirm"
 
     def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:
         """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used.

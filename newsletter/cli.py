@@ -108,8 +108,11 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
 def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     """One cycle now: fetch all sources, then send every active subscriber their digest."""
     env, config = _ready(ctx)
-    if only and config.subscriber(only) is None:
-        _fail(f"{only} is not a subscriber in {config.path}")
+    if only:
+        chosen = config.subscriber(only)
+        if chosen is None:
+            _fail(f"{only} is not a subscriber in {config.path}")
+        only = chosen.email  # as it is mailed: user@bücher.de is user@xn--bcher-kva.de
     transport = make_transport(env.smtp, env.outbox, env.pool, env.dkim)
     stopping = threading.Event()
     with Store(env.db) as store, stop_on_signals(stopping):

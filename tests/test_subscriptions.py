@@ -222,3 +222,27 @@ def test_cli_subscribe_says_which_mail_went_out_and_smtp_errors_are_one_line(yam
     down = run(cli, ["subscribe", "late@example.com"], env=env)
     assert down.exit_code == 1 and down.output.startswith("error: the confirmation mail to late@example.com was not sent: cannot connect to 127.0.0.1:")
     assert "Traceback" not in down.output and len(down.output.splitlines()) == 1
+
+
+def test_addresses_with_an_internationalised_domain_are_spelled_as_punycode() -> None:
+    assert normalise_email("Leser@Bücher.DE") == normalise_email("Leser@xn--bcher-kva.de") == "Leser@xn--bcher-kva.de"
+    with pytest.raises(InvalidInput, match="characters beyond ASCII before the @"):
+        normalise_email("jörg@example.de")
+
+
+def test_smtp_refuses_a_non_ascii_envelope_clearly_instead_of_crashing() -> None:
+    from support.smtpserver import SMTPServer
+
+    from newsletter.errors import DeliveryError
+    from newsletter.mail.message import Letter
+    from newsletter.mail.transports import Smtp, SmtpSettings
+
+    with SMTPServer() as smtp:
+        transport = Smtp(SmtpSettings("127.0.0.1", smtp.port, "none"))
+        try:
+            with pytest.raises(DeliveryError, match="needs SMTPUTF8") as caught:
+                transport.send(Letter("digest@example.org", "jörg@bücher.de", "<id@example.org>", b"Subject: x\r\n\r\nx\r\n"))
+            assert caught.value.temporary is False
+        finally:
+            transport.close()
+        assert smtp.messages == []

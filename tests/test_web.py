@@ -466,3 +466,72 @@ def test_confirmation_mails_have_a_global_cap_per_hour(tmp_path: Path, http_serv
         answers = [subscribe(site, f"victim{i}@example.org", ["agents"], client=visitor(site, f"198.51.{i}.1")).status_code for i in range(20)]
         assert answers == [200] * 20, "the answer never tells whether a mail went out"
         assert len(site.smtp.messages) == 5, "at most NEWSLETTER_CONFIRMATIONS_PER_HOUR mails, however many clients ask"
+
+
+def test_an_internationalised_domain_subscribes_end_to_end_as_punycode(site: Site) -> None:
+    answer = subscribe(site, "Leser@Bücher.de", ["agents"])
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    (mail,) = site.mails_to("Leser@xn--bcher-kva.de")
+    assert mail["To"].addresses[0].addr_spec == "Leser@xn--bcher-kva.de"
+    confirm = link(mail, "confirm")
+    done = site.client.post(confirm, data={"csrf": csrf(site.client.get(confirm).text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert "  - email: leser@xn--bcher-kva.de\n" in site.yaml()
+    assert load(site.config_path).subscriber("leser@bücher.de") is not None, "either spelling finds them"
+
+    again = subscribe(site, "leser@xn--bcher-kva.de", ["agents"])
+    assert again.status_code == 200
+    assert site.mails_to("leser@xn--bcher-kva.de")[-1]["Subject"] == "You are already subscribed to the paper digest"
+
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "leser@xn--bcher-kva.de")
+    assert site.fresh_client().post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert load(site.config_path).subscriber("leser@xn--bcher-kva.de") is None
+
+
+def test_a_non_ascii_local_part_is_refused_clearly_and_leaves_nothing_behind(site: Site) -> None:
+    answer = subscribe(site, "jörg@example.de", ["agents"])
+    assert answer.status_code == 400
+    assert "characters beyond ASCII before the @" in answer.text and 'value="jörg@example.de"' in answer.text
+    assert site.smtp.messages == []
+    with Store(site.env.db) as store:
+        assert store.db.execute("SELECT COUNT(*) FROM pending_subscriptions").fetchone()[0] == 0
+
+
+def test_a_refused_confirmation_mail_leaves_no_pending_row(site: Site) -> None:
+    site.smtp.sink.reply = lambda rcpt: "550 5.1.1 no such user"
+    assert subscribe(site, "gone@example.org", ["agents"]).status_code == 503
+    with Store(site.env.db) as store:
+        assert store.db.execute("SELECT COUNT(*) FROM pending_subscriptions").fetchone()[0] == 0
+
+
+def test_subscribers_yaml_takes_an_internationalised_domain_in_either_spelling(site: Site) -> None:
+    text = site.yaml() + "  - email: leser@bücher.de\n    topics: [agents]\n  - email: other@xn--mnchen-3ya.de\n    topics: [agents]\n"
+    site.config_path.write_text(text, encoding="utf-8")
+    config = load(site.config_path)
+    assert [s.email for s in config.subscribers] == ["ada@example.org", "leser@xn--bcher-kva.de", "other@xn--mnchen-3ya.de"]
+    result = CliRunner().invoke(cli, ["check"], env=site.environ)
+    assert result.exit_code == 0, result.output
+
+    with Store(site.env.db) as store:
+        pipeline.fetch(config, site.env, store)
+    result = CliRunner().invoke(cli, ["send", "--to", "leser@bücher.de"], env=site.environ)
+    assert result.exit_code == 0, result.output
+    assert site.mails_to("leser@xn--bcher-kva.de"), "mailed to the punycode form: no UnicodeEncodeError at RCPT"
+
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "leser@xn--bcher-kva.de")
+    assert site.fresh_client().post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert "bücher" not in site.yaml(), "the hand-written Unicode spelling is found and removed"
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["jörg@example.de"], "subscribers[1].email: 'jörg@example.de' has characters beyond ASCII before the @"),
+        (["a@bü_cher.de"], "subscribers[1].email: invalid email address 'a@bü_cher.de': the domain"),
+        (["leser@bücher.de", "Leser@xn--bcher-kva.de"], "subscribers[2].email: duplicate subscriber 'Leser@xn--bcher-kva.de'"),
+    ],
+)
+def test_subscribers_yaml_refuses_what_cannot_be_mailed(site: Site, entries: list[str], message: str) -> None:
+    site.config_path.write_text(site.yaml() + "".join(f"  - email: {e}\n    topics: [agents]\n" for e in entries), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check"], env=site.environ)
+    assert result.exit_code == 1 and message in result.output, result.output

@@ -101,7 +101,11 @@ class Service:
             self._send(self.mails.already(email))
             return "already"
         pending = add_pending(self.store, email, choice, now)
-        self._send(self.mails.confirm(config, pending))
+        try:
+            self._send(self.mails.confirm(config, pending))
+        except DeliveryError:
+            self.store.take_pending(pending)  # no link went out: leave no pending row behind
+            raise
         return "confirm"
 
     def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:

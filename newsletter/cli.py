@@ -17,7 +17,7 @@ from newsletter import config as config_mod
 from newsletter import environment, pipeline, scheduler, subscriptions
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
-from newsletter.errors import ConfigError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress
+from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress
 from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
@@ -108,8 +108,11 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
 def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     """One cycle now: fetch all sources, then send every active subscriber their digest."""
     env, config = _ready(ctx)
-    if only and config.subscriber(only) is None:
-        _fail(f"{only} is not a subscriber in {config.path}")
+    if only:
+        chosen = config.subscriber(only)
+        if chosen is None:
+            _fail(f"{only} is not a subscriber in {config.path}")
+        only = chosen.email  # as it is mailed: user@bücher.de is user@xn--bcher-kva.de
     transport = make_transport(env.smtp, env.outbox, env.pool, env.dkim)
     stopping = threading.Event()
     with Store(env.db) as store, stop_on_signals(stopping):
@@ -340,12 +343,21 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
     if not env.secret_key:
         _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
     with Store(env.db) as store:
-        service = subscriptions.Service(env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim))
+        service = subscriptions.Service(
+            env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim), subscriptions.Limits.of(env)
+        )
         try:
-            service.subscribe(address, choice)
+            sent = service.subscribe(address, choice)
         except RateLimited:
             _fail(f"too many confirmation mails to {address} lately; try again later or use --confirmed")
+        except DeliveryError as exc:
+            _fail(f"the confirmation mail to {address} was not sent: {exc.reply}")
     where = f"SMTP {env.smtp_host}" if env.smtp_host else f"the outbox {env.outbox.resolve()}"
+    if sent == "limited":
+        _fail(f"no mail sent: enough confirmation mails went to {address} (or to everyone) lately; try again later or use --confirmed")
+    if sent == "already":
+        click.echo(f"{address} is already subscribed; a note saying so, with their preferences link, was handed to {where}.")
+        return
     click.echo(f"Confirmation mail for {address} handed to {where}; they are added once they confirm.")
 
 
@@ -392,7 +404,9 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     if issues:
         _fail("; ".join(issues))
     click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
-    uvicorn.run(create_app(env, config.path), host=host, port=port, proxy_headers=True, server_header=False)
+    uvicorn.run(
+        create_app(env, config.path), host=host, port=port, proxy_headers=False, server_header=False
+    )  # the app reads them, from NEWSLETTER_TRUSTED_PROXIES only
 
 
 @topics.command("try")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -48,6 +50,8 @@ class Env:
     secret_key: str | None = None
     templates: Path | None = None
     config: str | None = None  # NEWSLETTER_CONFIG
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # NEWSLETTER_TRUSTED_PROXIES; () = trust none
+    confirmations_per_hour: int = 100  # NEWSLETTER_CONFIRMATIONS_PER_HOUR: confirmation mails the web form may cause, over everyone
 
     @property
     def smtp(self) -> SmtpSettings | None:
@@ -118,6 +122,13 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         if "@" not in mailto or any(c in mailto for c in "\r\n<>, "):
             raise EnvError(f"NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address like 'unsubscribe@example.org', got {mailto!r}")
     key_path = get("DKIM_PRIVATE_KEY_PATH")
+    proxies = []
+    for item in (get("NEWSLETTER_TRUSTED_PROXIES") or "").split(","):
+        if item.strip():
+            try:
+                proxies.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise EnvError(f"NEWSLETTER_TRUSTED_PROXIES must be IP addresses or networks like 10.0.0.0/8, comma-separated; got {item.strip()!r}") from None
     return Env(
         smtp_host=get("SMTP_HOST"),
         smtp_port=int(port) if port else SECURITY_PORTS[security],
@@ -141,6 +152,8 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         dkim_selector=get("DKIM_SELECTOR"),
         dkim_domain=get("DKIM_DOMAIN"),
         dkim_private_key_path=Path(key_path) if key_path else None,
+        trusted_proxies=tuple(proxies),
+        confirmations_per_hour=_number(get, "NEWSLETTER_CONFIRMATIONS_PER_HOUR", int, 100, minimum=1),
     )
 
 
@@ -178,11 +191,42 @@ def problems(env: Env) -> list[str]:
             found.append("NEWSLETTER_SECRET_KEY is required when SMTP_HOST is set (it signs unsubscribe links)")
         if bool(env.smtp_username) != bool(env.smtp_password):
             found.append("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+        if not env.base_url.startswith("https://") and not is_loopback(urlsplit(env.base_url).hostname or ""):
+            found.append(
+                f"NEWSLETTER_BASE_URL={env.base_url} is not https: the confirmation, preferences and unsubscribe links in mails "
+                "would not work (or not safely) for readers; set it to the public https:// address of `newsletter serve` "
+                "(plain http only for localhost, 127.0.0.1 or ::1)"
+            )
     dkim = (env.dkim_selector, env.dkim_domain, env.dkim_private_key_path)
     if any(dkim) and not all(dkim):
         found.append("DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_PATH go together: set all three or none")
+    if env.dkim_domain and env.sender and not aligned(env.dkim_domain, env.from_address.domain):
+        found.append(
+            f"DKIM_DOMAIN={env.dkim_domain} does not align with the From domain {env.from_address.domain} (NEWSLETTER_FROM): "
+            "receivers would not count the signature for DMARC; use the From domain or a parent or subdomain of it"
+        )
     if env.dkim_private_key_path and not env.dkim_private_key_path.is_file():
         found.append(f"DKIM_PRIVATE_KEY_PATH={env.dkim_private_key_path} is not a readable file")
     if env.templates and not env.templates.is_dir():
         found.append(f"NEWSLETTER_TEMPLATES={env.templates} is not a folder")
     return found
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: links only this machine can follow."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def aligned(dkim_domain: str, from_domain: str) -> bool:
+    """Relaxed DMARC alignment, simplified: the same domain, or one a dot-suffix of the other (mail.example.org and example.org).
+
+    Real DMARC compares organisational domains via the Public Suffix List; the simple rule differs only when one side
+    is itself a public suffix (co.uk), where nobody can publish a DKIM key, so it needs no list to ship and update."""
+    a, b = dkim_domain.lower().rstrip("."), from_domain.lower().rstrip(".")
+    return bool(a and b) and (a == b or a.endswith("." + b) or b.endswith("." + a))

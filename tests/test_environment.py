@@ -60,3 +60,51 @@ def test_the_mail_layer_gets_its_own_settings_objects() -> None:
     assert load(DKIM_SELECTOR="news", DKIM_DOMAIN="example.org").dkim is None, "all three or no signing"
     dkim = load(DKIM_SELECTOR="news", DKIM_DOMAIN="example.org", DKIM_PRIVATE_KEY_PATH="/keys/dkim.pem").dkim
     assert dkim == DkimSettings("news", "example.org", Path("/keys/dkim.pem"))
+
+
+SMTP = {"SMTP_HOST": "mail.example.org", "NEWSLETTER_FROM": "Paper Digest <digest@example.org>", "NEWSLETTER_SECRET_KEY": "k"}
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8000", "http://127.0.0.1:8000", "http://127.0.0.2", "http://[::1]:8000", "https://news.example.org"])
+def test_a_real_send_accepts_https_or_a_loopback_base_url(url: str) -> None:
+    assert environment.problems(load(**SMTP, NEWSLETTER_BASE_URL=url)) == []
+
+
+@pytest.mark.parametrize("url", ["http://news.example.org", "http://192.168.1.5:8000", "http://localhost.example.org"])
+def test_a_real_send_refuses_a_plain_http_base_url_for_readers(url: str) -> None:
+    (problem,) = environment.problems(load(**SMTP, NEWSLETTER_BASE_URL=url))
+    assert problem.startswith(f"NEWSLETTER_BASE_URL={url} is not https")
+
+
+def test_the_outbox_demo_keeps_the_default_localhost_url() -> None:
+    env = load()
+    assert env.base_url == "http://localhost:8000" and environment.problems(env) == []
+    assert environment.problems(load(NEWSLETTER_BASE_URL="http://news.example.org")) == [], "no SMTP_HOST: nothing reaches a reader"
+
+
+def test_dkim_domain_must_align_with_the_from_domain(tmp_path: Path) -> None:
+    key = tmp_path / "dkim.pem"
+    key.write_text("not checked here", encoding="utf-8")
+
+    def problems(domain: str, sender: str = "Paper Digest <digest@example.org>") -> list[str]:
+        return environment.problems(load(**{**SMTP, "NEWSLETTER_FROM": sender}, DKIM_SELECTOR="news", DKIM_DOMAIN=domain, DKIM_PRIVATE_KEY_PATH=str(key)))
+
+    assert problems("example.org") == problems("Example.ORG") == problems("mail.example.org") == []
+    assert problems("example.org", "digest@lists.example.org") == []
+    (problem,) = problems("example.com")
+    assert problem.startswith("DKIM_DOMAIN=example.com does not align with the From domain example.org (NEWSLETTER_FROM)")
+    assert problems("badexample.org"), "a dot-suffix, not any suffix"
+
+
+def test_check_refuses_a_dead_unsubscribe_link(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    config = tmp_path / "subscribers.yaml"
+    config.write_text("topics:\n  a:\n    any: [x]\n", encoding="utf-8")
+    env = {**SMTP, "NEWSLETTER_BASE_URL": "http://news.example.org", "NEWSLETTER_DB": str(tmp_path / "s.db")}
+    for command in (["check"], ["send"], ["serve"], ["run"]):
+        result = CliRunner().invoke(cli, ["--config", str(config), *command], env=env)
+        assert result.exit_code == 1, (command, result.output)
+        assert "NEWSLETTER_BASE_URL=http://news.example.org is not https" in result.output

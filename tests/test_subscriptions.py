@@ -186,3 +186,63 @@ def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> 
         assert load(yaml_file).subscriber("direct@example.com") is None
         again = run(cli, ["unsubscribe", "direct@example.com"], env=env)
         assert again.exit_code == 1 and "is not a subscriber" in again.output
+
+
+def test_cli_subscribe_says_which_mail_went_out_and_smtp_errors_are_one_line(yaml_file: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from support.smtpserver import SMTPServer
+
+    from newsletter.cli import cli
+
+    with SMTPServer() as smtp:
+        env = {
+            **smtp.env(),
+            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+            "NEWSLETTER_SECRET_KEY": "k",
+            "NEWSLETTER_DB": str(tmp_path / "state.db"),
+            "NEWSLETTER_CONFIG": str(yaml_file),
+        }
+        run = CliRunner().invoke
+        already = run(cli, ["subscribe", "ada@example.org"], env=env)
+        assert already.exit_code == 0, already.output
+        assert already.output.startswith("ada@example.org is already subscribed; a note saying so") and "Confirmation mail" not in already.output
+        assert smtp.messages[-1]["Subject"] == "You are already subscribed to the paper digest"
+
+        smtp.sink.reply = lambda rcpt: "550 5.1.1 no such user"
+        refused = run(cli, ["subscribe", "nobody@example.com"], env=env)
+        assert refused.exit_code == 1, refused.output
+        assert refused.output == "error: the confirmation mail to nobody@example.com was not sent: 550 5.1.1 no such user\n"
+
+        smtp.sink.reply = lambda rcpt: None
+        for _ in range(3):  # Limits.mails_per_address
+            assert run(cli, ["subscribe", "again@example.com"], env=env).output.startswith("Confirmation mail for again@example.com handed to SMTP")
+        limited = run(cli, ["subscribe", "again@example.com"], env=env)
+        assert limited.exit_code == 1 and limited.output.startswith("error: no mail sent: enough confirmation mails went to again@example.com")
+
+    down = run(cli, ["subscribe", "late@example.com"], env=env)
+    assert down.exit_code == 1 and down.output.startswith("error: the confirmation mail to late@example.com was not sent: cannot connect to 127.0.0.1:")
+    assert "Traceback" not in down.output and len(down.output.splitlines()) == 1
+
+
+def test_addresses_with_an_internationalised_domain_are_spelled_as_punycode() -> None:
+    assert normalise_email("Leser@Bücher.DE") == normalise_email("Leser@xn--bcher-kva.de") == "Leser@xn--bcher-kva.de"
+    with pytest.raises(InvalidInput, match="characters beyond ASCII before the @"):
+        normalise_email("jörg@example.de")
+
+
+def test_smtp_refuses_a_non_ascii_envelope_clearly_instead_of_crashing() -> None:
+    from support.smtpserver import SMTPServer
+
+    from newsletter.errors import DeliveryError
+    from newsletter.mail.message import Letter
+    from newsletter.mail.transports import Smtp, SmtpSettings
+
+    with SMTPServer() as smtp:
+        transport = Smtp(SmtpSettings("127.0.0.1", smtp.port, "none"))
+        try:
+            with pytest.raises(DeliveryError, match="needs SMTPUTF8") as caught:
+                transport.send(Letter("digest@example.org", "jörg@bücher.de", "<id@example.org>", b"Subject: x\r\n\r\nx\r\n"))
+            assert caught.value.temporary is False
+        finally:
+            transport.close()
+        assert smtp.messages == []

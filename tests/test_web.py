@@ -80,7 +80,7 @@ class Site:
 
     def fresh_client(self) -> TestClient:
         """A second visitor: same app, no cookies."""
-        return TestClient(self.client.app)
+        return TestClient(self.client.app, base_url=str(self.client.base_url))
 
 
 def csrf(html: str) -> str:
@@ -90,15 +90,23 @@ def csrf(html: str) -> str:
 
 
 def link(mail: EmailMessage, path: str) -> str:
-    """The first http://testserver link to `path` in a mail's text part, as a path for the test client."""
+    """The first http://localhost link to `path` in a mail's text part, as a path for the test client."""
     body = mail.get_body(("plain",))
     assert body is not None
-    match = re.search(rf"http://testserver(/{path}/[\w.\-]+)", body.get_content())
+    match = re.search(rf"http://localhost(/{path}/[\w.\-]+)", body.get_content())
     assert match, f"no /{path}/ link in:\n{body.get_content()}"
     return match.group(1)
 
 
-def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, limits: Limits | None = None, base_url: str = "http://testserver") -> Site:
+def make_site(
+    tmp_path: Path,
+    http_server: LocalHTTPServer,
+    smtp: SMTPServer,
+    limits: Limits | None = None,
+    base_url: str = "http://localhost",
+    extra: dict[str, str] | None = None,
+) -> Site:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config_path = tmp_path / "subscribers.yaml"
     config_path.write_text(CONFIG.format(base=http_server.url("").rstrip("/")), encoding="utf-8")
     environ = {
@@ -108,10 +116,11 @@ def make_site(tmp_path: Path, http_server: LocalHTTPServer, smtp: SMTPServer, li
         "NEWSLETTER_DB": str(tmp_path / "state.db"),
         "NEWSLETTER_BASE_URL": base_url,
         "NEWSLETTER_CONFIG": str(config_path),
+        **(extra or {}),
     }
     env = environment.load(environ, dotenv=tmp_path / ".env")
     app = create_app(env, config_path, limits=limits)
-    return Site(TestClient(app), smtp, env, environ, config_path)
+    return Site(TestClient(app, base_url=base_url), smtp, env, environ, config_path)
 
 
 @pytest.fixture
@@ -161,7 +170,7 @@ def test_the_whole_flow_from_subscribe_to_one_click_unsubscribe(site: Site) -> N
     assert result.exit_code == 0, result.output
     digest = next(m for m in site.mails_to("New.Reader@example.com") if m["Subject"].startswith("Paper digest"))
     unsubscribe, preferences = link(digest, "unsubscribe"), link(digest, "preferences")
-    assert digest["List-Unsubscribe"] == f"<http://testserver{unsubscribe}>"
+    assert digest["List-Unsubscribe"] == f"<http://localhost{unsubscribe}>"
     assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
     prefs = site.client.get(preferences)
@@ -379,3 +388,150 @@ def test_a_failed_write_keeps_the_link_working_and_a_failed_welcome_keeps_the_su
     done = site.client.post(confirm, data={"csrf": csrf(page.text)})
     assert done.status_code == 200 and "You are subscribed" in done.text
     assert load(site.config_path).subscriber("late@example.org") is not None
+
+
+def test_a_made_up_csrf_cookie_and_field_pair_is_refused(site: Site) -> None:
+    attacker = site.fresh_client()
+    nonce = "A" * 32
+    attacker.cookies.set("newsletter_csrf", nonce)
+    for field in (nonce, itsdangerous.Signer("another-secret", salt="newsletter.csrf").sign(nonce).decode()):
+        answer = attacker.post("/", data={"csrf": field, "email": "a@example.org", "topics": "agents"})
+        assert answer.status_code == 403, "the field must be the server's own signature of the cookie's nonce"
+    visitor = site.fresh_client()
+    token = csrf(visitor.get("/").text)
+    assert attacker.post("/", data={"csrf": token, "email": "a@example.org", "topics": "agents"}).status_code == 403, "another visitor's token"
+    assert visitor.post("/", data={"csrf": token, "email": "a@example.org", "topics": "agents"}).status_code == 200
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org")
+    assert attacker.post(url, data={"csrf": nonce}).status_code == 403
+    assert load(site.config_path).subscriber("ada@example.org") is not None
+    assert len(site.smtp.messages) == 1
+
+
+@pytest.mark.parametrize("path", ["/style.css/", "/confirm/abc/", "/unsubscribe/abc/"])
+def test_no_redirect_goes_to_a_host_the_client_named(site: Site, path: str) -> None:
+    answer = site.client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert not answer.is_redirect and "location" not in answer.headers
+    assert answer.status_code == 404 and "evil.example" not in answer.text
+
+
+def visitor(site: Site, ip: str) -> TestClient:
+    """A client connecting from `ip`."""
+    return TestClient(site.client.app, base_url=str(site.client.base_url), client=(ip, 40000))
+
+
+def test_x_forwarded_for_is_ignored_unless_the_connection_comes_from_a_trusted_proxy(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    limits = Limits(subscribe_per_ip=2, subscribe_per_address=10)
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path / "a", http_server, smtp, limits=limits)
+        proxy = visitor(site, "127.0.0.1")
+        answers = [subscribe(site, f"r{i}@example.org", ["agents"], client=_forwarded(proxy, f"203.0.113.{i}")).status_code for i in range(3)]
+        assert answers == [200, 200, 429], "by default nobody is trusted, loopback included: one client, one limit"
+
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path / "b", http_server, smtp, limits=limits, extra={"NEWSLETTER_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"})
+        proxy = visitor(site, "127.0.0.1")
+        answers = [subscribe(site, f"r{i}@example.org", ["agents"], client=_forwarded(proxy, f"203.0.113.{i}")).status_code for i in range(3)]
+        assert answers == [200, 200, 200], "behind a configured proxy each reader has their own limit"
+        spoofed = [
+            subscribe(site, f"s{i}@example.org", ["agents"], client=_forwarded(proxy, f"198.51.100.{i}, 10.1.2.3, 203.0.113.99")).status_code for i in range(3)
+        ]
+        assert spoofed == [200, 200, 429], "what the reader wrote into X-Forwarded-For themselves does not count"
+        direct = visitor(site, "192.0.2.1")
+        answers = [subscribe(site, f"d{i}@example.org", ["agents"], client=_forwarded(direct, f"203.0.113.{50 + i}")).status_code for i in range(3)]
+        assert answers == [200, 200, 429], "an untrusted client cannot name another address"
+
+
+def _forwarded(client: TestClient, chain: str) -> TestClient:
+    client.headers["X-Forwarded-For"] = chain
+    return client
+
+
+def test_a_bad_trusted_proxy_setting_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(environment.EnvError, match="NEWSLETTER_TRUSTED_PROXIES must be IP addresses or networks"):
+        environment.load({"NEWSLETTER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example.org"}, dotenv=tmp_path / ".env")
+
+
+def test_ipv6_clients_are_limited_per_64(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, limits=Limits(subscribe_per_ip=3, subscribe_per_address=10))
+        rotating = [subscribe(site, f"r{i}@example.org", ["agents"], client=visitor(site, f"2001:db8:1:2::{i:x}")).status_code for i in range(1, 15)]
+        assert rotating == [200] * 3 + [429] * 11, "a new address in the same /64 is the same client"
+        assert subscribe(site, "n@example.org", ["agents"], client=visitor(site, "2001:db8:1:3::1")).status_code == 200, "the next /64 is not"
+        assert subscribe(site, "m@example.org", ["agents"], client=visitor(site, "::ffff:192.0.2.1")).status_code == 200
+
+
+def test_confirmation_mails_have_a_global_cap_per_hour(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, extra={"NEWSLETTER_CONFIRMATIONS_PER_HOUR": "5"})
+        answers = [subscribe(site, f"victim{i}@example.org", ["agents"], client=visitor(site, f"198.51.{i}.1")).status_code for i in range(20)]
+        assert answers == [200] * 20, "the answer never tells whether a mail went out"
+        assert len(site.smtp.messages) == 5, "at most NEWSLETTER_CONFIRMATIONS_PER_HOUR mails, however many clients ask"
+
+
+def test_an_internationalised_domain_subscribes_end_to_end_as_punycode(site: Site) -> None:
+    answer = subscribe(site, "Leser@Bücher.de", ["agents"])
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    (mail,) = site.mails_to("Leser@xn--bcher-kva.de")
+    assert mail["To"].addresses[0].addr_spec == "Leser@xn--bcher-kva.de"
+    confirm = link(mail, "confirm")
+    done = site.client.post(confirm, data={"csrf": csrf(site.client.get(confirm).text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert "  - email: leser@xn--bcher-kva.de\n" in site.yaml()
+    assert load(site.config_path).subscriber("leser@bücher.de") is not None, "either spelling finds them"
+
+    again = subscribe(site, "leser@xn--bcher-kva.de", ["agents"])
+    assert again.status_code == 200
+    assert site.mails_to("leser@xn--bcher-kva.de")[-1]["Subject"] == "You are already subscribed to the paper digest"
+
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "leser@xn--bcher-kva.de")
+    assert site.fresh_client().post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert load(site.config_path).subscriber("leser@xn--bcher-kva.de") is None
+
+
+def test_a_non_ascii_local_part_is_refused_clearly_and_leaves_nothing_behind(site: Site) -> None:
+    answer = subscribe(site, "jörg@example.de", ["agents"])
+    assert answer.status_code == 400
+    assert "characters beyond ASCII before the @" in answer.text and 'value="jörg@example.de"' in answer.text
+    assert site.smtp.messages == []
+    with Store(site.env.db) as store:
+        assert store.db.execute("SELECT COUNT(*) FROM pending_subscriptions").fetchone()[0] == 0
+
+
+def test_a_refused_confirmation_mail_leaves_no_pending_row(site: Site) -> None:
+    site.smtp.sink.reply = lambda rcpt: "550 5.1.1 no such user"
+    assert subscribe(site, "gone@example.org", ["agents"]).status_code == 503
+    with Store(site.env.db) as store:
+        assert store.db.execute("SELECT COUNT(*) FROM pending_subscriptions").fetchone()[0] == 0
+
+
+def test_subscribers_yaml_takes_an_internationalised_domain_in_either_spelling(site: Site) -> None:
+    text = site.yaml() + "  - email: leser@bücher.de\n    topics: [agents]\n  - email: other@xn--mnchen-3ya.de\n    topics: [agents]\n"
+    site.config_path.write_text(text, encoding="utf-8")
+    config = load(site.config_path)
+    assert [s.email for s in config.subscribers] == ["ada@example.org", "leser@xn--bcher-kva.de", "other@xn--mnchen-3ya.de"]
+    result = CliRunner().invoke(cli, ["check"], env=site.environ)
+    assert result.exit_code == 0, result.output
+
+    with Store(site.env.db) as store:
+        pipeline.fetch(config, site.env, store)
+    result = CliRunner().invoke(cli, ["send", "--to", "leser@bücher.de"], env=site.environ)
+    assert result.exit_code == 0, result.output
+    assert site.mails_to("leser@xn--bcher-kva.de"), "mailed to the punycode form: no UnicodeEncodeError at RCPT"
+
+    url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "leser@xn--bcher-kva.de")
+    assert site.fresh_client().post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert "bücher" not in site.yaml(), "the hand-written Unicode spelling is found and removed"
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["jörg@example.de"], "subscribers[1].email: 'jörg@example.de' has characters beyond ASCII before the @"),
+        (["a@bü_cher.de"], "subscribers[1].email: invalid email address 'a@bü_cher.de': the domain"),
+        (["leser@bücher.de", "Leser@xn--bcher-kva.de"], "subscribers[2].email: duplicate subscriber 'Leser@xn--bcher-kva.de'"),
+    ],
+)
+def test_subscribers_yaml_refuses_what_cannot_be_mailed(site: Site, entries: list[str], message: str) -> None:
+    site.config_path.write_text(site.yaml() + "".join(f"  - email: {e}\n    topics: [agents]\n" for e in entries), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check"], env=site.environ)
+    assert result.exit_code == 1 and message in result.output, result.output

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from newsletter.errors import Problem
+from newsletter.model.addresses import LOCAL_PART_NOT_ASCII, ascii_address
 from newsletter.model.config import (
     FREQUENCIES,
     SOURCE_TYPES,
@@ -265,8 +266,18 @@ class Checker:
             if m is None:
                 continue
             email = self.value(m, "email", path, str, "").strip()
+            idn_problem = None
+            if email and not email.rpartition("@")[0].isascii():
+                idn_problem = f"'{email}' {LOCAL_PART_NOT_ASCII}"
+            elif email and not email.isascii():
+                try:
+                    email = ascii_address(email)  # user@bücher.de is mailed as user@xn--bcher-kva.de
+                except ValueError as exc:
+                    idn_problem = f"invalid email address '{email}': {exc}"
             if not email:
                 self.problem(m, None, path, "missing 'email'")
+            elif idn_problem:
+                self.problem(m, "email", f"{path}.email", idn_problem)
             elif not _EMAIL.match(email):
                 self.problem(m, "email", f"{path}.email", f"invalid email address '{email}'")
             elif email.lower() in seen:

@@ -17,6 +17,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from newsletter.config.load import load, parse
 from newsletter.errors import ConcurrentEdit
+from newsletter.model.addresses import same_address
 from newsletter.model.config import WEEKDAYS, Config, Settings
 from newsletter.model.signup import Choice, Preferences
 
@@ -138,9 +139,8 @@ def _guess_indent(text: str) -> tuple[int, int]:
 
 
 def _index(subscribers: CommentedSeq, email: str) -> int | None:
-    wanted = email.strip().lower()
     for i, item in enumerate(subscribers):
-        if isinstance(item, CommentedMap) and str(item.get("email", "")).strip().lower() == wanted:
+        if isinstance(item, CommentedMap) and same_address(str(item.get("email", "")), email):  # user@bücher.de is user@xn--bcher-kva.de
             return i
     return None
 

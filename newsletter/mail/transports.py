@@ -138,6 +138,8 @@ class Smtp:
                 raise DeliveryError("connection lost before the message was sent", temporary=True) from None
 
     def _transact(self, conn: smtplib.SMTP, letter: Letter) -> str:
+        if not (letter.sender.isascii() and letter.recipient.isascii()):  # the web form and subscribers.yaml spell domains as punycode
+            raise DeliveryError(f"{letter.recipient}: an address beyond ASCII needs SMTPUTF8, which the newsletter does not send", temporary=False)
         eight_bit = conn.has_extn("8bitmime")
         data = letter.data if eight_bit or letter.data.isascii() else seven_bit(letter.data, self.signer)
         try:

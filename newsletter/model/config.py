@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 
+from newsletter.model.addresses import same_address
 from newsletter.model.topics import Topic
 
 FREQUENCIES = ("daily", "weekdays", "weekly")
@@ -54,9 +55,8 @@ class Config:
     subscribers: tuple[Subscriber, ...]
 
     def subscriber(self, email: str) -> Subscriber | None:
-        """Find a subscriber by address, ignoring case."""
-        wanted = email.strip().lower()
-        return next((s for s in self.subscribers if s.email.lower() == wanted), None)
+        """Find a subscriber by address, ignoring case; a Unicode domain finds its punycode form."""
+        return next((s for s in self.subscribers if same_address(s.email, email)), None)
 
     def personal_topic(self, subscriber: Subscriber) -> Topic | None:
         """The subscriber's own keywords as a topic of their own, shown as its own section."""

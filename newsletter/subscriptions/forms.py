@@ -9,6 +9,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InvalidInput
+from newsletter.model.addresses import LOCAL_PART_NOT_ASCII
 from newsletter.model.config import FREQUENCIES, WEEKDAYS, Config
 from newsletter.model.signup import Choice, Preferences
 from newsletter.model.topics import keyword_error
@@ -21,11 +22,19 @@ MAX_KEYWORD_CHARS = 60
 
 
 def normalise_email(raw: str) -> str:
-    """A syntactically valid address (no DNS lookups), domain lowercased; raises InvalidInput."""
+    """A syntactically valid address (no DNS lookups), domain lowercased and in IDNA (punycode) form, so
+    `user@bücher.de` becomes `user@xn--bcher-kva.de`; raises InvalidInput, also for a non-ASCII local part."""
+    raw = raw.strip()
+    local = raw.rpartition("@")[0]
+    if local and not local.isascii():
+        raise InvalidInput(f"{raw} {LOCAL_PART_NOT_ASCII}.")
     try:
-        return validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False).normalized
+        checked = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidInput(f"That does not look like an email address: {exc}") from exc
+    if checked.ascii_email is None:  # allow_smtputf8=False makes this unreachable; kept as the guarantee callers rely on
+        raise InvalidInput(f"{raw} {LOCAL_PART_NOT_ASCII}.")
+    return checked.ascii_email
 
 
 def check_choice(config: Config, topics: list[str], frequency: str) -> Choice:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Literal
 
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
@@ -26,7 +27,8 @@ log = logging.getLogger("newsletter.subscriptions")
 
 @dataclass(frozen=True)
 class Limits:
-    """How often one IP or one address may subscribe and be mailed a confirmation, per window."""
+    """How often one IP (an IPv6 /64) or one address may subscribe and be mailed a confirmation, per window, and how many
+    such mails go out in all (NEWSLETTER_CONFIRMATIONS_PER_HOUR), so rotating addresses cannot mail a hundred strangers."""
 
     subscribe_per_ip: int = 10
     subscribe_per_address: int = 5
@@ -34,6 +36,13 @@ class Limits:
     mails_per_address: int = 3
     mails_per_ip: int = 20
     mail_window: timedelta = timedelta(hours=24)
+    mails_in_all: int = 100
+    mails_in_all_window: timedelta = timedelta(hours=1)
+
+    @classmethod
+    def of(cls, env: Env) -> Limits:
+        """The defaults, with the global cap from the environment."""
+        return cls(mails_in_all=env.confirmations_per_hour)
 
 
 # the flows, shared by the web app and the CLI
@@ -65,8 +74,11 @@ class Service:
         finally:
             transport.close()
 
-    def subscribe(self, email: str, choice: Choice, ip: str | None = None, now: datetime | None = None) -> None:
-        """Start a double opt-in; the caller answers the same way whatever happens here (no enumeration)."""
+    def subscribe(self, email: str, choice: Choice, ip: str | None = None, now: datetime | None = None) -> Literal["confirm", "already", "limited"]:
+        """Start a double opt-in; the web app answers the same way whatever happens here (no enumeration).
+
+        Returns which mail went out, for the operator's CLI: a confirmation link, an "already subscribed" note, or none
+        ("limited": enough mails went to this address, this client or everyone lately)."""
         limits = self.limits
         if ip is not None and not self.store.allow("subscribe-ip", ip, limits.subscribe_per_ip, limits.subscribe_window, now):
             raise RateLimited(ip)
@@ -74,14 +86,27 @@ class Service:
             raise RateLimited(email)
         config = self.file.load()
         if ip is not None and not self.store.allow("mail-ip", ip, self.limits.mails_per_ip, self.limits.mail_window, now):
-            return
+            return "limited"
         if not self.store.allow("mail-address", email, self.limits.mails_per_address, self.limits.mail_window, now):
-            return
+            return "limited"
+        if not self.store.allow("mail-all", "", self.limits.mails_in_all, self.limits.mails_in_all_window, now):
+            log.warning(
+                "not mailing %s: %d confirmation mails went out within %s already (NEWSLETTER_CONFIRMATIONS_PER_HOUR)",
+                email,
+                limits.mails_in_all,
+                limits.mails_in_all_window,
+            )
+            return "limited"
         if config.subscriber(email) is not None:
             self._send(self.mails.already(email))
-            return
+            return "already"
         pending = add_pending(self.store, email, choice, now)
-        self._send(self.mails.confirm(config, pending))
+        try:
+            self._send(self.mails.confirm(config, pending))
+        except DeliveryError:
+            self.store.take_pending(pending)  # no link went out: leave no pending row behind
+            raise
+        return "confirm"
 
     def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:
         """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used.

@@ -13,6 +13,7 @@ from newsletter import subscriptions as subs
 from newsletter.environment import Env
 from newsletter.errors import EnvError
 from newsletter.mail.transports import Transport, connection
+from newsletter.web.clients import behind_proxies
 from newsletter.web.pages import Pages
 
 SECURITY_HEADERS = [
@@ -56,7 +57,7 @@ def create_app(
     """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
     if not env.secret_key:
         raise EnvError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
-    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits(), transport_factory or (lambda: connection(env.smtp, env.outbox, env.dkim)))
+    pages = Pages(env, config_path, env.secret_key, limits or subs.Limits.of(env), transport_factory or (lambda: connection(env.smtp, env.outbox, env.dkim)))
     routes = [
         Route("/", pages.subscribe_form, methods=["GET"]),
         Route("/", pages.subscribe, methods=["POST"]),
@@ -69,5 +70,9 @@ def create_app(
         Route("/style.css", pages.stylesheet, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
+    # Starlette would answer /style.css/ with a redirect built from the client's Host header (to any site it names);
+    # every link we hand out is exact, so there is nothing to redirect.
+    app.router.redirect_slashes = False
     app.add_middleware(SecurityHeaders, https=env.base_url.startswith("https://"))
+    app.add_middleware(behind_proxies, env=env)
     return app

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from itsdangerous import BadSignature, Signer
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -38,6 +39,7 @@ from newsletter.subscriptions.forms import (
 )
 from newsletter.subscriptions.optin import find_pending
 from newsletter.subscriptions.service import Limits, Service
+from newsletter.web.clients import rate_key
 
 log = logging.getLogger("newsletter.web")
 CSRF_COOKIE = "newsletter_csrf"
@@ -55,6 +57,7 @@ class Pages:
         self.transport_factory = transport_factory
         self.templates = Jinja2Templates(env=environment(env.templates))
         self.secure_cookie = env.base_url.startswith("https://")
+        self.csrf_signer = Signer(secret, salt="newsletter.csrf")
 
     @contextmanager
     def service(self) -> Iterator[Service]:
@@ -64,11 +67,26 @@ class Pages:
     # rendering
 
     def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        """Render a page with a CSRF token for its forms, setting the cookie it is checked against."""
-        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        """Render a page with a CSRF token for its forms, setting the cookie it is checked against.
+
+        The cookie holds a random nonce; the form's token is that nonce signed with NEWSLETTER_SECRET_KEY, so a
+        cookie and field pair made up elsewhere (a cookie planted from a sibling domain, say) is refused."""
+        nonce = request.cookies.get(CSRF_COOKIE) or ""
+        if not (16 <= len(nonce) <= 64 and nonce.isascii() and all(c.isalnum() or c in "-_" for c in nonce)):
+            nonce = secrets.token_urlsafe(24)
+        token = self.csrf_signer.sign(nonce).decode()
         response = self.templates.TemplateResponse(request, f"web/{name}", {"csrf": token, **context}, status_code=status)
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=self.secure_cookie, path="/")
+        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=self.secure_cookie, path="/")
         return response
+
+    def csrf_ok(self, request: Request, form: FormData) -> bool:
+        """The form's token is our signature of the nonce in this visitor's cookie."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        try:
+            nonce = self.csrf_signer.unsign(str(form.get("csrf", ""))).decode()
+        except BadSignature:
+            return False
+        return bool(cookie) and secrets.compare_digest(cookie.encode(), nonce.encode())
 
     def message(self, request: Request, title: str, text: str, status: int = 200, **context: Any) -> Response:
         return self.page(request, "message.html", status, title=title, text=text, **context)
@@ -94,9 +112,7 @@ class Pages:
         if origin and origin != "null" and origin.rstrip("/") not in (self.env.base_url, f"{request.url.scheme}://{request.url.netloc}"):
             return None
         form = await request.form(max_files=0, max_fields=MAX_FIELDS)
-        cookie = request.cookies.get(CSRF_COOKIE, "")
-        sent = str(form.get("csrf", ""))
-        return form if cookie and secrets.compare_digest(cookie, sent) else None
+        return form if self.csrf_ok(request, form) else None
 
     def forbidden(self, request: Request) -> Response:
         return self.message(request, "Please try again", "The form had expired or did not come from this site. Reload the page and send it again.", 403)
@@ -117,8 +133,7 @@ class Pages:
         form = await self.form(request)
         if form is None:
             return self.forbidden(request)
-        ip = request.client.host if request.client else "unknown"
-        return await run_in_threadpool(self._subscribe, request, form, ip)
+        return await run_in_threadpool(self._subscribe, request, form, rate_key(request))
 
     def _subscribe(self, request: Request, form: FormData, ip: str) -> Response:
         filled: dict[str, Any] = {
@@ -250,10 +265,8 @@ class Pages:
         token = request.path_params["token"]
         form = await request.form(max_files=0, max_fields=MAX_FIELDS)
         one_click = form.get("List-Unsubscribe") == "One-Click"
-        if not one_click:
-            cookie = request.cookies.get(CSRF_COOKIE, "")
-            if not cookie or not secrets.compare_digest(cookie, str(form.get("csrf", ""))):
-                return self.forbidden(request)
+        if not one_click and not self.csrf_ok(request, form):
+            return self.forbidden(request)
         email = tokens.verify(self.secret, tokens.UNSUBSCRIBE, token)
         if email is None:
             return PlainTextResponse("invalid unsubscribe link\n", status_code=400) if one_click else self.invalid_link(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -262,6 +263,21 @@ def test_redirect_without_location(server: LocalHTTPServer) -> None:
     assert fetch_error(server.url("/r")) == "HTTP 302 redirect without a Location"
 
 
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        ("javascript:alert(1)", "invalid redirect location: "),
+        ("javascript://x/%0aalert(1)", "refused: redirect to unsupported scheme 'javascript'"),
+        ("data:text/html,<script>x</script>", "invalid redirect location: "),
+        ("http://[::1", "invalid redirect location: "),
+    ],
+)
+def test_a_hostile_redirect_location_is_the_sources_failure_once_not_an_escaping_error(server: LocalHTTPServer, location: str, reason: str) -> None:
+    server.route("/r", Reply(302, headers={"Location": location}))
+    assert fetch_error(server.url("/r")).startswith(reason)
+    assert len(server.requests_to("/r")) == 1, "a Location that cannot be followed is not retried"
+
+
 # --- schemes, local files and the address guard ----------------------------------------------
 
 
@@ -380,3 +396,13 @@ def test_request_timeout_overrides_the_policy(server: LocalHTTPServer) -> None:
     server.route("/feed.xml", Reply(200, FEED, delay=1))
     assert fetch_error(Request(server.url("/feed.xml"), timeout=0.3), retries=0) == "timed out after 0.3 s"
     assert fetch(Request(server.url("/feed.xml")), timeout=5.0, retries=0).body == FEED
+
+
+@pytest.mark.timeout(20)  # a hang guard: opening a FIFO waits for a writer for ever
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_local_feed_path_is_read_only_from_a_regular_file(tmp_path: Path, kind: str) -> None:
+    path = {"fifo": tmp_path / "feed.fifo", "device": Path("/dev/zero"), "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    reason = fetch_error(str(path))
+    assert reason in (f"refused: {path} is not a regular file", f"cannot read {path}: Is a directory")

@@ -632,3 +632,22 @@ def test_first_urls() -> None:
 def test_first_urls_rejects_sources_with_nothing_to_fetch(source: Source) -> None:
     with pytest.raises(ValueError):
         first_urls(source, date(2026, 1, 1))
+
+
+def test_one_invalid_utf8_byte_costs_one_character_not_the_whole_feeds_text(caplog: pytest.LogCaptureFixture) -> None:
+    """feedparser alone reads such a document as Windows-1252: every accented name and symbol turns to mojibake."""
+    body = body_of("other_feeds/hepml-digest__daily_hep_ml_digest_rss.xml")  # as captured, it holds two U+FFFD already
+    source = Source(name="hepml", type="feed")
+    clean = parse(source, body, "https://example.org/feed").papers
+    assert caplog.text == "", "valid UTF-8 is read as it is"
+    cut = body.index(b"<item>", len(body) // 2)  # between two items: no paper's text holds the new bad byte
+    damaged = parse(source, body[:cut] + b"\xff" + body[cut:], "https://example.org/feed").papers
+    assert sum(not (p.title + p.abstract + "".join(p.authors)).isascii() for p in clean) > 10, "the fixture has plenty of non-ASCII text"
+    assert [(p.id, p.title, p.abstract, p.authors) for p in damaged] == [(p.id, p.title, p.abstract, p.authors) for p in clean]
+    assert "1 invalid UTF-8 byte replaced by U+FFFD" in caplog.text
+
+
+def test_a_document_declared_in_another_encoding_is_left_to_feedparser() -> None:
+    latin = '<?xml version="1.0" encoding="iso-8859-1"?><rss version="2.0"><channel><title>t</title><item><title>Caf\xe9 models</title><link>https://example.org/1</link></item></channel></rss>'
+    [paper] = parse(Source(name="l", type="feed"), latin.encode("latin-1"), "https://example.org/feed").papers
+    assert paper.title == "Café models"

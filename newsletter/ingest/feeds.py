@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import io
+import logging
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -30,6 +33,8 @@ from newsletter.ingest.ids import (
 from newsletter.model.config import Source
 from newsletter.model.paper import Paper
 
+log = logging.getLogger("newsletter")
+
 # Warnings about a document feedparser still parsed as well-formed XML: a recognised feed with
 # no entries and only these complaints is an empty feed, not a broken one.
 _HARMLESS_BOZO = (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
@@ -46,6 +51,7 @@ def read_feed(body: bytes, url: str, content_type: str | None) -> FeedParserDict
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
+    body = utf8_repaired(body, url, content_type)
     try:
         doc = feedparser.parse(io.BytesIO(body), response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
     except Exception as exc:  # feedparser on hostile input: whatever it raises, the document is unusable
@@ -54,6 +60,35 @@ def read_feed(body: bytes, url: str, content_type: str | None) -> FeedParserDict
     if doc.get("bozo") and not doc.entries and not (doc.get("version") and isinstance(problem, _HARMLESS_BOZO)):
         raise SourceError(f"not a feed: {type(problem).__name__}: {problem}" if problem else "not a feed")
     return doc
+
+
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._-]+)""", re.IGNORECASE)
+_UTF8 = ("utf-8", "utf8")
+_MOSTLY = 0.01  # more invalid bytes than this share of the text: not UTF-8 after all, let feedparser guess
+
+
+def utf8_repaired(body: bytes, url: str, content_type: str | None) -> bytes:
+    """A document meant as UTF-8 that holds a few invalid bytes keeps its good text, each bad byte becoming
+    U+FFFD. Left alone, feedparser reads the whole document as Windows-1252 and every non-ASCII title and
+    abstract turns to mojibake (and arXiv's "Announce Type" prefix is no longer recognised)."""
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return body
+    declared = _XML_ENCODING.match(body[:512])
+    charset = _CHARSET.search(content_type or "")
+    for name in (declared[1].decode() if declared else None, charset[1] if charset else None):
+        if name is not None and name.lower() not in _UTF8:
+            return body
+    try:
+        body.decode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - body.count("\ufffd".encode())  # some feeds carry U+FFFD already
+    if bad > len(text) * _MOSTLY:
+        return body
+    log.warning("%s: %d invalid UTF-8 byte%s replaced by U+FFFD; the rest of the feed is read as UTF-8", url, bad, "" if bad == 1 else "s")
+    return text.encode("utf-8")
 
 
 def _detail_is_html(entry: FeedParserDict, key: str) -> bool:

@@ -7,6 +7,7 @@ import ipaddress
 import mimetypes
 import os
 import socket
+import stat
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -232,7 +233,13 @@ class Fetcher:
                         return response, await self._read(response)
             except (TimeoutError, httpx.TimeoutException):
                 raise _Retry(f"timed out after {timeout:g} s") from None
-            except (httpx.NetworkError, httpx.RemoteProtocolError, OSError) as exc:
+            except httpx.InvalidURL as exc:  # httpx reads a redirect's Location as it answers: a hostile one lands here
+                raise FetchError(f"invalid redirect location: {exc}") from None
+            except httpx.RemoteProtocolError as exc:
+                if "location header" in str(exc).lower():  # the same, for a Location httpx cannot even parse: retrying cannot help
+                    raise FetchError(f"invalid redirect location: {exc}") from None
+                raise _Retry(f"connection failed: {exc}") from None
+            except (httpx.NetworkError, OSError) as exc:
                 raise _Retry(f"connection failed: {exc or type(exc).__name__}") from None
             except httpx.DecodingError:
                 raise FetchError("could not decode the compressed body") from None
@@ -305,10 +312,15 @@ def _local_path(url: str) -> Path | None:
 def _read_file(path: Path, limit: int) -> bytes:
     """Read a local feed under the same size limit as a download."""
     try:
-        with path.open("rb") as handle:
-            if os.fstat(handle.fileno()).st_size > limit:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer for ever; only a regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise FetchError(f"refused: {path} is not a regular file")
+            if info.st_size > limit:
                 raise FetchError(f"body larger than {_size(limit)}")
-            data = handle.read(limit + 1)  # st_size is 0 for pipes and devices; the read is the real check
+            data = handle.read(limit + 1)  # the file may grow while it is read: the read is the real check
     except OSError as exc:
         raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > limit:

@@ -173,6 +173,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
     with Store(env.db) as store:
         digest = pipeline.Planner(config, store, utcnow()).next_digest(subscriber)
         secret = pipeline.secret_key(env, store)
+        link_version = store.link_version(subscriber.email)
     if digest is None:
         click.echo(f"Nothing new for {email} among stored papers (run `newsletter fetch` first?).", err=True)
         return
@@ -181,7 +182,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
         rendered = renderer.render(digest)
     except RenderError as exc:
         _fail(str(exc))
-    html, plain = renderer.personalise(rendered, pipeline.reader_for(subscriber, secret))
+    html, plain = renderer.personalise(rendered, pipeline.reader_for(subscriber, secret, link_version))
     body = plain if text else html
     if output:
         Path(output).write_text(body, encoding="utf-8")
@@ -376,10 +377,16 @@ def unsubscribe(ctx: click.Context, email: str) -> None:
 
 
 @cli.command()
+@click.option("--revoke-links", "revoke", metavar="EMAIL", help="Void every unsubscribe and preferences link mailed to EMAIL so far.")
 @click.pass_context
-def subscribers(ctx: click.Context) -> None:
+def subscribers(ctx: click.Context, revoke: str | None) -> None:
     """List subscribers with their topics and schedule."""
-    _, config = _ready(ctx, need_smtp_settings=False)
+    env, config = _ready(ctx, need_smtp_settings=False)
+    if revoke:
+        with Store(env.db) as store:
+            version = store.revoke_links(revoke)
+        click.echo(f"Links mailed to {revoke} before now open nothing any more (link version {version}); the next digest carries new ones.")
+        return
     for s in config.subscribers:
         when = s.frequency + (f" ({s.day})" if s.frequency == "weekly" else "") + f" at {s.send_at.strftime('%H:%M')} {s.timezone}"
         extra = f"; keywords: {', '.join(s.keywords)}" if s.keywords else ""

@@ -21,6 +21,7 @@ from newsletter.cli import cli
 from newsletter.config.load import load
 from newsletter.environment import Env
 from newsletter.mail import tokens
+from newsletter.mail.pool import transport
 from newsletter.model.paper import Paper
 from newsletter.storage.store import Store
 from newsletter.subscriptions.service import Limits
@@ -535,3 +536,28 @@ def test_subscribers_yaml_refuses_what_cannot_be_mailed(site: Site, entries: lis
     site.config_path.write_text(site.yaml() + "".join(f"  - email: {e}\n    topics: [agents]\n" for e in entries), encoding="utf-8")
     result = CliRunner().invoke(cli, ["check"], env=site.environ)
     assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_a_revoked_link_is_refused_and_the_next_ones_work(site: Site) -> None:
+    """`newsletter subscribers --revoke-links` (or subscribing again after leaving) voids every link mailed before."""
+    config = str(site.config_path)
+    old = "/preferences/" + tokens.sign(SECRET, tokens.PREFERENCES, "ada@example.org")
+    assert site.client.get(old).status_code == 200
+    result = CliRunner().invoke(cli, ["--config", config, "subscribers", "--revoke-links", "ada@example.org"], env=site.environ)
+    assert result.exit_code == 0 and "open nothing any more (link version 1)" in result.output
+    refused = site.client.get(old)
+    assert refused.status_code == 400 and "This link does not work" in refused.text
+    assert (
+        site.fresh_client()
+        .post("/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, "ada@example.org"), data={"List-Unsubscribe": "One-Click"})
+        .status_code
+        == 400
+    )
+    fresh = "/preferences/" + tokens.sign(SECRET, tokens.PREFERENCES, "ada@example.org", 1)
+    assert site.client.get(fresh).status_code == 200, "links made at the new version open"
+    with Store(site.env.db) as store:
+        pipeline.fetch(load(site.config_path), site.env, store)
+        report = pipeline.send(load(site.config_path), site.env, store, transport(site.env.smtp, site.env.outbox, site.env.pool, site.env.dkim))
+    assert report.count("sent") >= 1
+    digest = site.mails_to("ada@example.org")[-1]
+    assert site.client.get(link(digest, "preferences")).status_code == 200, "the next digest carries links at the new version"

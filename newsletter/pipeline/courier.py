@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
@@ -47,6 +47,7 @@ class Letters:
     env: Env
     renderer: Renderer
     secret: str
+    link_versions: Mapping[str, int]  # by lower-cased address; absent means 0
     signer: Signer | None = field(init=False)
     stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
 
@@ -61,7 +62,7 @@ class Letters:
             stationery = self.stationery[key] = Stationery(
                 self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names
             )
-        reader = reader_for(subscriber, self.secret)
+        reader = reader_for(subscriber, self.secret, self.link_versions.get(subscriber.email.lower(), 0))
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,

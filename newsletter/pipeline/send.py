@@ -63,7 +63,7 @@ def send(
                     report.add(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
             return report
         report.uncertain = store.recover_interrupted(now=now)
-        courier = Courier(env, store, transport, report, Letters(env, renderer, secret), should_stop)
+        courier = Courier(env, store, transport, report, Letters(env, renderer, secret, store.link_versions()), should_stop)
         try:
             wanted = {s.email.lower(): s for s in active}
             present = {s.email.lower() for s in config.subscribers}

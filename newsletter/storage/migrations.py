@@ -40,7 +40,12 @@ def m003_deliveries_uncertain(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE deliveries ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain]
+def m004_link_versions(db: sqlite3.Connection) -> None:
+    """link_versions: each reader's link version; bumping it voids every link mailed to them before."""
+    db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions]
 
 
 def version(db: sqlite3.Connection) -> int:

@@ -60,7 +60,26 @@ class Signups(Database):
                 (email.lower(), (now or utcnow()).isoformat()),
             )
 
-    def forget_unsubscribed(self, email: str) -> None:
-        """They subscribed again."""
+    def forget_unsubscribed(self, email: str) -> bool:
+        """They subscribed again; True if they had unsubscribed before."""
         with self.transaction() as db:
-            db.execute("DELETE FROM unsubscribed WHERE email = ?", (email.lower(),))
+            return db.execute("DELETE FROM unsubscribed WHERE email = ?", (email.lower(),)).rowcount == 1
+
+    # link versions: a link carries its reader's version when mailed; a higher one here revokes it
+
+    def link_version(self, email: str) -> int:
+        row = self.db.execute("SELECT version FROM link_versions WHERE subscriber = ?", (email.lower(),)).fetchone()
+        return int(row[0]) if row else 0
+
+    def link_versions(self) -> dict[str, int]:
+        """Every reader's link version that is not 0, by lower-cased address: read once per send."""
+        return {r[0]: int(r[1]) for r in self.db.execute("SELECT subscriber, version FROM link_versions")}
+
+    def revoke_links(self, email: str) -> int:
+        """Void every link mailed to this reader so far (unsubscribe, preferences); the new version."""
+        with self.transaction() as db:
+            row = db.execute(
+                "INSERT INTO link_versions (subscriber, version) VALUES (?, 1) ON CONFLICT(subscriber) DO UPDATE SET version = version + 1 RETURNING version",
+                (email.lower(),),
+            ).fetchone()
+            return int(row[0])

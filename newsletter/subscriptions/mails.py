@@ -40,10 +40,10 @@ class Mails:
     def __post_init__(self) -> None:
         self.jinja = environment(self.env.templates)
 
-    def links(self, email: str) -> dict[str, str]:
+    def links(self, email: str, link_version: int) -> dict[str, str]:
         return {
-            "preferences_url": f"{self.env.base_url}/preferences/{tokens.sign(self.secret, tokens.PREFERENCES, email)}",
-            "unsubscribe_url": f"{self.env.base_url}/unsubscribe/{tokens.sign(self.secret, tokens.UNSUBSCRIBE, email)}",
+            "preferences_url": f"{self.env.base_url}/preferences/{tokens.sign(self.secret, tokens.PREFERENCES, email, link_version)}",
+            "unsubscribe_url": f"{self.env.base_url}/unsubscribe/{tokens.sign(self.secret, tokens.UNSUBSCRIBE, email, link_version)}",
         }
 
     def _message(self, to: str, subject: str, template: str, context: dict[str, Any]) -> EmailMessage:
@@ -69,17 +69,16 @@ class Mails:
             {"url": url, "topics": topics, "hours": int(CONFIRM_MAX_AGE.total_seconds() // 3600), "base_url": self.env.base_url},
         )
 
-    def already(self, email: str) -> EmailMessage:
+    def already(self, email: str, link_version: int) -> EmailMessage:
         """Someone asked to subscribe an address that already is: tell its owner, and change nothing."""
-        return self._message(
-            email, "You are already subscribed to the paper digest", "web/mail_already.txt", {**self.links(email), "base_url": self.env.base_url}
-        )
+        context = {**self.links(email, link_version), "base_url": self.env.base_url}
+        return self._message(email, "You are already subscribed to the paper digest", "web/mail_already.txt", context)
 
     def welcome(self, config: Config, store: Store, subscriber: Subscriber, now: datetime | None = None) -> tuple[EmailMessage, list[str]]:
         """Sent on confirmation: the most recent papers for their topics, as a taste of the digest; and their ids."""
         digest = Planner(config, store, now or utcnow()).next_digest(subscriber)
         papers = sorted(digest.papers, key=lambda p: p.published or _EPOCH, reverse=True)[:WELCOME_PAPERS] if digest else []
-        links = self.links(subscriber.email)
+        links = self.links(subscriber.email, store.link_version(subscriber.email))
         context = {"papers": papers, "topics": [config.topics[t].title for t in subscriber.topics if t in config.topics], "subscriber": subscriber, **links}
         text = self.jinja.get_template("web/mail_welcome.txt").render(context)
         html = self.jinja.get_template("web/mail_welcome.html").render(context)

@@ -98,7 +98,7 @@ class Service:
             )
             return "limited"
         if config.subscriber(email) is not None:
-            self._send(self.mails.already(email))
+            self._send(self.mails.already(email, self.store.link_version(email)))
             return "already"
         pending = add_pending(self.store, email, choice, now)
         try:
@@ -115,7 +115,10 @@ class Service:
         self.file.add(pending.email, pending.choice)
         if not self.store.take_pending(pending):
             return None
-        self.store.forget_unsubscribed(pending.email)
+        if self.store.forget_unsubscribed(pending.email):
+            # Links mailed during an earlier subscription stay dead. Leaving does not revoke: a one-click
+            # unsubscribe a mail provider repeats must still succeed, and a preferences link of someone gone opens nothing.
+            self.store.revoke_links(pending.email)
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
         assert subscriber is not None

@@ -159,6 +159,21 @@ class Pages:
             f"If {email} can receive the digest, a mail with a confirmation link is on its way. Open it and press the button to start your subscription.",
         )
 
+    # links in mails
+
+    def reader(self, purpose: str, token: str) -> str | None:
+        """The address a link token opens for this purpose: valid, not aged out, and not revoked since it was mailed."""
+        claim = tokens.verify(self.secret, purpose, token)
+        if claim is None:
+            return None
+        with Store(self.env.db) as store:
+            return claim.value if claim.version >= store.link_version(claim.value) else None
+
+    def link(self, purpose: str, email: str) -> str:
+        """A fresh token for one of this reader's links, at their current link version."""
+        with Store(self.env.db) as store:
+            return tokens.sign(self.secret, purpose, email, store.link_version(email))
+
     # confirm
 
     async def confirm_form(self, request: Request) -> Response:
@@ -191,7 +206,7 @@ class Pages:
             return self.unavailable(request, exc)
         if subscriber is None:
             return self.invalid_link(request)
-        preferences = f"/preferences/{tokens.sign(self.secret, tokens.PREFERENCES, subscriber.email)}"
+        preferences = f"/preferences/{self.link(tokens.PREFERENCES, subscriber.email)}"
         return self.message(
             request,
             "You are subscribed",
@@ -211,7 +226,7 @@ class Pages:
         return await run_in_threadpool(self._preferences, request, request.path_params["token"], form)
 
     def _preferences(self, request: Request, token: str, form: FormData | None) -> Response:
-        email = tokens.verify(self.secret, tokens.PREFERENCES, token)
+        email = self.reader(tokens.PREFERENCES, token)
         if email is None:
             return self.invalid_link(request)
         file = SubscriberFile(self.config_path)
@@ -234,7 +249,7 @@ class Pages:
                 error, status = str(exc), 400
             except (ConfigError, ConcurrentEdit, TimeoutError) as exc:
                 return self.unavailable(request, exc)
-        unsubscribe = f"/unsubscribe/{tokens.sign(self.secret, tokens.UNSUBSCRIBE, email)}"
+        unsubscribe = f"/unsubscribe/{self.link(tokens.UNSUBSCRIBE, email)}"
         return self.page(
             request,
             "preferences.html",
@@ -253,7 +268,7 @@ class Pages:
     # unsubscribe
 
     async def unsubscribe_form(self, request: Request) -> Response:
-        email = tokens.verify(self.secret, tokens.UNSUBSCRIBE, request.path_params["token"])
+        email = await run_in_threadpool(self.reader, tokens.UNSUBSCRIBE, request.path_params["token"])
         if email is None:
             return self.invalid_link(request)
         config = await run_in_threadpool(_load_or_none, self.config_path)
@@ -267,7 +282,7 @@ class Pages:
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if not one_click and not self.csrf_ok(request, form):
             return self.forbidden(request)
-        email = tokens.verify(self.secret, tokens.UNSUBSCRIBE, token)
+        email = await run_in_threadpool(self.reader, tokens.UNSUBSCRIBE, token)
         if email is None:
             return PlainTextResponse("invalid unsubscribe link\n", status_code=400) if one_click else self.invalid_link(request)
         try:

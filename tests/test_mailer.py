@@ -219,6 +219,50 @@ def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_pa
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
+def signed_names(data: bytes) -> list[str]:
+    signature = email.message_from_bytes(data, policy=email.policy.default)["DKIM-Signature"]
+    return re.search(r"h=([^;]+)", re.sub(r"\s", "", str(signature))).group(1).lower().split(":")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "prepended",
+    [
+        b"List-Unsubscribe: <https://evil.example/unsubscribe>\r\n",
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        b"From: Bank <security@bank.example>\r\n",
+        b"Subject: Your account is locked\r\n",
+    ],
+)
+def test_a_header_prepended_after_signing_breaks_the_signature(tmp_path: Path, prepended: bytes) -> None:
+    """From, Subject and both unsubscribe headers are over-signed: h= names each once more than it occurs (#15)."""
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
+    assert signer is not None
+    signed = seal(message(mailto="leave@example.org"), signer).data
+    assert dkim.verify(signed, dnsfunc=dns)
+    names = signed_names(signed)
+    for name in ("from", "subject", "list-unsubscribe", "list-unsubscribe-post"):
+        assert names.count(name) == 2, name
+    for name in ("to", "date", "message-id", "list-id"):
+        assert names.count(name) == 1, name
+    assert not dkim.verify(prepended + signed, dnsfunc=dns), "a verifier takes the prepended header as the signed one, and it is not"
+    after_signature = signed.replace(b"\r\nFrom: ", b"\r\n" + prepended + b"From: ", 1)
+    assert not dkim.verify(after_signature, dnsfunc=dns)
+
+
+def test_a_mail_without_unsubscribe_headers_is_signed_against_adding_them(tmp_path: Path) -> None:
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
+    assert signer is not None
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = SENDER, "ada@example.org", "Confirm your subscription"
+    msg.set_content("Open the link.\n")
+    signed = seal(msg, signer).data
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert signed_names(signed).count("list-unsubscribe") == 1 and b"List-Unsubscribe:" not in signed
+    assert not dkim.verify(b"List-Unsubscribe: <https://evil.example/u>\r\n" + signed, dnsfunc=dns)
+
+
 def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_path: Path) -> None:
     settings, dns = dkim_key(tmp_path)
     signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)

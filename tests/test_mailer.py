@@ -393,3 +393,21 @@ def test_pool_sends_over_several_connections_under_the_rate() -> None:
     assert all(r is not None and r.error is None for r in results)
     assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
     assert elapsed >= 19 / 50, "20 messages at 50/s take at least 0.38 s"
+
+
+@pytest.mark.timeout(20)  # the hang guard: before #15 a worker that could not build its transport died and get() waited forever
+def test_a_worker_whose_transport_cannot_be_built_answers_every_job_with_a_server_error() -> None:
+    def make() -> Smtp:
+        raise FileNotFoundError("dkim.pem")
+
+    pool = Pool(make, size=2, rate=None)
+    users = [f"user{i}" for i in range(5)]
+    for user in users:
+        pool.put(Job(user, letter(user)))
+    results = [pool.get(10) for _ in users]
+    pool.close()
+    assert sorted(str(r.job.tag) for r in results if r is not None) == sorted(users), "every job is answered"
+    for result in results:
+        assert result is not None and result.error is not None
+        assert result.error.server and not result.error.temporary
+        assert "cannot set up the connection: FileNotFoundError" in result.reply

@@ -190,6 +190,22 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
     assert world.arrivals() == Counter(world.emails)
 
 
+@pytest.mark.timeout(60)  # the hang guard (#15)
+def test_a_transport_that_cannot_be_built_ends_the_send_with_an_error_not_a_hang(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "dkim.pem")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("newsletter.mail.pool.Smtp", broken)
+        result = world.send()
+    assert result.exit_code == 2
+    assert "cannot set up the connection" in result.output and "dkim.pem" in result.output
+    assert world.arrivals() == Counter()
+    assert all(r.attempts == 0 and r.status in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
+    assert world.send().exit_code == 0
+    assert world.arrivals() == Counter(world.emails)
+
+
 def test_an_unreachable_server_uses_up_no_attempts_and_the_next_run_delivers(world: World) -> None:
     result = world.send(SMTP_PORT=str(free_port()))
     assert result.exit_code == 2

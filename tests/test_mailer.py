@@ -132,27 +132,35 @@ def test_stationery_fills_in_the_same_message_build_message_makes(name: str, ema
     assert f"/u/{token}" in ours.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
-def test_a_filled_line_too_long_for_smtp_sends_that_readers_message_encoded() -> None:
-    text = "x" * 900 + " __TOKEN__\nshort __NAME__\n"
-    headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u/t", "l <l.example.org>")
-    stationery = Stationery(SENDER, "s", "l <l.example.org>", text, HTML_BODY, PLACEHOLDERS)
-    short = {"__NAME__": "Ada", "__HNAME__": "Ada", "__EMAIL__": "a@x", "__TOKEN__": "t" * 97}  # the line: 998 bytes, as long as SMTP allows
-    assert b"x" * 900 + b" " + b"t" * 97 + b"\r\n" in stationery.letter(headers, short).data
-    long = {**short, "__TOKEN__": "t" * 98}
-    data = stationery.letter(headers, long).data
-    assert max(map(len, data.split(b"\r\n"))) <= 998
-    assert b"Content-Transfer-Encoding: 8bit" not in data.split(b"Content-Type: text/html")[0].split(b"Content-Type: text/plain")[1]
-    same_message(stationery, headers, long, text=text)
+def body_lines(data: bytes) -> list[bytes]:
+    """The lines of a message after its header block (headers may run to 998; body lines may not pass 76)."""
+    return data.split(b"\r\n\r\n", 1)[1].split(b"\r\n")
 
 
-def test_a_digest_with_a_line_too_long_for_smtp_is_built_whole_for_everyone() -> None:
+def test_every_body_line_is_quoted_printable_of_at_most_76_whatever_the_values() -> None:
+    """Signed bodies are 7bit (RFC 6376 §5.3) and quoted-printable lines stay within RFC 2045's 76 (#15);
+    before, filled lines ran 8bit up to 998, and the quoted-printable fallback to 533."""
+    text = "x" * 900 + " __TOKEN__\nshort __NAME__\n__NAME____EMAIL__ trailing space __NAME__ \n.\n" + "ü" * 40 + "__NAME__\n"
+    html = "<p>" + "é" * 600 + "__HNAME__</p>\n" + "=" * 74 + "__HNAME__" + "a=b " * 30 + "__TOKEN__"
     headers = Headers(Address("Ådá", "ada", "example.org"), "s", "https://x/u/t", "l <l.example.org>")
-    html = "<p>" + "é" * 600 + "__HNAME__</p>"
-    stationery = Stationery(SENDER, "s", "l <l.example.org>", TEXT_BODY, html, PLACEHOLDERS)
-    values = {"__NAME__": "Ådá", "__HNAME__": "Ådá", "__EMAIL__": "ada@example.org", "__TOKEN__": "t"}
-    data = stationery.letter(headers, values).data
-    assert max(map(len, data.split(b"\r\n"))) <= 998
-    same_message(stationery, headers, values, html=html)
+    stationery = Stationery(SENDER, "s", "l <l.example.org>", text, html, PLACEHOLDERS)
+    names = ["", "Ada", "Ådá Łovelace 李 " * 6, "= =3D =\t", "x" * 75, "x" * 74 + "é", "ends with space "]
+    for name in names:
+        for token in ("t", "t" * 97, LONG_TOKEN):
+            values = {"__NAME__": name, "__HNAME__": str(escape(name)), "__EMAIL__": "ada@example.org", "__TOKEN__": token}
+            data = stationery.letter(headers, values).data
+            assert data.isascii()
+            assert max(map(len, body_lines(data))) <= 76, (name, token)
+            assert not any(line.endswith((b" ", b"\t")) for line in body_lines(data)), "trailing whitespace is encoded"
+            ours = same_message(stationery, headers, values, text=text, html=html)
+            for part in ours.iter_parts():
+                assert part["Content-Transfer-Encoding"] == "quoted-printable"
+
+
+def test_build_message_writes_quoted_printable_within_76_too() -> None:
+    headers = Headers(Address("Ada", "ada", "example.org"), "s", "https://x/u/t", "l <l.example.org>")
+    data = seal(build_message(SENDER, headers, "é" * 600 + "\n", "<p>" + "a=b " * 300 + "</p>\n")).data
+    assert data.isascii() and max(map(len, body_lines(data))) <= 76
 
 
 def test_a_readers_value_cannot_add_lines() -> None:
@@ -219,7 +227,90 @@ def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_pa
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
-def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_path: Path) -> None:
+def signed_names(data: bytes) -> list[str]:
+    signature = email.message_from_bytes(data, policy=email.policy.default)["DKIM-Signature"]
+    return re.search(r"h=([^;]+)", re.sub(r"\s", "", str(signature))).group(1).lower().split(":")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "prepended",
+    [
+        b"List-Unsubscribe: <https://evil.example/unsubscribe>\r\n",
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        b"From: Bank <security@bank.example>\r\n",
+        b"Subject: Your account is locked\r\n",
+    ],
+)
+def test_a_header_prepended_after_signing_breaks_the_signature(tmp_path: Path, prepended: bytes) -> None:
+    """From, Subject and both unsubscribe headers are over-signed: h= names each once more than it occurs (#15)."""
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
+    assert signer is not None
+    signed = seal(message(mailto="leave@example.org"), signer).data
+    assert dkim.verify(signed, dnsfunc=dns)
+    names = signed_names(signed)
+    for name in ("from", "subject", "list-unsubscribe", "list-unsubscribe-post"):
+        assert names.count(name) == 2, name
+    for name in ("to", "date", "message-id", "list-id"):
+        assert names.count(name) == 1, name
+    assert not dkim.verify(prepended + signed, dnsfunc=dns), "a verifier takes the prepended header as the signed one, and it is not"
+    after_signature = signed.replace(b"\r\nFrom: ", b"\r\n" + prepended + b"From: ", 1)
+    assert not dkim.verify(after_signature, dnsfunc=dns)
+
+
+def test_a_mail_without_unsubscribe_headers_is_signed_against_adding_them(tmp_path: Path) -> None:
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
+    assert signer is not None
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = SENDER, "ada@example.org", "Confirm your subscription"
+    msg.set_content("Open the link.\n")
+    signed = seal(msg, signer).data
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert signed_names(signed).count("list-unsubscribe") == 1 and b"List-Unsubscribe:" not in signed
+    assert not dkim.verify(b"List-Unsubscribe: <https://evil.example/u>\r\n" + signed, dnsfunc=dns)
+
+
+def relay_without_8bitmime(data: bytes) -> bytes:
+    """What a relay does before passing a message to a server without 8BITMIME: re-encode each 8bit part."""
+    if data.isascii():
+        return data
+    msg = email.message_from_bytes(data, policy=email.policy.SMTP)
+    for part in msg.walk():
+        if not part.is_multipart() and part["Content-Transfer-Encoding"] == "8bit":
+            part.set_content(part.get_content(), subtype=part.get_content_subtype(), cte="quoted-printable")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def test_what_is_signed_is_7bit_so_a_hop_without_8bitmime_leaves_the_signature_whole(tmp_path: Path) -> None:
+    """RFC 6376 §5.3: signers convert to 7bit first. Before #15 digests were signed 8bit, and a relay that
+    re-encoded them for a server without 8BITMIME broke the signature (the second half shows how)."""
+    settings, dns = dkim_key(tmp_path)
+    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
+    assert signer is not None
+    headers = Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>")
+    whole = seal(build_message(SENDER, headers, "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"), signer)
+    stationery = Stationery(SENDER, headers.subject, headers.list_id, TEXT_BODY, HTML_BODY, PLACEHOLDERS)
+    filled = stationery.letter(headers, {"__NAME__": "Ådá", "__HNAME__": "Ådá", "__EMAIL__": "ada@example.org", "__TOKEN__": "tok"}, signer)
+    service = EmailMessage()  # the service mails' way: EmailMessage picks 8bit for UTF-8 text
+    service["From"], service["To"], service["Subject"], service["Message-ID"] = SENDER, "ada@example.org", "Confirm", "<c@example.org>"
+    service.set_content("someone — hopefully you — asked\n")
+    assert service.as_bytes().isascii() is False
+    for sent in (whole, filled, seal(service, signer)):
+        assert sent.data.isascii(), "signed as 7bit"
+        assert dkim.verify(sent.data, dnsfunc=dns)
+        assert relay_without_8bitmime(sent.data) == sent.data and dkim.verify(relay_without_8bitmime(sent.data), dnsfunc=dns)
+
+    old = EmailMessage()  # signed the way digests were before: 8bit bodies
+    old["From"], old["To"], old["Subject"] = SENDER, "ada@example.org", "Digest"
+    old.set_content("Grüße · ▲ 12\n", cte="8bit")
+    old.add_alternative("<p>Grüße · ▲ 12</p>\n", subtype="html", cte="8bit")
+    signed_8bit = signer.sign(old.as_bytes(policy=email.policy.SMTP))
+    assert dkim.verify(signed_8bit, dnsfunc=dns)
+    assert not dkim.verify(relay_without_8bitmime(signed_8bit), dnsfunc=dns), "re-encoded on the way, the 8bit-signed body no longer matches"
+
+
+def test_a_server_without_8bitmime_gets_the_mail_as_signed_and_an_unsigned_8bit_one_re_encoded(tmp_path: Path) -> None:
     settings, dns = dkim_key(tmp_path)
     signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
     original = seal(
@@ -228,25 +319,23 @@ def test_a_server_without_8bitmime_gets_the_same_mail_in_7bit_still_signed(tmp_p
         ),
         signer,
     )
-    assert not original.data.isascii(), "digests go out 8bit where the server allows it"
-    with SMTPServer(Sink(raw=True, eight_bit=False)) as server:
-        smtp = Smtp(env_for(server), signer)
-        smtp.send(original)
-        smtp.close()
-    received = server.sink.received[0]
-    assert received.isascii() and server.sink.mail_options == [[]], "7bit, and no BODY=8BITMIME to a server that did not offer it"
-    assert dkim.verify(received, dnsfunc=dns), "signed again after re-encoding"
-    sent, got = (email.message_from_bytes(m, policy=email.policy.default) for m in (original.data, received))
-    for kind in ("plain", "html"):
-        assert got.get_body((kind,)).get_content() == sent.get_body((kind,)).get_content()  # type: ignore[union-attr]
-        assert got.get_body((kind,))["Content-Transfer-Encoding"] == "quoted-printable"  # type: ignore[index,union-attr]
-    assert (got["To"], got["Subject"], got["Message-ID"]) == (sent["To"], sent["Subject"], sent["Message-ID"])
-
-    with SMTPServer(Sink(raw=True)) as server:
-        smtp = Smtp(env_for(server), signer)
-        smtp.send(original)
-        smtp.close()
-    assert server.sink.received[0] == original.data and server.sink.mail_options == [["BODY=8BITMIME"]], "8bit as signed where offered"
+    unsigned = EmailMessage()
+    unsigned["From"], unsigned["To"], unsigned["Subject"], unsigned["Message-ID"] = SENDER, "ada@example.org", "Confirm", "<c@example.org>"
+    unsigned.set_content("Grüße · " + "▲ 12 " * 140 + "\n", cte="8bit")  # one line of 850 bytes
+    for server_8bit in (False, True):
+        with SMTPServer(Sink(raw=True, eight_bit=server_8bit)) as server:
+            smtp = Smtp(env_for(server), signer)
+            smtp.send(original)
+            smtp.send(seal(unsigned))
+            smtp.close()
+        received, other = server.sink.received
+        assert received == original.data and dkim.verify(received, dnsfunc=dns), "the 7bit signed mail goes as it is, to either"
+        assert server.sink.mail_options[0] == (["BODY=8BITMIME"] if server_8bit else [])
+        if not server_8bit:
+            assert other.isascii() and max(map(len, body_lines(other))) <= 76, "re-encoded, quoted-printable lines within 76"
+            assert dkim.verify(other, dnsfunc=dns), "and signed, since this transport has a signer"
+            got = email.message_from_bytes(other, policy=email.policy.default)
+            assert got.get_content().replace("\r\n", "\n") == unsigned.get_content()  # type: ignore[attr-defined]
 
 
 def test_outbox_writes_one_parseable_eml_per_message(tmp_path: Path) -> None:
@@ -349,3 +438,21 @@ def test_pool_sends_over_several_connections_under_the_rate() -> None:
     assert all(r is not None and r.error is None for r in results)
     assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
     assert elapsed >= 19 / 50, "20 messages at 50/s take at least 0.38 s"
+
+
+@pytest.mark.timeout(20)  # the hang guard: before #15 a worker that could not build its transport died and get() waited forever
+def test_a_worker_whose_transport_cannot_be_built_answers_every_job_with_a_server_error() -> None:
+    def make() -> Smtp:
+        raise FileNotFoundError("dkim.pem")
+
+    pool = Pool(make, size=2, rate=None)
+    users = [f"user{i}" for i in range(5)]
+    for user in users:
+        pool.put(Job(user, letter(user)))
+    results = [pool.get(10) for _ in users]
+    pool.close()
+    assert sorted(str(r.job.tag) for r in results if r is not None) == sorted(users), "every job is answered"
+    for result in results:
+        assert result is not None and result.error is not None
+        assert result.error.server and not result.error.temporary
+        assert "cannot set up the connection: FileNotFoundError" in result.reply

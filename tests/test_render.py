@@ -264,6 +264,24 @@ def test_the_hidden_preheader_sums_up_the_digest() -> None:
     assert re.search(r'<div class="preheader" style="[^"]*display:\s*none[^"]*">15 new papers · Trending', rendered.html)
 
 
+def test_the_preheader_is_hidden_without_the_tricks_spam_filters_score() -> None:
+    """SpamAssassin scores tiny fonts and text coloured like its background (FONT_INVIS_MSGID, HTML_FONT_LOW_CONTRAST, #15)."""
+    rendered = Renderer(BASE).render(real_digest(5))
+    style = re.search(r'<div class="preheader" style="([^"]*)">', rendered.html).group(1)  # type: ignore[union-attr]
+    rules = dict(rule.split(":", 1) for rule in re.sub(r"\s", "", style).split(";") if rule)
+    assert rules == {"display": "none", "max-height": "0", "max-width": "0", "overflow": "hidden", "mso-hide": "all"}
+
+
+def test_each_table_of_contents_link_has_a_named_anchor_as_well_as_an_id() -> None:
+    """Many mobile clients follow #links only to <a name>, not to an id (#15)."""
+    html = Renderer(BASE).render(real_digest(2)).html
+    targets = re.findall(r'<a href="#([^"]+)"', html)
+    assert len(targets) > 1
+    for target in targets:
+        assert re.search(rf'<a name="{re.escape(target)}"[^>]*></a>', html), target
+        assert f'id="{target}"' in html, target
+
+
 def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     d = real_digest(400)
     renderer = Renderer(BASE)

@@ -99,7 +99,13 @@ class Pool:
         self._threads = []
 
     def _work(self, limiter: RateLimiter) -> None:
-        transport = self.make()
+        try:
+            transport = self.make()
+        except Exception as exc:  # e.g. a key file gone: without a transport, answer every job rather than leave the run waiting
+            error = DeliveryError(f"cannot set up the connection: {type(exc).__name__}: {exc}", temporary=False, server=True)
+            while (job := self._jobs.get()) is not None:
+                self._results.put(Result(job, error.reply, error))
+            return
         try:
             while (job := self._jobs.get()) is not None:
                 limiter.wait()

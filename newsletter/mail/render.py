@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import logging
 import re
 import secrets
@@ -31,7 +32,7 @@ from newsletter.model.digest import Digest, Entry, shrink
 
 TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a digest is rendered from (base.html via digest.html)
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
-MIME_LINE_BYTES = 500  # longest line of a rendered part; SMTP allows 998, the rest is room for reader values
+MIME_LINE_BYTES = 500  # longest line of a rendered part, for people reading the source (the wire has quoted-printable lines of 76)
 MAX_NAME_CHARS = 64
 
 
@@ -271,9 +272,9 @@ class _Premailer(Premailer):  # type: ignore[misc]  # premailer ships no type hi
 
 
 def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:
-    """Break lines longer than `limit` UTF-8 bytes at a space, so every reader's copy goes out as plain 8bit.
+    """Break lines longer than `limit` UTF-8 bytes at a space: source lines a person can read, though the
+    mail goes out quoted-printable in lines of 76 whatever their length.
 
-    SMTP allows 998 bytes a line; the margin leaves room for the reader's name and tokens filled in later.
     A newline is the same whitespace as a space in HTML (no <pre> in the digest) and in wrapped text.
     """
     out: list[str] = []
@@ -290,8 +291,9 @@ def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:
 
 
 def mime_size(html: str) -> int:
-    """Bytes of the HTML part as the mailer sends it: 8bit UTF-8 with CRLF line ends."""
-    return len(html.encode("utf-8")) + html.count("\n")
+    """Bytes of the HTML part as the mailer sends it: UTF-8, quoted-printable, CRLF line ends."""
+    encoded = binascii.b2a_qp(html.encode("utf-8"), istext=True)
+    return len(encoded) + encoded.count(b"\n")
 
 
 def _where(exc: jinja2.TemplateError) -> str:

@@ -1,7 +1,9 @@
-"""DKIM signing with a key read once; the signature covers both List-Unsubscribe headers (RFC 8058)."""
+"""DKIM signing with a key read once; the signature covers both List-Unsubscribe headers (RFC 8058), over-signed."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,13 @@ SIGNED_HEADERS = (
     b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
     b"list-id", b"list-unsubscribe", b"list-unsubscribe-post",
 )  # fmt: skip
+
+# Headers listed in h= once more than the message has them (RFC 6376 §8.15, "over-signing"): a verifier then
+# counts the missing extra instance as signed-empty, so a From, Subject or unsubscribe link prepended on the way
+# breaks the signature instead of being what the reader's client shows (it shows the topmost).
+OVERSIGNED = (b"from", b"subject", b"list-unsubscribe", b"list-unsubscribe-post")
+
+_HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.M)
 
 
 @dataclass(frozen=True)
@@ -39,5 +48,12 @@ class Signer:
         return cls(settings.selector, settings.domain, settings.private_key_path.read_bytes())
 
     def sign(self, data: bytes) -> bytes:
-        signature: bytes = dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=list(SIGNED_HEADERS))
+        signature: bytes = dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=signed_headers(data))
         return signature + data
+
+
+def signed_headers(data: bytes) -> list[bytes]:
+    """h= for this message: SIGNED_HEADERS, with each of OVERSIGNED once more than the message carries it."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    counts = Counter(name.lower() for name in _HEADER_NAME.findall(head))
+    return [*SIGNED_HEADERS, *(name for name in OVERSIGNED for _ in range(counts[name]))]

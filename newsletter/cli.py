@@ -27,6 +27,7 @@ from newsletter.model.topics import Matcher
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
+from newsletter.storage.ledger import UNCERTAIN_LIMIT
 from newsletter.storage.store import Store
 
 # Exit codes beyond the contract's 0-3: 4, another send holds the database (nothing sent); 5, a signal stopped
@@ -241,10 +242,20 @@ def status(ctx: click.Context, resume: str | None) -> None:
     click.echo(
         f"Uncertain: {counts.get('sending', 0)} left in `sending` now (the server may have them; the next run sends each once more); "
         f"{len(uncertain)} interrupted earlier and sent again (a reader may have two copies)"
+        + (
+            f"; {given_up} of them given up after {UNCERTAIN_LIMIT} (failed, listed below)"
+            if (given_up := sum(1 for r in uncertain if r.status == "failed"))
+            else ""
+        )
     )
     for row in rows:
         if row.status == "sending":
             click.echo(f"  sending  {row.subscriber} ({row.edition}): interrupted, or a send is running now; the next run sends it once more")
+        elif row.status == "failed" and row.uncertain:
+            click.echo(
+                f"  failed   {row.subscriber} ({row.edition}, {row.attempts} attempts, uncertain {row.uncertain} times): {row.last_reply or ''}; "
+                "not sent again and its papers count as sent (the reader may have it up to that many times)"
+            )
         elif row.status != "sent":
             click.echo(f"  {row.status:8} {row.subscriber} ({row.edition}, {row.attempts} attempts): {row.last_reply or ''}")
     for row in uncertain:

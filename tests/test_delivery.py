@@ -329,3 +329,30 @@ def test_sigterm_stops_a_send_after_the_messages_in_flight_and_the_next_send_fin
         assert world.arrivals() == Counter(world.emails), "everyone exactly once"
         with Store(tmp_path / "state.db") as store:
             assert sum(r.uncertain for r in store.deliveries()) == 0, "a clean stop leaves nothing uncertain"
+
+
+@pytest.mark.slow
+def test_a_crash_loop_on_one_row_mails_that_reader_at_most_twice(tmp_path: Path) -> None:
+    """SIGKILL the moment the reader's message reaches the server, run after run: the row is sent once more, then failed,
+    and its papers stay offered, so no new edition mails them a third time; `status` names the row."""
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, 1)
+        env = {**os.environ, **world.env}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        codes = []
+        for _ in range(4):
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            server.sink.on_data = lambda msg, proc=proc: proc.send_signal(signal.SIGKILL)  # before the server's 250 goes out
+            codes.append(proc.wait(timeout=60))
+        server.sink.on_data = None
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        arrivals = world.arrivals()
+        print(f"1 reader killed on each arrival, 4 runs: exit codes {codes}, then {final.returncode}; {arrivals[world.emails[0]]} copies")
+        assert codes[:2] == [-signal.SIGKILL, -signal.SIGKILL], "the first two runs were killed on the reader's arrival"
+        assert arrivals[world.emails[0]] <= 2
+        assert final.returncode == 0 and "nothing new for anyone" in final.stdout, final.stdout + final.stderr
+        [row] = world.rows().values()
+        assert (row.status, row.uncertain) == ("failed", 2)
+        status = world.status()
+        assert f"failed   {world.emails[0]} ({row.edition}, 2 attempts, uncertain 2 times): interrupted while sending 2 times" in status
+        assert "1 of them given up after 2" in status

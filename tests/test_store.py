@@ -91,6 +91,28 @@ def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncert
         [row] = store.deliveries(["failed"])
         assert (row.subscriber, row.uncertain) == ("a@x.org", 2), "a crash loop does not mail one reader forever"
         assert [r.status for r in store.deliveries(["pending"])] == ["pending"]
+        assert store.sent_paper_ids("a@x.org") == {"p1"}, "the reader may have it: no new edition sends its papers again"
+
+
+def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        store.plan_delivery("e1", "a@x.org", ["p1", "p2"])
+        store.claim("e1", "a@x.org")
+        assert not store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
+        [row] = store.deliveries()
+        assert (row.status, row.uncertain, row.attempts) == ("deferred", 1, 1)
+        assert store.claim("e1", "a@x.org") == 2
+        assert store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
+        [row] = store.deliveries()
+        assert (row.status, row.uncertain) == ("failed", 2) and "not sent again" in (row.last_reply or "")
+        assert store.sent_paper_ids("a@x.org") == {"p1", "p2"}
+
+        store.plan_delivery("e2", "b@x.org", ["p3"])
+        store.claim("e2", "b@x.org")
+        store.mark_uncertain("e2", "b@x.org", "connection lost after the message")
+        store.claim("e2", "b@x.org")
+        store.mark_failed("e2", "b@x.org", "550 no such user", hard=True, pause_after=3)
+        assert store.sent_paper_ids("b@x.org") == {"p3"}, "an earlier try may have arrived"
 
 
 def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:

@@ -62,7 +62,9 @@ def send(
                 if digest is not None:
                     report.add(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
             return report
-        report.uncertain = store.recover_interrupted(now=now)
+        report.uncertain, given_up = store.recover_interrupted_rows(now=now)
+        for row in given_up:  # a crash loop on these rows: failed, their papers kept as offered; `status` lists them
+            report.add(Outcome(row.subscriber, len(row.paper_ids), "failed", row.last_reply or "interrupted while sending"))
         courier = Courier(env, store, transport, report, Letters(env, renderer, secret), should_stop)
         try:
             wanted = {s.email.lower(): s for s in active}

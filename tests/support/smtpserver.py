@@ -51,6 +51,7 @@ class Sink:
     eight_bit: bool = True  # announce 8BITMIME (RFC 6152), as nearly every server does
     mail_options: list[list[str]] = field(default_factory=list)  # of each MAIL FROM
     received: list[bytes] = field(default_factory=list)
+    on_data: Callable[[EmailMessage], None] | None = None  # called with each message as it is kept, before the server replies
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
@@ -82,6 +83,8 @@ class Sink:
             self.messages.append(msg)
             if self.raw:
                 self.received.append(envelope.original_content)
+        if self.on_data is not None:
+            self.on_data(msg)
         return "250 Message accepted for delivery"
 
     def count(self) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, free_port, greylisting
+from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, drop_once, free_port, greylisting
 
 from newsletter.cli import cli
 from newsletter.pipeline.courier import SERVER_DOWN_AFTER
@@ -178,6 +178,47 @@ def test_a_server_that_drops_the_connection_every_k_messages_still_gets_everyone
         assert result.exit_code == 0, result.output
         assert world.arrivals() == Counter(world.emails)
         assert world.send().exit_code == 0 and world.arrivals() == Counter(world.emails)
+
+
+def test_a_connection_dropped_after_the_final_dot_is_counted_uncertain_sent_once_more_then_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    once = {"reader0003@example.org", "reader0007@example.org"}
+    always = "reader0005@example.org"
+    with SMTPServer() as server:
+        dropped_once = drop_once(once)
+        server.sink.drop_after_data = lambda rcpt: rcpt == always or dropped_once(rcpt)
+        world = make_world(tmp_path, server, 12)
+        result = world.send()
+        arrivals = world.arrivals()
+        duplicates = sum(n - 1 for n in arrivals.values())
+        print(
+            f"12 readers, 2 dropped after the dot once, 1 always: {duplicates} duplicates, {sum(r.uncertain for r in world.rows().values())} counted uncertain"
+        )
+        assert result.exit_code == 2, result.output
+        assert arrivals == Counter({e: 2 if e in once | {always} else 1 for e in world.emails}), "the server had each dropped message"
+        rows = world.rows()
+        for email in once:
+            assert (rows[email].status, rows[email].uncertain) == ("sent", 1)
+        assert (rows[always].status, rows[always].uncertain) == ("failed", 2)
+        assert "not sent again (the reader may have it)" in result.output
+        status = world.status()
+        assert "3 interrupted earlier and sent again (a reader may have two copies); 1 of them given up after 2" in status
+        assert f"failed   {always} ({rows[always].edition}, 2 attempts, uncertain 2 times)" in status
+        for email in once:
+            assert f"uncertain {email}" in status
+        server.sink.drop_after_data = lambda rcpt: False
+        again = world.send()
+        assert again.exit_code == 0 and "nothing new for anyone" in again.output, "its papers count as offered: no new edition repeats them"
+        assert world.arrivals() == arrivals
+
+
+def test_a_connection_dropped_before_data_is_an_ordinary_retry_not_uncertain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SMTPServer(Sink(drop_every=2)) as server:
+        world = make_world(tmp_path, server, 12)
+        assert world.send().exit_code == 0
+        assert world.arrivals() == Counter(world.emails)
+        assert {(r.status, r.uncertain) for r in world.rows().values()} == {("sent", 0)}
 
 
 def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world: World) -> None:

@@ -103,7 +103,13 @@ class SendInProgress(NewsletterError):
 
 
 class StorageError(NewsletterError):
-    """The SQLite state file cannot be used as it is."""
+    """The SQLite state file cannot be used as it is (corrupt, locked too long, disk full, ...).
+
+    `sent` is how many digests a send had delivered and recorded before the failure (0: nothing was sent),
+    so the CLI can say which and choose its exit code.
+    """
+
+    sent: int = 0
 
 
 class SchemaTooNew(StorageError):

@@ -397,3 +397,56 @@ def test_a_crash_loop_on_one_row_mails_that_reader_at_most_twice(tmp_path: Path)
         status = world.status()
         assert f"failed   {world.emails[0]} ({row.edition}, 2 attempts, uncertain 2 times): interrupted while sending 2 times" in status
         assert "1 of them given up after 2" in status
+
+
+def _send_process(world: World, **extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "newsletter", "--config", str(world.folder / "subscribers.yaml"), "send"]
+    return subprocess.run(command, cwd=world.folder, env={**os.environ, **world.env, **extra}, capture_output=True, text=True, timeout=120)
+
+
+def test_a_corrupt_state_database_is_one_line_and_exit_6_with_nothing_sent(world: World) -> None:
+    (world.folder / "state.db").write_bytes(b"not an SQLite file, whatever it once was\n" * 200)
+    result = _send_process(world)
+    assert result.returncode == 6, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: the state database {world.folder / 'state.db'} failed: file is not a database")
+    assert "restore a backup" in line and line.endswith("nothing was sent")
+    assert world.arrivals() == Counter()
+    status = CliRunner().invoke(cli, ["--config", str(world.folder / "subscribers.yaml"), "status"], env=world.env)
+    assert status.exit_code == 6 and status.output.count("\n") == 1 and "Traceback" not in status.output
+
+
+def test_a_database_locked_longer_than_the_timeout_mid_send_is_one_line_exit_7_and_the_rerun_sends_the_rest(world: World) -> None:
+    """Another process holds BEGIN EXCLUSIVE past NEWSLETTER_DB_TIMEOUT while the sixth reader's message is at the server:
+    the send stops with one line naming how many were sent and recorded; the next send delivers the rest, each once."""
+    locker: list[sqlite3.Connection] = []
+    held_at = world.emails[5]
+
+    def lock_then_refuse(rcpt: str) -> str | None:
+        if rcpt == held_at and not locker:
+            db = sqlite3.connect(world.folder / "state.db", timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN EXCLUSIVE")
+            locker.append(db)
+            return "451 4.3.0 try again later"  # the server keeps nothing, so the unrecorded answer loses nothing
+        return None
+
+    world.server.sink.reply = lock_then_refuse
+    started = time.monotonic()
+    result = _send_process(world, SMTP_CONNECTIONS="1", NEWSLETTER_DB_TIMEOUT="0.5")
+    elapsed = time.monotonic() - started
+    try:
+        assert result.returncode == 7, result.stdout + result.stderr
+        [line] = result.stderr.splitlines()
+        assert "database is locked" in line and "held it locked for more than 0.5 s (NEWSLETTER_DB_TIMEOUT)" in line
+        assert "5 digests were sent and recorded before it" in line and "the next `newsletter send` goes on from there" in line
+        assert world.arrivals() == Counter(world.emails[:5])
+        assert elapsed < 30, "the send gave up after its timeout instead of waiting 30 s per answer"
+    finally:
+        for db in locker:
+            db.execute("ROLLBACK")
+            db.close()
+    world.server.sink.reply = lambda rcpt: None
+    rerun = _send_process(world)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert world.arrivals() == Counter(world.emails), "the rest, each once"
+    assert {r.status for r in world.rows().values()} == {"sent"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.errors import StorageError
 from newsletter.model.paper import Paper
 from newsletter.storage.store import Store
 
@@ -198,3 +199,21 @@ def test_a_database_made_before_revisions_gains_the_column(tmp_path: Path) -> No
         store.add_papers([Paper(id="x", title="X", version=1)], T0)
         store.add_papers([Paper(id="x", title="X", version=2)], T0, replace=True)
         assert store.paper("x").version == 2  # type: ignore[union-attr]
+
+
+def test_a_file_that_is_not_a_database_raises_storage_error_not_sqlite3(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(b"\x00garbage" * 500)
+    with pytest.raises(StorageError, match=r"file is not a database.*restore a backup"):
+        Store(tmp_path / "state.db")
+
+
+def test_a_lock_held_past_the_timeout_raises_storage_error_and_leaves_no_transaction_open(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db", timeout=0.1) as store:
+        other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StorageError, match=r"database is locked.*more than 0\.1 s"):
+            store.plan_delivery("e1", "a@x.org", ["p1"])
+        other.execute("ROLLBACK")
+        other.close()
+        assert not store.db.in_transaction
+        assert store.plan_delivery("e1", "a@x.org", ["p1"])

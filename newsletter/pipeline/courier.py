@@ -13,6 +13,7 @@ from email.headerregistry import Address
 from cachetools import LRUCache
 
 from newsletter.environment import Env
+from newsletter.errors import StorageError
 from newsletter.mail.message import Headers, Letter, Stationery
 from newsletter.mail.pool import Job, Pool, Result
 from newsletter.mail.render import CACHED_DIGESTS, Renderer
@@ -116,10 +117,13 @@ class Courier:
             wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
             self._collect(wait if self.in_flight else None, sleep=wait)
 
-    def close(self) -> None:
-        """Stop the workers and record what they finished, so no row is left in `sending` by an error here."""
+    def close(self, record: bool = True) -> None:
+        """Stop the workers and record what they finished, so no row is left in `sending` by an error here.
+
+        `record=False` when the database itself failed: the answers are dropped, their rows stay in `sending`
+        and the next run sends each once more, counted uncertain (waiting on a locked file again would only delay the exit)."""
         self.pool.close()
-        while self.in_flight and (result := self.pool.get(0)) is not None:
+        while record and self.in_flight and (result := self.pool.get(0)) is not None:
             self._record(result)
         for _, _, row in self.retries:
             self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
@@ -161,9 +165,14 @@ class Courier:
         while result is not None:
             results.append(result)
             result = self.pool.get(0)
-        with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
-            for result in results:
-                self._record(result)
+        recorded = len(self.report.outcomes)
+        try:
+            with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
+                for result in results:
+                    self._record(result)
+        except StorageError:
+            del self.report.outcomes[recorded:]  # rolled back: these answers are not in the ledger, their rows stay in `sending`
+            raise
 
     def _record(self, result: Result) -> None:
         self.in_flight -= 1

@@ -450,3 +450,78 @@ def test_a_database_locked_longer_than_the_timeout_mid_send_is_one_line_exit_7_a
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert world.arrivals() == Counter(world.emails), "the rest, each once"
     assert {r.status for r in world.rows().values()} == {"sent"}
+
+
+@pytest.mark.slow
+def test_chaos_sigkill_at_random_moments_against_refusing_and_dropping_servers_loses_nobody(tmp_path: Path) -> None:
+    """SIGKILL at random moments (one surely in the in-run retry phase) while the server answers 421/451/452 to some
+    recipients, 550/554 to a few, and hangs up after the final dot for some: nobody lost, every duplicate counted."""
+    connections, n = 4, 300
+    rng = random.Random(16)
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, n)
+        hard = {e: rng.choice(["550 5.1.1 no such user", "554 5.7.1 rejected"]) for e in rng.sample(world.emails, 10)}
+        flaky = {
+            e: (rng.choice(["421 4.3.2 closing", "451 4.7.1 greylisted", "452 4.2.2 mailbox full"]), rng.randint(1, 2)) for e in rng.sample(world.emails, 75)
+        }
+        dropped = set(rng.sample([e for e in world.emails if e not in hard], 15))
+        refused: Counter[str] = Counter()
+
+        def answer(rcpt: str, everyone: bool = False) -> str | None:
+            if rcpt in hard:
+                return hard[rcpt]
+            reply, times = flaky.get(rcpt, ("451 4.7.1 greylisted", 1) if everyone else (None, 0))
+            if reply is not None and refused[rcpt] < times:  # refused the first `times` tries of each run, then accepted
+                refused[rcpt] += 1
+                return reply
+            return None
+
+        server.sink.drop_after_data = drop_once(dropped)
+        env = {**os.environ, **world.env, "SMTP_CONNECTIONS": str(connections), "SMTP_MAX_ATTEMPTS": "30"}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        kills = [("seconds", rng.uniform(0.3, 1.0)), ("retry phase", 60)] + [("arrivals", k) for k in rng.sample(range(20, 200), 3)]
+        interruptions = 0
+        started_all = time.monotonic()
+        for kind, moment in kills:
+            refused.clear()  # a fresh greylist each run, so every run has rows in its retry phase
+            everyone = kind == "retry phase"  # this run refuses every first try: all its arrivals come from retries
+            server.sink.reply = lambda rcpt, everyone=everyone: answer(rcpt, everyone)
+            before = server.sink.count()
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started = time.monotonic()
+            while proc.poll() is None and (time.monotonic() - started < moment if kind == "seconds" else server.sink.count() - before < moment):
+                time.sleep(0.002)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                interruptions += 1
+            proc.wait()
+        assert interruptions >= 4, "the kills hit running sends"
+        refused.clear()
+        server.sink.reply = answer
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert final.returncode in (0, 2) and not final.stderr, final.stdout + final.stderr  # 2 while hard-refused readers are not yet paused
+        elapsed = time.monotonic() - started_all
+
+        arrivals = world.arrivals()
+        with Store(tmp_path / "state.db") as store:
+            rows = store.deliveries()
+        uncertain = {r.subscriber: r for r in rows if r.uncertain}
+        duplicates = {e: k - 1 for e, k in arrivals.items() if k > 1}
+        drops = sum(1 for e in dropped if arrivals[e])
+        print(
+            f"{n} readers, {interruptions} SIGKILLs, {drops} dropped after the dot: {sum(arrivals.values())} messages, "
+            f"{sum(duplicates.values())} duplicates to {len(duplicates)} readers, {sum(r.uncertain for r in rows)} uncertain counts "
+            f"on {len(uncertain)} rows ({sum(1 for r in uncertain.values() if r.status == 'failed')} given up), {elapsed:.1f} s"
+        )
+        assert [e for e in world.emails if e not in hard and arrivals[e] == 0] == [], "nobody lost"
+        assert all(arrivals[e] == 0 for e in hard)
+        assert sum(duplicates.values()) <= 2 * connections * interruptions + drops
+        assert sum(duplicates.values()) <= sum(r.uncertain for r in rows)
+        status = world.status()
+        for email, extra in duplicates.items():
+            row = uncertain[email]
+            assert extra <= row.uncertain, f"{email}: every copy beyond the first is counted"
+            assert f"uncertain {email}" in status or f"failed   {email} ({row.edition}, {row.attempts} attempts, uncertain {row.uncertain} times)" in status
+        assert f"{len(uncertain)} interrupted earlier and sent again" in status
+        assert {r.status for r in rows if r.subscriber not in hard} <= {"sent", "failed"}
+        assert all(r.uncertain for r in rows if r.status == "failed" and r.subscriber not in hard), "only hard refusals and given-up rows fail"

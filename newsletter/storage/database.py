@@ -39,7 +39,7 @@ class Database:
             with self.failures():
                 self.db.row_factory = sqlite3.Row
                 self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL mode can lose committed ledger writes on power loss
                 migrate(self.db, str(self.path))
         except BaseException:
             self.db.close()

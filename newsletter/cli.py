@@ -17,7 +17,7 @@ from newsletter import config as config_mod
 from newsletter import environment, pipeline, scheduler, subscriptions
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
-from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress
+from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress, StorageError
 from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
@@ -27,12 +27,15 @@ from newsletter.model.topics import Matcher
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
+from newsletter.storage.ledger import UNCERTAIN_LIMIT
 from newsletter.storage.store import Store
 
 # Exit codes beyond the contract's 0-3: 4, another send holds the database (nothing sent); 5, a signal stopped
-# the send after the messages in flight (what was sent is recorded; the next send goes on from there).
-EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4}
+# the send after the messages in flight (what was sent is recorded; the next send goes on from there);
+# 6, the state database failed before anything was sent; 7, it failed after some digests were sent and recorded.
+EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4, StorageError: 6}
 EXIT_STOPPED = 5
+EXIT_STORAGE_AFTER_SENDING = 7
 
 
 class _Commands(click.Group):
@@ -41,6 +44,16 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except StorageError as exc:
+            if not exc.sent:
+                click.echo(f"error: {exc}; nothing was sent", err=True)
+                ctx.exit(EXIT_CODES[StorageError])
+            click.echo(
+                f"error: {exc}; {exc.sent} digests were sent and recorded before it, "
+                "and the next `newsletter send` goes on from there (a message in flight at the failure is sent once more, counted uncertain)",
+                err=True,
+            )
+            ctx.exit(EXIT_STORAGE_AFTER_SENDING)
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 1))
@@ -115,7 +128,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         only = chosen.email  # as it is mailed: user@bücher.de is user@xn--bcher-kva.de
     transport = make_transport(env.smtp, env.outbox, env.pool, env.dkim)
     stopping = threading.Event()
-    with Store(env.db) as store, stop_on_signals(stopping):
+    with Store(env.db, env.db_timeout) as store, stop_on_signals(stopping):
         click.echo(f"Fetching {len(config.sources)} sources…")
         fetched = pipeline.fetch(config, env, store)
         _print_fetch(fetched)
@@ -153,7 +166,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
 def fetch(ctx: click.Context) -> None:
     """Fetch and store papers from every source, sending nothing."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         results = pipeline.fetch(config, env, store)
     _print_fetch(results)
     click.echo(f"{sum(r.new for r in results)} new papers from {sum(1 for r in results if not r.error)}/{len(results)} sources")
@@ -170,7 +183,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
     subscriber = config.subscriber(email)
     if subscriber is None:
         _fail(f"{email} is not a subscriber in {config.path}")
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         digest = pipeline.Planner(config, store, utcnow()).next_digest(subscriber)
         secret = pipeline.secret_key(env, store)
         link_version = store.link_version(subscriber.email)
@@ -211,7 +224,7 @@ def check(ctx: click.Context) -> None:
 def sources(ctx: click.Context) -> None:
     """Each source's health: last success, last error, papers seen."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         health = store.source_health()
     for source in config.sources:
         h = health.get(source.name)
@@ -230,7 +243,7 @@ def sources(ctx: click.Context) -> None:
 def status(ctx: click.Context, resume: str | None) -> None:
     """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         if resume:
             if not store.resume(resume):
                 _fail(f"{resume} is not paused")
@@ -245,10 +258,20 @@ def status(ctx: click.Context, resume: str | None) -> None:
     click.echo(
         f"Uncertain: {counts.get('sending', 0)} left in `sending` now (the server may have them; the next run sends each once more); "
         f"{len(uncertain)} interrupted earlier and sent again (a reader may have two copies)"
+        + (
+            f"; {given_up} of them given up after {UNCERTAIN_LIMIT} (failed, listed below)"
+            if (given_up := sum(1 for r in uncertain if r.status == "failed"))
+            else ""
+        )
     )
     for row in rows:
         if row.status == "sending":
             click.echo(f"  sending  {row.subscriber} ({row.edition}): interrupted, or a send is running now; the next run sends it once more")
+        elif row.status == "failed" and row.uncertain:
+            click.echo(
+                f"  failed   {row.subscriber} ({row.edition}, {row.attempts} attempts, uncertain {row.uncertain} times): {row.last_reply or ''}; "
+                "not sent again and its papers count as sent (the reader may have it up to that many times)"
+            )
         elif row.status != "sent":
             click.echo(f"  {row.status:8} {row.subscriber} ({row.edition}, {row.attempts} attempts): {row.last_reply or ''}")
     for row in uncertain:
@@ -260,7 +283,7 @@ def status(ctx: click.Context, resume: str | None) -> None:
     last = [r for r in rows if r.status == "sent"][-5:]
     for row in last:
         click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}")
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         _print_schedule(config, store, utcnow())
 
 
@@ -310,7 +333,7 @@ def topics() -> None:
 def topics_explain(ctx: click.Context, paper_id: str) -> None:
     """Which topic rules match a stored paper, and why."""
     env, config = _ready(ctx.parent, need_smtp_settings=False)  # type: ignore[arg-type]
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         paper = store.paper(paper_id)
     if paper is None:
         _fail(f"no stored paper with id {paper_id!r}")
@@ -343,7 +366,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         return
     if not env.secret_key:
         _fail("NEWSLETTER_SECRET_KEY is required to mail a confirmation link (`serve` checks it with the same key); or use --confirmed")
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         service = subscriptions.Service(
             env, config.path, store, env.secret_key, lambda: connection(env.smtp, env.outbox, env.dkim), subscriptions.Limits.of(env)
         )
@@ -368,7 +391,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
 def unsubscribe(ctx: click.Context, email: str) -> None:
     """Remove EMAIL from subscribers.yaml now."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         service = subscriptions.Service(env, config.path, store, "", lambda: connection(env.smtp, env.outbox, env.dkim))
         removed = service.unsubscribe(email)
     if not removed:
@@ -383,7 +406,7 @@ def subscribers(ctx: click.Context, revoke: str | None) -> None:
     """List subscribers with their topics and schedule."""
     env, config = _ready(ctx, need_smtp_settings=False)
     if revoke:
-        with Store(env.db) as store:
+        with Store(env.db, env.db_timeout) as store:
             version = store.revoke_links(revoke)
         click.echo(f"Links mailed to {revoke} before now open nothing any more (link version {version}); the next digest carries new ones.")
         return
@@ -428,7 +451,7 @@ def topics_try(ctx: click.Context, topic: str | None, days: int | None) -> None:
     if topic is not None and topic not in labels:
         _fail(f"no topic {topic!r} in {config.path} (topics: {', '.join(config.topics) or 'none'})")
     days = days or config.settings.horizon_days
-    with Store(env.db) as store:
+    with Store(env.db, env.db_timeout) as store:
         stored = store.papers_seen_since(utcnow() - timedelta(days=days))
     matcher = Matcher(chosen)
     result = trial.run_trial(matcher, chosen, labels, (s.paper for s in stored), only=topic)

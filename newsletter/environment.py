@@ -46,6 +46,7 @@ class Env:
     sender: str | None = None  # NEWSLETTER_FROM
     outbox: Path = Path("outbox")
     db: Path = Path("newsletter.db")
+    db_timeout: float = 30.0  # NEWSLETTER_DB_TIMEOUT: seconds to wait for a lock another process holds on the database
     base_url: str = "http://localhost:8000"
     secret_key: str | None = None
     templates: Path | None = None
@@ -138,6 +139,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         sender=sender,
         outbox=Path(get("NEWSLETTER_OUTBOX") or Env.outbox),
         db=Path(get("NEWSLETTER_DB") or Env.db),
+        db_timeout=_number(get, "NEWSLETTER_DB_TIMEOUT", float, 30.0, minimum=0),
         base_url=base_url.rstrip("/"),
         secret_key=get("NEWSLETTER_SECRET_KEY"),
         templates=Path(templates) if templates else None,

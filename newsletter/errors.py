@@ -83,13 +83,16 @@ class DeliveryError(NewsletterError):
 
     `server` marks errors about the connection (cannot connect, TLS, login) rather than this recipient:
     they say nothing about the reader, so they never count against the delivery or the subscriber.
+    `uncertain` marks a connection lost after the message was handed over (after DATA's final dot, before the
+    reply): the server may have it, so the ledger counts the row as uncertain rather than simply retrying it.
     """
 
-    def __init__(self, reply: str, temporary: bool, server: bool = False) -> None:
+    def __init__(self, reply: str, temporary: bool, server: bool = False, uncertain: bool = False) -> None:
         super().__init__(reply)
         self.reply = reply
         self.temporary = temporary
         self.server = server
+        self.uncertain = uncertain
 
 
 class SendInProgress(NewsletterError):
@@ -100,7 +103,13 @@ class SendInProgress(NewsletterError):
 
 
 class StorageError(NewsletterError):
-    """The SQLite state file cannot be used as it is."""
+    """The SQLite state file cannot be used as it is (corrupt, locked too long, disk full, ...).
+
+    `sent` is how many digests a send had delivered and recorded before the failure (0: nothing was sent),
+    so the CLI can say which and choose its exit code.
+    """
+
+    sent: int = 0
 
 
 class SchemaTooNew(StorageError):

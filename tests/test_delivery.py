@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, free_port, greylisting
+from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, drop_once, free_port, greylisting
 
 from newsletter.cli import cli
 from newsletter.pipeline.courier import SERVER_DOWN_AFTER
@@ -178,6 +178,47 @@ def test_a_server_that_drops_the_connection_every_k_messages_still_gets_everyone
         assert result.exit_code == 0, result.output
         assert world.arrivals() == Counter(world.emails)
         assert world.send().exit_code == 0 and world.arrivals() == Counter(world.emails)
+
+
+def test_a_connection_dropped_after_the_final_dot_is_counted_uncertain_sent_once_more_then_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    once = {"reader0003@example.org", "reader0007@example.org"}
+    always = "reader0005@example.org"
+    with SMTPServer() as server:
+        dropped_once = drop_once(once)
+        server.sink.drop_after_data = lambda rcpt: rcpt == always or dropped_once(rcpt)
+        world = make_world(tmp_path, server, 12)
+        result = world.send()
+        arrivals = world.arrivals()
+        duplicates = sum(n - 1 for n in arrivals.values())
+        print(
+            f"12 readers, 2 dropped after the dot once, 1 always: {duplicates} duplicates, {sum(r.uncertain for r in world.rows().values())} counted uncertain"
+        )
+        assert result.exit_code == 2, result.output
+        assert arrivals == Counter({e: 2 if e in once | {always} else 1 for e in world.emails}), "the server had each dropped message"
+        rows = world.rows()
+        for email in once:
+            assert (rows[email].status, rows[email].uncertain) == ("sent", 1)
+        assert (rows[always].status, rows[always].uncertain) == ("failed", 2)
+        assert "not sent again (the reader may have it)" in result.output
+        status = world.status()
+        assert "3 interrupted earlier and sent again (a reader may have two copies); 1 of them given up after 2" in status
+        assert f"failed   {always} ({rows[always].edition}, 2 attempts, uncertain 2 times)" in status
+        for email in once:
+            assert f"uncertain {email}" in status
+        server.sink.drop_after_data = lambda rcpt: False
+        again = world.send()
+        assert again.exit_code == 0 and "nothing new for anyone" in again.output, "its papers count as offered: no new edition repeats them"
+        assert world.arrivals() == arrivals
+
+
+def test_a_connection_dropped_before_data_is_an_ordinary_retry_not_uncertain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SMTPServer(Sink(drop_every=2)) as server:
+        world = make_world(tmp_path, server, 12)
+        assert world.send().exit_code == 0
+        assert world.arrivals() == Counter(world.emails)
+        assert {(r.status, r.uncertain) for r in world.rows().values()} == {("sent", 0)}
 
 
 def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world: World) -> None:
@@ -345,3 +386,158 @@ def test_sigterm_stops_a_send_after_the_messages_in_flight_and_the_next_send_fin
         assert world.arrivals() == Counter(world.emails), "everyone exactly once"
         with Store(tmp_path / "state.db") as store:
             assert sum(r.uncertain for r in store.deliveries()) == 0, "a clean stop leaves nothing uncertain"
+
+
+@pytest.mark.slow
+def test_a_crash_loop_on_one_row_mails_that_reader_at_most_twice(tmp_path: Path) -> None:
+    """SIGKILL the moment the reader's message reaches the server, run after run: the row is sent once more, then failed,
+    and its papers stay offered, so no new edition mails them a third time; `status` names the row."""
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, 1)
+        env = {**os.environ, **world.env}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        codes = []
+        for _ in range(4):
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            server.sink.on_data = lambda msg, proc=proc: proc.send_signal(signal.SIGKILL)  # before the server's 250 goes out
+            codes.append(proc.wait(timeout=60))
+        server.sink.on_data = None
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        arrivals = world.arrivals()
+        print(f"1 reader killed on each arrival, 4 runs: exit codes {codes}, then {final.returncode}; {arrivals[world.emails[0]]} copies")
+        assert codes[:2] == [-signal.SIGKILL, -signal.SIGKILL], "the first two runs were killed on the reader's arrival"
+        assert arrivals[world.emails[0]] <= 2
+        assert final.returncode == 0 and "nothing new for anyone" in final.stdout, final.stdout + final.stderr
+        [row] = world.rows().values()
+        assert (row.status, row.uncertain) == ("failed", 2)
+        status = world.status()
+        assert f"failed   {world.emails[0]} ({row.edition}, 2 attempts, uncertain 2 times): interrupted while sending 2 times" in status
+        assert "1 of them given up after 2" in status
+
+
+def _send_process(world: World, **extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "newsletter", "--config", str(world.folder / "subscribers.yaml"), "send"]
+    return subprocess.run(command, cwd=world.folder, env={**os.environ, **world.env, **extra}, capture_output=True, text=True, timeout=120)
+
+
+def test_a_corrupt_state_database_is_one_line_and_exit_6_with_nothing_sent(world: World) -> None:
+    (world.folder / "state.db").write_bytes(b"not an SQLite file, whatever it once was\n" * 200)
+    result = _send_process(world)
+    assert result.returncode == 6, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: the state database {world.folder / 'state.db'} failed: file is not a database")
+    assert "restore a backup" in line and line.endswith("nothing was sent")
+    assert world.arrivals() == Counter()
+    status = CliRunner().invoke(cli, ["--config", str(world.folder / "subscribers.yaml"), "status"], env=world.env)
+    assert status.exit_code == 6 and status.output.count("\n") == 1 and "Traceback" not in status.output
+
+
+def test_a_database_locked_longer_than_the_timeout_mid_send_is_one_line_exit_7_and_the_rerun_sends_the_rest(world: World) -> None:
+    """Another process holds BEGIN EXCLUSIVE past NEWSLETTER_DB_TIMEOUT while the sixth reader's message is at the server:
+    the send stops with one line naming how many were sent and recorded; the next send delivers the rest, each once."""
+    locker: list[sqlite3.Connection] = []
+    held_at = world.emails[5]
+
+    def lock_then_refuse(rcpt: str) -> str | None:
+        if rcpt == held_at and not locker:
+            db = sqlite3.connect(world.folder / "state.db", timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN EXCLUSIVE")
+            locker.append(db)
+            return "451 4.3.0 try again later"  # the server keeps nothing, so the unrecorded answer loses nothing
+        return None
+
+    world.server.sink.reply = lock_then_refuse
+    started = time.monotonic()
+    result = _send_process(world, SMTP_CONNECTIONS="1", NEWSLETTER_DB_TIMEOUT="0.5")
+    elapsed = time.monotonic() - started
+    try:
+        assert result.returncode == 7, result.stdout + result.stderr
+        [line] = result.stderr.splitlines()
+        assert "database is locked" in line and "held it locked for more than 0.5 s (NEWSLETTER_DB_TIMEOUT)" in line
+        assert "5 digests were sent and recorded before it" in line and "the next `newsletter send` goes on from there" in line
+        assert world.arrivals() == Counter(world.emails[:5])
+        assert elapsed < 30, "the send gave up after its timeout instead of waiting 30 s per answer"
+    finally:
+        for db in locker:
+            db.execute("ROLLBACK")
+            db.close()
+    world.server.sink.reply = lambda rcpt: None
+    rerun = _send_process(world)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert world.arrivals() == Counter(world.emails), "the rest, each once"
+    assert {r.status for r in world.rows().values()} == {"sent"}
+
+
+@pytest.mark.slow
+def test_chaos_sigkill_at_random_moments_against_refusing_and_dropping_servers_loses_nobody(tmp_path: Path) -> None:
+    """SIGKILL at random moments (one surely in the in-run retry phase) while the server answers 421/451/452 to some
+    recipients, 550/554 to a few, and hangs up after the final dot for some: nobody lost, every duplicate counted."""
+    connections, n = 4, 300
+    rng = random.Random(16)
+    with SMTPServer() as server:
+        world = make_world(tmp_path, server, n)
+        hard = {e: rng.choice(["550 5.1.1 no such user", "554 5.7.1 rejected"]) for e in rng.sample(world.emails, 10)}
+        flaky = {
+            e: (rng.choice(["421 4.3.2 closing", "451 4.7.1 greylisted", "452 4.2.2 mailbox full"]), rng.randint(1, 2)) for e in rng.sample(world.emails, 75)
+        }
+        dropped = set(rng.sample([e for e in world.emails if e not in hard], 15))
+        refused: Counter[str] = Counter()
+
+        def answer(rcpt: str, everyone: bool = False) -> str | None:
+            if rcpt in hard:
+                return hard[rcpt]
+            reply, times = flaky.get(rcpt, ("451 4.7.1 greylisted", 1) if everyone else (None, 0))
+            if reply is not None and refused[rcpt] < times:  # refused the first `times` tries of each run, then accepted
+                refused[rcpt] += 1
+                return reply
+            return None
+
+        server.sink.drop_after_data = drop_once(dropped)
+        env = {**os.environ, **world.env, "SMTP_CONNECTIONS": str(connections), "SMTP_MAX_ATTEMPTS": "30"}
+        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        kills = [("seconds", rng.uniform(0.3, 1.0)), ("retry phase", 60)] + [("arrivals", k) for k in rng.sample(range(20, 200), 3)]
+        interruptions = 0
+        started_all = time.monotonic()
+        for kind, moment in kills:
+            refused.clear()  # a fresh greylist each run, so every run has rows in its retry phase
+            everyone = kind == "retry phase"  # this run refuses every first try: all its arrivals come from retries
+            server.sink.reply = lambda rcpt, everyone=everyone: answer(rcpt, everyone)
+            before = server.sink.count()
+            proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started = time.monotonic()
+            while proc.poll() is None and (time.monotonic() - started < moment if kind == "seconds" else server.sink.count() - before < moment):
+                time.sleep(0.002)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                interruptions += 1
+            proc.wait()
+        assert interruptions >= 4, "the kills hit running sends"
+        refused.clear()
+        server.sink.reply = answer
+        final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert final.returncode in (0, 2) and not final.stderr, final.stdout + final.stderr  # 2 while hard-refused readers are not yet paused
+        elapsed = time.monotonic() - started_all
+
+        arrivals = world.arrivals()
+        with Store(tmp_path / "state.db") as store:
+            rows = store.deliveries()
+        uncertain = {r.subscriber: r for r in rows if r.uncertain}
+        duplicates = {e: k - 1 for e, k in arrivals.items() if k > 1}
+        drops = sum(1 for e in dropped if arrivals[e])
+        print(
+            f"{n} readers, {interruptions} SIGKILLs, {drops} dropped after the dot: {sum(arrivals.values())} messages, "
+            f"{sum(duplicates.values())} duplicates to {len(duplicates)} readers, {sum(r.uncertain for r in rows)} uncertain counts "
+            f"on {len(uncertain)} rows ({sum(1 for r in uncertain.values() if r.status == 'failed')} given up), {elapsed:.1f} s"
+        )
+        assert [e for e in world.emails if e not in hard and arrivals[e] == 0] == [], "nobody lost"
+        assert all(arrivals[e] == 0 for e in hard)
+        assert sum(duplicates.values()) <= 2 * connections * interruptions + drops
+        assert sum(duplicates.values()) <= sum(r.uncertain for r in rows)
+        status = world.status()
+        for email, extra in duplicates.items():
+            row = uncertain[email]
+            assert extra <= row.uncertain, f"{email}: every copy beyond the first is counted"
+            assert f"uncertain {email}" in status or f"failed   {email} ({row.edition}, {row.attempts} attempts, uncertain {row.uncertain} times)" in status
+        assert f"{len(uncertain)} interrupted earlier and sent again" in status
+        assert {r.status for r in rows if r.subscriber not in hard} <= {"sent", "failed"}
+        assert all(r.uncertain for r in rows if r.status == "failed" and r.subscriber not in hard), "only hard refusals and given-up rows fail"

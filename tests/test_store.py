@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.errors import StorageError
 from newsletter.model.paper import Paper
 from newsletter.storage.store import Store
 
@@ -91,6 +92,28 @@ def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncert
         [row] = store.deliveries(["failed"])
         assert (row.subscriber, row.uncertain) == ("a@x.org", 2), "a crash loop does not mail one reader forever"
         assert [r.status for r in store.deliveries(["pending"])] == ["pending"]
+        assert store.sent_paper_ids("a@x.org") == {"p1"}, "the reader may have it: no new edition sends its papers again"
+
+
+def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as store:
+        store.plan_delivery("e1", "a@x.org", ["p1", "p2"])
+        store.claim("e1", "a@x.org")
+        assert not store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
+        [row] = store.deliveries()
+        assert (row.status, row.uncertain, row.attempts) == ("deferred", 1, 1)
+        assert store.claim("e1", "a@x.org") == 2
+        assert store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
+        [row] = store.deliveries()
+        assert (row.status, row.uncertain) == ("failed", 2) and "not sent again" in (row.last_reply or "")
+        assert store.sent_paper_ids("a@x.org") == {"p1", "p2"}
+
+        store.plan_delivery("e2", "b@x.org", ["p3"])
+        store.claim("e2", "b@x.org")
+        store.mark_uncertain("e2", "b@x.org", "connection lost after the message")
+        store.claim("e2", "b@x.org")
+        store.mark_failed("e2", "b@x.org", "550 no such user", hard=True, pause_after=3)
+        assert store.sent_paper_ids("b@x.org") == {"p3"}, "an earlier try may have arrived"
 
 
 def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:
@@ -176,3 +199,21 @@ def test_a_database_made_before_revisions_gains_the_column(tmp_path: Path) -> No
         store.add_papers([Paper(id="x", title="X", version=1)], T0)
         store.add_papers([Paper(id="x", title="X", version=2)], T0, replace=True)
         assert store.paper("x").version == 2  # type: ignore[union-attr]
+
+
+def test_a_file_that_is_not_a_database_raises_storage_error_not_sqlite3(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(b"\x00garbage" * 500)
+    with pytest.raises(StorageError, match=r"file is not a database.*restore a backup"):
+        Store(tmp_path / "state.db")
+
+
+def test_a_lock_held_past_the_timeout_raises_storage_error_and_leaves_no_transaction_open(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db", timeout=0.1) as store:
+        other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StorageError, match=r"database is locked.*more than 0\.1 s"):
+            store.plan_delivery("e1", "a@x.org", ["p1"])
+        other.execute("ROLLBACK")
+        other.close()
+        assert not store.db.in_transaction
+        assert store.plan_delivery("e1", "a@x.org", ["p1"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import ssl
 import tempfile
@@ -152,13 +153,21 @@ class Smtp:
             self._after_refusal(conn, code)
             raise DeliveryError(_reply(code, text), temporary=code < 500)
         try:
-            code, text = conn.data(data)
-        except smtplib.SMTPDataError as exc:
-            self._after_refusal(conn, exc.smtp_code)
-            raise DeliveryError(_reply(exc.smtp_code, exc.smtp_error), temporary=exc.smtp_code < 500) from exc
+            code, text = conn.docmd("data")
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self.close()
             raise DeliveryError(f"connection lost while sending: {exc}", temporary=True) from exc
+        if code != 354:
+            self._after_refusal(conn, code)
+            raise DeliveryError(_reply(code, text), temporary=code < 500)
+        try:  # from here the server may have the message: a lost connection is not a plain temporary failure
+            conn.send(_dot_stuffed(data))
+            code, text = conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.close()
+            raise DeliveryError(
+                f"connection lost after the message was handed over, before the server's answer: {exc}", temporary=True, uncertain=True
+            ) from exc
         if code != 250:
             self._after_refusal(conn, code)
             raise DeliveryError(_reply(code, text), temporary=code < 500)
@@ -185,6 +194,12 @@ class Smtp:
 
 class _Stale(NewsletterError):
     """The connection died before the message's DATA began: nothing was handed over."""
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 4.5.2), ending in the final dot; what `smtplib.SMTP.data` sends."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    return stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\n"
 
 
 def _reply(code: int, text: bytes | str) -> str:

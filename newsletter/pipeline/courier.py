@@ -13,6 +13,7 @@ from email.headerregistry import Address
 from cachetools import LRUCache
 
 from newsletter.environment import Env
+from newsletter.errors import StorageError
 from newsletter.mail.message import Headers, Letter, Stationery
 from newsletter.mail.pool import Job, Pool, Result
 from newsletter.mail.render import CACHED_DIGESTS, Renderer
@@ -21,6 +22,7 @@ from newsletter.model.config import Subscriber
 from newsletter.model.digest import Digest
 from newsletter.pipeline.planning import reader_for
 from newsletter.pipeline.report import Outcome, SendReport
+from newsletter.storage.ledger import UNCERTAIN_LIMIT
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
@@ -116,10 +118,13 @@ class Courier:
             wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
             self._collect(wait if self.in_flight else None, sleep=wait)
 
-    def close(self) -> None:
-        """Stop the workers and record what they finished, so no row is left in `sending` by an error here."""
+    def close(self, record: bool = True) -> None:
+        """Stop the workers and record what they finished, so no row is left in `sending` by an error here.
+
+        `record=False` when the database itself failed: the answers are dropped, their rows stay in `sending`
+        and the next run sends each once more, counted uncertain (waiting on a locked file again would only delay the exit)."""
         self.pool.close()
-        while self.in_flight and (result := self.pool.get(0)) is not None:
+        while record and self.in_flight and (result := self.pool.get(0)) is not None:
             self._record(result)
         for _, _, row in self.retries:
             self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
@@ -161,9 +166,14 @@ class Courier:
         while result is not None:
             results.append(result)
             result = self.pool.get(0)
-        with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
-            for result in results:
-                self._record(result)
+        recorded = len(self.report.outcomes)
+        try:
+            with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
+                for result in results:
+                    self._record(result)
+        except StorageError:
+            del self.report.outcomes[recorded:]  # rolled back: these answers are not in the ledger, their rows stay in `sending`
+            raise
 
     def _record(self, result: Result) -> None:
         self.in_flight -= 1
@@ -176,25 +186,34 @@ class Courier:
         if error is None:
             self.store.mark_sent(row.edition, email, row.letter.message_id, result.reply)
             self._outcome(row, "sent", result.reply)
+        elif error.uncertain:  # the server may have it: counted, sent once more (in this run if retries are left), then given up
+            if self.store.mark_uncertain(row.edition, email, error.reply):
+                self._outcome(row, "failed", f"{error.reply}; unconfirmed {UNCERTAIN_LIMIT} times, not sent again (the reader may have it)")
+            else:
+                self._again(row, error.reply, counted=True)
         elif error.server and not error.temporary:
             self.store.mark_deferred(row.edition, email, error.reply, counted=False)
             self.report.error = self.report.error or error.reply
             self._outcome(row, "deferred", error.reply)
         elif error.temporary:
             self.store.mark_deferred(row.edition, email, error.reply, counted=not error.server)
-            if not error.server and row.attempts >= self.env.smtp_max_attempts:
-                reply = f"gave up after {row.attempts} attempts: {error.reply}"
-                self.store.mark_failed(row.edition, email, reply, hard=False, pause_after=self.env.pause_after_failures)
-                self._outcome(row, "failed", reply)
-            elif row.tries <= RETRIES_IN_RUN and self.running:
-                due = time.monotonic() + self.env.smtp_retry_delay * 2 ** (row.tries - 1)
-                heapq.heappush(self.retries, (due, id(row), row))
-            else:
-                self._outcome(row, "deferred", error.reply)
+            self._again(row, error.reply, counted=not error.server)
         else:
             paused = self.store.mark_failed(row.edition, email, error.reply, hard=True, pause_after=self.env.pause_after_failures)
             detail = error.reply + (f"; subscriber paused after {self.env.pause_after_failures} hard refusals in a row" if paused else "")
             self._outcome(row, "failed", detail)
+
+    def _again(self, row: _Row, reply: str, *, counted: bool) -> None:
+        """A deferred row: failed once a counted try reaches the attempt limit, else retried in this run while retries are left, else left for the next."""
+        if counted and row.attempts >= self.env.smtp_max_attempts:
+            reply = f"gave up after {row.attempts} attempts: {reply}"
+            self.store.mark_failed(row.edition, row.subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
+            self._outcome(row, "failed", reply)
+        elif row.tries <= RETRIES_IN_RUN and self.running:
+            due = time.monotonic() + self.env.smtp_retry_delay * 2 ** (row.tries - 1)
+            heapq.heappush(self.retries, (due, id(row), row))
+        else:
+            self._outcome(row, "deferred", reply)
 
     def _outcome(self, row: _Row, status: str, detail: str) -> None:
         self.report.add(Outcome(row.subscriber.email, row.papers, status, detail))

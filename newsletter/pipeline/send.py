@@ -11,7 +11,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from newsletter.environment import Env
-from newsletter.errors import SendInProgress
+from newsletter.errors import SendInProgress, StorageError
 from newsletter.mail.pool import Pool
 from newsletter.mail.render import Renderer
 from newsletter.model.config import Config, Subscriber
@@ -62,8 +62,11 @@ def send(
                 if digest is not None:
                     report.add(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
             return report
-        report.uncertain = store.recover_interrupted(now=now)
+        report.uncertain, given_up = store.recover_interrupted_rows(now=now)
+        for row in given_up:  # a crash loop on these rows: failed, their papers kept as offered; `status` lists them
+            report.add(Outcome(row.subscriber, len(row.paper_ids), "failed", row.last_reply or "interrupted while sending"))
         courier = Courier(env, store, transport, report, Letters(env, renderer, secret, store.link_versions()), should_stop)
+        recorded = True
         try:
             wanted = {s.email.lower(): s for s in active}
             present = {s.email.lower() for s in config.subscribers}
@@ -81,8 +84,12 @@ def send(
                 if digest is not None:
                     courier.offer(edition, subscriber, digest, plan=now)
             courier.finish()
+        except StorageError as exc:  # the ledger cannot be written: stop, and say how much was sent and recorded
+            recorded = False
+            exc.sent = report.count("sent")
+            raise
         finally:
-            courier.close()
+            courier.close(record=recorded)
     return report
 
 

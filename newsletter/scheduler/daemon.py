@@ -99,7 +99,7 @@ class Daemon:
             config = dataclasses.replace(config, sources=tuple(s for s in config.sources if s.name in names))
         started = time.monotonic()
         try:
-            with Store(self.env.db) as store:
+            with Store(self.env.db, self.env.db_timeout) as store:
                 results = pipeline.fetch(config, self.env, store, now=self.clock.now())
                 line = (
                     f"fetch: {len(results)} sources, {sum(r.new for r in results)} papers new, "
@@ -117,7 +117,7 @@ class Daemon:
         config = self.config
         grace = timedelta(hours=config.settings.catch_up_hours)
         try:
-            with Store(self.env.db) as store:
+            with Store(self.env.db, self.env.db_timeout) as store:
                 handled = store.handled_slots()
                 batches: dict[datetime, list[Subscriber]] = {}
                 for subscriber in config.subscribers:

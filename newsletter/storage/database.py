@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Concatenate, ParamSpec, Self, TypeVar
 
+from newsletter.errors import StorageError
 from newsletter.storage.migrations import migrate
+
+P = ParamSpec("P")
+R = TypeVar("R")
+D = TypeVar("D", bound="Database")
+DEFAULT_TIMEOUT = 30.0  # seconds to wait for another process's lock (NEWSLETTER_DB_TIMEOUT)
 
 
 def utcnow() -> datetime:
@@ -20,19 +28,30 @@ def utcnow() -> datetime:
 class Database:
     """The connection (WAL, migrated to the latest schema at open) and the meta table; the table groups build on it."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = Path(path)
+        self.timeout = timeout
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        with self.failures():
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:
-            migrate(self.db, str(self.path))
+            with self.failures():
+                self.db.row_factory = sqlite3.Row
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL mode can lose committed ledger writes on power loss
+                migrate(self.db, str(self.path))
         except BaseException:
             self.db.close()
             raise
+
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        """Turn an sqlite3 error into one StorageError line that names the file and what to do about it."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(_describe(exc, self.path, self.timeout)) from exc
 
     def close(self) -> None:
         self.db.close()
@@ -49,13 +68,21 @@ class Database:
         if self.db.in_transaction:
             yield self.db
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        with self.failures():
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            with self.failures():
+                self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """After a failure; SQLite may already have rolled back on its own (disk full, I/O error)."""
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the error that brought us here is the one to report
+                self.db.execute("ROLLBACK")
 
     # installation-wide values
 
@@ -66,3 +93,40 @@ class Database:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def guarded(method: Callable[Concatenate[D, P], R]) -> Callable[Concatenate[D, P], R]:
+    """A store method whose sqlite3 errors come out as StorageError (see `Database.failures`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: D, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.failures():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def guard_methods(cls: type[D]) -> type[D]:
+    """Wrap every public method of a store class (its mixins' too) with `guarded`, so no sqlite3 error leaves the store."""
+    for name in dir(cls):
+        if name.startswith("_") or name in ("transaction", "failures", "close"):
+            continue
+        attr = getattr(cls, name)
+        if callable(attr) and not isinstance(attr, type):
+            setattr(cls, name, guarded(attr))
+    return cls
+
+
+def _describe(exc: sqlite3.Error, path: Path, timeout: float) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        hint = f"another process held it locked for more than {timeout:g} s (NEWSLETTER_DB_TIMEOUT)"
+    elif "full" in text:
+        hint = "the disk is full: free some space"
+    elif "not a database" in text or "malformed" in text or "corrupt" in text:
+        hint = "the file is damaged: restore a backup, or move it aside to start afresh"
+    elif "readonly" in text or "unable to open" in text:
+        hint = "check the file's and its folder's permissions"
+    else:
+        hint = type(exc).__name__
+    return f"the state database {path} failed: {text} ({hint})"

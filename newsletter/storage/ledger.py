@@ -10,6 +10,8 @@ from datetime import datetime
 
 from newsletter.storage.database import Database, utcnow
 
+UNCERTAIN_LIMIT = 2  # a row the server may already have goes out once more; found uncertain again, it is failed, its papers kept as offered
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -41,7 +43,10 @@ class Ledger(Database):
     """deliveries, sent and readers."""
 
     def sent_paper_ids(self, subscriber: str) -> set[str]:
-        """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery."""
+        """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery.
+
+        A row failed after the server may have had it (`uncertain`) left its papers in `sent`: the reader may have them.
+        """
         key = subscriber.lower()
         sent = {
             r[0]
@@ -102,13 +107,19 @@ class Ledger(Database):
             )
 
     def mark_failed(self, edition: str, subscriber: str, reply: str, *, hard: bool, pause_after: int, now: datetime | None = None) -> bool:
-        """Give up on a row. A hard refusal (5xx) also counts against the reader; True when that pauses them."""
+        """Give up on a row. A hard refusal (5xx) also counts against the reader; True when that pauses them.
+
+        A row the server may have had once (`uncertain`) keeps its papers as offered, so no later edition sends them again.
+        """
         now_s = (now or utcnow()).isoformat()
         key = subscriber.lower()
         with self.transaction() as db:
-            db.execute(
-                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?", (reply, now_s, edition, key)
-            )
+            row = db.execute(
+                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ? RETURNING paper_ids, uncertain",
+                (reply, now_s, edition, key),
+            ).fetchone()
+            if row is not None and row["uncertain"]:  # an earlier try may have reached the reader: no new edition repeats its papers
+                _insert_sent(db, key, json.loads(row["paper_ids"]), edition, now_s)
             if not hard:
                 return False
             row = db.execute(
@@ -137,24 +148,62 @@ class Ledger(Database):
             )
             return cur.rowcount == 1
 
-    def recover_interrupted(self, limit: int = 3, now: datetime | None = None) -> int:
+    def mark_uncertain(self, edition: str, subscriber: str, reply: str, limit: int = UNCERTAIN_LIMIT, now: datetime | None = None) -> bool:
+        """The connection died after the message was handed over, before the server answered: it may have it.
+
+        Counted like a row found interrupted in `sending`: deferred and sent once more, or, at `limit`, failed with
+        its papers kept as offered. True when the row is failed.
+        """
+        now_s = (now or utcnow()).isoformat()
+        key = subscriber.lower()
+        with self.transaction() as db:
+            row = db.execute(
+                "UPDATE deliveries SET uncertain = uncertain + 1, updated = ? WHERE edition = ? AND subscriber = ? RETURNING uncertain, paper_ids",
+                (now_s, edition, key),
+            ).fetchone()
+            if row["uncertain"] >= limit:
+                db.execute(
+                    "UPDATE deliveries SET status = 'failed', last_reply = ? WHERE edition = ? AND subscriber = ?",
+                    (f"{reply}; unconfirmed {row['uncertain']} times (the reader may have it): not sent again", edition, key),
+                )
+                _insert_sent(db, key, json.loads(row["paper_ids"]), edition, now_s)
+                return True
+            db.execute(
+                "UPDATE deliveries SET status = 'deferred', last_reply = ? WHERE edition = ? AND subscriber = ?",
+                (f"{reply}; the server may have it: sending once more", edition, key),
+            )
+            return False
+
+    def recover_interrupted(self, limit: int = UNCERTAIN_LIMIT, now: datetime | None = None) -> int:
         """Rows left in 'sending' by a crash may or may not be at the server: each is sent again once, and counted as uncertain.
 
-        A row interrupted `limit` times is failed rather than risk a crash loop mailing one reader over and over.
-        Returns how many rows go out again.
+        Returns how many rows go out again; `recover_interrupted_rows` also says which were failed.
+        """
+        return self.recover_interrupted_rows(limit, now)[0]
+
+    def recover_interrupted_rows(self, limit: int = UNCERTAIN_LIMIT, now: datetime | None = None) -> tuple[int, list[Delivery]]:
+        """`recover_interrupted`, and the rows failed rather than sent again: (how many go out again, the failed rows).
+
+        A row found uncertain `limit` times is failed rather than risk a crash loop mailing one reader over and
+        over; its papers stay marked as offered (the reader may have them), so no new edition sends them again.
         """
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
-            db.execute(
+            doomed = db.execute("SELECT edition, subscriber, paper_ids FROM deliveries WHERE status = 'sending' AND uncertain + 1 >= ?", (limit,)).fetchall()
+            for row in doomed:
+                _insert_sent(db, row["subscriber"], json.loads(row["paper_ids"]), row["edition"], now_s)
+            failed = db.execute(
                 "UPDATE deliveries SET status = 'failed', uncertain = uncertain + 1, updated = ?, "
-                "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times; not retried' WHERE status = 'sending' AND uncertain + 1 >= ?",
+                "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times (the reader may have it): not sent again' "
+                "WHERE status = 'sending' AND uncertain + 1 >= ? RETURNING *",
                 (now_s, limit),
-            )
-            return db.execute(
+            ).fetchall()
+            resent = db.execute(
                 "UPDATE deliveries SET status = 'deferred', uncertain = uncertain + 1, updated = ?, "
                 "last_reply = 'interrupted while sending (the server may have it); sending once more' WHERE status = 'sending'",
                 (now_s,),
             ).rowcount
+            return resent, [_delivery(r) for r in failed]
 
     def deliveries(self, statuses: Iterable[str] | None = None) -> list[Delivery]:
         """Ledger rows, oldest first, optionally only some statuses."""
@@ -164,21 +213,22 @@ class Ledger(Database):
             wanted = list(statuses)
             marks = ",".join("?" * len(wanted))
             rows = self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted)
-        return [
-            Delivery(
-                edition=r["edition"],
-                subscriber=r["subscriber"],
-                status=r["status"],
-                paper_ids=tuple(json.loads(r["paper_ids"])),
-                attempts=r["attempts"],
-                uncertain=r["uncertain"],
-                last_reply=r["last_reply"],
-                message_id=r["message_id"],
-                created=datetime.fromisoformat(r["created"]),
-                updated=datetime.fromisoformat(r["updated"]),
-            )
-            for r in rows
-        ]
+        return [_delivery(r) for r in rows]
+
+
+def _delivery(r: sqlite3.Row) -> Delivery:
+    return Delivery(
+        edition=r["edition"],
+        subscriber=r["subscriber"],
+        status=r["status"],
+        paper_ids=tuple(json.loads(r["paper_ids"])),
+        attempts=r["attempts"],
+        uncertain=r["uncertain"],
+        last_reply=r["last_reply"],
+        message_id=r["message_id"],
+        created=datetime.fromisoformat(r["created"]),
+        updated=datetime.fromisoformat(r["updated"]),
+    )
 
 
 def _insert_sent(db: sqlite3.Connection, subscriber: str, paper_ids: list[str], edition: str, when: str) -> None:

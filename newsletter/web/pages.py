@@ -61,7 +61,7 @@ class Pages:
 
     @contextmanager
     def service(self) -> Iterator[Service]:
-        with Store(self.env.db) as store:
+        with Store(self.env.db, self.env.db_timeout) as store:
             yield Service(self.env, self.config_path, store, self.secret, self.transport_factory, self.limits)
 
     # rendering
@@ -166,12 +166,12 @@ class Pages:
         claim = tokens.verify(self.secret, purpose, token)
         if claim is None:
             return None
-        with Store(self.env.db) as store:
+        with Store(self.env.db, self.env.db_timeout) as store:
             return claim.value if claim.version >= store.link_version(claim.value) else None
 
     def link(self, purpose: str, email: str) -> str:
         """A fresh token for one of this reader's links, at their current link version."""
-        with Store(self.env.db) as store:
+        with Store(self.env.db, self.env.db_timeout) as store:
             return tokens.sign(self.secret, purpose, email, store.link_version(email))
 
     # confirm

@@ -40,6 +40,19 @@ def greylisting(reply: str = "451 4.7.1 greylisted, try again later") -> Callabl
     return answer
 
 
+def drop_once(who: set[str]) -> Callable[[str], bool]:
+    """A `Sink.drop_after_data` that hangs up after the final dot of each listed address's first message only."""
+    dropped: set[str] = set()
+
+    def drop(rcpt: str) -> bool:
+        if rcpt.lower() not in who or rcpt.lower() in dropped:
+            return False
+        dropped.add(rcpt.lower())
+        return True
+
+    return drop
+
+
 @dataclass
 class Sink:
     """aiosmtpd handler: keeps every accepted message; `reply` may answer a recipient with an SMTP error line."""
@@ -51,6 +64,8 @@ class Sink:
     eight_bit: bool = True  # announce 8BITMIME (RFC 6152), as nearly every server does
     mail_options: list[list[str]] = field(default_factory=list)  # of each MAIL FROM
     received: list[bytes] = field(default_factory=list)
+    on_data: Callable[[EmailMessage], None] | None = None  # called with each message as it is kept, before the server replies
+    drop_after_data: Callable[[str], bool] = lambda rcpt: False  # True: keep the message, then hang up instead of replying to the final dot
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
@@ -82,6 +97,11 @@ class Sink:
             self.messages.append(msg)
             if self.raw:
                 self.received.append(envelope.original_content)
+        if self.on_data is not None:
+            self.on_data(msg)
+        if any(self.drop_after_data(rcpt) for rcpt in envelope.rcpt_tos):  # the server has it, but the client never hears so
+            server.transport.abort()
+            return "250 never sent: the connection is gone"
         return "250 Message accepted for delivery"
 
     def count(self) -> int:

@@ -19,8 +19,10 @@ from newsletter.errors import (
     Problem,
     RateLimited,
     RenderError,
+    SchemaTooNew,
     SendInProgress,
     SourceError,
+    StorageError,
 )
 from newsletter.mail.render import Renderer
 from newsletter.model.config import Config, Settings, Source, Subscriber
@@ -49,12 +51,14 @@ __all__ = [
     "RateLimited",
     "RenderError",
     "Renderer",
+    "SchemaTooNew",
     "Section",
     "SendInProgress",
     "SendReport",
     "Settings",
     "Source",
     "SourceError",
+    "StorageError",
     "Store",
     "Subscriber",
     "Topic",

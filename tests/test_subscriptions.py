@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from support.smtpserver import SMTPServer
 
 from newsletter.config.edit import SubscriberFile
 from newsletter.config.load import load
@@ -154,20 +155,24 @@ def test_preferences_form_refuses_regexes_unknown_zones_and_bad_times(yaml_file:
             check_preferences(config, {**good, **bad})
 
 
+def cli_env(smtp: SMTPServer, yaml_file: Path, tmp_path: Path) -> dict[str, str]:
+    """What the CLI needs to mail through the local server with this config and a state file of its own."""
+    return {
+        **smtp.env(),
+        "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
+        "NEWSLETTER_SECRET_KEY": "k",
+        "NEWSLETTER_DB": str(tmp_path / "state.db"),
+        "NEWSLETTER_CONFIG": str(yaml_file),
+    }
+
+
 def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
-    from support.smtpserver import SMTPServer
 
     from newsletter.cli import cli
 
     with SMTPServer() as smtp:
-        env = {
-            **smtp.env(),
-            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
-            "NEWSLETTER_SECRET_KEY": "k",
-            "NEWSLETTER_DB": str(tmp_path / "state.db"),
-            "NEWSLETTER_CONFIG": str(yaml_file),
-        }
+        env = cli_env(smtp, yaml_file, tmp_path)
         run = CliRunner().invoke
         sent = run(cli, ["subscribe", "new@example.com", "--topics", "hf-top,exoplanets"], env=env)
         assert sent.exit_code == 0, sent.output
@@ -190,18 +195,11 @@ def test_cli_subscribe_unsubscribe_and_list(yaml_file: Path, tmp_path: Path) -> 
 
 def test_cli_subscribe_says_which_mail_went_out_and_smtp_errors_are_one_line(yaml_file: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
-    from support.smtpserver import SMTPServer
 
     from newsletter.cli import cli
 
     with SMTPServer() as smtp:
-        env = {
-            **smtp.env(),
-            "NEWSLETTER_FROM": "Paper Digest <digest@example.org>",
-            "NEWSLETTER_SECRET_KEY": "k",
-            "NEWSLETTER_DB": str(tmp_path / "state.db"),
-            "NEWSLETTER_CONFIG": str(yaml_file),
-        }
+        env = cli_env(smtp, yaml_file, tmp_path)
         run = CliRunner().invoke
         already = run(cli, ["subscribe", "ada@example.org"], env=env)
         assert already.exit_code == 0, already.output
@@ -231,8 +229,6 @@ def test_addresses_with_an_internationalised_domain_are_spelled_as_punycode() ->
 
 
 def test_smtp_refuses_a_non_ascii_envelope_clearly_instead_of_crashing() -> None:
-    from support.smtpserver import SMTPServer
-
     from newsletter.errors import DeliveryError
     from newsletter.mail.message import Letter
     from newsletter.mail.transports import Smtp, SmtpSettings

@@ -1,92 +1,145 @@
-"""subscribers.yaml edited in place: comments and layout kept, writes locked, validated and atomic."""
+"""subscribers.yaml edited in place: comments and layout kept, validated, compare-and-swap under a lock, atomic."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import hashlib
 import io
+import logging
 import os
+import random
 import re
+import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from newsletter.config.load import load, parse
+from newsletter.config.load import load_snapshot, parse
 from newsletter.errors import ConcurrentEdit
 from newsletter.model.config import WEEKDAYS, Config, Settings
 from newsletter.model.signup import Choice, Preferences
 
+log = logging.getLogger("newsletter.config")
+T = TypeVar("T")
 LOCK_TIMEOUT = 10.0  # seconds to wait for a hand edit (or another writer) to finish
+ATTEMPTS = 8  # edits redone on a fresh read when the file changed under them; the last one holds the lock throughout
 
 
 # subscribers.yaml
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The file's text as read, and the digest of its bytes: what a write must still find there to replace it."""
+
+    text: str
+    digest: bytes
+
+
+class _Changed(Exception):
+    """The file no longer holds the snapshot an edit was made on."""
+
+
+_valid: dict[str, bytes] = {}  # path: digest of the content this process last found valid (it skips re-validating it)
+_writers: dict[str, threading.Lock] = {}  # path: one app edit at a time per process, so threads do not keep invalidating each other
+_writers_guard = threading.Lock()
+
+
 class SubscriberFile:
-    """subscribers.yaml edited in place: comments and layout kept, writes locked, validated and atomic."""
+    """subscribers.yaml edited in place: comments and layout kept, writes locked, validated and atomic.
+
+    An edit is made on a snapshot (text + digest) and replaces the file only if, under the lock, the file still
+    holds that snapshot; otherwise it is redone on a fresh read, so neither a save taken under the lock nor an
+    unlocked atomic save (temp file + rename) is overwritten. On Linux the final rename is an exchange
+    (renameat2 RENAME_EXCHANGE) whose displaced file is checked too, which closes the gap between the check and the
+    rename; elsewhere that gap (microseconds) remains.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT)
 
     def load(self) -> Config:
-        return load(self.path)
+        config, text = load_snapshot(self.path)
+        _valid[str(self.path)] = _digest(text.encode("utf-8"))
+        return config
+
+    def snapshot(self) -> Snapshot:
+        data = self.path.read_bytes()
+        return Snapshot(data.decode("utf-8"), _digest(data))
 
     @contextmanager
     def edit(self) -> Iterator[CommentedSeq]:
-        """Yield the `subscribers:` list to change; on exit the file is re-validated and replaced in one rename."""
+        """Yield the `subscribers:` list to change; on exit the file is re-validated and replaced in one rename.
+
+        One attempt, under the lock: ConcurrentEdit if someone not taking the lock saved meanwhile (their save is kept)."""
         with self.lock:
-            before = self.path.read_text(encoding="utf-8")
-            parse(before, str(self.path))  # a broken hand edit is reported, not edited further
-            yaml = YAML(typ="rt")
-            yaml.preserve_quotes = True
-            yaml.width = 4096
-            mapping, offset = _guess_indent(before)
-            yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
-            data = yaml.load(before) or CommentedMap()
-            if data.get("subscribers") is None:
-                data["subscribers"] = CommentedSeq()
+            before = self.snapshot()
+            self._validate(before)  # a broken hand edit is reported, not edited further
+            yaml, data = _open(before.text)
             yield data["subscribers"]
-            if data["subscribers"]:
-                data["subscribers"].fa.set_block_style()
-            else:  # ruamel would write the list's leading comment and then `[]` on a line of its own: invalid YAML
-                data["subscribers"] = _flow(())
-            out = io.StringIO()
-            yaml.dump(data, out)
-            text = out.getvalue()
+            text = _dump(yaml, data)
             parse(text, str(self.path))  # never write a file the pipeline would refuse
-            if self.path.read_text(encoding="utf-8") != before:
-                raise ConcurrentEdit(f"{self.path} changed while it was being edited without taking {self.lock.lock_file}; try again")
-            _atomic_write(self.path, text)
+            try:
+                self._commit(before, text)
+            except _Changed:
+                raise ConcurrentEdit(f"{self.path} changed while it was being edited without taking {self.lock.lock_file}; try again") from None
+
+    def change(self, add: Sequence[tuple[str, Choice]] = (), remove: Collection[str] = ()) -> tuple[set[str], set[str]]:
+        """Add confirmed subscribers and remove others in one write; the addresses (lower-cased) added and removed.
+
+        An address already there is not added again, one not there is not removed. A removal is done on the text
+        (the entry's lines go, nothing else moves) when the file is known valid and the entry is plain; otherwise
+        through ruamel's round trip like every other edit."""
+        wanted_out = {e.strip().lower() for e in remove}
+
+        def edit(subscribers: CommentedSeq) -> tuple[set[str], set[str]]:
+            removed: set[str] = set()
+            for email in wanted_out:
+                i = _index(subscribers, email)
+                if i is not None:
+                    del subscribers[i]
+                    removed.add(email)
+            added: set[str] = set()
+            for email, choice in add:
+                if _index(subscribers, email) is not None:
+                    continue
+                entry = CommentedMap(email=email)
+                entry["topics"] = _flow(choice.topics)
+                if choice.frequency != "daily":
+                    entry["frequency"] = choice.frequency
+                subscribers.append(entry)
+                added.add(email.strip().lower())
+            return added, removed
+
+        def fast(text: str) -> tuple[str, tuple[set[str], set[str]]] | None:
+            cut = None if add else _remove_text(text, wanted_out)
+            return None if cut is None else (cut[0], (set(), cut[1]))
+
+        return self._change(edit, fast)
 
     def add(self, email: str, choice: Choice) -> bool:
         """Add a confirmed subscriber; False (and no change) when the address is already there."""
-        with self.edit() as subscribers:
-            if _index(subscribers, email) is not None:
-                return False
-            entry = CommentedMap(email=email)
-            entry["topics"] = _flow(choice.topics)
-            if choice.frequency != "daily":
-                entry["frequency"] = choice.frequency
-            subscribers.append(entry)
-        return True
+        return bool(self.change(add=[(email, choice)])[0])
 
     def remove(self, email: str) -> bool:
         """Remove a subscriber; False when they were not there (unsubscribing twice is fine)."""
-        with self.edit() as subscribers:
-            i = _index(subscribers, email)
-            if i is None:
-                return False
-            del subscribers[i]
-        return True
+        return bool(self.change(remove=[email])[1])
 
     def update(self, email: str, prefs: Preferences, defaults: Settings) -> bool:
         """Write a subscriber's preferences: unchanged keys keep their formatting, keys back at their default go."""
-        with self.edit() as subscribers:
+
+        def edit(subscribers: CommentedSeq) -> bool:
             i = _index(subscribers, email)
             if i is None:
                 return False
@@ -107,7 +160,135 @@ class SubscriberFile:
                     entry.pop(key, None)
                 else:
                     entry[key] = _flow(value) if isinstance(value, tuple) else value
-        return True
+            return True
+
+        return self._change(edit)
+
+    # compare-and-swap
+
+    def _change(self, edit: Callable[[CommentedSeq], T], fast: Callable[[str], tuple[str, T] | None] | None = None) -> T:
+        """Make the edit on a snapshot and swap it in if the file still holds that snapshot; else redo it on a fresh read.
+
+        The parse, round trip and validation happen outside the lock (it is held only to compare and rename),
+        except on the last attempt, which holds it throughout so a busy file cannot starve the app."""
+        with _writer(self.path):
+            for attempt in range(ATTEMPTS):
+                guard: AbstractContextManager[object] = self.lock if attempt == ATTEMPTS - 1 else nullcontext()
+                with guard:
+                    before = self.snapshot()
+                    self._validate(before)  # a broken hand edit is reported, not edited further
+                    quick = fast(before.text) if fast else None
+                    if quick is not None:
+                        text, result = quick
+                    else:
+                        yaml, data = _open(before.text)
+                        result = edit(data["subscribers"])
+                        text = _dump(yaml, data)
+                        if text != before.text:
+                            parse(text, str(self.path))  # never write a file the pipeline would refuse
+                    if text == before.text:
+                        return result
+                    try:
+                        self._commit(before, text)
+                    except _Changed:
+                        log.info("%s changed while being edited (attempt %d of %d); editing the new content", self.path, attempt + 1, ATTEMPTS)
+                        time.sleep(random.uniform(0.005, 0.05))
+                        continue
+                    return result
+        raise ConcurrentEdit(f"{self.path} kept changing while it was being edited ({ATTEMPTS} attempts); try again")
+
+    def _validate(self, before: Snapshot) -> None:
+        if _valid.get(str(self.path)) != before.digest:
+            parse(before.text, str(self.path))
+            _valid[str(self.path)] = before.digest
+
+    def _commit(self, before: Snapshot, text: str) -> None:
+        """Under the lock: replace the file with `text` if it still holds `before`; else raise _Changed and write nothing."""
+        with self.lock:
+            if self.snapshot().digest != before.digest:
+                raise _Changed
+            _atomic_write(self.path, text, expect=before.digest)
+        _valid[str(self.path)] = _digest(text.encode("utf-8"))
+
+
+def _writer(path: Path) -> threading.Lock:
+    with _writers_guard:
+        return _writers.setdefault(str(path.resolve()), threading.Lock())
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _open(text: str) -> tuple[YAML, CommentedMap]:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    mapping, offset = _guess_indent(text)
+    yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
+    data = yaml.load(text) or CommentedMap()
+    if data.get("subscribers") is None:
+        data["subscribers"] = CommentedSeq()
+    return yaml, data
+
+
+def _dump(yaml: YAML, data: CommentedMap) -> str:
+    if data["subscribers"]:
+        data["subscribers"].fa.set_block_style()
+    else:  # ruamel would write the list's leading comment and then `[]` on a line of its own: invalid YAML
+        data["subscribers"] = _flow(())
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+_TOP_SUBSCRIBERS = re.compile(r"subscribers:[ \t]*(#.*)?\n?")
+_ENTRY = re.compile(r"(?P<indent> *)- +email: *(?P<q>[\"']?)(?P<email>[^\"'#\s]+)(?P=q)[ \t]*(#.*)?\n?")
+
+
+def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | None:
+    """`text` without the `- email: X` entries of these addresses, and which were there; None when that is not
+    plainly safe (the address written some other way, an anchor, the last entry): then the round trip does it.
+
+    Removing a whole plain entry from a valid file leaves it valid, so this needs no parse: it is what keeps an
+    unsubscription at thousands of readers a matter of milliseconds under the lock."""
+    lines = text.splitlines(keepends=True)
+    tops = [i for i, line in enumerate(lines) if _TOP_SUBSCRIBERS.fullmatch(line)]
+    if len(tops) != 1:
+        return None
+    start = tops[0] + 1
+    end = next((i for i in range(start, len(lines)) if lines[i][:1] not in ("", " ", "\t", "\n", "\r", "#", "-")), len(lines))
+    entries = [(i, m) for i in range(start, end) if (m := _ENTRY.fullmatch(lines[i]))]
+    dashes = [i for i in range(start, end) if lines[i].lstrip(" ").startswith("-")]
+    if not entries or len({m["indent"] for _, m in entries}) != 1 or len(dashes) != len(entries):
+        return None
+    indent = len(entries[0][1]["indent"])
+    block = "".join(lines[start:end]).lower()
+    drop: set[int] = set()
+    removed: set[str] = set()
+    for email in emails:
+        found = [(i, m) for i, m in entries if m["email"].lower() == email]
+        if block.count(email) != len(found) or len(found) > 1:  # written elsewhere too (a flow entry, a comment): not plain
+            return None
+        if not found:
+            continue
+        i = found[0][0]
+        last = i
+        for j in range(i + 1, end):
+            line = lines[j]
+            if not line.strip():
+                continue
+            if len(line) - len(line.lstrip(" ")) <= indent:
+                break
+            last = j
+        cut = range(i, last + 1)
+        if any(c in lines[k] for k in cut for c in "&*!"):  # an anchor another part may refer to, or a tag
+            return None
+        drop.update(cut)
+        removed.add(email)
+    if len(removed) == len(entries):  # `subscribers:` with nothing under it is null, not a list
+        return None
+    return "".join(line for k, line in enumerate(lines) if k not in drop), removed
 
 
 def _plain(value: Any) -> Any:
@@ -151,8 +332,11 @@ def _flow(items: tuple[str, ...]) -> CommentedSeq:
     return seq
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write beside the file and rename over it, so a reader sees the old or the new file, never half."""
+def _atomic_write(path: Path, text: str, expect: bytes | None = None) -> None:
+    """Write beside the file and rename over it, so a reader sees the old or the new file, never half.
+
+    With `expect`, the rename is an exchange where the system has one: the file it displaced must have that digest,
+    else a save landed between the caller's check and the rename, and it is put back (raising _Changed)."""
     mode = path.stat().st_mode & 0o7777
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -161,7 +345,41 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if expect is None or not _exchange(tmp, path):
+            os.replace(tmp, path)
+            return
+        if _digest(Path(tmp).read_bytes()) == expect:
+            Path(tmp).unlink()
+            return
+        _exchange(tmp, path)  # their save back in place; ours is at tmp, unless yet another save came in that instant
+        if Path(tmp).read_bytes() == text.encode("utf-8"):
+            Path(tmp).unlink()
+        else:
+            log.warning("%s: two saves raced with this edit; the one not in place is kept as %s", path, tmp)
+        raise _Changed
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if Path(tmp).exists() and Path(tmp).read_bytes() == text.encode("utf-8"):
+            Path(tmp).unlink()
         raise
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_renameat2: Any = None
+if sys.platform == "linux":
+    try:
+        _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without it (older glibc, some musl)
+        _renameat2 = None
+
+
+def _exchange(a: str | Path, b: str | Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system or file system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

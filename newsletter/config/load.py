@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,49 @@ def default_path(explicit: str | Path | None, environ: dict[str, str]) -> Path:
     return Path(explicit or environ.get("NEWSLETTER_CONFIG") or "subscribers.yaml")
 
 
+SETTLE_ATTEMPTS = 5  # reads of a file that keeps changing under a parse before its problems are believed
+SETTLE_PAUSE = 0.02  # seconds between them
+
+
 def load(path: Path) -> Config:
     """Read and validate the file; raise ConfigError listing every problem."""
+    return load_snapshot(path)[0]
+
+
+def load_snapshot(path: Path) -> tuple[Config, str]:
+    """The config and the exact text it was parsed from, never a save caught half-way.
+
+    A parse that fails on a file whose content changed meanwhile is retried on the new content, and so is one
+    that succeeded on a proper prefix of what the file now holds (an in-place save still being written):
+    only problems of a file that stayed the same are reported.
+    """
+    text = _read(path)
+    for attempt in range(SETTLE_ATTEMPTS):
+        last = attempt == SETTLE_ATTEMPTS - 1
+        try:
+            config = parse(text, str(path))
+        except ConfigError:
+            again = _read(path)
+            if again == text or last:
+                raise
+            text = again
+            time.sleep(SETTLE_PAUSE)
+            continue
+        again = _read(path)
+        if last or again == text or not again.startswith(text):
+            return config, text
+        text = again
+        time.sleep(SETTLE_PAUSE)
+    raise AssertionError("unreachable")
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
-    return parse(text, str(path))
 
 
 def parse(text: str, filename: str) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import hashlib
 import io
@@ -50,6 +51,7 @@ class _Changed(Exception):
     """The file no longer holds the snapshot an edit was made on."""
 
 
+_parsed: dict[str, tuple[bytes, Config]] = {}  # path: the config parsed from the content with this digest (Config is frozen)
 _valid: dict[str, bytes] = {}  # path: digest of the content this process last found valid (it skips re-validating it)
 _writers: dict[str, threading.Lock] = {}  # path: one app edit at a time per process, so threads do not keep invalidating each other
 _writers_guard = threading.Lock()
@@ -70,8 +72,18 @@ class SubscriberFile:
         self.lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT)
 
     def load(self) -> Config:
+        """The validated config; parsed again only when the file's bytes changed since this process last read them."""
+        key = str(self.path)
+        try:
+            digest = _digest(self.path.read_bytes())
+        except OSError:
+            digest = None
+        cached = _parsed.get(key)
+        if cached is not None and cached[0] == digest:
+            return cached[1]
         config, text = load_snapshot(self.path)
-        _valid[str(self.path)] = _digest(text.encode("utf-8"))
+        _valid[key] = _digest(text.encode("utf-8"))
+        _parsed[key] = (_valid[key], config)
         return config
 
     def snapshot(self) -> Snapshot:
@@ -180,7 +192,9 @@ class SubscriberFile:
                     quick = fast(before.text) if fast else None
                     if quick is not None:
                         text, result = quick
+                        derived = self._without(before, result)
                     else:
+                        derived = None
                         yaml, data = _open(before.text)
                         result = edit(data["subscribers"])
                         text = _dump(yaml, data)
@@ -190,6 +204,8 @@ class SubscriberFile:
                         return result
                     try:
                         self._commit(before, text)
+                        if derived is not None:
+                            _parsed[str(self.path)] = (_digest(text.encode("utf-8")), derived)
                     except _Changed:
                         log.info("%s changed while being edited (attempt %d of %d); editing the new content", self.path, attempt + 1, ATTEMPTS)
                         time.sleep(random.uniform(0.005, 0.05))
@@ -197,9 +213,18 @@ class SubscriberFile:
                     return result
         raise ConcurrentEdit(f"{self.path} kept changing while it was being edited ({ATTEMPTS} attempts); try again")
 
+    def _without(self, before: Snapshot, result: object) -> Config | None:
+        """The config after a text removal, from the one parsed before it: the same but for those entries."""
+        cached = _parsed.get(str(self.path))
+        if cached is None or cached[0] != before.digest or not isinstance(result, tuple):
+            return None
+        gone = result[1]
+        config = cached[1]
+        return dataclasses.replace(config, subscribers=tuple(s for s in config.subscribers if s.email.strip().lower() not in gone))
+
     def _validate(self, before: Snapshot) -> None:
         if _valid.get(str(self.path)) != before.digest:
-            parse(before.text, str(self.path))
+            _parsed[str(self.path)] = (before.digest, parse(before.text, str(self.path)))
             _valid[str(self.path)] = before.digest
 
     def _commit(self, before: Snapshot, text: str) -> None:

@@ -21,18 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from newsletter.config.load import load_snapshot, parse
-from newsletter.errors import ConcurrentEdit
+from newsletter.errors import ConcurrentEdit, ConfigError
 from newsletter.model.config import WEEKDAYS, Config, Settings
 from newsletter.model.signup import Choice, Preferences
 
 log = logging.getLogger("newsletter.config")
 T = TypeVar("T")
 LOCK_TIMEOUT = 10.0  # seconds to wait for a hand edit (or another writer) to finish
+READ_LOCK_TIMEOUT = 1.0  # seconds a reader that found the file broken waits for a writer holding the lock
 ATTEMPTS = 8  # edits redone on a fresh read when the file changed under them; the last one holds the lock throughout
 
 
@@ -51,8 +52,7 @@ class _Changed(Exception):
     """The file no longer holds the snapshot an edit was made on."""
 
 
-_parsed: dict[str, tuple[bytes, Config]] = {}  # path: the config parsed from the content with this digest (Config is frozen)
-_valid: dict[str, bytes] = {}  # path: digest of the content this process last found valid (it skips re-validating it)
+_parsed: dict[str, tuple[bytes, Config]] = {}  # path: the digest of the content this process last found valid, and its config (frozen)
 _writers: dict[str, threading.Lock] = {}  # path: one app edit at a time per process, so threads do not keep invalidating each other
 _writers_guard = threading.Lock()
 
@@ -81,9 +81,15 @@ class SubscriberFile:
         cached = _parsed.get(key)
         if cached is not None and cached[0] == digest:
             return cached[1]
-        config, text = load_snapshot(self.path)
-        _valid[key] = _digest(text.encode("utf-8"))
-        _parsed[key] = (_valid[key], config)
+        try:
+            config, text = load_snapshot(self.path)
+        except ConfigError as first:
+            try:  # perhaps read while a save taken under the lock was half-way: once we have the lock it is done
+                with FileLock(self.lock.lock_file, timeout=READ_LOCK_TIMEOUT):
+                    config, text = load_snapshot(self.path)
+            except Timeout:
+                raise first from None
+        _parsed[key] = (_digest(text.encode("utf-8")), config)
         return config
 
     def snapshot(self) -> Snapshot:
@@ -101,11 +107,12 @@ class SubscriberFile:
             yaml, data = _open(before.text)
             yield data["subscribers"]
             text = _dump(yaml, data)
-            parse(text, str(self.path))  # never write a file the pipeline would refuse
+            checked = parse(text, str(self.path))  # never write a file the pipeline would refuse
             try:
                 self._commit(before, text)
             except _Changed:
                 raise ConcurrentEdit(f"{self.path} changed while it was being edited without taking {self.lock.lock_file}; try again") from None
+            _parsed[str(self.path)] = (_digest(text.encode("utf-8")), checked)
 
     def change(self, add: Sequence[tuple[str, Choice]] = (), remove: Collection[str] = ()) -> tuple[set[str], set[str]]:
         """Add confirmed subscribers and remove others in one write; the addresses (lower-cased) added and removed.
@@ -134,9 +141,14 @@ class SubscriberFile:
                 added.add(email.strip().lower())
             return added, removed
 
-        def fast(text: str) -> tuple[str, tuple[set[str], set[str]]] | None:
-            cut = None if add else _remove_text(text, wanted_out)
-            return None if cut is None else (cut[0], (set(), cut[1]))
+        def fast(text: str, known: Config | None) -> tuple[str, tuple[set[str], set[str]]] | None:
+            cut = _remove_text(text, wanted_out) if wanted_out else (text, set())
+            if cut is None:
+                return None
+            if known is not None and any(t not in known.topics for _, choice in add for t in choice.topics):
+                return None  # the round trip refuses it before anything is written
+            grown = _append_text(cut[0], add) if add else (cut[0], set())
+            return None if grown is None else (grown[0], (grown[1], cut[1]))
 
         return self._change(edit, fast)
 
@@ -178,54 +190,77 @@ class SubscriberFile:
 
     # compare-and-swap
 
-    def _change(self, edit: Callable[[CommentedSeq], T], fast: Callable[[str], tuple[str, T] | None] | None = None) -> T:
+    def _change(self, edit: Callable[[CommentedSeq], T], fast: Callable[[str, Config | None], tuple[str, T] | None] | None = None) -> T:
         """Make the edit on a snapshot and swap it in if the file still holds that snapshot; else redo it on a fresh read.
 
         The parse, round trip and validation happen outside the lock (it is held only to compare and rename),
-        except on the last attempt, which holds it throughout so a busy file cannot starve the app."""
+        except on the last attempt, which holds it throughout so a busy file cannot starve the app. A text edit
+        (`fast`) on content this process has not validated yet is validated right after its swap instead of
+        before, so a file saved every fraction of a second cannot starve it either: if the result does not
+        validate (the hand edit was broken), the previous content is put back and the problems are raised."""
         with _writer(self.path):
             for attempt in range(ATTEMPTS):
                 guard: AbstractContextManager[object] = self.lock if attempt == ATTEMPTS - 1 else nullcontext()
                 with guard:
                     before = self.snapshot()
-                    self._validate(before)  # a broken hand edit is reported, not edited further
-                    quick = fast(before.text) if fast else None
-                    if quick is not None:
-                        text, result = quick
-                        derived = self._without(before, result)
-                    else:
-                        derived = None
-                        yaml, data = _open(before.text)
-                        result = edit(data["subscribers"])
-                        text = _dump(yaml, data)
-                        if text != before.text:
-                            parse(text, str(self.path))  # never write a file the pipeline would refuse
-                    if text == before.text:
-                        return result
+                    known = self._known(before)
+                    quick = fast(before.text, known) if fast else None
+                    try:
+                        if quick is not None:
+                            text, result = quick
+                        else:
+                            self._validate(before)  # a broken hand edit is reported, not edited further
+                            yaml, data = _open(before.text)
+                            result = edit(data["subscribers"])
+                            text = _dump(yaml, data)
+                        if text == before.text:
+                            return result
+                        checked = None if quick is not None else parse(text, str(self.path))  # never write a file the pipeline would refuse
+                    except ConfigError:
+                        with self.lock:  # a save taken under the lock is complete once we have it
+                            if self.snapshot().digest == before.digest:
+                                raise
+                        continue  # read half-way through a save: read it again
                     try:
                         self._commit(before, text)
-                        if derived is not None:
-                            _parsed[str(self.path)] = (_digest(text.encode("utf-8")), derived)
                     except _Changed:
                         log.info("%s changed while being edited (attempt %d of %d); editing the new content", self.path, attempt + 1, ATTEMPTS)
                         time.sleep(random.uniform(0.005, 0.05))
                         continue
+                    after = _digest(text.encode("utf-8"))
+                    if checked is None:
+                        checked = self._without(known, result) or self._check_written(before, text, after)
+                    _parsed[str(self.path)] = (after, checked)
                     return result
         raise ConcurrentEdit(f"{self.path} kept changing while it was being edited ({ATTEMPTS} attempts); try again")
 
-    def _without(self, before: Snapshot, result: object) -> Config | None:
-        """The config after a text removal, from the one parsed before it: the same but for those entries."""
+    def _known(self, snapshot: Snapshot) -> Config | None:
+        """The config this process parsed from exactly this content, if it did."""
         cached = _parsed.get(str(self.path))
-        if cached is None or cached[0] != before.digest or not isinstance(result, tuple):
+        return cached[1] if cached is not None and cached[0] == snapshot.digest else None
+
+    def _check_written(self, before: Snapshot, text: str, digest: bytes) -> Config:
+        """Validate what a text edit just wrote; if it is refused, put `before` back (unless saved over meanwhile) and raise."""
+        try:
+            return parse(text, str(self.path))
+        except ConfigError:
+            try:
+                self._commit(Snapshot(text, digest), before.text)
+            except _Changed:
+                log.warning("%s: an edit on a broken file was saved over before it could be undone", self.path)
+            raise
+
+    @staticmethod
+    def _without(config: Config | None, result: object) -> Config | None:
+        """The config after a text removal (and no addition), from the one parsed before it: the same but for those entries."""
+        if config is None or not isinstance(result, tuple) or result[0]:
             return None
         gone = result[1]
-        config = cached[1]
         return dataclasses.replace(config, subscribers=tuple(s for s in config.subscribers if s.email.strip().lower() not in gone))
 
     def _validate(self, before: Snapshot) -> None:
-        if _valid.get(str(self.path)) != before.digest:
+        if self._known(before) is None:
             _parsed[str(self.path)] = (before.digest, parse(before.text, str(self.path)))
-            _valid[str(self.path)] = before.digest
 
     def _commit(self, before: Snapshot, text: str) -> None:
         """Under the lock: replace the file with `text` if it still holds `before`; else raise _Changed and write nothing."""
@@ -233,7 +268,6 @@ class SubscriberFile:
             if self.snapshot().digest != before.digest:
                 raise _Changed
             _atomic_write(self.path, text, expect=before.digest)
-        _valid[str(self.path)] = _digest(text.encode("utf-8"))
 
 
 def _writer(path: Path) -> threading.Lock:
@@ -271,12 +305,34 @@ _TOP_SUBSCRIBERS = re.compile(r"subscribers:[ \t]*(#.*)?\n?")
 _ENTRY = re.compile(r"(?P<indent> *)- +email: *(?P<q>[\"']?)(?P<email>[^\"'#\s]+)(?P=q)[ \t]*(#.*)?\n?")
 
 
-def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | None:
-    """`text` without the `- email: X` entries of these addresses, and which were there; None when that is not
-    plainly safe (the address written some other way, an anchor, the last entry): then the round trip does it.
+@dataclass(frozen=True)
+class _Block:
+    """The `subscribers:` list as lines: where it runs, where each plain `- email: X` entry starts."""
 
-    Removing a whole plain entry from a valid file leaves it valid, so this needs no parse: it is what keeps an
-    unsubscription at thousands of readers a matter of milliseconds under the lock."""
+    lines: list[str]
+    start: int
+    end: int
+    entries: list[tuple[int, re.Match[str]]]
+    indent: int
+
+    def extent(self, i: int) -> range:
+        """The lines of the entry starting at line i: up to the last one indented deeper than its dash."""
+        last = i
+        for j in range(i + 1, self.end):
+            line = self.lines[j]
+            if not line.strip():
+                continue
+            if len(line) - len(line.lstrip(" ")) <= self.indent:
+                break
+            last = j
+        return range(i, last + 1)
+
+    def text(self) -> str:
+        return "".join(self.lines[self.start : self.end]).lower()
+
+
+def _block(text: str) -> _Block | None:
+    """The subscribers list if every item in it is a plain `- email: X` entry at one indentation; else None."""
     lines = text.splitlines(keepends=True)
     tops = [i for i, line in enumerate(lines) if _TOP_SUBSCRIBERS.fullmatch(line)]
     if len(tops) != 1:
@@ -287,33 +343,78 @@ def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | N
     dashes = [i for i in range(start, end) if lines[i].lstrip(" ").startswith("-")]
     if not entries or len({m["indent"] for _, m in entries}) != 1 or len(dashes) != len(entries):
         return None
-    indent = len(entries[0][1]["indent"])
-    block = "".join(lines[start:end]).lower()
+    return _Block(lines, start, end, entries, len(entries[0][1]["indent"]))
+
+
+def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | None:
+    """`text` without the `- email: X` entries of these addresses, and which were there; None when that is not
+    plainly safe (the address written some other way, an anchor, the last entry): then the round trip does it.
+
+    Removing a whole plain entry from a valid file leaves it valid, so this needs no parse: it is what keeps an
+    unsubscription at thousands of readers a matter of milliseconds under the lock."""
+    block = _block(text)
+    if block is None:
+        return None
+    lower = block.text()
     drop: set[int] = set()
     removed: set[str] = set()
     for email in emails:
-        found = [(i, m) for i, m in entries if m["email"].lower() == email]
-        if block.count(email) != len(found) or len(found) > 1:  # written elsewhere too (a flow entry, a comment): not plain
+        found = [i for i, m in block.entries if m["email"].lower() == email]
+        if lower.count(email) != len(found) or len(found) > 1:  # written elsewhere too (a flow entry, a comment): not plain
             return None
         if not found:
             continue
-        i = found[0][0]
-        last = i
-        for j in range(i + 1, end):
-            line = lines[j]
-            if not line.strip():
-                continue
-            if len(line) - len(line.lstrip(" ")) <= indent:
-                break
-            last = j
-        cut = range(i, last + 1)
-        if any(c in lines[k] for k in cut for c in "&*!"):  # an anchor another part may refer to, or a tag
+        cut = block.extent(found[0])
+        if any(c in block.lines[k] for k in cut for c in "&*!"):  # an anchor another part may refer to, or a tag
             return None
         drop.update(cut)
         removed.add(email)
-    if len(removed) == len(entries):  # `subscribers:` with nothing under it is null, not a list
+    if len(removed) == len(block.entries):  # `subscribers:` with nothing under it is null, not a list
         return None
-    return "".join(line for k, line in enumerate(lines) if k not in drop), removed
+    return "".join(line for k, line in enumerate(block.lines) if k not in drop), removed
+
+
+_PLAIN_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> tuple[str, set[str]] | None:
+    """`text` with new plain entries after the last one, laid out as the round trip would write them, and the
+    addresses added; None when an address or topic would need quoting or the list is not plain. Unlike a removal
+    this can make the file invalid (a topic removed meanwhile): the caller validates what it wrote."""
+    block = _block(text)
+    if block is None:
+        return None
+    lower = block.text()
+    last = block.entries[-1][0]
+    key = " " * block.lines[last].index("email")
+    dash = " " * block.indent
+    new: list[str] = []
+    added: set[str] = set()
+    for email, choice in add:
+        address = email.strip()
+        wanted = address.lower()
+        if not _PLAIN_EMAIL.fullmatch(address) or not choice.topics or not all(_PLAIN_WORD.fullmatch(t) for t in choice.topics):
+            return None
+        if not _PLAIN_WORD.fullmatch(choice.frequency):
+            return None
+        present = sum(1 for _, m in block.entries if m["email"].lower() == wanted)
+        if lower.count(wanted) != present:
+            return None
+        if present or wanted in added:
+            continue
+        entry = f"{dash}- email: {address}\n{key}topics: [{', '.join(choice.topics)}]\n"
+        if choice.frequency != "daily":
+            entry += f"{key}frequency: {choice.frequency}\n"
+        new.append(entry)
+        added.add(wanted)
+    if not new:
+        return text, added
+    at = block.extent(last)[-1]
+    head = "".join(block.lines[: at + 1])
+    if not head.endswith("\n"):
+        head += "\n"
+    return head + "".join(new) + "".join(block.lines[at + 1 :]), added
 
 
 def _plain(value: Any) -> Any:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from newsletter.config.load import load_snapshot, parse
+from newsletter.config.load import load_snapshot, parse, read
 from newsletter.errors import ConcurrentEdit, ConfigError
 from newsletter.model.config import WEEKDAYS, Config, Settings
 from newsletter.model.signup import Choice, Preferences
@@ -33,7 +33,6 @@ from newsletter.model.signup import Choice, Preferences
 log = logging.getLogger("newsletter.config")
 T = TypeVar("T")
 LOCK_TIMEOUT = 10.0  # seconds to wait for a hand edit (or another writer) to finish
-READ_LOCK_TIMEOUT = 1.0  # seconds a reader that found the file broken waits for a writer holding the lock
 ATTEMPTS = 8  # edits redone on a fresh read when the file changed under them; the last one holds the lock throughout
 
 
@@ -74,21 +73,11 @@ class SubscriberFile:
     def load(self) -> Config:
         """The validated config; parsed again only when the file's bytes changed since this process last read them."""
         key = str(self.path)
-        try:
-            digest = _digest(self.path.read_bytes())
-        except OSError:
-            digest = None
+        text = read(self.path)  # under the lock when it comes quickly: never a save half-way
         cached = _parsed.get(key)
-        if cached is not None and cached[0] == digest:
+        if cached is not None and cached[0] == _digest(text.encode("utf-8")):
             return cached[1]
-        try:
-            config, text = load_snapshot(self.path)
-        except ConfigError as first:
-            try:  # perhaps read while a save taken under the lock was half-way: once we have the lock it is done
-                with FileLock(self.lock.lock_file, timeout=READ_LOCK_TIMEOUT):
-                    config, text = load_snapshot(self.path)
-            except Timeout:
-                raise first from None
+        config, text = load_snapshot(self.path, text)
         _parsed[key] = (_digest(text.encode("utf-8")), config)
         return config
 

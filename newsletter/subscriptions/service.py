@@ -13,7 +13,7 @@ from pathlib import Path
 
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
-from newsletter.errors import DeliveryError, RateLimited
+from newsletter.errors import ConcurrentEdit, DeliveryError, RateLimited
 from newsletter.mail.message import seal
 from newsletter.mail.signing import Signer
 from newsletter.mail.transports import Transport
@@ -88,20 +88,26 @@ class Service:
     def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:
         """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used.
 
-        The YAML is written before the pending row is used up, so a write that fails (after its retries on a
+        The pending row is used up only once they are in the file, so a write that fails (after its retries on a
         file that kept changing) leaves them pending and the link working: nobody is told they are subscribed
-        unless they are in the file. For REASSERT afterwards the app puts them back should a save made on an
-        older copy of the file drop them."""
+        unless they are in the file. For REASSERT afterwards the keeper puts them back should a save made on an
+        older copy of the file drop them (it is waited for here when that happens at once)."""
         self.file.add(pending.email, pending.choice)
-        if not self.store.take_pending(pending):
-            return None
-        with self.store.transaction():
-            self.store.forget_unsubscribed(pending.email)
-            self.store.remember_confirmed(pending.email, pending.choice)
-        keeper(self.config_path, self.store.path).wake()
+        self.store.remember_confirmed(pending.email, pending.choice)  # from here on the keeper keeps them in the file
+        k = keeper(self.config_path, self.store.path)
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
-        assert subscriber is not None
+        if subscriber is None:  # a save of an older copy dropped them already
+            k.wait(k.wake(), CONFIRM_WAIT)
+            config = self.file.load()
+            subscriber = config.subscriber(pending.email)
+        if subscriber is None:
+            self.store.forget_confirmed(pending.email)
+            raise ConcurrentEdit(f"{self.config_path} keeps being saved from an older copy; {pending.email} is still pending")
+        if not self.store.take_pending(pending):
+            return None
+        self.store.forget_unsubscribed(pending.email)
+        k.wake()
         message, shown = self.mails.welcome(config, self.store, subscriber, now)
         try:
             self._send(message)
@@ -129,6 +135,7 @@ class Service:
 # keeping the app's changes in subscribers.yaml
 
 REASSERT = timedelta(minutes=10)  # how long the app makes sure its confirmations and unsubscriptions stay in the file
+CONFIRM_WAIT = 10.0  # seconds a confirmation waits for the keeper to put back a reader a stale save dropped
 POLL = 0.5  # seconds between looks at the file meanwhile (a digest of its bytes; it is parsed only when they changed)
 
 

@@ -97,8 +97,9 @@ class Service:
         k = keeper(self.config_path, self.store.path)
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
-        if subscriber is None:  # a save of an older copy dropped them already
-            k.wait(k.wake(), CONFIRM_WAIT)
+        deadline = time.monotonic() + CONFIRM_WAIT
+        while subscriber is None and time.monotonic() < deadline:  # a save of an older copy dropped them already
+            k.wait(k.wake(), deadline - time.monotonic())
             config = self.file.load()
             subscriber = config.subscriber(pending.email)
         if subscriber is None:

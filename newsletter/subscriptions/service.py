@@ -137,6 +137,7 @@ class Service:
 
 REASSERT = timedelta(minutes=10)  # how long the app makes sure its confirmations and unsubscriptions stay in the file
 CONFIRM_WAIT = 10.0  # seconds a confirmation waits for the keeper to put back a reader a stale save dropped
+RETRY = 30.0  # seconds before a pass that failed is tried again on an unchanged file
 POLL = 0.5  # seconds between looks at the file meanwhile (a digest of its bytes; it is parsed only when they changed)
 
 
@@ -158,6 +159,7 @@ class Keeper:
         self.until = time.monotonic() + REASSERT.total_seconds()  # changes from before this process started are looked at too
         self.checked: bytes | None = None  # the file's digest when a pass last found nothing to do
         self.failed: bytes | None = None  # the digest a pass last failed on (logged once)
+        self.retry_at = 0.0  # when a pass is tried again on that same content (a lock held for long may be gone)
         threading.Thread(target=self._run, name=f"newsletter-keeper:{config_path.name}", daemon=True).start()
 
     def wake(self) -> int:
@@ -179,15 +181,19 @@ class Keeper:
                 if self.requested == self.done:
                     self.cond.wait(POLL if time.monotonic() < self.until else None)
                 ticket = self.requested
+            if self.failed is not None and self._digest() == self.failed and time.monotonic() < self.retry_at:
+                time.sleep(POLL)  # the file that refused the last pass is unchanged: wait for a save, or RETRY
+                continue
             try:
                 self.reconcile(forced=ticket > self.done)
             except Exception as exc:  # a broken hand edit, a lock held for long, a file being replaced: try again soon
                 digest = self._digest()
                 if digest != self.failed:
                     log.warning("subscribers.yaml: could not apply the app's changes yet (%s); retrying", exc)
-                self.failed = digest
+                self.failed, self.retry_at = digest, time.monotonic() + RETRY
                 time.sleep(POLL)
                 continue
+            self.failed = None
             with self.cond:
                 self.done = max(self.done, ticket)
                 self.cond.notify_all()

@@ -362,6 +362,8 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         _fail(str(exc))
     if confirmed:
         added = SubscriberFile(config.path).add(address, choice)
+        with Store(env.db) as store:
+            store.forget_unsubscribed(address)  # the operator's word lifts an earlier unsubscription, which sends honour
         click.echo(f"{address} {'added to' if added else 'is already in'} {config.path}")
         return
     if not env.secret_key:

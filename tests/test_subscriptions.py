@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
 from support.smtpserver import SMTPServer
 
+from newsletter.config import edit
 from newsletter.config.edit import SubscriberFile
 from newsletter.config.load import load
 from newsletter.errors import ConcurrentEdit, ConfigError, InvalidInput
@@ -90,6 +94,56 @@ def test_concurrent_web_subscribes_and_hand_edits_all_survive(yaml_file: Path) -
     text = yaml_file.read_text(encoding="utf-8")
     assert all(f"# hand note {i}\n" in text for i in range(rounds))
     assert "# Sources, topics and subscribers for newsletter." in text
+
+
+@pytest.mark.parametrize("path", ["round trip", "text edit"])
+def test_an_app_edit_that_meets_an_unlocked_save_is_redone_on_the_saved_file(yaml_file: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    saved = yaml_file.read_text(encoding="utf-8").replace("max_papers_per_topic: 8", "max_papers_per_topic: 9")
+    target = "_open" if path == "round trip" else "_remove_text"
+    real = getattr(edit, target)
+    calls: list[int] = []
+
+    def edit_while_someone_saves(*args: Any) -> Any:  # a hand save (temp file + rename, no lock) lands while the app edits
+        calls.append(1)
+        if len(calls) == 1:
+            tmp = yaml_file.with_name("saved.tmp")
+            tmp.write_text(saved, encoding="utf-8")
+            os.replace(tmp, yaml_file)
+        return real(*args)
+
+    monkeypatch.setattr(edit, target, edit_while_someone_saves)
+    file = SubscriberFile(yaml_file)
+    if path == "round trip":
+        config = load(yaml_file)
+        grace = config.subscriber("grace@example.org")
+        assert grace is not None
+        assert file.update("grace@example.org", dataclasses.replace(Preferences.of(grace), frequency="weekly"), config.settings)
+    else:
+        assert file.remove("grace@example.org")
+    assert len(calls) == 2, "the edit was made again on the saved file, not refused"
+    after = load(yaml_file)
+    assert after.settings.max_papers_per_topic == 9, "the hand save is kept"
+    grace_after = after.subscriber("grace@example.org")
+    assert (grace_after is None) if path == "text edit" else (grace_after is not None and grace_after.frequency == "weekly")
+
+
+def test_a_reader_never_parses_a_save_made_under_the_lock_half_way(yaml_file: Path) -> None:
+    whole = yaml_file.read_text(encoding="utf-8")
+    started = threading.Event()
+
+    def save_in_place() -> None:  # `flock subscribers.yaml.lock $EDITOR`, the editor writing the file in place, slowly
+        with FileLock(str(yaml_file) + ".lock"):
+            yaml_file.write_text(whole[: len(whole) // 2], encoding="utf-8")
+            started.set()
+            threading.Event().wait(0.1)
+            yaml_file.write_text(whole + "# saved\n", encoding="utf-8")
+
+    writer = threading.Thread(target=save_in_place)
+    writer.start()
+    started.wait()
+    config = SubscriberFile(yaml_file).load()
+    writer.join()
+    assert config.subscriber("rosalind@example.org") is not None and len(config.subscribers) == 3
 
 
 def test_preferences_change_only_what_changed(yaml_file: Path) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -12,6 +17,7 @@ from pathlib import Path
 import itsdangerous.timed
 import pytest
 from click.testing import CliRunner
+from filelock import FileLock
 from starlette.testclient import TestClient
 from support.httpserver import LocalHTTPServer
 from support.smtpserver import SMTPServer
@@ -24,6 +30,7 @@ from newsletter.mail import tokens
 from newsletter.mail.pool import transport
 from newsletter.model.paper import Paper
 from newsletter.storage.store import Store
+from newsletter.subscriptions import service
 from newsletter.subscriptions.service import Limits
 from newsletter.web.app import create_app
 
@@ -561,3 +568,114 @@ def test_a_revoked_link_is_refused_and_the_next_ones_work(site: Site) -> None:
     assert report.count("sent") >= 1
     digest = site.mails_to("ada@example.org")[-1]
     assert site.client.get(link(digest, "preferences")).status_code == 200, "the next digest carries links at the new version"
+
+
+# subscribers.yaml shared with hand edits (#16 finding 7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("locked", [True, False], ids=["editor-takes-the-lock", "editor-renames-without-lock"])
+def test_parallel_confirmations_and_hand_saves_every_tenth_of_a_second_lose_nothing(tmp_path: Path, http_server: LocalHTTPServer, locked: bool) -> None:
+    readers = [f"reader{i}@example.com" for i in range(50)]
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, limits=Limits(subscribe_per_ip=1000, mails_per_ip=1000))
+        lock = FileLock(str(site.config_path) + ".lock")
+        stop = threading.Event()
+        notes: list[int] = []
+
+        def editor() -> None:  # `flock subscribers.yaml.lock $EDITOR` saving in place, or an editor's temp file + rename without the lock
+            i = 0
+            while not stop.is_set():
+                with lock if locked else contextlib.nullcontext():
+                    text = site.yaml().replace("  # the founders\n", f"  # the founders\n  # hand note {i}\n", 1)
+                    if locked:
+                        site.config_path.write_text(text, encoding="utf-8")
+                    else:
+                        tmp = site.config_path.with_name(f".edit{i}.tmp")
+                        tmp.write_text(text, encoding="utf-8")
+                        os.replace(tmp, site.config_path)
+                notes.append(i)
+                i += 1
+                stop.wait(0.1)
+
+        def flow(email: str) -> tuple[int, bool]:
+            client = site.fresh_client()
+            assert subscribe(site, email, ["agents"], client=client).status_code == 200
+            confirm = link(site.mails_to(email)[0], "confirm")
+            page = client.get(confirm)
+            assert page.status_code == 200
+            done = client.post(confirm, data={"csrf": csrf(page.text)})
+            return done.status_code, "You are subscribed" in done.text
+
+        hand = threading.Thread(target=editor)
+        hand.start()
+        try:
+            with ThreadPoolExecutor(max_workers=len(readers)) as pool:
+                answers = dict(zip(readers, pool.map(flow, readers), strict=True))
+        finally:
+            stop.set()
+            hand.join()
+        keeper = service.keeper(site.config_path, site.env.db)
+        assert keeper.wait(keeper.wake(), 60), "the keeper made a pass after the last save"
+
+        text = site.yaml()
+        config = load(site.config_path)
+        told = [r for r, (_, subscribed) in answers.items() if subscribed]
+        lost_readers = [r for r in told if config.subscriber(r) is None]
+        lost_notes = [i for i in notes if f"  # hand note {i}\n" not in text]
+        print(
+            f"\n{'locked' if locked else 'unlocked'} editor: {len(notes)} saves, {len(told)}/{len(readers)} told subscribed, lost readers {lost_readers}, lost notes {lost_notes}"
+        )
+        assert all(status == 200 for status, _ in answers.values()), answers
+        assert told == readers
+        assert lost_readers == []
+        assert lost_notes == [] and len(notes) > 10
+        assert text.startswith("# Hand-written header comment: keep me.\n") and 'send_at: "07:00"   # quoted on purpose' in text
+
+
+@pytest.mark.slow
+def test_ten_concurrent_one_click_unsubscribes_at_two_thousand_readers_all_succeed_and_stop_the_mail(tmp_path: Path, http_server: LocalHTTPServer) -> None:
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp)
+        many = "".join(f"  - email: reader{i}@example.com\n    topics: [agents]\n" for i in range(2000))
+        site.config_path.write_text(site.yaml() + many, encoding="utf-8")
+        with Store(site.env.db) as store:
+            pipeline.fetch(load(site.config_path), site.env, store)
+        assert site.client.get("/").status_code == 200
+        stale = load(site.config_path)  # what a daemon that has not reloaded yet still holds
+        leaving = [f"reader{i}@example.com" for i in range(0, 2000, 200)]
+        staying = "reader1999@example.com"
+
+        def one_click(email: str) -> tuple[int, float]:
+            started = time.monotonic()
+            url = "/unsubscribe/" + tokens.sign(SECRET, tokens.UNSUBSCRIBE, email)
+            answer = site.fresh_client().post(url, data={"List-Unsubscribe": "One-Click"})
+            return answer.status_code, time.monotonic() - started
+
+        def visit() -> tuple[int, float]:
+            started = time.monotonic()
+            return site.fresh_client().get("/").status_code, time.monotonic() - started
+
+        with ThreadPoolExecutor(max_workers=len(leaving) + 5) as pool:
+            clicks = [pool.submit(one_click, email) for email in leaving]
+            visits = [pool.submit(visit) for _ in range(5)]
+            results = [c.result() for c in clicks]
+            pages = [v.result() for v in visits]
+        print(f"\none-click at 2,000 readers: {sorted(round(t, 2) for _, t in results)} s; GET / meanwhile: {sorted(round(t, 2) for _, t in pages)} s")
+        assert [status for status, _ in results] == [200] * len(leaving)
+        assert [status for status, _ in pages] == [200] * len(pages)
+
+        chosen = [s for s in stale.subscribers if s.email in (*leaving, staying)]
+        assert len(chosen) == len(leaving) + 1
+        sent_before = len(site.smtp.messages)
+        with Store(site.env.db) as store:
+            report = pipeline.send(stale, site.env, store, transport(site.env.smtp, site.env.outbox, site.env.pool, site.env.dkim), subscribers=chosen)
+        recipients = [m["To"].addresses[0].addr_spec for m in site.smtp.messages[sent_before:]]
+        assert recipients == [staying], "the next send, even on a config read before they left, mails none of them"
+        assert report.count("sent") == 1
+
+        keeper = service.keeper(site.config_path, site.env.db)
+        assert keeper.wait(keeper.wake(), 60)
+        config = load(site.config_path)
+        assert [e for e in leaving if config.subscriber(e) is not None] == [], "and their lines left subscribers.yaml"
+        assert len(config.subscribers) == 1 + 2000 - len(leaving)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
@@ -23,15 +25,62 @@ def default_path(explicit: str | Path | None, environ: dict[str, str]) -> Path:
     return Path(explicit or environ.get("NEWSLETTER_CONFIG") or "subscribers.yaml")
 
 
+SETTLE_ATTEMPTS = 5  # reads of a file that keeps changing under a parse before its problems are believed
+SETTLE_PAUSE = 0.02  # seconds between them
+READ_LOCK_TIMEOUT = 0.5  # seconds a reader waits for the lock before reading without it
+
+
 def load(path: Path) -> Config:
     """Read and validate the file; raise ConfigError listing every problem."""
+    return load_snapshot(path)[0]
+
+
+def load_snapshot(path: Path, text: str | None = None) -> tuple[Config, str]:
+    """The config and the exact text it was parsed from, never a save caught half-way.
+
+    A parse that fails on a file whose content changed meanwhile is retried on the new content, and so is one
+    that succeeded on a proper prefix of what the file now holds (an in-place save still being written):
+    only problems of a file that stayed the same are reported. `text`: the file's content as just read by `read`.
+    """
+    text = read(path) if text is None else text
+    for attempt in range(SETTLE_ATTEMPTS):
+        last = attempt == SETTLE_ATTEMPTS - 1
+        try:
+            config = parse(text, str(path))
+        except ConfigError:
+            again = read(path)
+            if again == text or last:
+                raise
+            text = again
+            time.sleep(SETTLE_PAUSE)
+            continue
+        again = read(path)
+        if last or again == text or not again.startswith(text):
+            return config, text
+        text = again
+        time.sleep(SETTLE_PAUSE)
+    raise AssertionError("unreachable")
+
+
+def read(path: Path) -> str:
+    """The file's text, read under its lock when that comes quickly, so a save made under the lock is never seen half-way.
+
+    Whoever holds the lock longer (`flock subscribers.yaml.lock $EDITOR ...`) or a folder we cannot create the lock
+    in does not stop reading: the file is read without it, and load_snapshot's re-reads cover unlocked saves."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with FileLock(str(path) + ".lock", timeout=READ_LOCK_TIMEOUT):
+            return _read_unlocked(path)
+    except (Timeout, OSError):
+        return _read_unlocked(path)
+
+
+def _read_unlocked(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
-    return parse(text, str(path))
 
 
 def parse(text: str, filename: str) -> Config:

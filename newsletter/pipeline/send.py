@@ -53,6 +53,10 @@ def send(
     edition = edition or f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
     chosen = [s for s in (config.subscribers if subscribers is None else subscribers) if not s.paused and (only is None or s.email.lower() == only.lower())]
     with _lock(store.path):
+        left = store.unsubscribed()  # unsubscribed in the app: never mailed, even before (or without) their line leaving the YAML
+        if any(s.email.lower() in left for s in chosen):
+            log.info("skipping %d unsubscribed address(es) still listed in the config", sum(1 for s in chosen if s.email.lower() in left))
+        chosen = [s for s in chosen if s.email.lower() not in left]
         paused = store.paused()
         report.paused = [paused[s.email.lower()] for s in chosen if s.email.lower() in paused]
         active = [s for s in chosen if s.email.lower() not in paused]
@@ -69,7 +73,7 @@ def send(
         recorded = True
         try:
             wanted = {s.email.lower(): s for s in active}
-            present = {s.email.lower() for s in config.subscribers}
+            present = {s.email.lower() for s in config.subscribers} - left
             for row in store.deliveries(("pending", "deferred")):
                 if row.subscriber not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
                     store.mark_failed(row.edition, row.subscriber, "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from newsletter.model.signup import Choice, Pending
@@ -65,6 +66,43 @@ class Signups(Database):
         with self.transaction() as db:
             return db.execute("DELETE FROM unsubscribed WHERE email = ?", (email.lower(),)).rowcount == 1
 
+    def unsubscribed(self) -> set[str]:
+        """Everyone who unsubscribed and did not confirm a subscription since (lower-cased): never mailed, whatever the YAML says."""
+        return {row[0] for row in self.db.execute("SELECT email FROM unsubscribed")}
+
+    def unsubscribed_since(self, since: datetime) -> list[str]:
+        """Who unsubscribed at or after `since`: their removal from subscribers.yaml is still being made sure of."""
+        return [row[0] for row in self.db.execute("SELECT email FROM unsubscribed WHERE at >= ? ORDER BY at", (since.isoformat(),))]
+
+    # who confirmed lately: subscribers.yaml must keep them even if a save made on an older copy dropped them.
+    # Kept in `meta` under CONFIRMED (one key per address) rather than in a table of their own, so the schema stays as it is.
+
+    def remember_confirmed(self, email: str, choice: Choice, now: datetime | None = None) -> None:
+        """Note a confirmed subscription (replacing an earlier one of the address), with what they chose."""
+        value = json.dumps({"topics": list(choice.topics), "frequency": choice.frequency, "at": (now or utcnow()).isoformat()})
+        self.set_meta(CONFIRMED + email.lower(), value)
+
+    def confirmed_since(self, since: datetime) -> list[tuple[str, Choice]]:
+        """Subscriptions confirmed at or after `since`, oldest first; older notes are dropped."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ?", (CONFIRMED, CONFIRMED[:-1] + chr(ord(CONFIRMED[-1]) + 1))).fetchall()
+        kept: list[tuple[str, str, Choice]] = []
+        stale: list[str] = []
+        for key, value in rows:
+            note = json.loads(value)
+            if note["at"] < since.isoformat():
+                stale.append(key)
+            else:
+                kept.append((note["at"], key[len(CONFIRMED) :], Choice(tuple(note["topics"]), note["frequency"])))
+        if stale:
+            with self.transaction() as db:
+                db.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in stale])
+        return [(email, choice) for _, email, choice in sorted(kept, key=lambda k: k[0])]
+
+    def forget_confirmed(self, email: str) -> None:
+        """They unsubscribed: their confirmation is no longer to be kept in the file."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (CONFIRMED + email.lower(),))
+
     # link versions: a link carries its reader's version when mailed; a higher one here revokes it
 
     def link_version(self, email: str) -> int:
@@ -83,3 +121,6 @@ class Signups(Database):
                 (email.lower(),),
             ).fetchone()
             return int(row[0])
+
+
+CONFIRMED = "yaml.confirmed:"  # meta key prefix: a recent confirmation, by lower-cased address

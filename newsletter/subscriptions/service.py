@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal
 
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
-from newsletter.errors import DeliveryError, RateLimited
+from newsletter.errors import ConcurrentEdit, DeliveryError, RateLimited
 from newsletter.mail.message import seal
 from newsletter.mail.signing import Signer
 from newsletter.mail.transports import Transport
@@ -111,17 +113,30 @@ class Service:
     def confirm(self, pending: Pending, now: datetime | None = None) -> Subscriber | None:
         """Add the subscriber to subscribers.yaml and send the welcome; None if this link was already used.
 
-        The YAML is written before the pending row is used up, so a failed write leaves the link working."""
+        The pending row is used up only once they are in the file, so a write that fails (after its retries on a
+        file that kept changing) leaves them pending and the link working: nobody is told they are subscribed
+        unless they are in the file. For REASSERT afterwards the keeper puts them back should a save made on an
+        older copy of the file drop them (it is waited for here when that happens at once)."""
         self.file.add(pending.email, pending.choice)
+        self.store.remember_confirmed(pending.email, pending.choice)  # from here on the keeper keeps them in the file
+        k = keeper(self.config_path, self.store.path)
+        config = self.file.load()
+        subscriber = config.subscriber(pending.email)
+        deadline = time.monotonic() + CONFIRM_WAIT
+        while subscriber is None and time.monotonic() < deadline:  # a save of an older copy dropped them already
+            k.wait(k.wake(), deadline - time.monotonic())
+            config = self.file.load()
+            subscriber = config.subscriber(pending.email)
+        if subscriber is None:
+            self.store.forget_confirmed(pending.email)
+            raise ConcurrentEdit(f"{self.config_path} keeps being saved from an older copy; {pending.email} is still pending")
         if not self.store.take_pending(pending):
             return None
         if self.store.forget_unsubscribed(pending.email):
             # Links mailed during an earlier subscription stay dead. Leaving does not revoke: a one-click
             # unsubscribe a mail provider repeats must still succeed, and a preferences link of someone gone opens nothing.
             self.store.revoke_links(pending.email)
-        config = self.file.load()
-        subscriber = config.subscriber(pending.email)
-        assert subscriber is not None
+        k.wake()
         message, shown = self.mails.welcome(config, self.store, subscriber, now)
         try:
             self._send(message)
@@ -130,8 +145,126 @@ class Service:
             log.warning("welcome mail to %s not sent: %s", subscriber.email, exc.reply)
         return subscriber
 
-    def unsubscribe(self, email: str) -> bool:
-        """Remove them from subscribers.yaml at once; True if they were there."""
-        removed = self.file.remove(email)
-        self.store.record_unsubscribed(email)
-        return removed
+    def unsubscribe(self, email: str, wait: float | None = None) -> bool:
+        """Stop mailing them at once (the store: every send skips them), then remove them from subscribers.yaml.
+
+        With `wait` None the file is written here (True if they were in it; a failed write raises, and they stay
+        unsubscribed). Otherwise the removal is handed to the background keeper, which batches concurrent ones
+        into one write and retries until it is done; this waits at most `wait` seconds for it and returns True."""
+        with self.store.transaction():
+            self.store.record_unsubscribed(email)
+            self.store.forget_confirmed(email)
+        if wait is None:
+            return self.file.remove(email)
+        k = keeper(self.config_path, self.store.path)
+        k.wait(k.wake(), wait)
+        return True
+
+
+# keeping the app's changes in subscribers.yaml
+
+REASSERT = timedelta(minutes=10)  # how long the app makes sure its confirmations and unsubscriptions stay in the file
+CONFIRM_WAIT = 10.0  # seconds a confirmation waits for the keeper to put back a reader a stale save dropped
+RETRY = 30.0  # seconds before a pass that failed is tried again on an unchanged file
+POLL = 0.5  # seconds between looks at the file meanwhile (a digest of its bytes; it is parsed only when they changed)
+
+
+class Keeper:
+    """One thread per (subscribers.yaml, database) that writes queued unsubscriptions and keeps recent app changes in the file.
+
+    Each pass reads who unsubscribed or confirmed within REASSERT and, if the file's bytes changed since the last
+    pass that found it right, removes whoever unsubscribed and adds back whoever confirmed but is missing (a hand
+    save made on an older copy), in one compare-and-swap edit. Concurrent one-click unsubscriptions thus become one
+    write. Passes are counted, so a caller can wait for one that started after its change was stored.
+    """
+
+    def __init__(self, config_path: Path, db_path: Path) -> None:
+        self.file = SubscriberFile(config_path)
+        self.db_path = db_path
+        self.cond = threading.Condition()
+        self.requested = 0
+        self.done = 0
+        self.until = time.monotonic() + REASSERT.total_seconds()  # changes from before this process started are looked at too
+        self.checked: bytes | None = None  # the file's digest when a pass last found nothing to do
+        self.failed: bytes | None = None  # the digest a pass last failed on (logged once)
+        self.retry_at = 0.0  # when a pass is tried again on that same content (a lock held for long may be gone)
+        threading.Thread(target=self._run, name=f"newsletter-keeper:{config_path.name}", daemon=True).start()
+
+    def wake(self) -> int:
+        """Ask for a pass; the ticket `wait` takes."""
+        with self.cond:
+            self.requested += 1
+            self.until = time.monotonic() + REASSERT.total_seconds()
+            self.cond.notify_all()
+            return self.requested
+
+    def wait(self, ticket: int, timeout: float) -> bool:
+        """Whether a pass that started after `ticket` was taken finished within `timeout` seconds."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.done >= ticket, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if self.requested == self.done:
+                    self.cond.wait(POLL if time.monotonic() < self.until else None)
+                ticket = self.requested
+            if self.failed is not None and self._digest() == self.failed and time.monotonic() < self.retry_at:
+                time.sleep(POLL)  # the file that refused the last pass is unchanged: wait for a save, or RETRY
+                continue
+            try:
+                self.reconcile(forced=ticket > self.done)
+            except Exception as exc:  # a broken hand edit, a lock held for long, a file being replaced: try again soon
+                digest = self._digest()
+                if digest != self.failed:
+                    log.warning("subscribers.yaml: could not apply the app's changes yet (%s); retrying", exc)
+                self.failed, self.retry_at = digest, time.monotonic() + RETRY
+                time.sleep(POLL)
+                continue
+            self.failed = None
+            with self.cond:
+                self.done = max(self.done, ticket)
+                self.cond.notify_all()
+
+    def _digest(self) -> bytes | None:
+        try:
+            return self.file.snapshot().digest
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def reconcile(self, forced: bool = False) -> None:
+        """One pass: make the file reflect every unsubscription and confirmation of the last REASSERT."""
+        digest = self._digest()
+        if digest is not None and digest == self.checked and not forced:
+            return
+        since = datetime.now(UTC) - REASSERT
+        with Store(self.db_path) as store:
+            gone = store.unsubscribed_since(since)
+            joined = store.confirmed_since(since)
+        if not gone and not joined:
+            self.checked = digest
+            return
+        config = self.file.load()
+        missing = [(email, choice) for email, choice in joined if config.subscriber(email) is None]
+        present = [email for email in gone if config.subscriber(email) is not None]
+        if missing or present:
+            added, _ = self.file.change(add=missing, remove=present)
+            if added:
+                log.warning("subscribers.yaml: put back %s, confirmed lately but no longer in the file (a save of an older copy?)", ", ".join(sorted(added)))
+            self.checked = None  # look again next pass: the write may itself have raced with a save
+        else:
+            self.checked = digest
+
+
+_keepers: dict[tuple[str, str], Keeper] = {}
+_keepers_guard = threading.Lock()
+
+
+def keeper(config_path: Path, db_path: Path) -> Keeper:
+    """The keeper of this file and database in this process, started on first use."""
+    key = (str(config_path.resolve()), str(Path(db_path).resolve()))
+    with _keepers_guard:
+        found = _keepers.get(key)
+        if found is None:
+            found = _keepers[key] = Keeper(config_path, Path(db_path))
+        return found

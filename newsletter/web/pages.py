@@ -44,6 +44,7 @@ from newsletter.web.clients import rate_key
 log = logging.getLogger("newsletter.web")
 CSRF_COOKIE = "newsletter_csrf"
 MAX_FIELDS = 500
+UNSUBSCRIBE_WAIT = 2.0  # seconds an unsubscription waits for its line to leave subscribers.yaml before answering anyway
 
 
 class Pages:
@@ -297,8 +298,9 @@ class Pages:
         return self.message(request, "You are unsubscribed", f"{email} will get no more digests. Sorry to see you go.", home=True)
 
     def _unsubscribe(self, email: str) -> None:
+        """At once in the store (no more mail); the YAML line goes in the background, waited for a moment only."""
         with self.service() as service:
-            service.unsubscribe(email)
+            service.unsubscribe(email, wait=UNSUBSCRIBE_WAIT)
 
     async def stylesheet(self, request: Request) -> Response:
         source, _, _ = self.templates.env.loader.get_source(self.templates.env, "web/style.css")  # type: ignore[union-attr]

@@ -242,3 +242,22 @@ def test_a_second_send_on_the_same_database_is_refused_with_one_line_and_exit_4(
     assert result.output.strip().splitlines()[-1] == f"error: another newsletter send is running (lock {tmp_path / 'state.db.lock'})"
     assert "Traceback" not in result.output and smtp.messages == []
     assert run(["send"], env).exit_code == 0 and len(smtp.messages) == 2, "once the lock is free, the send goes ahead"
+
+
+def test_a_reader_whose_mail_cannot_be_built_fails_alone_and_everyone_else_is_mailed(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`check` refuses such a name in subscribers.yaml; a config that reaches `send` another way still cannot stop the others."""
+    import dataclasses
+
+    smtp, env = setup
+    settings = environment.load(env, dotenv=tmp_path / "none")
+    conf = config_mod.load(tmp_path / "subscribers.yaml")
+    eve = dataclasses.replace(conf.subscribers[0], name="Eve\r\nBcc: everyone@example.org")
+    conf = dataclasses.replace(conf, subscribers=(eve, *conf.subscribers[1:]))
+    with Store(settings.db) as store:
+        pipeline.fetch(conf, settings, store)
+        report = pipeline.send(conf, settings, store, transport(settings.smtp, settings.outbox, settings.pool, settings.dkim))
+        rows = {r.subscriber: r for r in store.deliveries()}
+    assert [(o.email, o.status) for o in report.outcomes] == [("ada@example.org", "failed"), ("bob@example.org", "sent")]
+    assert rows["ada@example.org"].status == "failed" and "cannot build this reader's mail" in (rows["ada@example.org"].last_reply or "")
+    assert [m["To"].addresses[0].addr_spec for m in smtp.messages] == ["bob@example.org"]
+    assert all("Bcc" not in str(m) for m in smtp.messages)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dkim
 
+from newsletter.errors import EnvError
+
 # Headers the DKIM signature covers; RFC 8058 §4 asks for both List-Unsubscribe headers, which dkimpy leaves out by default.
 SIGNED_HEADERS = (
     b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
@@ -45,7 +47,11 @@ class Signer:
         """The signer these settings describe, its key read now; None when there are none (no DKIM)."""
         if settings is None:
             return None
-        return cls(settings.selector, settings.domain, settings.private_key_path.read_bytes())
+        try:
+            key = settings.private_key_path.read_bytes()
+        except OSError as exc:
+            raise EnvError(f"DKIM_PRIVATE_KEY_PATH {settings.private_key_path}: {exc.strerror or exc}") from None
+        return cls(settings.selector, settings.domain, key)
 
     def sign(self, data: bytes) -> bytes:
         signature: bytes = dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=signed_headers(data))

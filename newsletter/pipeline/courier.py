@@ -106,8 +106,21 @@ class Courier:
                 self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
                 self.report.add(Outcome(subscriber.email, 0, "failed", reply))
             return
-        row = _Row(edition, subscriber, digest.count, self.letters.make(subscriber, digest))
-        self._dispatch(row, None if plan is None else (digest.covered_ids, plan))
+        try:
+            letter = self.letters.make(subscriber, digest)
+        except ValueError as exc:  # InvalidInput and the email package's header errors: this reader's values cannot go into a mail
+            self._unsendable(edition, subscriber, digest, plan, f"cannot build this reader's mail: {exc}")
+            return
+        self._dispatch(_Row(edition, subscriber, digest.count, letter), None if plan is None else (digest.covered_ids, plan))
+
+    def _unsendable(self, edition: str, subscriber: Subscriber, digest: Digest, plan: datetime | None, reply: str) -> None:
+        """One reader whose mail cannot be built fails alone, recorded so `status` names them; the others are mailed."""
+        with self.store.transaction():
+            planned = plan is None or self.store.plan_delivery(edition, subscriber.email, digest.covered_ids, plan)
+            if planned and self.store.claim(edition, subscriber.email) is not None:
+                self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
+                self.report.add(Outcome(subscriber.email, digest.count, "failed", reply))
+        log.warning("failed %s: %s", subscriber.email, reply)
 
     def finish(self) -> None:
         """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ class Database:
         try:
             with self.failures():
                 self.db.row_factory = sqlite3.Row
-                self.db.execute("PRAGMA journal_mode=WAL")
+                _wal(self.db, timeout)
                 self.db.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL mode can lose committed ledger writes on power loss
                 migrate(self.db, str(self.path))
         except BaseException:
@@ -130,3 +131,17 @@ def _describe(exc: sqlite3.Error, path: Path, timeout: float) -> str:
     else:
         hint = type(exc).__name__
     return f"the state database {path} failed: {text} ({hint})"
+
+
+def _wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL, waiting as a busy handler would: SQLite answers "database is locked" at once, without its busy
+    handler, when two connections (the daemon and the web app starting together) switch a new file at the same moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

@@ -101,26 +101,25 @@ class Courier:
     def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None, plan: datetime | None = None) -> None:
         """Send one row: an existing one, or with `plan` a new row for this digest, recorded and claimed in one transaction."""
         if digest is None:
-            if self.store.claim(edition, subscriber.email) is not None:
-                reply = "nothing left to send: the papers are no longer stored"
-                self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
-                self.report.add(Outcome(subscriber.email, 0, "failed", reply))
+            self._fail_alone(edition, subscriber, 0, None, "nothing left to send: the papers are no longer stored")
             return
+        planned = None if plan is None else (digest.covered_ids, plan)
         try:
             letter = self.letters.make(subscriber, digest)
         except ValueError as exc:  # InvalidInput and the email package's header errors: this reader's values cannot go into a mail
-            self._unsendable(edition, subscriber, digest, plan, f"cannot build this reader's mail: {exc}")
+            self._fail_alone(edition, subscriber, digest.count, planned, f"cannot build this reader's mail: {exc}")
             return
-        self._dispatch(_Row(edition, subscriber, digest.count, letter), None if plan is None else (digest.covered_ids, plan))
+        self._dispatch(_Row(edition, subscriber, digest.count, letter), planned)
 
-    def _unsendable(self, edition: str, subscriber: Subscriber, digest: Digest, plan: datetime | None, reply: str) -> None:
-        """One reader whose mail cannot be built fails alone, recorded so `status` names them; the others are mailed."""
+    def _fail_alone(self, edition: str, subscriber: Subscriber, papers: int, plan: tuple[list[str], datetime] | None, reply: str) -> None:
+        """A row that cannot be sent fails on its own, recorded so `status` names it (with `plan`, the new row is
+        recorded first); the others are mailed."""
         with self.store.transaction():
-            planned = plan is None or self.store.plan_delivery(edition, subscriber.email, digest.covered_ids, plan)
+            planned = plan is None or self.store.plan_delivery(edition, subscriber.email, *plan)
             if planned and self.store.claim(edition, subscriber.email) is not None:
                 self.store.mark_failed(edition, subscriber.email, reply, hard=False, pause_after=self.env.pause_after_failures)
-                self.report.add(Outcome(subscriber.email, digest.count, "failed", reply))
-        log.warning("failed %s: %s", subscriber.email, reply)
+                self.report.add(Outcome(subscriber.email, papers, "failed", reply))
+                log.warning("failed %s: %s", subscriber.email, reply)
 
     def finish(self) -> None:
         """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""

@@ -48,6 +48,11 @@ class World:
     env: dict[str, str]
     emails: list[str]
 
+    @property
+    def command(self) -> list[str]:
+        """`newsletter send` as its own process, for tests that signal or kill it."""
+        return [sys.executable, "-m", "newsletter", "--config", str(self.folder / "subscribers.yaml"), "send"]
+
     def send(self, **extra: str) -> Result:
         return CliRunner().invoke(cli, ["--config", str(self.folder / "subscribers.yaml"), "send"], env={**self.env, **extra}, catch_exceptions=False)
 
@@ -287,7 +292,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_duplicates_only_uncertain_ro
     with SMTPServer() as server:
         world = make_world(tmp_path, server, 500)
         env = {**os.environ, **world.env, "SMTP_CONNECTIONS": "4"}
-        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        command = world.command
         rng = random.Random(6)
         kills = [("seconds", rng.uniform(0.05, 0.6))] + [("arrivals", n) for n in sorted(rng.sample(range(10, 490), 4))]
         killed_running = 0
@@ -335,7 +340,7 @@ def test_sigkill_in_the_retry_phase_leaves_no_more_rows_uncertain_than_connectio
     with SMTPServer() as server:
         world = make_world(tmp_path, server, 300)
         env = {**os.environ, **world.env, "SMTP_CONNECTIONS": str(connections), "SMTP_MAX_ATTEMPTS": "10"}
-        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        command = world.command
         left_sending = []
         for kill_at in kills:
             server.sink.reply = greylisting()  # a fresh greylist refuses every first try, so each run mails everyone from its retry phase
@@ -369,7 +374,7 @@ def test_sigterm_stops_a_send_after_the_messages_in_flight_and_the_next_send_fin
     with SMTPServer() as server:
         world = make_world(tmp_path, server, 300)
         env = {**os.environ, **world.env, "SMTP_CONNECTIONS": "4"}
-        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        command = world.command
         for moment in (40, 140, 240):
             proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             while proc.poll() is None and server.sink.count() < moment:
@@ -395,7 +400,7 @@ def test_a_crash_loop_on_one_row_mails_that_reader_at_most_twice(tmp_path: Path)
     with SMTPServer() as server:
         world = make_world(tmp_path, server, 1)
         env = {**os.environ, **world.env}
-        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        command = world.command
         codes = []
         for _ in range(4):
             proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -416,8 +421,7 @@ def test_a_crash_loop_on_one_row_mails_that_reader_at_most_twice(tmp_path: Path)
 
 
 def _send_process(world: World, **extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "newsletter", "--config", str(world.folder / "subscribers.yaml"), "send"]
-    return subprocess.run(command, cwd=world.folder, env={**os.environ, **world.env, **extra}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(world.command, cwd=world.folder, env={**os.environ, **world.env, **extra}, capture_output=True, text=True, timeout=120)
 
 
 def test_a_corrupt_state_database_is_one_line_and_exit_6_with_nothing_sent(world: World) -> None:
@@ -494,7 +498,7 @@ def test_chaos_sigkill_at_random_moments_against_refusing_and_dropping_servers_l
 
         server.sink.drop_after_data = drop_once(dropped)
         env = {**os.environ, **world.env, "SMTP_CONNECTIONS": str(connections), "SMTP_MAX_ATTEMPTS": "30"}
-        command = [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "subscribers.yaml"), "send"]
+        command = world.command
         kills = [("seconds", rng.uniform(0.3, 1.0)), ("retry phase", 60)] + [("arrivals", k) for k in rng.sample(range(20, 200), 3)]
         interruptions = 0
         started_all = time.monotonic()

@@ -217,27 +217,3 @@ def test_a_lock_held_past_the_timeout_raises_storage_error_and_leaves_no_transac
         other.close()
         assert not store.db.in_transaction
         assert store.plan_delivery("e1", "a@x.org", ["p1"])
-
-
-def test_two_processes_creating_the_database_together_both_open_it(tmp_path: Path) -> None:
-    """The daemon and the web app starting at once on a new file: SQLite refuses one of two simultaneous switches to
-    WAL at once, without waiting, so the store waits and tries again (this failed about one time in fifteen)."""
-    import threading
-
-    failures: list[BaseException] = []
-    for n in range(60):
-        start = threading.Barrier(2)
-
-        def open_store(path: Path = tmp_path / f"{n}.db", start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                Store(path).close()
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=open_store) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert failures == []

@@ -88,10 +88,9 @@ class Stationery:
     def __init__(self, sender: Address, subject: str, list_id: str, text: str, html: str, placeholders: Iterable[str], now: datetime | None = None) -> None:
         self.sender = sender
         self.date = now or datetime.now(UTC)
-        self.text, self.html = text, html
         names = sorted(placeholders, key=len, reverse=True)  # longest first, should one contain another
         assert names, "stationery without placeholders is one message: build it with build_message"
-        self.pattern = re.compile("|".join(map(re.escape, names)))
+        pattern = re.compile("|".join(map(re.escape, names)))
         head, middle, tail = _skeleton(str(sender), list_id)
         head = head.replace(_SUBJECT_LINE, _header_line("Subject", subject), 1).replace(_DATE_LINE, _header_line("Date", format_datetime(self.date)), 1)
         self.chunks: list[bytes] = []  # the message cut at the placeholders
@@ -99,7 +98,7 @@ class Stationery:
         chunk = head
         for body, after in ((text, middle), (html, tail)):
             body = _lf_lines(body)
-            for piece, slot in zip(self.pattern.split(body), [*self.pattern.findall(body), None], strict=True):
+            for piece, slot in zip(pattern.split(body), [*pattern.findall(body), None], strict=True):
                 if slot is None:
                     chunk += _qp(piece.encode("utf-8")) + after
                 else:
@@ -125,10 +124,6 @@ class Stationery:
         if signer is not None:
             data = signer.sign(data)
         return Letter(self.sender.addr_spec, headers.to.addr_spec, message_id, data)
-
-    def fill(self, content: str, values: Mapping[str, str]) -> str:
-        """`content` with the placeholders replaced, in one pass: what a reader's part says once decoded."""
-        return self.pattern.sub(lambda m: values[m.group()], content)
 
 
 @lru_cache(maxsize=8)

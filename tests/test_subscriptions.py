@@ -67,6 +67,32 @@ def test_a_write_by_someone_not_taking_the_lock_is_never_overwritten(yaml_file: 
     assert yaml_file.read_text(encoding="utf-8") == edited_by_hand
 
 
+def test_a_save_landing_while_an_edit_is_written_to_disk_is_seen_before_anything_is_renamed(yaml_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = yaml_file.read_text(encoding="utf-8").replace("max_papers_per_topic: 8", "max_papers_per_topic: 9")
+    real_fsync, real_exchange = os.fsync, edit._exchange
+    exchanges: list[object] = []
+
+    def fsync_while_someone_saves(fd: int) -> None:  # the slow part of a write: a hand save (temp file + rename) lands
+        real_fsync(fd)
+        if not exchanges and "max_papers_per_topic: 9" not in yaml_file.read_text(encoding="utf-8"):
+            tmp = yaml_file.with_name("saved.tmp")
+            tmp.write_text(saved, encoding="utf-8")
+            os.replace(tmp, yaml_file)
+
+    def counted_exchange(a: Any, b: Any) -> bool:
+        exchanges.append(a)
+        return real_exchange(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync_while_someone_saves)
+    monkeypatch.setattr(edit, "_exchange", counted_exchange)
+    assert SubscriberFile(yaml_file).remove("grace@example.org")
+
+    after = load(yaml_file)
+    assert after.settings.max_papers_per_topic == 9 and after.subscriber("grace@example.org") is None, "redone on the saved file"
+    assert len(exchanges) == 1, "only the redone edit was swapped in: the spoilt one was caught before its rename, never shown to a reader"
+    assert not [p for p in yaml_file.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_concurrent_web_subscribes_and_hand_edits_all_survive(yaml_file: Path) -> None:
     rounds = 15
     lock = FileLock(str(yaml_file) + ".lock")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import itsdangerous.timed
 import pytest
@@ -24,6 +25,7 @@ from support.smtpserver import SMTPServer
 
 from newsletter import environment, pipeline
 from newsletter.cli import cli
+from newsletter.config import edit
 from newsletter.config.load import load
 from newsletter.environment import Env
 from newsletter.mail import tokens
@@ -631,6 +633,32 @@ def test_parallel_confirmations_and_hand_saves_every_tenth_of_a_second_lose_noth
         assert lost_readers == []
         assert lost_notes == [] and len(notes) > 10
         assert text.startswith("# Hand-written header comment: keep me.\n") and 'send_at: "07:00"   # quoted on purpose' in text
+
+
+def test_a_confirmation_whose_every_edit_meets_a_hand_save_is_added_by_the_keeper(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edit, "ATTEMPTS", 1)  # the confirmation's own edit gets one try, and a hand save spoils it
+    real = edit._append_text
+    calls: list[str] = []
+
+    def append_while_someone_saves(*args: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            saved = site.yaml().replace("  # the founders\n", "  # the founders\n  # saved by hand\n")
+            tmp = site.config_path.with_name("saved.tmp")
+            tmp.write_text(saved, encoding="utf-8")
+            os.replace(tmp, site.config_path)
+        return real(*args)
+
+    monkeypatch.setattr(edit, "_append_text", append_while_someone_saves)
+    assert subscribe(site, "late@example.com", ["agents"]).status_code == 200
+    confirm = link(site.mails_to("late@example.com")[0], "confirm")
+    done = site.client.post(confirm, data={"csrf": csrf(site.client.get(confirm).text)})
+
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert calls[0] != calls[-1] and calls[-1].startswith("newsletter-keeper"), "the keeper made the edit the confirmation could not"
+    config = load(site.config_path)
+    assert config.subscriber("late@example.com") is not None
+    assert "  # saved by hand\n" in site.yaml(), "the hand save is kept"
 
 
 @pytest.mark.slow

@@ -255,8 +255,6 @@ class SubscriberFile:
     def _commit(self, before: Snapshot, text: str) -> None:
         """Under the lock: replace the file with `text` if it still holds `before`; else raise _Changed and write nothing."""
         with self.lock:
-            if self.snapshot().digest != before.digest:
-                raise _Changed
             _atomic_write(self.path, text, expect=before.digest)
 
 
@@ -448,8 +446,10 @@ def _flow(items: tuple[str, ...]) -> CommentedSeq:
 def _atomic_write(path: Path, text: str, expect: bytes | None = None) -> None:
     """Write beside the file and rename over it, so a reader sees the old or the new file, never half.
 
-    With `expect`, the rename is an exchange where the system has one: the file it displaced must have that digest,
-    else a save landed between the caller's check and the rename, and it is put back (raising _Changed)."""
+    With `expect`, the file must still have that digest (else _Changed, and nothing is written). It is compared only
+    once the new content is on disk, right before the rename, so a save by someone who does not take the lock can
+    land in between only within a few system calls. The rename is an exchange where the system has one: the file it
+    displaced must have that digest too, else such a save did land, and it is put back (raising _Changed)."""
     mode = path.stat().st_mode & 0o7777
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -458,10 +458,17 @@ def _atomic_write(path: Path, text: str, expect: bytes | None = None) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
+        checked = None
+        if expect is not None:
+            with path.open("rb") as fh:
+                checked = os.fstat(fh.fileno()).st_ino
+                if _digest(fh.read()) != expect:
+                    raise _Changed
         if expect is None or not _exchange(tmp, path):
             os.replace(tmp, path)
             return
-        if _digest(Path(tmp).read_bytes()) == expect:
+        # A different file displaced is put back after one stat, so another writer's reader barely sees ours meanwhile.
+        if os.stat(tmp).st_ino == checked and _digest(Path(tmp).read_bytes()) == expect:
             Path(tmp).unlink()
             return
         _exchange(tmp, path)  # their save back in place; ours is at tmp, unless yet another save came in that instant

@@ -115,9 +115,14 @@ class Service:
 
         The pending row is used up only once they are in the file, so a write that fails (after its retries on a
         file that kept changing) leaves them pending and the link working: nobody is told they are subscribed
-        unless they are in the file. For REASSERT afterwards the keeper puts them back should a save made on an
-        older copy of the file drop them (it is waited for here when that happens at once)."""
-        self.file.add(pending.email, pending.choice)
+        unless they are in the file. When the file is saved over on every attempt, the keeper adds them instead
+        (one edit for every confirmation waiting, which a busy file cannot starve as fifty separate ones can) and
+        this waits for it. For REASSERT afterwards the keeper puts them back should a save made on an older copy
+        of the file drop them (it is waited for here too when that happens at once)."""
+        try:
+            self.file.add(pending.email, pending.choice)
+        except ConcurrentEdit:  # saved over on every attempt: the keeper adds them with everyone else waiting, in one edit
+            log.info("%s kept changing; handing %s to the keeper", self.config_path, pending.email)
         self.store.remember_confirmed(pending.email, pending.choice)  # from here on the keeper keeps them in the file
         k = keeper(self.config_path, self.store.path)
         config = self.file.load()

@@ -44,6 +44,12 @@ def test_demo_writes_one_digest_per_sample_subscriber_grouped_by_their_topics(tm
         assert headings and set(headings) <= set(allowed), (subscriber.email, headings)
         assert headings == [t for t in allowed if t in headings], "sections follow the subscriber's topic order"
 
+    viewer = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith('python3 -c "import email'))
+    shown = subprocess.run(["bash", "-c", viewer], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("==> outbox/") == len(files), "the README's viewer prints every mail"
+    assert "== " in shown.stdout and "Content-Transfer-Encoding" not in shown.stdout, "as text, not base64 or MIME"
+
     again = subprocess.run(
         [sys.executable, "-m", "newsletter", "--config", str(ROOT / "subscribers.yaml"), "send"],
         cwd=tmp_path,

@@ -51,6 +51,23 @@ def test_removing_someone_in_the_middle_keeps_comments_quotes_and_order(yaml_fil
     assert after == original.replace(grace, "")
 
 
+def test_unsubscribing_takes_the_comment_about_that_reader_and_leaves_a_groups_heading(yaml_file: Path) -> None:
+    rosalind = "  - email: rosalind@example.org\n"
+    commented = (
+        yaml_file.read_text(encoding="utf-8")
+        .replace("  - email: ada@example.org\n", "  # the founders\n  - email: ada@example.org\n")
+        .replace(rosalind, "\n  # Rosalind, met at the workshop\n  # (ask her about folding)\n" + rosalind)
+    )
+    yaml_file.write_text(commented, encoding="utf-8")
+    assert SubscriberFile(yaml_file).remove("rosalind@example.org")
+    assert SubscriberFile(yaml_file).remove("ada@example.org")
+    after = yaml_file.read_text(encoding="utf-8")
+    assert "met at the workshop" not in after and "ask her about folding" not in after, "the comment about her went with her"
+    assert "  # the founders\n  - email: grace@example.org\n" in after, "the heading of a group stays while someone in it does"
+    assert not after.endswith("\n\n")
+    assert load(yaml_file).subscriber("grace@example.org") is not None
+
+
 def test_an_edit_that_would_make_the_file_invalid_is_refused_and_nothing_is_written(yaml_file: Path) -> None:
     original = yaml_file.read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown topic 'no-such-topic'"):
@@ -189,6 +206,10 @@ def test_preferences_change_only_what_changed(yaml_file: Path) -> None:
     assert "keywords" not in text.split("ada@example.org")[1].split("- email")[0], "an emptied list goes"
     ada = load(yaml_file).subscriber("ada@example.org")
     assert ada is not None and (ada.topics, ada.frequency, ada.day, ada.paused) == (("hf-top",), "weekly", "friday", True)
+
+    later = dataclasses.replace(paused, send_at=time(17, 15))
+    SubscriberFile(yaml_file).update("ada@example.org", later, config.settings)
+    assert '    send_at: "17:15"\n' in yaml_file.read_text(encoding="utf-8"), "a changed time is quoted: YAML 1.1 reads a bare 17:15 as the number 1035"
 
 
 def test_a_confirmation_is_valid_for_48_hours_once_and_only_the_latest(tmp_path: Path) -> None:

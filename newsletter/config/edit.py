@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import hashlib
 import io
+import itertools
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from newsletter.config.load import load_snapshot, parse, read
 from newsletter.errors import ConcurrentEdit, ConfigError, NewsletterError
@@ -172,6 +174,8 @@ class SubscriberFile:
                     continue
                 if value == default:
                     entry.pop(key, None)
+                elif key == "send_at":  # quoted, as YAML 1.1 readers (PyYAML) take 07:15 for a number of minutes
+                    entry[key] = DoubleQuotedScalarString(value)
                 else:
                     entry[key] = _flow(value) if isinstance(value, tuple) else value
             return True
@@ -318,6 +322,36 @@ class _Block:
     def text(self) -> str:
         return "".join(self.lines[self.start : self.end]).lower()
 
+    def orphaned(self, drop: set[int]) -> set[int]:
+        """The comment lines right above a run of adjacent entries that are all being dropped: they spoke of those.
+
+        A comment above entries that stay (a group's heading: "# the founders") stays with them; one indented
+        deeper than the dashes belongs to the entry above it."""
+        orphans: set[int] = set()
+        starts = {i for i, _ in self.entries}
+        for i in sorted(starts):
+            heading = list(itertools.takewhile(self._comment, range(i - 1, self.start - 1, -1)))
+            if not heading:
+                continue  # an entry's last line, a blank line or `subscribers:` right above
+            run, j = [], i
+            while j in starts:
+                run.append(j)
+                j = self.extent(j)[-1] + 1
+            if all(k in drop for k in run):
+                orphans.update(heading)
+                top = heading[-1]  # and the blank line that set them apart, so no two are left in a row
+                blank_after = j >= self.end or not self.lines[j].strip()
+                if top > self.start and not self.lines[top - 1].strip() and blank_after:
+                    orphans.add(top - 1)
+                elif top == self.start and j < self.end and blank_after:
+                    orphans.add(j)
+        return orphans
+
+    def _comment(self, k: int) -> bool:
+        """Whether line k is a comment at the dashes' indentation or left of it (not inside the entry above)."""
+        line = self.lines[k]
+        return line.lstrip().startswith("#") and len(line) - len(line.lstrip(" ")) <= self.indent
+
 
 def _block(text: str) -> _Block | None:
     """The subscribers list if every item in it is a plain `- email: X` entry at one indentation; else None."""
@@ -357,6 +391,7 @@ def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | N
         removed.add(email)
     if len(removed) == len(block.entries):  # `subscribers:` with nothing under it is null, not a list
         return None
+    drop.update(block.orphaned(drop))
     return "".join(line for k, line in enumerate(block.lines) if k not in drop), removed
 
 

@@ -45,7 +45,12 @@ def m004_link_versions(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions]
+def m005_papers_updated(db: sqlite3.Connection) -> None:
+    """papers_updated: the public pages pick up only the papers added or merged since they last looked."""
+    db.execute("CREATE INDEX IF NOT EXISTS papers_updated ON papers(updated)")
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_papers_updated]
 
 
 def version(db: sqlite3.Connection) -> int:

@@ -27,6 +27,15 @@ class StoredPaper:
     first_seen: datetime
 
 
+@dataclass(frozen=True)
+class ChangedPaper:
+    """A paper as the public pages list it: when it was first seen, and when its row last changed (their watermark)."""
+
+    paper: Paper
+    first_seen: datetime
+    updated: str  # ISO timestamp as stored: compared as text, never parsed
+
+
 class Papers(Database):
     """papers."""
 
@@ -60,6 +69,13 @@ class Papers(Database):
         """Papers first fetched (or revised) at or after `since`, newest first."""
         rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ?1 OR revised >= ?1 ORDER BY first_seen DESC, id", (since.isoformat(),))
         return [StoredPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"])) for r in rows]
+
+    def papers_changed_since(self, updated: str = "") -> list[ChangedPaper]:
+        """Papers added or merged at or after `updated` (an earlier answer's latest `updated`; "" for every paper), oldest change first.
+
+        At or after, not after: a change stamped with the same instant in a later transaction is not missed (callers dedupe by id)."""
+        rows = self.db.execute("SELECT data, first_seen, updated FROM papers WHERE updated >= ? ORDER BY updated", (updated,))
+        return [ChangedPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"]), r["updated"]) for r in rows]
 
     def papers_by_id(self, ids: Iterable[str]) -> list[Paper]:
         """Papers in the order asked, skipping unknown ids."""

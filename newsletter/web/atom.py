@@ -39,10 +39,13 @@ def atom(topic: Topic, papers: Sequence[tuple[Listed, Paper]], feed_url: str, pa
         item.published(entry.when)
         for name in paper.authors[:MAX_AUTHORS]:
             item.author(name=_text(name))
-        for i, (label, url) in enumerate(paper_links(paper)):
-            item.link(href=url, rel="alternate" if i == 0 else "related", title=label)
-        if paper.abstract:
+        links = paper_links(paper)
+        if links:  # one link only: feedgen 1.0 writes an entry's links without their rel, so every one would be an alternate
+            item.link(href=links[0][1])
+        if links and paper.abstract:
             item.summary(_text(paper.abstract))
+        elif not links:  # an entry without a link must carry its content (RFC 4287 4.1.1)
+            item.content(_text(paper.abstract or paper.title or paper.id), type="text")
     xml: bytes = fg.atom_str(pretty=True)
     return xml
 

@@ -81,7 +81,7 @@ def test_the_front_page_lists_the_newest_papers_under_the_subscribe_form(site: S
     form, first_card = html.index('<form method="post" action="/">'), html.index('class="paper')
     assert form < first_card, "the subscribe form comes first"
     days = re.findall(r'<h2 class="date">([^<]+)</h2>', html)
-    assert days[:3] == ["1 Aug 2026", "30 Jul 2026", "29 Jul 2026"], "newest day first, the latest three days"
+    assert days == ["1 Aug 2026", "30 Jul 2026"], "newest day first, the latest two days"
     assert any(t.startswith("Qwen-UI-Agent Technical Report") for t in cards(html)) and "Hanzhang Zhou, Panrong Tong, Xu Zhang, Quyu Kong et al." in html, (
         "title and authors"
     )
@@ -89,6 +89,8 @@ def test_the_front_page_lists_the_newest_papers_under_the_subscribe_form(site: S
     assert '<p class="abstract">GUI <mark>agents</mark> have the potential' in html, "an abstract snippet with the matched words marked"
     assert '<a href="https://arxiv.org/pdf/2607.28227">PDF</a>' in html, "the card's links"
     assert hrefs(html, "/topics/agents/2026-07-30"), "each day's topic links to that day's topic page"
+    assert len(re.findall(r'<tr><td class="paper', html.split("30 Jul 2026")[1])) == 5, "five papers of a topic a day on the front page"
+    assert '<a href="/topics/agents/2026-07-30">All 10 papers in LLM agents on 30 Jul 2026</a>' in html, "and a link to the rest"
     assert re.search(r'<link rel="alternate" type="application/atom\+xml" title="LLM agents" href="/topics/agents.atom">', html)
 
     answer = subscribe(site, "reader@example.org", ["agents"])
@@ -101,7 +103,7 @@ def test_the_front_page_without_topics_lists_every_stored_paper(site: Site) -> N
     site.config_path.write_text(text[: text.index("\ntopics:\n")] + "\ntopics: {}\nsubscribers: []\n", encoding="utf-8")
     with Store(site.env.db) as store:
         stored = [listed(s.paper, s.first_seen, ()) for s in store.papers_seen_since(LONG_AGO)]
-    latest = sorted({e.day for e in stored}, reverse=True)[:3]
+    latest = sorted({e.day for e in stored}, reverse=True)[:2]
     html = site.client.get("/").text
     assert re.findall(r'<h2 class="date">([^<]+)</h2>', html) == [f"{d.day} {d:%b %Y}" for d in latest]
     assert len(cards(html)) == sum(e.day in latest for e in stored), "every paper of those days, whatever its topic"

@@ -36,11 +36,11 @@ class Listing:
     def __init__(self, topics: Sequence[Topic]) -> None:
         self.topics = tuple(topics)
         self.matcher = Matcher(self.topics)
-        self.watermark = ""  # the latest stored `updated` seen: the store is asked only for what changed since
+        self.watermark = 0  # the store's largest change number seen: it is asked only for what changed since
         self._papers: dict[str, Listed] = {}
         self._days: dict[str, dict[date, set[str]]] = {name: {} for name in [t.name for t in self.topics] + [FRONT]}
 
-    def add(self, paper: Paper, first_seen: datetime, updated: str) -> None:
+    def add(self, paper: Paper, first_seen: datetime, changed: int) -> None:
         """List a paper, or list it again after a merge (its score, and so its topics, may have changed)."""
         old = self._papers.get(paper.id)
         if old is not None:
@@ -51,7 +51,7 @@ class Listing:
         for name in buckets:
             self._days[name].setdefault(entry.day, set()).add(entry.id)
         self._papers[paper.id] = entry
-        self.watermark = max(self.watermark, updated)
+        self.watermark = max(self.watermark, changed)
 
     def days(self, topic: str = FRONT) -> list[date]:
         """The days the topic (or the front page) has papers on, newest first."""

@@ -72,7 +72,7 @@ def create_app(
         Route("/topics/{topic}/{day}", pages.topic, methods=["GET"]),
         Route("/style.css", pages.stylesheet, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=pages.lifespan)
     # Starlette would answer /style.css/ with a redirect built from the client's Host header (to any site it names);
     # every link we hand out is exact, so there is nothing to redirect.
     app.router.redirect_slashes = False

@@ -6,8 +6,9 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from newsletter.errors import (
     ConfigError,
     DeliveryError,
     InvalidInput,
+    NewsletterError,
     RateLimited,
 )
 from newsletter.mail import tokens
@@ -190,6 +192,21 @@ class Pages:
         with Store(self.env.db, self.env.db_timeout) as store:
             xml = self.public.feed(store, config, topic, Links(), self.env.base_url)
         return conditional(request, xml, "application/atom+xml; charset=utf-8", PUBLIC_CACHE)
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """At start-up, build the public listing in the background; a request that comes first waits for it."""
+        threading.Thread(target=self._warm, name="newsletter-listing", daemon=True).start()
+        yield
+
+    def _warm(self) -> None:
+        try:
+            config = SubscriberFile(self.config_path).load()
+            if config.settings.public_pages:
+                with Store(self.env.db, self.env.db_timeout) as store:
+                    self.public.warm(store, config)
+        except NewsletterError as exc:  # the first request meets it again and answers for it
+            log.warning("the public listing could not be built at start-up: %s", exc)
 
     def _public_config(self, request: Request) -> Config | Response:
         """The config, or the answer when there is no public listing to show (turned off: 404; unreadable: 503)."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+from cachetools import LRUCache
 
 from newsletter.mail.render import Renderer
 from newsletter.model.config import Config
@@ -23,10 +25,11 @@ from newsletter.model.topics import Topic
 from newsletter.storage.store import Store
 from newsletter.web.atom import atom
 
-FRONT_DAYS = 3  # days the front page shows
-FRONT_PER_TOPIC = 10  # papers per topic and day on the front page; the topic's page has the rest
+FRONT_DAYS = 2  # days the front page shows
+FRONT_PER_TOPIC = 5  # papers per topic and day on the front page (about 100 KB with a dozen topics); the topic's page has the rest
 FRONT_WITHOUT_TOPICS = 100  # papers per day on the front page of an installation with no topics (no topic page to send the rest to)
 FEED_ENTRIES = 50
+CACHED_PAPERS = 8192  # papers kept decoded and marked for the pages: a few days of every topic
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -95,6 +98,8 @@ class PublicSite:
         self.renderer = renderer
         self._lock = threading.Lock()
         self._listing: Listing | None = None
+        # Papers shown lately, by (id, the topic whose page shows them; None on the front page), with their card's entry.
+        self._papers: LRUCache[tuple[str, str | None], tuple[Listed, Paper, Entry | None]] = LRUCache(CACHED_PAPERS)
 
     def _refresh(self, store: Store, topics: Sequence[Topic]) -> Listing:
         """The listing for these topics, with every paper added or merged since the last call; rebuilt when the rules change."""
@@ -102,8 +107,13 @@ class PublicSite:
         if listing is None or listing.topics != tuple(topics):
             listing = self._listing = Listing(topics)
         for changed in store.papers_changed_since(listing.watermark):
-            listing.add(changed.paper, changed.first_seen, changed.updated)
+            listing.add(changed.paper, changed.first_seen, changed.changed)
         return listing
+
+    def warm(self, store: Store, config: Config) -> None:
+        """Build the listing now (seconds for tens of thousands of papers) rather than on the first visitor's request."""
+        with self._lock:
+            self._refresh(store, list(config.topics.values()))
 
     def topic(self, config: Config, seg: str) -> Topic | None:
         return next((t for t in config.topics.values() if segment(t.name) == seg), None)
@@ -112,10 +122,9 @@ class PublicSite:
         """The front page: the subscribe form (given its fields; a static export has none), then the latest days' papers."""
         with self._lock:
             listing = self._refresh(store, list(config.topics.values()))
-            days = listing.days()[:FRONT_DAYS]
-            plan = [(day, self._front_shelves(listing, config, day)) for day in days]
-            papers = _papers(store, [e for _, shelves in plan for _, kept, _, _ in shelves for e in kept])
-            shown = [Day(day, tuple(self._shelf(listing, config, t, kept, papers, more, total) for t, kept, more, total in shelves)) for day, shelves in plan]
+            plan = [(day, self._front_shelves(listing, config, day)) for day in listing.days()[:FRONT_DAYS]]
+            self._load(store, [e for _, shelves in plan for _, kept, _, _ in shelves for e in kept])
+            shown = [Day(day, tuple(self._shelf(listing, config, t, kept, more, total) for t, kept, more, total in shelves)) for day, shelves in plan]
             return self._page("web/front.html", links, config, days=shown, **form)
 
     def _front_shelves(self, listing: Listing, config: Config, day: date) -> list[tuple[Topic | None, list[Listed], int, int]]:
@@ -139,8 +148,8 @@ class PublicSite:
             if day is not None and day not in days:
                 return None
             listed = listing.on(day, topic.name) if day else []
-            papers = _papers(store, listed)
-            shelf = self._shelf(listing, config, topic, listed, papers, 0, len(listed), primary=topic.name)
+            self._load(store, listed, topic.name)
+            shelf = self._shelf(listing, config, topic, listed, 0, len(listed), primary=topic.name)
             i = days.index(day) if day else 0
             older = days[i + 1] if i + 1 < len(days) else None
             newer = days[i - 1] if day and i > 0 else None
@@ -151,9 +160,10 @@ class PublicSite:
         with self._lock:
             listing = self._refresh(store, list(config.topics.values()))
             newest = listing.newest(topic.name, FEED_ENTRIES)
-        papers = _papers(store, newest)
+            self._load(store, newest, topic.name)
+            papers = [(e, self._entry(listing, config, e, topic.name).paper) for e in newest if self._cached(e, topic.name)]
         feed_url, page_url = links.absolute(base_url, segment(topic.name))
-        return atom(topic, [(e, papers[e.id]) for e in newest if e.id in papers], feed_url, page_url, base_url)
+        return atom(topic, papers, feed_url, page_url, base_url)
 
     def days(self, store: Store, config: Config, topic: Topic) -> list[date]:
         """Every day the topic has papers on, newest first (what a static export writes a page for)."""
@@ -161,26 +171,33 @@ class PublicSite:
             return self._refresh(store, list(config.topics.values())).days(topic.name)
 
     def _shelf(
-        self,
-        listing: Listing,
-        config: Config,
-        topic: Topic | None,
-        listed: Sequence[Listed],
-        papers: Mapping[str, Paper],
-        more: int,
-        total: int,
-        primary: str | None = None,
+        self, listing: Listing, config: Config, topic: Topic | None, listed: Sequence[Listed], more: int, total: int, primary: str | None = None
     ) -> Shelf:
-        """Cards for these papers: tagged with their other topics and marked with the words that matched, as in the digest."""
-        entries = []
-        for e in listed:
-            paper = papers.get(e.id)
-            if paper is None:
-                continue
+        entries = tuple(self._entry(listing, config, e, primary) for e in listed if self._cached(e, primary))
+        return Shelf(topic, segment(topic.name) if topic else "", entries, more, total)
+
+    def _load(self, store: Store, listed: Sequence[Listed], primary: str | None = None) -> None:
+        """Read from the store the papers of these entries that no card entry is cached for (a paper gone meanwhile stays out)."""
+        missing = [e for e in listed if not self._cached(e, primary)]
+        papers = {p.id: p for p in store.papers_by_id(e.id for e in missing)}
+        for e in missing:
+            if e.id in papers:
+                self._papers[(e.id, primary)] = (e, papers[e.id], None)
+
+    def _cached(self, e: Listed, primary: str | None) -> bool:
+        hit = self._papers.get((e.id, primary))
+        return hit is not None and hit[0] is e  # a changed paper is listed anew, so an older entry of it is never reused
+
+    def _entry(self, listing: Listing, config: Config, e: Listed, primary: str | None) -> Entry:
+        """The card's entry, made once per listed paper: tagged with its other topics and marked with the words that
+        matched, as in the digest (marking is the costly part of a page)."""
+        listed_as, paper, entry = self._papers[(e.id, primary)]
+        if entry is None:
             first = primary or (e.topics[0] if e.topics else None)
             tags = tuple(config.topics[name].title for name in e.topics if name != first and name in config.topics)
-            entries.append(Entry(paper, tags, listing.matcher.marks(paper, e.topics)))
-        return Shelf(topic, segment(topic.name) if topic else "", tuple(entries), more, total)
+            entry = Entry(paper, tags, listing.matcher.marks(paper, e.topics))
+            self._papers[(e.id, primary)] = (listed_as, paper, entry)
+        return entry
 
     def stylesheet(self) -> str:
         """The pages' stylesheet (web/style.css, overridable like every template)."""
@@ -191,7 +208,3 @@ class PublicSite:
         feeds = [(t.title, links.feed(segment(t.name))) for t in config.topics.values()]
         topics = [(t, segment(t.name)) for t in config.topics.values()]
         return self.renderer.template(name).render(context, links=links, card=self.renderer.page_card, feeds=feeds, topic_links=topics)
-
-
-def _papers(store: Store, listed: Sequence[Listed]) -> dict[str, Paper]:
-    return {p.id: p for p in store.papers_by_id(e.id for e in listed)}

@@ -89,7 +89,7 @@ def test_the_front_page_lists_the_newest_papers_under_the_subscribe_form(site: S
     assert '<p class="abstract">GUI <mark>agents</mark> have the potential' in html, "an abstract snippet with the matched words marked"
     assert '<a href="https://arxiv.org/pdf/2607.28227">PDF</a>' in html, "the card's links"
     assert hrefs(html, "/topics/agents/2026-07-30"), "each day's topic links to that day's topic page"
-    assert len(re.findall(r'<tr><td class="paper', html.split("30 Jul 2026")[1])) == 5, "five papers of a topic a day on the front page"
+    assert len(re.findall(r'<tr><td class="paper', html.split('<h2 class="date">30 Jul 2026</h2>')[1])) == 5, "five papers of a topic a day on the front page"
     assert '<a href="/topics/agents/2026-07-30">All 10 papers in LLM agents on 30 Jul 2026</a>' in html, "and a link to the rest"
     assert re.search(r'<link rel="alternate" type="application/atom\+xml" title="LLM agents" href="/topics/agents.atom">', html)
 

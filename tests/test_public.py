@@ -268,3 +268,13 @@ def test_archive_errors_are_one_line(site: Site, tmp_path: Path) -> None:
     site.config_path.write_text(site.yaml().replace("settings:\n", "settings:\n  public_pages: false\n", 1), encoding="utf-8")
     result = CliRunner().invoke(cli, ["archive", "--out", str(tmp_path / "x")], env=site.environ)
     assert result.exit_code == 1 and "settings.public_pages is false" in result.output
+
+
+def test_a_topic_whose_name_is_not_a_plain_path_segment_gets_one(site: Site) -> None:
+    text = site.yaml().replace("\n  agents:\n", '\n  "agents/../tools":\n').replace("[trending, agents]", '[trending, "agents/../tools"]')
+    site.config_path.write_text(text, encoding="utf-8")
+    front = site.client.get("/").text
+    (link,) = set(hrefs(front, r"/topics/t-[0-9a-f]{12}"))
+    page = site.client.get(link)
+    assert page.status_code == 200 and "<h1>LLM agents</h1>" in page.text
+    assert site.client.get(link + ".atom").status_code == 200

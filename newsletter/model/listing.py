@@ -61,6 +61,9 @@ class Listing:
         """The topic's papers of one day, best first (as the digest ranks them)."""
         return sorted((self._papers[i] for i in self._days[topic].get(day, ())), key=lambda e: e.rank)
 
+    def count(self, day: date, topic: str = FRONT) -> int:
+        return len(self._days[topic].get(day, ()))
+
     def newest(self, topic: str, limit: int) -> list[Listed]:
         """The topic's most recent papers, newest first: what its feed carries."""
         out: list[Listed] = []

@@ -20,7 +20,6 @@ from newsletter.mail.render import Renderer
 from newsletter.model.config import Config
 from newsletter.model.digest import Entry
 from newsletter.model.listing import Listed, Listing
-from newsletter.model.paper import Paper
 from newsletter.model.topics import Topic
 from newsletter.storage.store import Store
 from newsletter.web.atom import atom
@@ -29,7 +28,7 @@ FRONT_DAYS = 2  # days the front page shows
 FRONT_PER_TOPIC = 5  # papers per topic and day on the front page (about 100 KB with a dozen topics); the topic's page has the rest
 FRONT_WITHOUT_TOPICS = 100  # papers per day on the front page of an installation with no topics (no topic page to send the rest to)
 FEED_ENTRIES = 50
-CACHED_PAPERS = 8192  # papers kept decoded and marked for the pages: a few days of every topic
+CACHED_ENTRIES = 8192  # papers kept decoded and marked for the pages: a few days of every topic
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -98,8 +97,8 @@ class PublicSite:
         self.renderer = renderer
         self._lock = threading.Lock()
         self._listing: Listing | None = None
-        # Papers shown lately, by (id, the topic whose page shows them; None on the front page), with their card's entry.
-        self._papers: LRUCache[tuple[str, str | None], tuple[Listed, Paper, Entry | None]] = LRUCache(CACHED_PAPERS)
+        # Card entries of the papers shown lately, by (id, the topic whose page shows them; None on the front page).
+        self._entries_made: LRUCache[tuple[str, str | None], tuple[Listed, Entry]] = LRUCache(CACHED_ENTRIES)
 
     def _refresh(self, store: Store, topics: Sequence[Topic]) -> Listing:
         """The listing for these topics, with every paper added or merged since the last call; rebuilt when the rules change."""
@@ -123,8 +122,7 @@ class PublicSite:
         with self._lock:
             listing = self._refresh(store, list(config.topics.values()))
             plan = [(day, self._front_shelves(listing, config, day)) for day in listing.days()[:FRONT_DAYS]]
-            self._load(store, [e for _, shelves in plan for _, kept, _, _ in shelves for e in kept])
-            shown = [Day(day, tuple(self._shelf(listing, config, t, kept, more, total) for t, kept, more, total in shelves)) for day, shelves in plan]
+            shown = [Day(day, tuple(self._shelf(store, listing, config, t, kept, more, total) for t, kept, more, total in shelves)) for day, shelves in plan]
             return self._page("web/front.html", links, config, days=shown, **form)
 
     def _front_shelves(self, listing: Listing, config: Config, day: date) -> list[tuple[Topic | None, list[Listed], int, int]]:
@@ -132,11 +130,14 @@ class PublicSite:
         listed = listing.on(day)
         if not config.topics:
             return [(None, listed[:FRONT_WITHOUT_TOPICS], max(0, len(listed) - FRONT_WITHOUT_TOPICS), len(listed))]
+        firsts: dict[str, list[Listed]] = {}
+        for e in listed:
+            firsts.setdefault(e.topics[0], []).append(e)
         out: list[tuple[Topic | None, list[Listed], int, int]] = []
         for topic in config.topics.values():
-            mine = [e for e in listed if e.topics[0] == topic.name]
+            mine = firsts.get(topic.name, [])
             if mine:
-                out.append((topic, mine[:FRONT_PER_TOPIC], len(mine) - min(len(mine), FRONT_PER_TOPIC), len(listing.on(day, topic.name))))
+                out.append((topic, mine[:FRONT_PER_TOPIC], len(mine) - min(len(mine), FRONT_PER_TOPIC), listing.count(day, topic.name)))
         return out
 
     def topic_page(self, store: Store, config: Config, topic: Topic, day: date | None, links: Links) -> str | None:
@@ -148,8 +149,7 @@ class PublicSite:
             if day is not None and day not in days:
                 return None
             listed = listing.on(day, topic.name) if day else []
-            self._load(store, listed, topic.name)
-            shelf = self._shelf(listing, config, topic, listed, 0, len(listed), primary=topic.name)
+            shelf = self._shelf(store, listing, config, topic, listed, 0, len(listed), primary=topic.name)
             i = days.index(day) if day else 0
             older = days[i + 1] if i + 1 < len(days) else None
             newer = days[i - 1] if day and i > 0 else None
@@ -160,10 +160,9 @@ class PublicSite:
         with self._lock:
             listing = self._refresh(store, list(config.topics.values()))
             newest = listing.newest(topic.name, FEED_ENTRIES)
-            self._load(store, newest, topic.name)
-            papers = [(e, self._entry(listing, config, e, topic.name).paper) for e in newest if self._cached(e, topic.name)]
+            papers = {entry.paper.id: entry.paper for entry in self._entries(store, listing, config, newest, topic.name)}
         feed_url, page_url = links.absolute(base_url, segment(topic.name))
-        return atom(topic, papers, feed_url, page_url, base_url)
+        return atom(topic, [(e, papers[e.id]) for e in newest if e.id in papers], feed_url, page_url, base_url)
 
     def days(self, store: Store, config: Config, topic: Topic) -> list[date]:
         """Every day the topic has papers on, newest first (what a static export writes a page for)."""
@@ -171,33 +170,28 @@ class PublicSite:
             return self._refresh(store, list(config.topics.values())).days(topic.name)
 
     def _shelf(
-        self, listing: Listing, config: Config, topic: Topic | None, listed: Sequence[Listed], more: int, total: int, primary: str | None = None
+        self, store: Store, listing: Listing, config: Config, topic: Topic | None, listed: Sequence[Listed], more: int, total: int, primary: str | None = None
     ) -> Shelf:
-        entries = tuple(self._entry(listing, config, e, primary) for e in listed if self._cached(e, primary))
-        return Shelf(topic, segment(topic.name) if topic else "", entries, more, total)
+        return Shelf(topic, segment(topic.name) if topic else "", tuple(self._entries(store, listing, config, listed, primary)), more, total)
 
-    def _load(self, store: Store, listed: Sequence[Listed], primary: str | None = None) -> None:
-        """Read from the store the papers of these entries that no card entry is cached for (a paper gone meanwhile stays out)."""
-        missing = [e for e in listed if not self._cached(e, primary)]
-        papers = {p.id: p for p in store.papers_by_id(e.id for e in missing)}
-        for e in missing:
-            if e.id in papers:
-                self._papers[(e.id, primary)] = (e, papers[e.id], None)
-
-    def _cached(self, e: Listed, primary: str | None) -> bool:
-        hit = self._papers.get((e.id, primary))
-        return hit is not None and hit[0] is e  # a changed paper is listed anew, so an older entry of it is never reused
-
-    def _entry(self, listing: Listing, config: Config, e: Listed, primary: str | None) -> Entry:
-        """The card's entry, made once per listed paper: tagged with its other topics and marked with the words that
-        matched, as in the digest (marking is the costly part of a page)."""
-        listed_as, paper, entry = self._papers[(e.id, primary)]
-        if entry is None:
+    def _entries(self, store: Store, listing: Listing, config: Config, listed: Sequence[Listed], primary: str | None) -> list[Entry]:
+        """The cards' entries, made once per listed paper and kept: tagged with the paper's other topics and marked with the
+        words that matched, as in the digest (marking is the costly part of a page). A paper gone from the store is left out."""
+        made: dict[str, Entry] = {}
+        missing: dict[str, Listed] = {}
+        for e in listed:
+            hit = self._entries_made.get((e.id, primary))
+            if hit is not None and hit[0] is e:  # a changed paper is listed anew, so an older entry of it is never reused
+                made[e.id] = hit[1]
+            else:
+                missing[e.id] = e
+        for paper in store.papers_by_id(missing):
+            e = missing[paper.id]
             first = primary or (e.topics[0] if e.topics else None)
             tags = tuple(config.topics[name].title for name in e.topics if name != first and name in config.topics)
-            entry = Entry(paper, tags, listing.matcher.marks(paper, e.topics))
-            self._papers[(e.id, primary)] = (listed_as, paper, entry)
-        return entry
+            made[e.id] = Entry(paper, tags, listing.matcher.marks(paper, e.topics))
+            self._entries_made[(e.id, primary)] = (e, made[e.id])
+        return [made[e.id] for e in listed if e.id in made]
 
     def stylesheet(self) -> str:
         """The pages' stylesheet (web/style.css, overridable like every template)."""

@@ -84,10 +84,6 @@ class Day:
     day: date
     shelves: tuple[Shelf, ...]
 
-    @property
-    def count(self) -> int:
-        return sum(len(s.entries) + s.more for s in self.shelves)
-
 
 class PublicSite:
     """Keeps the listing in step with the store and renders the pages and feeds; one lock serialises both (the

@@ -8,6 +8,7 @@ The CLI is a thin layer over this API: load a config (`newsletter.config.load`) 
 from newsletter.__about__ import __version__
 from newsletter.environment import Env
 from newsletter.errors import (
+    ArchiveError,
     ConcurrentEdit,
     ConfigError,
     DeliveryError,
@@ -33,6 +34,7 @@ from newsletter.pipeline import SendReport, fetch, send
 from newsletter.storage.store import Store
 
 __all__ = [
+    "ArchiveError",
     "ConcurrentEdit",
     "Config",
     "ConfigError",

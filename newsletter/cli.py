@@ -441,6 +441,19 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     )  # the app reads them, from NEWSLETTER_TRUSTED_PROXIES only
 
 
+@cli.command()
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder to write into (made if missing).")
+@click.option("--base-url", metavar="URL", help="Where the folder will be served from, for the feeds' links (default: NEWSLETTER_BASE_URL).")
+@click.pass_context
+def archive(ctx: click.Context, out: Path, base_url: str | None) -> None:
+    """Write the public pages and topic feeds as static files, for hosting without the app."""
+    from newsletter.web.archive import write_archive
+
+    env, config = _ready(ctx, need_smtp_settings=False)
+    done = write_archive(env, config, out, base_url or env.base_url)
+    click.echo(f"Wrote {done.pages} pages and {done.feeds} feeds to {done.folder}")
+
+
 @topics.command("try")
 @click.argument("topic", required=False)
 @click.option("--days", type=click.IntRange(min=1), help="Papers first seen in the last N days (default: settings.horizon_days).")

@@ -119,3 +119,10 @@ class SchemaTooNew(StorageError):
         self.version = version
         self.known = known
         super().__init__(f"{path} has schema version {version}; this newsletter knows up to {known}: upgrade newsletter (or restore a backup)")
+
+
+# the static export
+
+
+class ArchiveError(NewsletterError):
+    """`newsletter archive` cannot write where it was told to (not a folder, no permission, disk full)."""

@@ -173,7 +173,7 @@ class Checker:
         return Config(path, settings, sources, topics, subscribers)
 
     def settings(self, node: Any, root: CommentedMap) -> Settings:
-        keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network", "catch_up_hours", "fetch_every")
+        keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network", "catch_up_hours", "fetch_every", "public_pages")
         m = self.mapping(node, root, "settings", "settings", keys)
         if m is None:
             return Settings()
@@ -186,6 +186,7 @@ class Checker:
             allow_private_network=self.value(m, "allow_private_network", "settings", bool, d.allow_private_network),
             catch_up_hours=self.count(m, "catch_up_hours", "settings", d.catch_up_hours, 0),
             fetch_every=self.count(m, "fetch_every", "settings", d.fetch_every, 5),
+            public_pages=self.value(m, "public_pages", "settings", bool, d.public_pages),
         )
 
     def sources(self, node: Any, root: CommentedMap, base: Path) -> tuple[Source, ...]:

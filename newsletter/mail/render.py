@@ -128,6 +128,7 @@ class Renderer:
         self.placeholders = Placeholders.fresh()
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
+        self._page_cards: LRUCache[str, Markup] = LRUCache(CACHED_CARDS)
 
     def template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into one line naming the file and line."""
@@ -178,6 +179,17 @@ class Renderer:
             raise RenderError(f"{_where(exc)}: {exc}") from exc
         html = cards.fill(short_lines(inline_css(html, self.base_url)))  # cards are whole lines: reused ones are short already
         return Rendered(subject, html, short_lines(text.strip()) + "\n", preheader, digest, marks)
+
+    def page_card(self, entry: Entry) -> Markup:
+        """A paper's card (paper.html) for a web page, rendered once per entry: not inlined, since pages have a
+        stylesheet and their CSP allows no inline styles. Not thread-safe: callers serialise."""
+        done = self._page_cards.get(entry.key)
+        if done is None:
+            try:
+                done = self._page_cards[entry.key] = Markup(self.template("paper.html").render(entry=entry, paper=entry.paper))
+            except jinja2.TemplateError as exc:
+                raise RenderError(f"{_where(exc)}: {exc}") from exc
+        return done
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
         """The HTML and text for one reader: placeholders filled, no re-rendering."""

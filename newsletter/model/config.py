@@ -25,6 +25,7 @@ class Settings:
     allow_private_network: bool = False
     catch_up_hours: int = 12  # `run`: a slot missed while down is still sent if this recent
     fetch_every: int = 60  # `run`: minutes between fetches of hf_daily and feed sources
+    public_pages: bool = True  # `serve`: the front page's paper listing, topic pages and topic feeds (the subscribe form stays)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,15 @@ def m004_link_versions(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions]
+def m005_papers_changed(db: sqlite3.Connection) -> None:
+    """papers.changed: a number that grows with every insert or merge, so the public pages read only the papers
+    changed since they last looked (`updated` cannot tell: one fetch stamps every source's papers with the same time)."""
+    db.execute("ALTER TABLE papers ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE papers SET changed = rowid")
+    db.execute("CREATE INDEX papers_changed ON papers(changed)")
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_papers_changed]
 
 
 def version(db: sqlite3.Connection) -> int:

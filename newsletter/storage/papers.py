@@ -27,6 +27,15 @@ class StoredPaper:
     first_seen: datetime
 
 
+@dataclass(frozen=True)
+class ChangedPaper:
+    """A paper as the public pages list it: when it was first seen, and the number of its row's last change."""
+
+    paper: Paper
+    first_seen: datetime
+    changed: int  # grows with every insert or merge in the store: the next question starts after the largest seen
+
+
 class Papers(Database):
     """papers."""
 
@@ -39,17 +48,24 @@ class Papers(Database):
         now_s = (now or utcnow()).isoformat()
         new = fresh = 0
         with self.transaction() as db:
+            changed = db.execute("SELECT coalesce(max(changed), 0) FROM papers").fetchone()[0]  # writers queue: no other can take these numbers
             for paper in papers:
+                changed += 1
                 row = db.execute("SELECT data, revised FROM papers WHERE id = ?", (paper.id,)).fetchone()
                 if row is None:
-                    db.execute("INSERT INTO papers (id, data, first_seen, updated) VALUES (?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s))
+                    db.execute(
+                        "INSERT INTO papers (id, data, first_seen, updated, changed) VALUES (?, ?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s, changed)
+                    )
                     new += 1
                     fresh += 1
                 else:
                     old = Paper.from_dict(json.loads(row["data"]))
                     fresh += not set(paper.sources) <= set(old.sources)
                     revised = now_s if replace and (paper.version or 1) > (old.version or 1) else row["revised"]
-                    db.execute("UPDATE papers SET data = ?, updated = ?, revised = ? WHERE id = ?", (_dumps(merge(old, paper)), now_s, revised, paper.id))
+                    db.execute(
+                        "UPDATE papers SET data = ?, updated = ?, revised = ?, changed = ? WHERE id = ?",
+                        (_dumps(merge(old, paper)), now_s, revised, changed, paper.id),
+                    )
         return Added(new, fresh)
 
     def paper(self, paper_id: str) -> Paper | None:
@@ -60,6 +76,11 @@ class Papers(Database):
         """Papers first fetched (or revised) at or after `since`, newest first."""
         rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ?1 OR revised >= ?1 ORDER BY first_seen DESC, id", (since.isoformat(),))
         return [StoredPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"])) for r in rows]
+
+    def papers_changed_since(self, changed: int = 0) -> list[ChangedPaper]:
+        """Papers added or merged after change number `changed` (an earlier answer's largest; 0 for every paper), oldest change first."""
+        rows = self.db.execute("SELECT data, first_seen, changed FROM papers WHERE changed > ? ORDER BY changed", (changed,))
+        return [ChangedPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"]), r["changed"]) for r in rows]
 
     def papers_by_id(self, ids: Iterable[str]) -> list[Paper]:
         """Papers in the order asked, skipping unknown ids."""

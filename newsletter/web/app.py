@@ -59,7 +59,7 @@ def create_app(
         raise EnvError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
     pages = Pages(env, config_path, env.secret_key, limits or subs.Limits.of(env), transport_factory or (lambda: connection(env.smtp, env.outbox, env.dkim)))
     routes = [
-        Route("/", pages.subscribe_form, methods=["GET"]),
+        Route("/", pages.front, methods=["GET"]),
         Route("/", pages.subscribe, methods=["POST"]),
         Route("/confirm/{token}", pages.confirm_form, methods=["GET"]),
         Route("/confirm/{token}", pages.confirm, methods=["POST"]),
@@ -67,9 +67,12 @@ def create_app(
         Route("/preferences/{token}", pages.preferences, methods=["POST"]),
         Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
         Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
+        Route("/topics/{topic}.atom", pages.topic_feed, methods=["GET"]),
+        Route("/topics/{topic}", pages.topic, methods=["GET"]),
+        Route("/topics/{topic}/{day}", pages.topic, methods=["GET"]),
         Route("/style.css", pages.stylesheet, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=pages.lifespan)
     # Starlette would answer /style.css/ with a redirect built from the client's Host header (to any site it names);
     # every link we hand out is exact, so there is nothing to redirect.
     app.router.redirect_slashes = False

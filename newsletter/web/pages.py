@@ -1,11 +1,15 @@
-"""The pages: subscribe, confirm, preferences and unsubscribe, no JavaScript needed."""
+"""The pages: the public listing, subscribe, confirm, preferences and unsubscribe, no JavaScript needed."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +27,14 @@ from newsletter.errors import (
     ConfigError,
     DeliveryError,
     InvalidInput,
+    NewsletterError,
     RateLimited,
 )
 from newsletter.mail import tokens
+from newsletter.mail.render import Renderer
 from newsletter.mail.templates import environment
 from newsletter.mail.transports import Transport
-from newsletter.model.config import FREQUENCIES, WEEKDAYS
+from newsletter.model.config import FREQUENCIES, WEEKDAYS, Config
 from newsletter.model.signup import Preferences
 from newsletter.storage.store import Store
 from newsletter.subscriptions.forms import (
@@ -40,11 +46,17 @@ from newsletter.subscriptions.forms import (
 from newsletter.subscriptions.optin import find_pending
 from newsletter.subscriptions.service import Limits, Service
 from newsletter.web.clients import rate_key
+from newsletter.web.public import Links, PublicSite
 
 log = logging.getLogger("newsletter.web")
 CSRF_COOKIE = "newsletter_csrf"
 MAX_FIELDS = 500
 UNSUBSCRIBE_WAIT = 2.0  # seconds an unsubscription waits for its line to leave subscribers.yaml before answering anyway
+# The front page carries this visitor's CSRF token, so only their own browser may keep it; topic pages and feeds
+# are the same for everyone. Short, so new papers show within minutes; an ETag makes asking again cheap.
+FRONT_CACHE = "private, max-age=60"
+PUBLIC_CACHE = "public, max-age=300"
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class Pages:
@@ -59,6 +71,7 @@ class Pages:
         self.templates = Jinja2Templates(env=environment(env.templates))
         self.secure_cookie = env.base_url.startswith("https://")
         self.csrf_signer = Signer(secret, salt="newsletter.csrf")
+        self.public = PublicSite(Renderer(env.base_url, env.templates))
 
     @contextmanager
     def service(self) -> Iterator[Service]:
@@ -72,13 +85,20 @@ class Pages:
 
         The cookie holds a random nonce; the form's token is that nonce signed with NEWSLETTER_SECRET_KEY, so a
         cookie and field pair made up elsewhere (a cookie planted from a sibling domain, say) is refused."""
+        nonce, token = self.csrf(request)
+        response = self.templates.TemplateResponse(request, f"web/{name}", {"csrf": token, **context}, status_code=status)
+        self.csrf_cookie(response, nonce)
+        return response
+
+    def csrf(self, request: Request) -> tuple[str, str]:
+        """The visitor's nonce (kept from their cookie, else new) and the form token made from it: the same visitor gets the same token."""
         nonce = request.cookies.get(CSRF_COOKIE) or ""
         if not (16 <= len(nonce) <= 64 and nonce.isascii() and all(c.isalnum() or c in "-_" for c in nonce)):
             nonce = secrets.token_urlsafe(24)
-        token = self.csrf_signer.sign(nonce).decode()
-        response = self.templates.TemplateResponse(request, f"web/{name}", {"csrf": token, **context}, status_code=status)
+        return nonce, self.csrf_signer.sign(nonce).decode()
+
+    def csrf_cookie(self, response: Response, nonce: str) -> None:
         response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=self.secure_cookie, path="/")
-        return response
 
     def csrf_ok(self, request: Request, form: FormData) -> bool:
         """The form's token is our signature of the nonce in this visitor's cookie."""
@@ -118,10 +138,85 @@ class Pages:
     def forbidden(self, request: Request) -> Response:
         return self.message(request, "Please try again", "The form had expired or did not come from this site. Reload the page and send it again.", 403)
 
-    # subscribe
+    def not_found(self, request: Request) -> Response:
+        return self.message(request, "Not found", "There is no page here. The latest papers are on the front page.", 404, home=True)
 
-    async def subscribe_form(self, request: Request) -> Response:
-        return await run_in_threadpool(self._subscribe_page, request, {}, None, 200)
+    # the public listing
+
+    async def front(self, request: Request) -> Response:
+        return await run_in_threadpool(self._front, request)
+
+    def _front(self, request: Request) -> Response:
+        """The subscribe form, then (unless settings.public_pages is false) the latest papers."""
+        try:
+            config = SubscriberFile(self.config_path).load()
+        except ConfigError as exc:
+            return self.unavailable(request, exc)
+        if not config.settings.public_pages:
+            return self._subscribe_page(request, {}, None, 200)
+        nonce, token = self.csrf(request)
+        with Store(self.env.db, self.env.db_timeout) as store:
+            html = self.public.front(store, config, Links(), csrf=token, topics=config.topics, frequencies=FREQUENCIES, filled={}, error=None)
+        response = conditional(request, html.encode("utf-8"), "text/html; charset=utf-8", FRONT_CACHE, vary="Cookie")
+        if response.status_code == 200:
+            self.csrf_cookie(response, nonce)
+        return response
+
+    async def topic(self, request: Request) -> Response:
+        return await run_in_threadpool(self._topic, request, request.path_params["topic"], request.path_params.get("day"))
+
+    def _topic(self, request: Request, seg: str, day_text: str | None) -> Response:
+        config = self._public_config(request)
+        if isinstance(config, Response):
+            return config
+        topic = self.public.topic(config, seg)
+        day = _day(day_text) if day_text is not None else None
+        if topic is None or (day_text is not None and day is None):
+            return self.not_found(request)
+        with Store(self.env.db, self.env.db_timeout) as store:
+            html = self.public.topic_page(store, config, topic, day, Links())
+        if html is None:
+            return self.not_found(request)
+        return conditional(request, html.encode("utf-8"), "text/html; charset=utf-8", PUBLIC_CACHE)
+
+    async def topic_feed(self, request: Request) -> Response:
+        return await run_in_threadpool(self._topic_feed, request, request.path_params["topic"])
+
+    def _topic_feed(self, request: Request, seg: str) -> Response:
+        config = self._public_config(request)
+        if isinstance(config, Response):
+            return config
+        topic = self.public.topic(config, seg)
+        if topic is None:
+            return self.not_found(request)
+        with Store(self.env.db, self.env.db_timeout) as store:
+            xml = self.public.feed(store, config, topic, Links(), self.env.base_url)
+        return conditional(request, xml, "application/atom+xml; charset=utf-8", PUBLIC_CACHE)
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """At start-up, build the public listing in the background; a request that comes first waits for it."""
+        threading.Thread(target=self._warm, name="newsletter-listing", daemon=True).start()
+        yield
+
+    def _warm(self) -> None:
+        try:
+            config = SubscriberFile(self.config_path).load()
+            if config.settings.public_pages:
+                with Store(self.env.db, self.env.db_timeout) as store:
+                    self.public.warm(store, config)
+        except NewsletterError as exc:  # the first request meets it again and answers for it
+            log.warning("the public listing could not be built at start-up: %s", exc)
+
+    def _public_config(self, request: Request) -> Config | Response:
+        """The config, or the answer when there is no public listing to show (turned off: 404; unreadable: 503)."""
+        try:
+            config = SubscriberFile(self.config_path).load()
+        except ConfigError as exc:
+            return self.unavailable(request, exc)
+        return config if config.settings.public_pages else self.not_found(request)
+
+    # subscribe
 
     def _subscribe_page(self, request: Request, filled: dict[str, Any], error: str | None, status: int) -> Response:
         try:
@@ -303,8 +398,31 @@ class Pages:
             service.unsubscribe(email, wait=UNSUBSCRIBE_WAIT)
 
     async def stylesheet(self, request: Request) -> Response:
-        source, _, _ = self.templates.env.loader.get_source(self.templates.env, "web/style.css")  # type: ignore[union-attr]
-        return Response(source, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+        return Response(self.public.stylesheet(), media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+
+
+def conditional(request: Request, body: bytes, media_type: str, cache_control: str, vary: str | None = None) -> Response:
+    """The body with a strong ETag (a digest of its bytes), or 304 Not Modified when the client already holds it."""
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"etag": etag, "cache-control": cache_control} | ({"vary": vary} if vary else {})
+    if _etag_matches(request.headers.get("if-none-match", ""), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 §13.1.2): `*`, or any listed tag equal to ours without its W/."""
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in (t.removeprefix("W/") for t in tags)
+
+
+def _day(text: str) -> date | None:
+    if not _DAY.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _load_or_none(path: Path) -> Any:

@@ -1,0 +1,61 @@
+"""The public pages in headless Chromium at phone and desktop widths: screenshots go to test-output/, no sideways scroll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from support.browser import SHOTS, chromium_browser
+from support.httpserver import LocalHTTPServer
+from support.smtpserver import SMTPServer, free_port
+from test_web import make_site
+
+from newsletter import pipeline
+from newsletter.config.load import load
+from newsletter.storage.store import Store
+
+pytestmark = pytest.mark.browser
+
+WIDTHS = (375, 1280)
+
+
+@pytest.fixture
+def served(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[str]:
+    """The real app under uvicorn on a free loopback port, with the papers of the test feeds fetched."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with SMTPServer() as smtp:
+        site = make_site(tmp_path, http_server, smtp, base_url=base)
+        with Store(site.env.db) as store:
+            pipeline.fetch(load(site.config_path), site.env, store)
+        server = uvicorn.Server(uvicorn.Config(site.client.app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        yield base
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_front_page_and_a_topic_page_fit_the_screen(chromium: str, served: str, width: int) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium_browser(chromium) as browser:
+        page = browser.new_page(viewport={"width": width, "height": 900}, java_script_enabled=False)
+        for name, path in (("front", "/"), ("topic", "/topics/agents")):
+            response = page.goto(served + path)
+            assert response is not None and response.status == 200
+            page.screenshot(path=str(SHOTS / f"public-{name}-{width}.png"), full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), f"{path} scrolls sideways at {width} px"
+            assert page.locator(".paper").count() > 0, f"{path} shows paper cards"
+        page.goto(served + "/topics/agents")
+        page.click("a.older")
+        assert page.url.startswith(served + "/topics/agents/2026-07-"), "the day links work without JavaScript"
+        assert page.locator("h2.date").inner_text().startswith("29 Jul 2026")

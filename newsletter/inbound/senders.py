@@ -8,7 +8,9 @@ from email.utils import getaddresses, parseaddr
 
 from newsletter.environment import aligned
 
-_NO_REPLY_LOCAL = re.compile(r"^(mailer-daemon|mail-daemon|postmaster|no-?reply|do-?not-?reply|bounces?|listserv|majordomo|owner-.*|.*-(owner|request|bounces))$", re.I)
+_NO_REPLY_LOCAL = re.compile(
+    r"^(mailer-daemon|mail-daemon|postmaster|no-?reply|do-?not-?reply|bounces?|listserv|majordomo|owner-.*|.*-(owner|request|bounces))$", re.I
+)
 
 
 def sender(msg: Message) -> str | None:

@@ -162,3 +162,162 @@ def test_real_bounce(name: str) -> None:
 )
 def test_permanence(status: str, text: str, verdict: str) -> None:
     assert permanence(status, text) == verdict
+
+
+# the standard formats, as providers send them
+
+GMAIL_DSN = b"""\
+From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>
+To: bounces+abc@example.org
+Subject: Delivery Status Notification (Failure)
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; boundary="000"; report-type=delivery-status
+
+--000
+Content-Type: text/plain; charset="UTF-8"
+
+Address not found: Your message wasn't delivered to gone@gmail.com because the address couldn't be found.
+
+--000
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; googlemail.com
+Arrival-Date: Tue, 01 Dec 2026 10:00:00 -0800 (PST)
+
+Final-Recipient: rfc822; gone@gmail.com
+Action: failed
+Status: %(status)s
+Remote-MTA: dns; gmail-smtp-in.l.google.com. (142.250.1.26, the server for the domain gmail.com.)
+Diagnostic-Code: smtp; %(diagnostic)s
+Last-Attempt-Date: Tue, 01 Dec 2026 10:00:01 -0800 (PST)
+
+--000
+Content-Type: message/rfc822
+
+Message-ID: <digest-1@example.org>
+From: Paper Digest <digest@example.org>
+To: gone@gmail.com
+Subject: Your digest
+
+body
+--000--
+"""
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "kind"),
+    [
+        ("5.1.1", "550-5.1.1 The email account that you tried to reach does not exist.", "hard_bounce"),
+        ("5.2.1", "550 5.2.1 The email account that you tried to reach is disabled.", "hard_bounce"),
+        ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", "hard_bounce"),  # Office 365
+        ("5.4.1", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)", "soft_bounce"),  # Office 365 edge block
+        ("5.7.1", "550-5.7.1 [1.2.3.4] Our system has detected that this message is likely unsolicited mail.", "soft_bounce"),
+        ("5.7.26", "550-5.7.26 Unauthenticated email from example.org is not accepted due to domain's DMARC policy.", "soft_bounce"),
+        ("5.2.2", "552-5.2.2 The recipient's inbox is out of storage space.", "soft_bounce"),
+        ("4.2.2", "452-4.2.2 The recipient's inbox is out of storage space.", "soft_bounce"),
+        ("5.0.0", "554 5.0.0 Service unavailable", "soft_bounce"),  # no reason about the address
+    ],
+)
+def test_a_dsn_is_judged_by_its_status_and_diagnostic(status: str, diagnostic: str, kind: str) -> None:
+    report = classify(GMAIL_DSN % {b"status": status.encode(), b"diagnostic": diagnostic.encode()})
+    assert (report.kind, report.recipients, report.message_ids) == (kind, ("gone@gmail.com",), ("<digest-1@example.org>",))
+    assert report.addressed_to == ("bounces+abc@example.org",)
+
+
+def test_a_dsn_that_says_delivered_or_relayed_is_no_bounce() -> None:
+    delivered = GMAIL_DSN.replace(b"Action: failed", b"Action: delivered") % {b"status": b"2.0.0", b"diagnostic": b"250 2.0.0 OK"}
+    relayed = GMAIL_DSN.replace(b"Action: failed", b"Action: relayed") % {b"status": b"2.0.0", b"diagnostic": b"250 OK"}
+    assert classify(delivered).kind == classify(relayed).kind == "other"
+
+
+def test_a_delayed_dsn_is_soft_never_hard() -> None:
+    delayed = GMAIL_DSN.replace(b"Action: failed", b"Action: delayed") % {b"status": b"4.4.1", b"diagnostic": b"connection timed out"}
+    assert classify(delayed).kind == "soft_bounce"
+
+
+ARF = b"""\
+From: <abuse@mail.example.com>
+Date: Thu, 8 Mar 2005 17:40:36 EDT
+Subject: FW: Earn money
+To: <abuse@example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report;
+     boundary="part1_13d.2e68ed54_boundary"
+
+--part1_13d.2e68ed54_boundary
+Content-Type: text/plain; charset="US-ASCII"
+Content-Transfer-Encoding: 7bit
+
+This is an email abuse report for an email message received from IP
+192.0.2.1 on Thu, 8 Mar 2005 14:00:00 EDT.  For more information
+about this format please see http://www.mipassoc.org/arf/.
+
+--part1_13d.2e68ed54_boundary
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: SomeGenerator/1.0
+Version: 1
+Original-Mail-From: <somespammer@example.net>
+Original-Rcpt-To: <user@example.com>
+Arrival-Date: Thu, 8 Mar 2005 14:00:00 EDT
+Reporting-MTA: dns; mail.example.com
+Source-IP: 192.0.2.1
+Authentication-Results: mail.example.com;
+               spf=fail smtp.mail=somespammer@example.com
+Reported-Domain: example.net
+Reported-Uri: http://example.net/earn_money.html
+Reported-Uri: mailto:user@example.com
+Removal-Recipient: user@example.com
+
+--part1_13d.2e68ed54_boundary
+Content-Type: message/rfc822
+Content-Disposition: inline
+
+From: <somespammer@example.net>
+Received: from mailserver.example.net (mailserver.example.net
+        [192.0.2.1]) by example.com with ESMTP id M63d4137594e46;
+        Thu, 08 Mar 2005 14:00:00 -0400
+Return-Path: <bounces+tag@example.net>
+To: <Undisclosed Recipients>
+Subject: Earn money
+MIME-Version: 1.0
+Content-type: text/plain
+Message-ID: 8787KJKJ3K4J3K4J3K4J3.mail@example.net
+Date: Thu, 02 Sep 2004 12:31:03 -0500
+
+Spam Spam Spam
+Spam Spam Spam
+Spam Spam Spam
+Spam Spam Spam
+--part1_13d.2e68ed54_boundary--
+"""
+
+
+def test_an_arf_report_is_a_complaint_about_its_original_recipient() -> None:
+    """The example report of RFC 5965 appendix B.2."""
+    report = classify(ARF)
+    assert (report.kind, report.recipients) == ("complaint", ("user@example.com",))
+    assert report.quoted_senders == ("bounces+tag@example.net",), "the original's Return-Path: a VERP address ties it to its digest"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Auto-Submitted: auto-replied\nSubject: Re: Your digest",
+        "X-Autoreply: yes\nSubject: Re: Your digest",
+        "Subject: Out of Office: back on Monday",
+        "Subject: Automatic reply: Your digest\nX-Auto-Response-Suppress: All",
+        "Subject: Abwesenheitsnotiz",
+        "Precedence: auto_reply\nSubject: Thanks",
+    ],
+)
+def test_auto_replies_are_recognised(headers: str) -> None:
+    raw = f"From: reader@example.org\nTo: bounces@example.org\n{headers}\n\nI am away until Monday.\n".encode()
+    assert classify(raw).kind == "auto_reply"
+
+
+def test_a_broken_message_is_other_not_an_error() -> None:
+    assert classify(b"\xff\xfe garbage without headers").kind == "other"
+    assert classify(b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\n\n--x\n").kind in ("soft_bounce", "other")

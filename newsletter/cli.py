@@ -415,7 +415,7 @@ def inbound_command(ctx: click.Context, as_json: bool, paths: tuple[str, ...]) -
     env, config = _ready(ctx, need_smtp_settings=False)
     unreadable = 0
     with Store(env.db, env.db_timeout) as store:
-        handler = _inbound_handler(env, config, store)
+        handler = subscriptions.inbound_handler(env, config, store)
         for item in inbound.read(paths or ["-"], sys.stdin.buffer):
             if item.data is None:
                 unreadable += 1
@@ -427,13 +427,6 @@ def inbound_command(ctx: click.Context, as_json: bool, paths: tuple[str, ...]) -
             else:
                 click.echo(f"{outcome.source}: {outcome.kind} {', '.join(outcome.recipients) or '-'}: {outcome.action}")
     sys.exit(2 if unreadable else 0)
-
-
-def _inbound_handler(env: Env, config: Config, store: Store) -> inbound.Handler:
-    secret = pipeline.secret_key(env, store)
-    mail = lambda: connection(env.smtp, env.outbox, env.dkim)  # noqa: E731
-    service = subscriptions.Service(env, config.path, store, secret, mail, subscriptions.Limits.of(env))
-    return inbound.Handler(env, config, store, secret, service, mail)
 
 
 @cli.command()

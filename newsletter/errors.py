@@ -119,3 +119,10 @@ class SchemaTooNew(StorageError):
         self.version = version
         self.known = known
         super().__init__(f"{path} has schema version {version}; this newsletter knows up to {known}: upgrade newsletter (or restore a backup)")
+
+
+# mail that comes back
+
+
+class MailboxError(NewsletterError):
+    """The mailbox that mail comes back to (INBOUND_IMAP_*) cannot be read: connection, TLS, login, folder."""

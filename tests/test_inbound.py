@@ -444,47 +444,48 @@ def test_maildir_mbox_and_stdin_are_read_and_unreadable_paths_named_with_exit_2(
 
 # the daemon's mailbox, on a real Dovecot
 
-needs_dovecot = pytest.mark.skipif(not imapserver.available(), reason="Debian's dovecot-imapd is not installed (.ci/run installs it)")
+
+@pytest.fixture
+def dovecot() -> Iterator[imapserver.ImapServer]:
+    """A Dovecot of the test's own; without Debian's dovecot-imapd the test fails saying so (CI installs it)."""
+    if not imapserver.available():
+        pytest.fail(f"{imapserver.DOVECOT} is missing: apt-get install dovecot-imapd (as root), as .ci/run does")
+    with imapserver.ImapServer() as server:
+        yield server
 
 
-@needs_dovecot
 @pytest.mark.parametrize("tls", [True, False], ids=["imaps", "plain"])
-def test_the_daemon_reads_the_mailbox_acts_and_moves_each_message_never_deleting(world: World, tls: bool) -> None:
+def test_the_daemon_reads_the_mailbox_acts_and_moves_each_message_never_deleting(world: World, dovecot: imapserver.ImapServer, tls: bool) -> None:
     world.send()
     digest, verp = world.digest_to("ada@example.org")
-    with imapserver.ImapServer() as imap_server:
-        imap_server.deliver(
-            dsn(digest, verp, "ada@example.org", "5.1.1", "550 5.1.1 User unknown"),
-            letter("x@example.net", "someone@example.org", "Out of Office", Auto_Submitted="auto-replied").as_bytes(),
-            letter("x@example.net", "digest-request@example.org", "help").as_bytes(),
-        )
-        env = environment.load({**world.env, **imap_server.env(tls=tls)}, dotenv=Path("/nonexistent"))
-        daemon = Daemon(config_mod.load(world.yaml), env)
-        settings = subscriptions.imap_settings(env)
-        assert settings is not None and settings.tls is tls
-        assert daemon.read_mailbox(settings) == 3
-        assert (imap_server.count("INBOX"), imap_server.count("newsletter-processed")) == (0, 3), "moved, never deleted"
-        assert daemon.read_mailbox(settings) == 0, "nothing is read twice"
+    dovecot.deliver(
+        dsn(digest, verp, "ada@example.org", "5.1.1", "550 5.1.1 User unknown"),
+        letter("x@example.net", "someone@example.org", "Out of Office", Auto_Submitted="auto-replied").as_bytes(),
+        letter("x@example.net", "digest-request@example.org", "help").as_bytes(),
+    )
+    env = environment.load({**world.env, **dovecot.env(tls=tls)}, dotenv=Path("/nonexistent"))
+    daemon = Daemon(config_mod.load(world.yaml), env)
+    settings = subscriptions.imap_settings(env)
+    assert settings is not None and settings.tls is tls
+    assert daemon.read_mailbox(settings) == 3
+    assert (dovecot.count("INBOX"), dovecot.count("newsletter-processed")) == (0, 3), "moved, never deleted"
+    assert daemon.read_mailbox(settings) == 0, "nothing is read twice"
     assert world.paused() == {"ada@example.org"}
     assert [m["To"].addresses[0].addr_spec for m in world.server.messages[3:]] == ["x@example.net"], "the help answer"
 
 
-@needs_dovecot
-def test_a_message_whose_handling_fails_stays_in_the_folder_for_the_next_poll() -> None:
-    with imapserver.ImapServer() as imap_server:
-        imap_server.deliver(b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n")
-        settings = imap.ImapSettings("127.0.0.1", imap_server.port, imapserver.USER, imapserver.PASSWORD, tls=False)
-        seen: list[bytes] = []
+def test_a_message_whose_handling_fails_stays_in_the_folder_for_the_next_poll(dovecot: imapserver.ImapServer) -> None:
+    dovecot.deliver(b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n")
+    settings = imap.ImapSettings("127.0.0.1", dovecot.port, imapserver.USER, imapserver.PASSWORD, tls=False)
 
-        def handle(source: str, data: bytes) -> None:
-            seen.append(data)
-            if b"two" in data:
-                raise StorageError("the state database failed")
+    def handle(source: str, data: bytes) -> None:
+        if b"two" in data:
+            raise StorageError("the state database failed")
 
-        with pytest.raises(StorageError):
-            imap.poll(settings, handle)
-        assert (imap_server.count("INBOX"), imap_server.count("newsletter-processed")) == (1, 1)
-        assert imap.poll(settings, lambda source, data: None) == 1
-        wrong = dataclasses.replace(settings, password="wrong")
-        with pytest.raises(MailboxError, match=r"cannot open the mailbox at 127\.0\.0\.1:\d+"):
-            imap.poll(wrong, handle)
+    with pytest.raises(StorageError):
+        imap.poll(settings, handle)
+    assert (dovecot.count("INBOX"), dovecot.count("newsletter-processed")) == (1, 1)
+    assert imap.poll(settings, lambda source, data: None) == 1
+    wrong = dataclasses.replace(settings, password="wrong")
+    with pytest.raises(MailboxError, match=r"cannot open the mailbox at 127\.0\.0\.1:\d+"):
+        imap.poll(wrong, handle)

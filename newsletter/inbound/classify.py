@@ -26,7 +26,9 @@ Kind = Literal["hard_bounce", "soft_bounce", "complaint", "auto_reply", "unsubsc
 
 @dataclass(frozen=True)
 class Report:
-    """One message read: its kind, the addresses it is about, and what ties it to mail we sent."""
+    """One message read: its kind, the addresses it is about, and what ties it to mail we sent.
+
+    Everything in it comes from the message: untrusted, but printable (no control characters reach a log or `status`)."""
 
     kind: Kind
     recipients: tuple[str, ...] = ()  # lower-cased addresses the report is about
@@ -95,6 +97,16 @@ def parse(data: bytes) -> EmailMessage:
 
 def classify(data: bytes) -> Report:
     """Read one message (bytes as delivered) and say what it is; never raises on malformed mail."""
+    report = _classify(data)
+    clean = "".join(c if c.isprintable() else " " for c in report.reason)
+    return Report(report.kind, tuple(_printable(a) for a in report.recipients), clean, report.message_ids, report.addressed_to, report.quoted_senders)
+
+
+def _printable(address: str) -> str:
+    return "".join(c for c in address if c.isprintable() and not c.isspace())
+
+
+def _classify(data: bytes) -> Report:
     msg = parse(data)
     addressed = _delivered_to(msg)
     ids, senders = _quoted_original(msg)

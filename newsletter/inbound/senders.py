@@ -31,7 +31,7 @@ def authenticated(msg: Message, authserv_id: str | None, address: str) -> bool:
         return False
     top = " ".join(str(headers[0]).split())
     server, _, results = top.partition(";")
-    if server.strip().split()[0:1] != [authserv_id] and server.strip().lower().split()[0:1] != [authserv_id.lower()]:
+    if server.lower().split()[:1] != [authserv_id.lower()]:  # the authserv-id, optionally followed by a version
         return False
     domain = address.rpartition("@")[2]
     for result in results.split(";"):

@@ -357,6 +357,20 @@ def test_an_unauthenticated_unsubscribe_mail_is_answered_with_a_confirmation_lin
     assert tokens.verify(SECRET, tokens.UNSUBSCRIBE, match.group(1)).value == "bob@example.net"  # type: ignore[union-attr]
 
 
+def test_an_automatic_unsubscribe_mail_acts_when_authenticated_and_is_never_answered_otherwise(world: World) -> None:
+    """Mail clients' unsubscribe buttons may send it as automatic mail: acting sends nothing, so that is safe; a reply would not be."""
+    auth = "mx.example.org; dkim=pass header.d=example.com"
+    outs = world.inbound(
+        letter("bob@example.net", "unsubscribe@example.org", "unsubscribe", Auto_Submitted="auto-generated"),
+        letter("cy@example.com", "unsubscribe@example.org", "unsubscribe", auth=auth, Auto_Submitted="auto-generated"),
+    )
+    assert [o["action"] for o in outs] == [
+        "ignored: not authenticated, and automatic mail is never answered (no loop)",
+        "unsubscribed cy@example.com: authenticated mail",
+    ]
+    assert world.server.messages == [] and "cy@example.com" not in world.yaml.read_text(encoding="utf-8")
+
+
 def test_a_forged_authentication_header_below_our_own_is_not_believed(world: World) -> None:
     msg = letter("cy@example.com", "unsubscribe@example.org", "unsubscribe", auth="mx.example.org; dkim=none")
     msg["Authentication-Results"] = "mx.example.org; dkim=pass header.d=example.com"  # added by the sender, so below ours

@@ -114,13 +114,16 @@ class Handler:
     # mail from readers
 
     def _unsubscribe(self, msg: EmailMessage, who: str | None, now: datetime) -> str:
-        if who is None or not answerable(msg):
-            return "ignored: automatic mail or no single sender (no reply, no loop)"
+        """Authenticated: unsubscribed at once (nothing is sent, so automatic mail may do it too); else answered with a link."""
+        if who is None:
+            return "ignored: no single sender"
         if self.config.subscriber(who) is None:
             return f"ignored: {who} is not a subscriber"
         if authenticated(msg, self.env.authserv_id, who):
             self.service.unsubscribe(who)
             return f"unsubscribed {who}: authenticated mail"
+        if not answerable(msg):
+            return "ignored: not authenticated, and automatic mail is never answered (no loop)"
         if not self._may_reply(who, now):
             return f"not answered: {who} had {REPLIES_PER_ADDRESS} replies within {REPLY_WINDOW}"
         url = f"{self.env.base_url}/unsubscribe/{tokens.sign(self.secret, tokens.UNSUBSCRIBE, who, self.store.link_version(who))}"
@@ -128,11 +131,11 @@ class Handler:
         return f"replied to {who} with a one-click unsubscribe link: not authenticated"
 
     def _command(self, msg: EmailMessage, who: str | None, now: datetime) -> str:
-        if who is None or not answerable(msg):
-            return "ignored: automatic mail or no single sender (no reply, no loop)"
         asked = command(msg)
         if asked.name == "unsubscribe":
             return self._unsubscribe(msg, who, now)
+        if who is None or not answerable(msg):
+            return "ignored: automatic mail or no single sender (no reply, no loop)"
         if asked.name == "subscribe":
             return self._subscribe(msg, who, asked.args, now)
         if not self._may_reply(who, now):

@@ -149,7 +149,8 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         if o.status != "sent" or len(report.outcomes) <= 50:
             click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
     for p in report.paused:
-        click.echo(f"  paused   {p.subscriber} after {p.failures} hard refusals in a row; last: {p.last_failure} (newsletter status --resume {p.subscriber})")
+        why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
+        click.echo(f"  paused   {p.subscriber}: {why} (newsletter status --resume {p.subscriber})")
     if report.error:
         click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))

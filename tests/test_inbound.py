@@ -258,6 +258,11 @@ def test_soft_bounces_do_not_pause_until_several_digests_in_a_row_bounce(world: 
     (out,) = world.inbound(dsn(digest, verp, "bob@example.net", "5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering"))
     assert (out["kind"], out["action"]) == ("soft_bounce", "paused bob@example.net: 2 soft bounces in a row"), "a 5.7.1 policy block is soft"
     assert world.send() == Counter({"ada@example.org": 1, "cy@example.com": 1})
+    assert world.run("status", "--resume", "bob@example.net").exit_code == 0
+    assert world.send()["bob@example.net"] == 1
+    digest, verp = world.digest_to("bob@example.net")
+    (out,) = world.inbound(dsn(digest, verp, "bob@example.net", "4.2.2", "452 4.2.2 Mailbox full"))
+    assert out["action"] == "counted soft bounce for bob@example.net: 1 of 2 in a row", "bounces from before the resume no longer count"
 
 
 def test_a_digest_that_arrived_between_soft_bounces_breaks_the_row(world: World) -> None:

@@ -41,11 +41,15 @@ class Bounces(Database):
             return cur.rowcount == 1
 
     def soft_bounces_in_a_row(self, subscriber: str, since: datetime) -> int:
-        """How many of this reader's latest sent digests since `since` came back soft-bounced, counting back to the first that did not."""
+        """How many of this reader's latest sent digests since `since` (and since they were last resumed) came back
+        soft-bounced, counting back to the first that did not."""
+        key = subscriber.lower()
+        resumed = self.db.execute("SELECT resumed_at FROM readers WHERE subscriber = ?", (key,)).fetchone()
+        start = max(since.isoformat(), (resumed["resumed_at"] or "") if resumed is not None else "")
         rows = self.db.execute(
             "SELECT d.edition, b.kind FROM deliveries d LEFT JOIN bounces b ON b.edition = d.edition AND b.subscriber = d.subscriber AND b.kind = 'soft_bounce' "
             "WHERE d.subscriber = ? AND d.status = 'sent' AND d.created >= ? ORDER BY d.created DESC",
-            (subscriber.lower(), since.isoformat()),
+            (key, start),
         )
         count = 0
         for row in rows:

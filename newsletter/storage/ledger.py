@@ -148,8 +148,8 @@ class Ledger(Database):
         """Lift a pause (after the address was fixed); False if the subscriber was not paused."""
         with self.transaction() as db:
             cur = db.execute(
-                "UPDATE readers SET paused_at = NULL, pause_reason = NULL, consecutive_failures = 0 WHERE subscriber = ? AND paused_at IS NOT NULL",
-                (subscriber.lower(),),
+                "UPDATE readers SET paused_at = NULL, pause_reason = NULL, consecutive_failures = 0, resumed_at = ? WHERE subscriber = ? AND paused_at IS NOT NULL",
+                (utcnow().isoformat(), subscriber.lower()),
             )
             return cur.rowcount == 1
 

@@ -46,7 +46,7 @@ def m004_link_versions(db: sqlite3.Connection) -> None:
 
 
 def m005_mail_that_comes_back(db: sqlite3.Connection) -> None:
-    """bounces: each attributed report (bounce, complaint) per delivery; readers.pause_reason; deliveries found by Message-ID."""
+    """bounces: each attributed report (bounce, complaint) per delivery; readers.pause_reason and resumed_at; deliveries found by Message-ID."""
     db.execute(
         """CREATE TABLE IF NOT EXISTS bounces (
     edition TEXT NOT NULL,
@@ -61,6 +61,8 @@ def m005_mail_that_comes_back(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS deliveries_message_id ON deliveries(message_id)")
     if "pause_reason" not in _columns(db, "readers"):
         db.execute("ALTER TABLE readers ADD COLUMN pause_reason TEXT")
+    if "resumed_at" not in _columns(db, "readers"):
+        db.execute("ALTER TABLE readers ADD COLUMN resumed_at TEXT")  # soft bounces before it no longer count
 
 
 MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_mail_that_comes_back]

@@ -250,6 +250,11 @@ def problems(env: Env) -> list[str]:
         )
     if env.dkim_private_key_path and not env.dkim_private_key_path.is_file():
         found.append(f"DKIM_PRIVATE_KEY_PATH={env.dkim_private_key_path} is not a readable file")
+    if env.imap_host:
+        if not (env.imap_user and env.imap_password):
+            found.append("INBOUND_IMAP_USER and INBOUND_IMAP_PASSWORD are required with INBOUND_IMAP_HOST")
+        if not env.imap_tls and not is_loopback(env.imap_host):
+            found.append(f"INBOUND_IMAP_TLS=false would send the mailbox password to {env.imap_host} in plaintext; only a loopback server may go without TLS")
     if env.templates and not env.templates.is_dir():
         found.append(f"NEWSLETTER_TEMPLATES={env.templates} is not a folder")
     return found

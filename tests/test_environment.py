@@ -137,3 +137,14 @@ def test_mail_that_comes_back_settings_are_parsed_with_safe_defaults() -> None:
 def test_bad_inbound_settings_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(EnvError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         load(**{name: value})
+
+
+def test_a_mailbox_needs_its_login_and_tls_off_loopback() -> None:
+    assert environment.problems(load(INBOUND_IMAP_HOST="imap.example.org")) == [
+        "INBOUND_IMAP_USER and INBOUND_IMAP_PASSWORD are required with INBOUND_IMAP_HOST"
+    ]
+    plain = load(INBOUND_IMAP_HOST="imap.example.org", INBOUND_IMAP_USER="u", INBOUND_IMAP_PASSWORD="p", INBOUND_IMAP_TLS="false")
+    assert environment.problems(plain) == [
+        "INBOUND_IMAP_TLS=false would send the mailbox password to imap.example.org in plaintext; only a loopback server may go without TLS"
+    ]
+    assert environment.problems(load(INBOUND_IMAP_HOST="127.0.0.1", INBOUND_IMAP_USER="u", INBOUND_IMAP_PASSWORD="p", INBOUND_IMAP_TLS="false")) == []

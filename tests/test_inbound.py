@@ -508,3 +508,9 @@ def test_a_message_whose_handling_fails_stays_in_the_folder_for_the_next_poll(do
     wrong = dataclasses.replace(settings, password="wrong")
     with pytest.raises(MailboxError, match=r"cannot open the mailbox at 127\.0\.0\.1:\d+"):
         imap.poll(wrong, handle)
+
+
+def test_a_message_that_trips_a_detector_is_read_without_a_traceback(world: World) -> None:
+    result = world.run("inbound", "--json", stdin=b"From: \nSubject: Undeliverable\n\nx\n")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["kind"] == "soft_bounce"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from email.utils import getaddresses, parseaddr
 from typing import Literal
 
 from flufl.bounce import all_failures
+
+# flufl.bounce logs a traceback for each detector that trips over a malformed message before re-raising; the
+# caller below turns that into "no recipients found", so the traceback would only reach the operator's terminal.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 Kind = Literal["hard_bounce", "soft_bounce", "complaint", "auto_reply", "unsubscribe", "command", "other"]
 

@@ -156,6 +156,8 @@ def test_real_bounce(name: str) -> None:
         ("5.2.2", "552 5.2.2 The email account that you tried to reach is over quota", "soft"),
         ("5.0.0", "550 Message rejected: sender address blocked for policy reasons", "soft"),
         ("5.0.0", "", "soft"),
+        ("5.0.0", "550 5.0.0 Relaying is disabled for this domain", "soft"),  # about the sending server, not the reader
+        ("5.1.0", "550 5.1.0 Sender rejected: verify failed", "soft"),
         ("4.2.2", "452 4.2.2 mailbox full", "soft"),
         ("5.1.1", "550 5.1.1 Blocked by spam filter: user unknown", "hard"),  # 5.1.1 names the address whatever else is said
     ],

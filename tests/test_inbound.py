@@ -7,6 +7,7 @@ import dataclasses
 import json
 import mailbox
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from starlette.testclient import TestClient
-from support import imapserver
-from support.smtpserver import SMTPServer
+from support import imapserver, postfixserver
+from support.smtpserver import Sink, SMTPServer
 
 from newsletter import config as config_mod
 from newsletter import environment, subscriptions
@@ -514,3 +515,29 @@ def test_a_message_that_trips_a_detector_is_read_without_a_traceback(world: Worl
     result = world.run("inbound", "--json", stdin=b"From: \nSubject: Undeliverable\n\nx\n")
     assert result.exit_code == 0 and "Traceback" not in result.stderr
     assert json.loads(result.stdout)["kind"] == "soft_bounce"
+
+
+# a real Postfix's bounce of our own digest
+
+
+def test_a_digest_bounced_by_a_real_postfix_pauses_its_reader(world: World) -> None:
+    """Postfix refuses bob's domain (its error transport, as for an unknown user) and returns its own DSN to the
+    digest's VERP address; the DSN, as it arrives, is read by `newsletter inbound`."""
+    if not postfixserver.available():
+        pytest.fail(f"{postfixserver.POSTFIX} is missing: apt-get install postfix (as root), as .ci/run does")
+    refusing = SMTPServer(Sink(reply=lambda rcpt: "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown"))
+    with refusing, postfixserver.PostfixServer({"example.org": world.server.port, "example.com": world.server.port, "example.net": refusing.port}) as postfix:
+        result = world.run("send", **postfix.env())
+        assert result.exit_code == 0 and "3 sent" in result.output, result.output  # Postfix took all three
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(str(m["Subject"]).startswith("Undelivered") for m in world.server.messages):
+            time.sleep(0.2)
+        bounces = [i for i, m in enumerate(world.server.messages) if str(m["Subject"]).startswith("Undelivered")]
+        assert bounces, postfix.log()
+    (index,) = bounces
+    bounce = world.server.messages[index]
+    assert world.server.sink.senders[index] == "<>" and re.fullmatch(rf"bounces\+[a-z2-7]{{{TAG_CHARS}}}@example\.org", bounce["To"].addresses[0].addr_spec)
+    (out,) = world.inbound(bounce.as_bytes())
+    assert (out["kind"], out["recipients"]) == ("hard_bounce", ["bob@example.net"])
+    assert str(out["action"]).startswith("paused bob@example.net: hard bounce")
+    assert world.paused() == {"bob@example.net"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from newsletter import config as config_mod
-from newsletter import environment, pipeline, scheduler, subscriptions
+from newsletter import environment, inbound, pipeline, scheduler, subscriptions
 from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
 from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput, NewsletterError, RateLimited, RenderError, SendInProgress, StorageError
@@ -148,7 +149,8 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         if o.status != "sent" or len(report.outcomes) <= 50:
             click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
     for p in report.paused:
-        click.echo(f"  paused   {p.subscriber} after {p.failures} hard refusals in a row; last: {p.last_failure} (newsletter status --resume {p.subscriber})")
+        why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
+        click.echo(f"  paused   {p.subscriber}: {why} (newsletter status --resume {p.subscriber})")
     if report.error:
         click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
@@ -250,6 +252,7 @@ def status(ctx: click.Context, resume: str | None) -> None:
             click.echo(f"Resumed {resume}: the next send mails them again.")
         rows = store.deliveries()
         paused = store.paused()
+        came_back = store.inbound_counts()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
@@ -279,7 +282,10 @@ def status(ctx: click.Context, resume: str | None) -> None:
             click.echo(f"  uncertain {row.subscriber} ({row.edition}): re-sent after an interruption; may have arrived twice")
     click.echo(f"Paused subscribers: {len(paused)}")
     for p in paused.values():
-        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)} after {p.failures} hard refusals in a row; last: {p.last_failure}")
+        why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
+        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)}: {why}")
+    if any(came_back.values()):
+        click.echo("Mail that came back: " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(came_back.items())))
     last = [r for r in rows if r.status == "sent"][-5:]
     for row in last:
         click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}")
@@ -399,6 +405,29 @@ def unsubscribe(ctx: click.Context, email: str) -> None:
     if not removed:
         _fail(f"{email} is not a subscriber in {config.path}")
     click.echo(f"{email} removed from {config.path}")
+
+
+@cli.command("inbound")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message: source, kind, recipients, action.")
+@click.argument("paths", nargs=-1, type=click.Path(allow_dash=True))
+@click.pass_context
+def inbound_command(ctx: click.Context, as_json: bool, paths: tuple[str, ...]) -> None:
+    """Read mail that comes back (bounces, complaints, unsubscribe mails, commands): .eml files, Maildir folders, mbox files, or one message on stdin."""
+    env, config = _ready(ctx, need_smtp_settings=False)
+    unreadable = 0
+    with Store(env.db, env.db_timeout) as store:
+        handler = subscriptions.inbound_handler(env, config, store)
+        for item in inbound.read(paths or ["-"], sys.stdin.buffer):
+            if item.data is None:
+                unreadable += 1
+                click.echo(f"error: {item.error}", err=True)
+                continue
+            outcome = handler.handle(item.source, item.data)
+            if as_json:
+                click.echo(json.dumps(outcome.as_json(), ensure_ascii=False))
+            else:
+                click.echo(f"{outcome.source}: {outcome.kind} {', '.join(outcome.recipients) or '-'}: {outcome.action}")
+    sys.exit(2 if unreadable else 0)
 
 
 @cli.command()

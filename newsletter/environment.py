@@ -53,6 +53,19 @@ class Env:
     config: str | None = None  # NEWSLETTER_CONFIG
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # NEWSLETTER_TRUSTED_PROXIES; () = trust none
     confirmations_per_hour: int = 100  # NEWSLETTER_CONFIRMATIONS_PER_HOUR: confirmation mails the web form may cause, over everyone
+    bounce_address: str | None = None  # NEWSLETTER_BOUNCE_ADDRESS: base of the per-message VERP envelope senders
+    command_address: str | None = None  # NEWSLETTER_COMMAND_ADDRESS: takes subscribe, unsubscribe, topics, help by mail
+    authserv_id: str | None = None  # INBOUND_AUTHSERV_ID: the receiving MTA whose Authentication-Results are believed
+    soft_bounce_days: int = 30  # INBOUND_SOFT_BOUNCE_DAYS: soft bounces count toward a pause only within this many days
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_user: str | None = None
+    imap_password: str | None = None
+    imap_folder: str = "INBOX"
+    imap_done_folder: str = "newsletter-processed"  # INBOUND_IMAP_DONE_FOLDER: where read messages are moved (never deleted)
+    imap_tls: bool = True  # INBOUND_IMAP_TLS=false only for a loopback test server
+    imap_tls_verify: bool = True
+    poll_seconds: float = 60.0  # INBOUND_POLL_SECONDS
 
     @property
     def smtp(self) -> SmtpSettings | None:
@@ -122,6 +135,10 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         mailto = mailto.removeprefix("mailto:")
         if "@" not in mailto or any(c in mailto for c in "\r\n<>, "):
             raise EnvError(f"NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address like 'unsubscribe@example.org', got {mailto!r}")
+    bounce_address, command_address = (_address(get, name) for name in ("NEWSLETTER_BOUNCE_ADDRESS", "NEWSLETTER_COMMAND_ADDRESS"))
+    if bounce_address is not None and "+" in bounce_address.partition("@")[0]:
+        raise EnvError(f"NEWSLETTER_BOUNCE_ADDRESS must be a plain address (the newsletter adds +TAG itself), got {bounce_address!r}")
+    imap_tls = _flag(get, "INBOUND_IMAP_TLS", True)
     key_path = get("DKIM_PRIVATE_KEY_PATH")
     proxies = []
     for item in (get("NEWSLETTER_TRUSTED_PROXIES") or "").split(","):
@@ -156,7 +173,31 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         dkim_private_key_path=Path(key_path) if key_path else None,
         trusted_proxies=tuple(proxies),
         confirmations_per_hour=_number(get, "NEWSLETTER_CONFIRMATIONS_PER_HOUR", int, 100, minimum=1),
+        bounce_address=bounce_address,
+        command_address=command_address,
+        authserv_id=get("INBOUND_AUTHSERV_ID"),
+        soft_bounce_days=_number(get, "INBOUND_SOFT_BOUNCE_DAYS", int, 30, minimum=1),
+        imap_host=get("INBOUND_IMAP_HOST"),
+        imap_port=_number(get, "INBOUND_IMAP_PORT", int, 993 if imap_tls else 143, minimum=1),
+        imap_user=get("INBOUND_IMAP_USER"),
+        imap_password=get("INBOUND_IMAP_PASSWORD"),
+        imap_folder=get("INBOUND_IMAP_FOLDER") or Env.imap_folder,
+        imap_done_folder=get("INBOUND_IMAP_DONE_FOLDER") or Env.imap_done_folder,
+        imap_tls=imap_tls,
+        imap_tls_verify=_flag(get, "INBOUND_IMAP_TLS_VERIFY", True),
+        poll_seconds=_number(get, "INBOUND_POLL_SECONDS", float, 60.0, minimum=1),
     )
+
+
+def _address(get: Callable[[str], str | None], name: str) -> str | None:
+    """One plain address (`mailto:` allowed in front), or None when unset."""
+    value = get(name)
+    if value is None:
+        return None
+    value = value.removeprefix("mailto:")
+    if value.count("@") != 1 or any(c in value for c in "\r\n<>, ") or not all(value.partition("@")[::2]):
+        raise EnvError(f"{name} must be one address like 'someone@example.org', got {value!r}")
+    return value
 
 
 def _flag(get: Callable[[str], str | None], name: str, default: bool) -> bool:
@@ -209,6 +250,11 @@ def problems(env: Env) -> list[str]:
         )
     if env.dkim_private_key_path and not env.dkim_private_key_path.is_file():
         found.append(f"DKIM_PRIVATE_KEY_PATH={env.dkim_private_key_path} is not a readable file")
+    if env.imap_host:
+        if not (env.imap_user and env.imap_password):
+            found.append("INBOUND_IMAP_USER and INBOUND_IMAP_PASSWORD are required with INBOUND_IMAP_HOST")
+        if not env.imap_tls and not is_loopback(env.imap_host):
+            found.append(f"INBOUND_IMAP_TLS=false would send the mailbox password to {env.imap_host} in plaintext; only a loopback server may go without TLS")
     if env.templates and not env.templates.is_dir():
         found.append(f"NEWSLETTER_TEMPLATES={env.templates} is not a folder")
     return found

@@ -126,3 +126,10 @@ class SchemaTooNew(StorageError):
 
 class ArchiveError(NewsletterError):
     """`newsletter archive` cannot write where it was told to (not a folder, no permission, disk full)."""
+
+
+# mail that comes back
+
+
+class MailboxError(NewsletterError):
+    """The mailbox that mail comes back to (INBOUND_IMAP_*) cannot be read: connection, TLS, login, folder."""

@@ -108,3 +108,43 @@ def test_check_refuses_a_dead_unsubscribe_link(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["--config", str(config), *command], env=env)
         assert result.exit_code == 1, (command, result.output)
         assert "NEWSLETTER_BASE_URL=http://news.example.org is not https" in result.output
+
+
+def test_mail_that_comes_back_settings_are_parsed_with_safe_defaults() -> None:
+    env = load()
+    assert (env.bounce_address, env.command_address, env.authserv_id, env.imap_host) == (None, None, None, None)
+    assert (env.imap_port, env.imap_tls, env.imap_folder, env.imap_done_folder, env.poll_seconds, env.soft_bounce_days) == (
+        993,
+        True,
+        "INBOX",
+        "newsletter-processed",
+        60.0,
+        30,
+    )
+    env = load(NEWSLETTER_BOUNCE_ADDRESS="bounces@example.org", NEWSLETTER_COMMAND_ADDRESS="mailto:digest-request@example.org", INBOUND_IMAP_TLS="false")
+    assert (env.bounce_address, env.command_address, env.imap_port) == ("bounces@example.org", "digest-request@example.org", 143)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NEWSLETTER_BOUNCE_ADDRESS", "bounces+x@example.org", "must be a plain address (the newsletter adds +TAG itself)"),
+        ("NEWSLETTER_BOUNCE_ADDRESS", "not-an-address", "NEWSLETTER_BOUNCE_ADDRESS must be one address"),
+        ("NEWSLETTER_COMMAND_ADDRESS", "a@b.org\nBcc: c@d.org", "NEWSLETTER_COMMAND_ADDRESS must be one address"),
+        ("INBOUND_POLL_SECONDS", "0", "INBOUND_POLL_SECONDS must be at least 1"),
+    ],
+)
+def test_bad_inbound_settings_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(EnvError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        load(**{name: value})
+
+
+def test_a_mailbox_needs_its_login_and_tls_off_loopback() -> None:
+    assert environment.problems(load(INBOUND_IMAP_HOST="imap.example.org")) == [
+        "INBOUND_IMAP_USER and INBOUND_IMAP_PASSWORD are required with INBOUND_IMAP_HOST"
+    ]
+    plain = load(INBOUND_IMAP_HOST="imap.example.org", INBOUND_IMAP_USER="u", INBOUND_IMAP_PASSWORD="p", INBOUND_IMAP_TLS="false")
+    assert environment.problems(plain) == [
+        "INBOUND_IMAP_TLS=false would send the mailbox password to imap.example.org in plaintext; only a loopback server may go without TLS"
+    ]
+    assert environment.problems(load(INBOUND_IMAP_HOST="127.0.0.1", INBOUND_IMAP_USER="u", INBOUND_IMAP_PASSWORD="p", INBOUND_IMAP_TLS="false")) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import time
@@ -14,6 +15,7 @@ from cachetools import LRUCache
 
 from newsletter.environment import Env
 from newsletter.errors import StorageError
+from newsletter.mail import verp
 from newsletter.mail.message import Headers, Letter, Stationery
 from newsletter.mail.pool import Job, Pool, Result
 from newsletter.mail.render import CACHED_DIGESTS, Renderer
@@ -56,7 +58,8 @@ class Letters:
     def __post_init__(self) -> None:
         self.signer = Signer.from_settings(self.env.dkim)
 
-    def make(self, subscriber: Subscriber, digest: Digest) -> Letter:
+    def make(self, subscriber: Subscriber, digest: Digest, edition: str) -> Letter:
+        """The sealed message; with NEWSLETTER_BOUNCE_ADDRESS its envelope sender is this delivery's signed VERP address."""
         rendered = self.renderer.render(digest)
         key = digest.key
         stationery = self.stationery.get(key)
@@ -72,7 +75,10 @@ class Letters:
             list_id=self.env.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
-        return stationery.letter(headers, rendered.placeholders.values(reader), self.signer)
+        letter = stationery.letter(headers, rendered.placeholders.values(reader), self.signer)
+        if self.env.bounce_address:
+            letter = dataclasses.replace(letter, sender=verp.address(self.env.bounce_address, self.secret, edition, subscriber.email))
+        return letter
 
 
 class Courier:
@@ -105,7 +111,7 @@ class Courier:
             return
         planned = None if plan is None else (digest.covered_ids, plan)
         try:
-            letter = self.letters.make(subscriber, digest)
+            letter = self.letters.make(subscriber, digest, edition)
         except ValueError as exc:  # InvalidInput and the email package's header errors: this reader's values cannot go into a mail
             self._fail_alone(edition, subscriber, digest.count, planned, f"cannot build this reader's mail: {exc}")
             return

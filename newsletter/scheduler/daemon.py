@@ -14,8 +14,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter import config as config_mod
-from newsletter import pipeline
+from newsletter import pipeline, subscriptions
 from newsletter.environment import Env
+from newsletter.inbound import imap
 from newsletter.mail.pool import transport as make_transport
 from newsletter.model.config import Config, Subscriber
 from newsletter.pipeline.stopping import stop_on_signals
@@ -56,7 +57,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.watcher = config_mod.ConfigWatcher(config.path, config)
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1)},
+            executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1), "inbound": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -73,6 +74,10 @@ class Daemon:
             self._schedule_fetches()
             self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds), id="tick", executor="send", next_run_time=datetime.now(UTC))
             self.scheduler.add_job(self.watch, IntervalTrigger(seconds=min(WATCH_SECONDS, self.tick_seconds)), id="watch")
+            mailbox = subscriptions.imap_settings(self.env)
+            if mailbox is not None:
+                every = IntervalTrigger(seconds=self.env.poll_seconds)
+                self.scheduler.add_job(self.read_mailbox, every, args=[mailbox], id="inbound", executor="inbound", next_run_time=datetime.now(UTC))
             self.scheduler.start()
             self.stopping.wait()
             self.scheduler.shutdown(wait=True)
@@ -171,6 +176,21 @@ class Daemon:
         )
         store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
         log.info("%s", line)
+
+    def read_mailbox(self, settings: imap.ImapSettings) -> int:
+        """Handle the mail that came back to INBOUND_IMAP_FOLDER, moving each message on; a failure is logged and tried at the next poll."""
+        try:
+            with Store(self.env.db, self.env.db_timeout) as store:
+                handler = subscriptions.inbound_handler(self.env, self.config, store)
+
+                def handle(source: str, data: bytes) -> None:
+                    outcome = handler.handle(source, data)
+                    log.info("inbound %s: %s %s: %s", outcome.source, outcome.kind, ", ".join(outcome.recipients) or "-", outcome.action)
+
+                return imap.poll(settings, handle)
+        except Exception:
+            log.exception("reading the mailbox %s:%d failed; trying again in %g s", settings.host, settings.port, self.env.poll_seconds)
+            return 0
 
     def watch(self) -> None:
         """Reload subscribers.yaml when it changes; an invalid edit keeps the last good config and logs every problem."""

@@ -37,6 +37,7 @@ class PausedReader:
     failures: int
     last_failure: str | None
     paused_at: datetime
+    reason: str | None = None  # why, when mail that came back paused them (a hard bounce, soft bounces in a row)
 
 
 class Ledger(Database):
@@ -137,14 +138,18 @@ class Ledger(Database):
         """Subscribers paused after consecutive hard failures, by lower-cased address."""
         rows = self.db.execute("SELECT * FROM readers WHERE paused_at IS NOT NULL ORDER BY subscriber")
         return {
-            r["subscriber"]: PausedReader(r["subscriber"], r["consecutive_failures"], r["last_failure"], datetime.fromisoformat(r["paused_at"])) for r in rows
+            r["subscriber"]: PausedReader(
+                r["subscriber"], r["consecutive_failures"], r["last_failure"], datetime.fromisoformat(r["paused_at"]), r["pause_reason"]
+            )
+            for r in rows
         }
 
     def resume(self, subscriber: str) -> bool:
         """Lift a pause (after the address was fixed); False if the subscriber was not paused."""
         with self.transaction() as db:
             cur = db.execute(
-                "UPDATE readers SET paused_at = NULL, consecutive_failures = 0 WHERE subscriber = ? AND paused_at IS NOT NULL", (subscriber.lower(),)
+                "UPDATE readers SET paused_at = NULL, pause_reason = NULL, consecutive_failures = 0, resumed_at = ? WHERE subscriber = ? AND paused_at IS NOT NULL",
+                (utcnow().isoformat(), subscriber.lower()),
             )
             return cur.rowcount == 1
 

@@ -53,7 +53,34 @@ def m005_papers_changed(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX papers_changed ON papers(changed)")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_papers_changed]
+def m006_mail_that_comes_back(db: sqlite3.Connection) -> None:
+    """bounces: each attributed report (bounce, complaint) per delivery; readers.pause_reason and resumed_at; deliveries found by Message-ID."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS bounces (
+    edition TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (edition, subscriber, kind)
+)"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS bounces_subscriber ON bounces(subscriber, at)")
+    db.execute("CREATE INDEX IF NOT EXISTS deliveries_message_id ON deliveries(message_id)")
+    if "pause_reason" not in _columns(db, "readers"):
+        db.execute("ALTER TABLE readers ADD COLUMN pause_reason TEXT")
+    if "resumed_at" not in _columns(db, "readers"):
+        db.execute("ALTER TABLE readers ADD COLUMN resumed_at TEXT")  # soft bounces before it no longer count
+
+
+MIGRATIONS: list[Migration] = [
+    m001_tables,
+    m002_papers_revised,
+    m003_deliveries_uncertain,
+    m004_link_versions,
+    m005_papers_changed,
+    m006_mail_that_comes_back,
+]
 
 
 def version(db: sqlite3.Connection) -> int:

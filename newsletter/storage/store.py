@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from newsletter.storage.bounces import Bounces
 from newsletter.storage.database import Database, guard_methods
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.papers import Papers
@@ -11,8 +12,8 @@ from newsletter.storage.sources import Sources
 
 
 @guard_methods
-class Store(Papers, Sources, Ledger, Schedule, Signups, Database):
-    """Papers, source health, the delivery ledger, the schedule and sign-ups over one SQLite file.
+class Store(Papers, Sources, Ledger, Bounces, Schedule, Signups, Database):
+    """Papers, source health, the delivery ledger, mail that came back, the schedule and sign-ups over one SQLite file.
 
     Each method is one short transaction so a crash never leaves half a change; `transaction()` groups several.
     Every method raises StorageError, never an sqlite3 error, when the file cannot be used.

@@ -64,6 +64,7 @@ class Sink:
     eight_bit: bool = True  # announce 8BITMIME (RFC 6152), as nearly every server does
     mail_options: list[list[str]] = field(default_factory=list)  # of each MAIL FROM
     received: list[bytes] = field(default_factory=list)
+    senders: list[str] = field(default_factory=list)  # each kept message's envelope sender (MAIL FROM), in arrival order
     on_data: Callable[[EmailMessage], None] | None = None  # called with each message as it is kept, before the server replies
     drop_after_data: Callable[[str], bool] = lambda rcpt: False  # True: keep the message, then hang up instead of replying to the final dot
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -95,6 +96,7 @@ class Sink:
         assert isinstance(msg, EmailMessage)
         with self.lock:
             self.messages.append(msg)
+            self.senders.append(envelope.mail_from)
             if self.raw:
                 self.received.append(envelope.original_content)
         if self.on_data is not None:

@@ -45,7 +45,15 @@ def m004_link_versions(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions]
+def m005_popularity_snapshots(db: sqlite3.Connection) -> None:
+    """popularity: the upvotes, comments and stars each fetch saw per paper, so `sort: rising` can rank by gain (pruned on write)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS popularity (paper TEXT NOT NULL, at TEXT NOT NULL, upvotes INTEGER, comments INTEGER, stars INTEGER, "
+        "PRIMARY KEY (paper, at))"
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_popularity_snapshots]
 
 
 def version(db: sqlite3.Connection) -> int:

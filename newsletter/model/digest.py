@@ -112,13 +112,13 @@ def compose(
         matched = matches.get(paper.id)
         if matched is None or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
             continue
-        hits = [t for t in topics if t.name in matched.scores]
+        hits = [t for t in topics if t.name in matched.keys]
         if not hits:
             continue
         first = hits[0]
         tags = tuple(t.title for t in hits[1:])
         marks = matcher.marks(paper, [t.name for t in hits])
-        buckets[first.name].append((matched.scores[first.name].key, Entry(paper, tags, marks)))
+        buckets[first.name].append((matched.keys[first.name], Entry(paper, tags, marks)))
 
     budget = subscriber.max_papers
     sections = []

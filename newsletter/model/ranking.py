@@ -22,6 +22,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 from datetime import datetime, timedelta
 
 from newsletter.model.paper import Paper
@@ -36,13 +38,15 @@ HALF_LIFE_DAYS = 7.0  # recency: a week-old paper keeps half of what recency can
 _NEW_ID = re.compile(r"^(\d\d)(\d\d)\.(\d{4,5})$")
 _OLD_ID = re.compile(r"^[a-z-]+(?:\.[A-Z]{2})?/(\d\d)(\d\d)(\d{3})$")
 _DIGITS = re.compile(r"(\d+)")
+_WIDTH = 24  # digits a run in an id is padded to for natural order (longer runs compare as text)
+_NEW_STYLE = float(200704 * 100_000)  # `_arxiv_order` of the first new-style id, 0704.0001
 
-SortKey = tuple[tuple[float, ...], tuple[tuple[int, int, str], ...]]
+SortKey = tuple[float | str, ...]  # floats, then the id in natural order: flat, so the garbage collector soon stops tracking it
 
 
-@dataclass(frozen=True)
-class Figures:
-    """Popularity figures as a source gave them; None where it does not say."""
+class Figures(NamedTuple):
+    """Popularity figures as a source gave them; None where it does not say. (Named tuples, like `Score`: a send
+    makes one or more per paper, and a frozen dataclass costs several times as much to build.)"""
 
     upvotes: int | None = None
     comments: int | None = None
@@ -64,13 +68,12 @@ class Figures:
     def since(self, base: Figures) -> Figures:
         """What each known figure gained since `base` (never below 0: a recount down is no loss of interest)."""
 
-        def gain(now: int | None, then: int | None) -> int | None:
-            return None if now is None else max(0, now - (then or 0))
-
-        return Figures(gain(self.upvotes, base.upvotes), gain(self.comments, base.comments), gain(self.stars, base.stars))
+        return Figures(*(None if now is None else max(0, now - (then or 0)) for now, then in zip(self, base, strict=True)))
 
 
 ZERO = Figures(0, 0, 0)
+NO_GAIN = Figures()
+_NO_GAINS: Mapping[int, Figures] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,7 @@ def recency(when: datetime | None, now: datetime | None) -> float:
     return (1 + math.pow(0.5, days / HALF_LIFE_DAYS)) / 2
 
 
-@dataclass(frozen=True)
-class Score:
+class Score(NamedTuple):
     """One paper's standing in one topic, with its parts, so `topics explain` can show how it came about."""
 
     match: float
@@ -132,12 +134,22 @@ def relevance(match: float, popularity: float, recency: float) -> float:
     return match * (1 + POPULARITY * popularity) * recency
 
 
-@dataclass(frozen=True)
-class Matched:
-    """One paper's topics, each with its score: computed once per send and shared by every reader."""
+class Matched(NamedTuple):
+    """One paper's topics, each with its sort key and the parts of its score: computed once per send, shared by every reader.
+
+    Only what differs per topic is kept per topic (its match and sort key); `score` assembles the rest on demand."""
 
     found: Found
-    scores: dict[str, Score]  # the topics that take the paper, in topic order (none: it is only counted in the idf)
+    keys: dict[str, SortKey]  # the topics that take the paper, in topic order (none: it is only counted in the idf)
+    matches: dict[str, float]  # their match strengths
+    popularity: float = 0.0
+    recency: float = 1.0
+    gains: Mapping[int, Figures] = _NO_GAINS  # rising window (hours) -> the figures gained (topics sorted by rising)
+
+    def score(self, topic: Topic) -> Score:
+        """The paper's score in a topic that takes it."""
+        gain = self.gains.get(topic.rising_hours, NO_GAIN)
+        return Score(self.matches[topic.name], self.popularity, gain.weight, self.recency, gain, self.keys[topic.name])
 
 
 def window_hours(topics: Iterable[Topic]) -> int:
@@ -159,75 +171,91 @@ def match_all(
     `first_seen` dates a paper that has no publication date; `history` holds each paper's snapshots, oldest first.
     """
     matched = [(paper, *matcher.match(paper)) for paper in papers]
-    weights = idfs(matcher.keyword_count(), [found for _, _, found in matched])
-    topics = {t.name: (t, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics}
+    hit_fields = [field_weights(found) for _, _, found in matched]
+    weights = idfs(matcher.keyword_count(), hit_fields)
+    index = {t.name: i for i, t in enumerate(matcher.topics)}
+    rules = [(t.sort, t.rising_hours, not matcher.keywords_of(t.name)) for t in matcher.topics]
+    in_topics: list[list[int]] = [[] for _ in weights]  # keyword id -> the topics whose any/all clauses have it
+    for t in matcher.topics:
+        for kid, _ in matcher.keywords_of(t.name):
+            in_topics[kid].append(index[t.name])
+    starts = {hours: now - timedelta(hours=hours) for hours in {t.rising_hours for t in matcher.topics}} if now else {}
     first_seen, history = first_seen or {}, history or {}
     out: dict[str, Matched] = {}
-    for paper, names, found in matched:
+    for (paper, names, found), fields in zip(matched, hit_fields, strict=True):
         if not names:
-            out[paper.id] = Matched(found, {})
+            out[paper.id] = Matched(found, {}, {})
             continue
-        kids = {kid: weights[kid] * field_weight(found, kid) for kid in _kids(found.any)}
+        sums: dict[int, float] = {}  # topic index -> match, summed over the hits of its keywords
+        for kid, weight in fields.items():
+            value = weight * weights[kid]
+            for i in in_topics[kid]:
+                sums[i] = sums.get(i, 0.0) + value
         when = paper.published or first_seen.get(paper.id)
         popularity = Figures.of(paper).weight
         fresh = recency(when, now)
-        ties, natural = tie_key(paper.id, when)
+        ties = tie_key(paper.id, when)
+        seen = history.get(paper.id)
         gains: dict[int, Figures] = {}
-        scores = {}
+        keys: dict[str, SortKey] = {}
+        matches: dict[str, float] = {}
         for name in names:
-            topic, wanted = topics[name]
-            mine = found.any & wanted
-            match = sum(kids[k] for k in _kids(mine)) if wanted else 1.0
-            if topic.rising_hours not in gains:
-                start = now - timedelta(hours=topic.rising_hours) if now else None
-                gains[topic.rising_hours] = gained(history.get(paper.id, ()), start, paper.published) if start else Figures()
-            gain = gains[topic.rising_hours]
-            rising = gain.weight
+            i = index[name]
+            sort, hours, unkeyed = rules[i]
+            match = matches[name] = 1.0 if unkeyed else sums[i]
             value = relevance(match, popularity, fresh)
-            if topic.sort == "relevance":
-                first: tuple[float, ...] = (-value, *ties)
-            elif topic.sort == "trending":
-                first = (-popularity, -value, *ties)
-            elif topic.sort == "rising":
-                first = (-rising, -popularity, -value, *ties)
-            else:  # newest
-                first = (*ties[:1], -value, *ties[1:])
-            scores[name] = Score(match, popularity, rising, fresh, gain, (first, natural))
-        out[paper.id] = Matched(found, scores)
+            if sort == "relevance":
+                keys[name] = (-value, *ties)
+            elif sort == "trending":
+                keys[name] = (-popularity, -value, *ties)
+            elif sort == "newest":
+                keys[name] = (ties[0], -value, *ties[1:])
+            else:  # rising
+                if hours not in gains and seen and starts:
+                    gains[hours] = gained(seen, starts[hours], paper.published)
+                keys[name] = (-gains.get(hours, NO_GAIN).weight, -popularity, -value, *ties)
+        out[paper.id] = Matched(found, keys, matches, popularity, fresh, gains or _NO_GAINS)
+    return out
+
+
+def field_weights(found: Found) -> dict[int, float]:
+    """Where each keyword hit the paper, weighed: title 3, abstract 1, author or category 0.5, added up over the
+    fields it hit; by keyword id. A keyword's part of a match is this times its idf."""
+    out: dict[int, float] = {}
+    bits = found.abstract  # most hits: set, where the other fields add
+    while bits:
+        low = bits & -bits
+        bits ^= low
+        out[low.bit_length() - 1] = ABSTRACT
+    for bits, weight in ((found.title, TITLE), (found.authors | found.categories, OTHER)):
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            kid = low.bit_length() - 1
+            out[kid] = out.get(kid, 0.0) + weight
     return out
 
 
 def tie_key(paper_id: str, when: datetime | None) -> SortKey:
-    """What orders papers that score the same: newer first (date, then arXiv id), then the id in natural order."""
-    return (-when.timestamp() if when else math.inf, -_arxiv_order(paper_id)), _natural(paper_id)
+    """What orders papers that score the same: newer first (date, then arXiv id), then the id in natural order
+    (needless for a new-style arXiv id, whose number is its own)."""
+    order = _arxiv_order(paper_id)
+    return (-when.timestamp() if when else math.inf, -order, paper_id if order >= _NEW_STYLE else _natural(paper_id))
 
 
-def matched_words(matcher: Matcher, topic: str, found: Found) -> tuple[str, ...]:
-    """The topic's any/all keywords, as written, that hit the paper: why it is in the topic."""
-    return tuple(text for kid, text in matcher.keywords_of(topic) if found.any >> kid & 1)
+def matched_words(matcher: Matcher, topic: str, found: Found) -> tuple[tuple[int, str], ...]:
+    """The topic's any/all keywords that hit the paper, as (keyword id, as written): why it is in the topic."""
+    hits = found.any
+    return tuple((kid, text) for kid, text in matcher.keywords_of(topic) if hits >> kid & 1)
 
 
-def idfs(keywords: int, found: Sequence[Found]) -> list[float]:
-    """The idf of each keyword id over these papers (`Found` of each)."""
+def idfs(keywords: int, hit_ids: Sequence[Iterable[int]]) -> list[float]:
+    """The idf of each of `keywords` keyword ids over papers given as the ids of the keywords that hit each."""
     hits = [0] * keywords
-    for paper in found:
-        for kid in _kids(paper.any):
+    for kids in hit_ids:
+        for kid in kids:
             hits[kid] += 1
-    return [idf(n, len(found)) for n in hits]
-
-
-def field_weight(found: Found, kid: int) -> float:
-    """Where keyword `kid` hit the paper, weighed: title 3, abstract 1, author or category 0.5, added up."""
-    bit = 1 << kid
-    return (TITLE if found.title & bit else 0.0) + (ABSTRACT if found.abstract & bit else 0.0) + (OTHER if (found.authors | found.categories) & bit else 0.0)
-
-
-def _kids(bits: int) -> Iterable[int]:
-    """The keyword ids whose bits are set."""
-    while bits:
-        low = bits & -bits
-        bits ^= low
-        yield low.bit_length() - 1
+    return [idf(n, len(hit_ids)) for n in hits]
 
 
 def _arxiv_order(paper_id: str) -> float:
@@ -241,6 +269,6 @@ def _arxiv_order(paper_id: str) -> float:
     return float((year * 100 + month) * 100_000 + number)
 
 
-def _natural(paper_id: str) -> tuple[tuple[int, int, str], ...]:
-    """The id in natural order: digit runs compare as numbers ("9" < "10" < "100"), the rest as text."""
-    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part) for part in _DIGITS.split(paper_id) if part)
+def _natural(paper_id: str) -> str:
+    """The id in natural order as text: digit runs zero-padded to one width, so "9" < "10" < "100"."""
+    return _DIGITS.sub(lambda m: m[0].zfill(_WIDTH), paper_id)

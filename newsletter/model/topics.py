@@ -402,6 +402,10 @@ class Found:
     def any(self) -> int:
         return self.title | self.abstract | self.authors | self.categories
 
+    def ids(self) -> list[int]:
+        """The ids of the keywords that hit any field, lowest first."""
+        return list(_bits(self.any))
+
 
 @dataclass(frozen=True)
 class Marks:

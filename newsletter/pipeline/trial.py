@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from newsletter.mail.filters import mark_text
 from newsletter.model.paper import Paper
-from newsletter.model.ranking import Figures, Score, field_weight, idfs, matched_words, tie_key
+from newsletter.model.ranking import Figures, Score, field_weights, idfs, matched_words, tie_key
 from newsletter.model.topics import Found, Matcher, Topic
 from newsletter.pipeline.planning import Planner
 
@@ -49,13 +49,14 @@ def run_trial(planner: Planner, labels: Mapping[str, str], only: str | None = No
     """Each topic's matches among the planner's papers in the order its digest section would have them (`limit`: at most
     that many listed, None: all); `only` restricts the report to one topic name, while papers no topic takes are
     still judged against all topics."""
-    taken: dict[str, list[Listed]] = {t.name: [] for t in planner.matcher.topics}
+    topics = {t.name: t for t in planner.matcher.topics}
+    taken: dict[str, list[Listed]] = {name: [] for name in topics}
     unmatched: list[Paper] = []
     for paper in planner.papers:
         matched = planner.matches[paper.id]
-        for name, score in matched.scores.items():
-            taken[name].append(Listed(paper, score, matched_words(planner.matcher, name, matched.found)))
-        if not matched.scores:
+        for name in matched.keys:
+            taken[name].append(Listed(paper, matched.score(topics[name]), tuple(text for _, text in matched_words(planner.matcher, name, matched.found))))
+        if not matched.keys:
             unmatched.append(paper)
     shown = [t for t in planner.matcher.topics if only is None or t.name == only]
     unmatched.sort(key=lambda p: tie_key(p.id, p.published or planner.first_seen.get(p.id)))
@@ -120,25 +121,27 @@ def explain_scores(planner: Planner, paper: Paper) -> dict[str, list[str]]:
     """Per topic that takes the paper: how its score there comes about, and where that puts it among the topic's papers."""
     matches = planner.matched([paper])
     matched = matches[paper.id]
-    weights = idfs(planner.matcher.keyword_count(), [m.found for m in matches.values()])
+    weights = idfs(planner.matcher.keyword_count(), [m.found.ids() for m in matches.values()])
+    fields = field_weights(matched.found)
     when = paper.published or planner.first_seen.get(paper.id)
     age = f"{(planner.now - when).total_seconds() / 86400:.1f} days old" if when else "age unknown"
     out = {}
     for topic in planner.matcher.topics:
-        score = matched.scores.get(topic.name)
-        if score is None:
+        if topic.name not in matched.keys:
             continue
-        rivals = sorted(m.scores[topic.name].key for m in matches.values() if topic.name in m.scores)
+        score = matched.score(topic)
+        rivals = sorted(m.keys[topic.name] for m in matches.values() if topic.name in m.keys)
         parts = [
-            f'"{text}" in {"+".join(_fields(matched.found, kid))} {field_weight(matched.found, kid):g} × idf {weights[kid]:.2f}'
-            for kid, text in planner.matcher.keywords_of(topic.name)
-            if matched.found.any >> kid & 1
+            f'"{text}" in {"+".join(_fields(matched.found, kid))} {fields[kid]:g} × idf {weights[kid]:.2f}'
+            for kid, text in matched_words(planner.matcher, topic.name, matched.found)
         ]
         out[topic.name] = [
             f"    #{rivals.index(score.key) + 1} of {len(rivals)} by {topic.sort}; "
             f"relevance {score.relevance:.2f} = match {score.match:.2f} × (1 + popularity {score.popularity:.2f} / 4) × recency {score.recency:.2f}",
             f"    match: {' + '.join(parts) if parts else 'the topic has no keywords (1)'}",
-            f"    popularity: {_figures(Figures.of(paper))}; rising {score.rising:.2f} over {topic.rising_hours} h: {_figures(score.gain, '+')}; recency: {age}",
+            f"    popularity: {_figures(Figures.of(paper))}"
+            + (f"; rising {score.rising:.2f} over {topic.rising_hours} h: {_figures(score.gain, '+')}" if topic.sort == "rising" else "")
+            + f"; recency: {age}",
         ]
     return out
 

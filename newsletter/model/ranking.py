@@ -22,9 +22,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import NamedTuple
-from datetime import datetime, timedelta
 
 from newsletter.model.paper import Paper
 from newsletter.model.topics import RISING_HOURS, Found, Matcher, Topic

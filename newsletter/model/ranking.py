@@ -6,9 +6,10 @@ The score (README "Ranking" gives it as a formula):
   (title 3, abstract 1, author or category 0.5, added up over the fields it hit), where idf = ln(1 + (N − n + ½) / (n + ½))
   over the N candidate papers of a send, n of which the keyword hits: a rare keyword says more. A topic without
   any/all keywords (sources or min_score only) has match 1.
-* popularity = ln(1 + upvotes) + ½ ln(1 + comments) + ¼ ln(1 + GitHub stars), each 0 when unknown.
+* popularity = ln(1 + upvotes) + 0.05 ln(1 + comments) + 0.02 ln(1 + GitHub stars), each 0 when unknown:
+  upvotes decide, comments and stars order papers of like upvotes.
 * rising = the same formula over what the figures gained within the topic's `rising_hours` (`gained`).
-* recency = (1 + 2^(−age in days / 7)) / 2: 1 for a paper out today, ½ for a very old one.
+* recency = 1 up to 7 days old, then (1 + 2^(−(age in days − 7) / 30)) / 2: ½ for a very old one (an API query's 2010 paper).
 * relevance = match × (1 + popularity / 4) × recency.
 
 Sorts: relevance by relevance; trending by popularity, then relevance; rising by rising, then popularity, then
@@ -32,9 +33,10 @@ from newsletter.model.topics import RISING_HOURS, Found, Matcher, Topic
 SORTS = ("relevance", "trending", "rising", "newest")
 MAX_RISING_HOURS = 24 * 30  # snapshots are kept this long at most
 TITLE, ABSTRACT, OTHER = 3.0, 1.0, 0.5  # field weights of a keyword hit
-COMMENTS, STARS = 0.5, 0.25  # weights of the damped comment and star counts against upvotes
+COMMENTS, STARS = 0.05, 0.02  # the damped comment and star counts weigh little: they order papers of like upvotes
 POPULARITY = 0.25  # how much popularity lifts relevance: 1 + popularity / 4
-HALF_LIFE_DAYS = 7.0  # recency: a week-old paper keeps half of what recency can take away
+FRESH_DAYS = 7.0  # recency: papers up to a week old count in full (a digest's usual span: upvotes order them)
+HALF_LIFE_DAYS = 30.0  # then they lose up to half, the gap to half halving every 30 days
 _NEW_ID = re.compile(r"^(\d\d)(\d\d)\.(\d{4,5})$")
 _OLD_ID = re.compile(r"^[a-z-]+(?:\.[A-Z]{2})?/(\d\d)(\d\d)(\d{3})$")
 _DIGITS = re.compile(r"(\d+)")
@@ -62,7 +64,7 @@ class Figures(NamedTuple):
 
     @property
     def weight(self) -> float:
-        """ln(1 + upvotes) + ½ ln(1 + comments) + ¼ ln(1 + stars): counts damped, so 10 → 100 upvotes counts like 1 → 10."""
+        """ln(1 + upvotes) + 0.05 ln(1 + comments) + 0.02 ln(1 + stars): damped, so 10 → 100 upvotes counts like 1 → 10."""
         return math.log1p(self.upvotes or 0) + COMMENTS * math.log1p(self.comments or 0) + STARS * math.log1p(self.stars or 0)
 
     def since(self, base: Figures) -> Figures:
@@ -107,11 +109,11 @@ def idf(hits: int, total: int) -> float:
 
 
 def recency(when: datetime | None, now: datetime | None) -> float:
-    """(1 + 2^(−age/7 days)) / 2; 1 when the age is unknown."""
+    """1 up to a week old, then (1 + 2^(−(age − 7 days) / 30 days)) / 2; 1 when the age is unknown."""
     if when is None or now is None:
         return 1.0
-    days = max(0.0, (now - when).total_seconds() / 86400)
-    return (1 + math.pow(0.5, days / HALF_LIFE_DAYS)) / 2
+    days = (now - when).total_seconds() / 86400 - FRESH_DAYS
+    return 1.0 if days <= 0 else (1 + math.pow(0.5, days / HALF_LIFE_DAYS)) / 2
 
 
 class Score(NamedTuple):

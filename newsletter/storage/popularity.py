@@ -23,7 +23,7 @@ class Popularity(Database):
         """Record the figures of each paper that has any, as seen at `at`; returns how many were recorded.
 
         Then prunes what no rising window up to `keep_hours` needs: snapshots older than `at` − keep_hours, except
-        each paper's newest such one (the baseline of a gain, or else its latest figures). Two sources seeing one
+        each paper's newest at or before then (the baseline of a gain, or else its latest figures). Two sources seeing one
         paper in the same fetch keep the higher of each figure."""
         rows = [(p.id, _stamp(at), p.score, p.comments, p.stars) for p in papers if Figures.of(p).known]
         cutoff = _stamp(at - timedelta(hours=keep_hours))
@@ -36,7 +36,7 @@ class Popularity(Database):
                 rows,
             )
             db.execute(
-                "DELETE FROM popularity WHERE at < ?1 AND at < (SELECT MAX(at) FROM popularity AS newer WHERE newer.paper = popularity.paper AND newer.at < ?1)",
+                "DELETE FROM popularity WHERE at < (SELECT MAX(at) FROM popularity AS newer WHERE newer.paper = popularity.paper AND newer.at <= ?1)",
                 (cutoff,),
             )
         return len(rows)

@@ -391,7 +391,7 @@ class Explanation:
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """Which keywords hit each field of one paper, as bits by keyword id (`Matcher.keyword`): what ranking weighs."""
+    """Which keywords hit each field of one paper, as bits by keyword id (`Matcher.keywords_of`): what ranking weighs."""
 
     title: int = 0
     abstract: int = 0

@@ -134,7 +134,8 @@ def test_try_one_topic_over_more_days(workdir: Path) -> None:
     assert lines[1].split() == ["continual", "4"], "the paper seen 20 days ago counts now"
     assert "matched by no topic" not in result.output
     assert len(lines) == 2 + 4
-    assert "2001.00001  An old paper on *catastrophic forgetting*" in lines[3], "a title match: second only to the paper matching both keywords in both fields"
+    assert "2001.00001  An old paper on *catastrophic forgetting*" in lines[2], "a title match, undated: 20 days old by when it was fetched"
+    assert "2411.18320  *Continual Learning*" in lines[3], "both keywords in title and abstract, but published in 2024: recency halves it"
 
 
 def test_try_unknown_topic_is_an_input_error(workdir: Path) -> None:

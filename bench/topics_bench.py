@@ -356,7 +356,7 @@ def main() -> int:
         start = time.perf_counter()
         scored = match_all(ranked, dated, now=NOW, history=history)
         scoring.append(len(dated) / (time.perf_counter() - start))
-    pairs = sum(len(m.scores) for m in scored.values())
+    pairs = sum(len(m.keys) for m in scored.values())
     print(f"scoring:   {max(scoring):10,.0f} papers/s  (topics and a score per (paper, topic): {pairs / len(dated):.1f} per paper, every sort)")
     print(f"           {statistics.median(scoring):10,.0f} median of {len(scoring)} runs, {min(scoring):,.0f} to {max(scoring):,.0f}")
 

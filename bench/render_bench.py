@@ -26,8 +26,9 @@ from newsletter.mail import tokens
 from newsletter.mail.message import Headers, Stationery, build_message
 from newsletter.mail.render import Reader, Renderer
 from newsletter.model.config import Config, Source
-from newsletter.model.digest import Digest, all_topics, compose, match_all
+from newsletter.model.digest import Digest, all_topics, compose
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import match_all
 from newsletter.model.topics import Matcher
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -23,8 +24,7 @@ from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
 from newsletter.model.config import FREQUENCIES, Config
-from newsletter.model.digest import all_topics, topic_labels
-from newsletter.model.topics import Matcher
+from newsletter.model.digest import topic_labels
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
@@ -337,15 +337,19 @@ def topics() -> None:
 @click.argument("paper_id")
 @click.pass_context
 def topics_explain(ctx: click.Context, paper_id: str) -> None:
-    """Which topic rules match a stored paper, and why."""
+    """Which topic rules match a stored paper and why, and for each that does, its score's parts and rank."""
     env, config = _ready(ctx.parent, need_smtp_settings=False)  # type: ignore[arg-type]
     with Store(env.db, env.db_timeout) as store:
         paper = store.paper(paper_id)
-    if paper is None:
-        _fail(f"no stored paper with id {paper_id!r}")
+        if paper is None:
+            _fail(f"no stored paper with id {paper_id!r}")
+        planner = pipeline.Planner(config, store, utcnow())
+        scores = trial.explain_scores(planner, paper)
     click.echo(f"{paper.id}: {paper.title}")
-    for explanation in Matcher(all_topics(config)).explain(paper, topic_labels(config)):
+    for explanation in planner.matcher.explain(paper, topic_labels(config)):
         click.echo(str(explanation))
+        for line in scores.get(explanation.topic, ()):
+            click.echo(line)
 
 
 @cli.command()
@@ -486,20 +490,21 @@ def archive(ctx: click.Context, out: Path, base_url: str | None) -> None:
 @topics.command("try")
 @click.argument("topic", required=False)
 @click.option("--days", type=click.IntRange(min=1), help="Papers first seen in the last N days (default: settings.horizon_days).")
+@click.option("--limit", type=click.IntRange(min=1), default=trial.LIMIT, show_default=True, help="Matches listed per topic, best first.")
+@click.option("--all", "everything", is_flag=True, help="List every match (and every paper no topic takes).")
 @click.pass_context
-def topics_try(ctx: click.Context, topic: str | None, days: int | None) -> None:
-    """Run the topic rules over stored papers: counts, a few marked titles, and papers no topic takes."""
+def topics_try(ctx: click.Context, topic: str | None, days: int | None, limit: int, everything: bool) -> None:
+    """Run the topic rules over stored papers: per topic its count and its matches in digest order, with score and matched words."""
     env, config = _ready(ctx.parent, need_smtp_settings=False)  # type: ignore[arg-type]
-    chosen = all_topics(config)
     labels = topic_labels(config)
     if topic is not None and topic not in labels:
         _fail(f"no topic {topic!r} in {config.path} (topics: {', '.join(config.topics) or 'none'})")
     days = days or config.settings.horizon_days
     with Store(env.db, env.db_timeout) as store:
-        stored = store.papers_seen_since(utcnow() - timedelta(days=days))
-    matcher = Matcher(chosen)
-    result = trial.run_trial(matcher, chosen, labels, (s.paper for s in stored), only=topic)
-    for line in trial.format_trial(result, matcher, days):
+        planner = pipeline.Planner(config, store, utcnow(), days)
+    result = trial.run_trial(planner, labels, only=topic, limit=None if everything else limit)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None  # a terminal: one line per paper
+    for line in trial.format_trial(result, planner.matcher, days, width):
         click.echo(line)
 
 

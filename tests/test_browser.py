@@ -23,9 +23,9 @@ from newsletter.model.digest import (
     Section,
     all_topics,
     compose,
-    match_all,
 )
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import match_all
 from newsletter.model.topics import Marks, Matcher
 
 pytestmark = pytest.mark.browser

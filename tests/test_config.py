@@ -50,6 +50,9 @@ def test_good_config_builds_dataclasses_with_defaults_from_settings() -> None:
     ada = loaded.subscribers[0]
     assert ada.timezone == "Europe/Paris" and ada.send_at == time(6, 45) and ada.frequency == "daily"
     assert loaded.topics["fine-tuning"].any == ("fine-tuning", "LoRA")
+    assert (loaded.topics["fine-tuning"].sort, loaded.topics["fine-tuning"].rising_hours) == ("relevance", 24)
+    ranked = config.parse(GOOD.replace("    none: [diffusion]", "    none: [diffusion]\n    sort: rising\n    rising_hours: 6"), "subs.yaml")
+    assert (ranked.topics["fine-tuning"].sort, ranked.topics["fine-tuning"].rising_hours) == ("rising", 6)
     assert loaded.sources[0].announce_types == ("new", "cross")
 
 
@@ -82,6 +85,28 @@ def test_bad_yaml_names_line_and_column() -> None:
             "subs.yaml:13:5: topics.fine-tuning.min_score: expected a whole number, got the number 2.5",
         ),
         (("    none: [diffusion]", "    none: [diffusion]\n    max_papers: 0"), "subs.yaml:13:5: topics.fine-tuning.max_papers: must be at least 1, got 0"),
+        # ranking: the sort and the rising window
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    sort: trendy"),
+            "subs.yaml:13:5: topics.fine-tuning.sort: unknown sort 'trendy' (did you mean 'trending'?)",
+        ),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    sort: popular"),
+            "subs.yaml:13:5: topics.fine-tuning.sort: unknown sort 'popular' (one of: relevance, trending, rising, newest)",
+        ),
+        (("    none: [diffusion]", "    none: [diffusion]\n    sort: [rising]"), "subs.yaml:13:5: topics.fine-tuning.sort: expected text, got a list"),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    sort: rising\n    rising_hours: 0"),
+            "subs.yaml:14:5: topics.fine-tuning.rising_hours: must be at least 1, got 0",
+        ),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    rising_hours: 721"),
+            "subs.yaml:13:5: topics.fine-tuning.rising_hours: must be at most 720 (30 days), got 721",
+        ),
+        (
+            ("    none: [diffusion]", "    none: [diffusion]\n    rising_hours: 12h"),
+            "subs.yaml:13:5: topics.fine-tuning.rising_hours: expected a whole number, got the text '12h'",
+        ),
         (("any: [fine-tuning, LoRA]", "any: 5"), "subs.yaml:11:5: topics.fine-tuning.any: expected a list of strings, got the number 5"),
         (("any: [fine-tuning, LoRA]", "any: [fine-tuning, {a: b}]"), "subs.yaml:11:24: topics.fine-tuning.any[1]: expected a string, got a mapping"),
         (("    title: Fine-tuning", "    title: [Fine-tuning]"), "subs.yaml:10:5: topics.fine-tuning.title: expected text, got a list"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from newsletter import config
-from newsletter.model.digest import all_topics, compose, match_all
+from newsletter.model.digest import all_topics, compose
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import match_all
 from newsletter.model.topics import Matcher
 
 CONF = config.parse(

@@ -59,11 +59,12 @@ def _user_version(path: Path) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db"):
         pass
-    assert LATEST == 6
+    assert LATEST == 7
     assert _user_version(tmp_path / "state.db") == LATEST
     columns, indexes = _shape(tmp_path / "state.db")
-    assert len(columns) == 13 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
+    assert len(columns) == 14 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
     assert "pause_reason" in columns["readers"] and "bounces" in columns
+    assert columns["popularity"] == {"paper", "at", "upvotes", "comments", "stars"}
     assert indexes == {
         "papers_first_seen",
         "papers_changed",
@@ -123,13 +124,14 @@ def test_an_upgraded_database_works(tmp_path: Path, fixture: str) -> None:
 def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 7")
+    newer = LATEST + 1
+    db.execute(f"PRAGMA user_version = {newer}")
     db.close()
     with pytest.raises(SchemaTooNew) as caught:
         Store(path)
     assert isinstance(caught.value, StorageError)
-    assert str(caught.value) == f"{path} has schema version 7; this newsletter knows up to {LATEST}: upgrade newsletter (or restore a backup)"
-    assert _user_version(path) == 7 and _shape(path) == ({}, set()), "nothing was touched"
+    assert str(caught.value) == f"{path} has schema version {newer}; this newsletter knows up to {LATEST}: upgrade newsletter (or restore a backup)"
+    assert _user_version(path) == newer and _shape(path) == ({}, set()), "nothing was touched"
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> list[str]:

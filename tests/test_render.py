@@ -35,10 +35,10 @@ from newsletter.model.digest import (
     Section,
     all_topics,
     compose,
-    match_all,
     shrink,
 )
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import match_all
 from newsletter.model.topics import Marks, Matcher
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -447,6 +447,11 @@ def test_matches_oracle_on_real_papers(arxiv: list[Paper]) -> None:
         assert got == oracle.topics_for(p), p.id
         if i % 5 == 0:
             assert [e.topic for e in matcher.explain(p) if e.matched] == got
+        names, found = matcher.match(p)
+        assert names == got, "match (for ranking) decides as topics_for does"
+        for e in matcher.explain(p) if i % 25 == 0 else ():  # and the keyword hits it keeps are those explain shows
+            explained = {h.keyword for c in e.clauses if c.name in ("any", "all") for h in c.hits}
+            assert {text for kid, text in matcher.keywords_of(e.topic) if found.any >> kid & 1} == explained, (p.id, e.topic)
         for name in got:
             counts[name] += 1
     # the topics are realistic: each takes some papers, none takes them all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,10 +98,33 @@ def test_try_counts_each_topic_like_the_reference_loop_and_marks_matched_words(w
         "matched by no topic": unmatched,
     }
     assert all(n > 0 for name, n in counts.items() if name != "nothing")
-    assert "    2411.18320  *Continual Learning* in Machine Speech Chain Using Gradient Episodic Memory" in result.output
-    samples = [line for line in lines if line.startswith("    ")]
-    assert len(samples) == 3 * 5, "three papers under each topic that took any, and three no topic took"
-    assert all("*" in line for line in samples[:12]), "every sample of a keyword topic shows what matched"
+    assert "      1.  " in result.output and "2411.18320  *Continual Learning* in Machine Speech Chain Using Gradient Episodic Memory" in result.output
+    listed = [line for line in lines if line.startswith("    ") and not line.strip().startswith("…")]
+    shown = {name: min(n, 20) for name, n in counts.items()}
+    assert len(listed) == sum(shown.values()), "every match up to 20 per topic (the default limit), and 20 papers no topic took"
+    keyword_topics = listed[: sum(shown.values()) - shown["matched by no topic"]]
+    assert all("[matched: " in line for line in keyword_topics), "every match says which keywords matched"
+    assert f"    … {unmatched - 20} more (--limit N, or --all)" in lines
+
+
+def test_try_all_lists_every_match_best_first_with_its_score(workdir: Path) -> None:
+    result = newsletter(workdir, "topics", "try", "agents", "--all")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    count = int(lines[1].split()[1])
+    listed = lines[2:]
+    assert count > 3 and len(listed) == count, "no cap: every match is listed"
+    assert [int(line.split(".")[0]) for line in listed] == list(range(1, count + 1))
+    scores = [float(line.split()[1]) for line in listed]
+    assert scores == sorted(scores, reverse=True), "relevance order, best first"
+    assert all("[matched: agent*" in line or "[matched: tool use" in line for line in listed)
+
+
+def test_try_limit(workdir: Path) -> None:
+    result = newsletter(workdir, "topics", "try", "agents", "--limit", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 + 2 + 1 and lines[-1] == f"    … {int(lines[1].split()[1]) - 2} more (--limit N, or --all)"
 
 
 def test_try_one_topic_over_more_days(workdir: Path) -> None:
@@ -109,7 +133,9 @@ def test_try_one_topic_over_more_days(workdir: Path) -> None:
     lines = result.output.splitlines()
     assert lines[1].split() == ["continual", "4"], "the paper seen 20 days ago counts now"
     assert "matched by no topic" not in result.output
-    assert len(lines) == 2 + 3
+    assert len(lines) == 2 + 4
+    assert "2001.00001  An old paper on *catastrophic forgetting*" in lines[2], "a title match, undated: 20 days old by when it was fetched"
+    assert "2411.18320  *Continual Learning*" in lines[3], "both keywords in title and abstract, but published in 2024: recency halves it"
 
 
 def test_try_unknown_topic_is_an_input_error(workdir: Path) -> None:
@@ -118,10 +144,11 @@ def test_try_unknown_topic_is_an_input_error(workdir: Path) -> None:
     assert "no topic 'continuous'" in result.output and "continual" in result.output
 
 
-def test_explain_shows_every_topic_with_the_keywords_and_fields_that_decided(workdir: Path) -> None:
+def test_explain_shows_every_topic_with_the_keywords_and_fields_that_decided_and_the_score(workdir: Path) -> None:
     result = newsletter(workdir, "topics", "explain", "2411.18320")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    lines = result.output.splitlines()
+    assert lines[:3] + lines[6:] == [
         "2411.18320: Continual Learning in Machine Speech Chain Using Gradient Episodic Memory",
         'agents                       no match  any: none of ["agent*", "tool use"] matched; all: missing "/\\b(LLM|language model)s?\\b/"',
         'continual                    MATCH     any: "continual learning" in title+abstract, "catastrophic forgetting" in abstract',
@@ -129,6 +156,13 @@ def test_explain_shows_every_topic_with_the_keywords_and_fields_that_decided(wor
         'nothing                      no match  any: none of ["zzyzx"] matched',
         'keywords of ada@example.org  no match  any: none of ["retrieval-augmented"] matched',
     ]
+    rank, parts, figures = lines[3:6]
+    assert rank.startswith("    #1 of 3 by relevance; relevance ") and " = match " in rank and " × recency " in rank
+    match = float(rank.split(" = match ")[1].split()[0])
+    terms = re.findall(r'"[^"]+" in [a-z+]+ (\d+) × idf ([\d.]+)', parts)
+    assert [w for w, _ in terms] == ["4", "1"], "title+abstract weighs 3 + 1, abstract alone 1"
+    assert match == pytest.approx(sum(int(w) * float(idf) for w, idf in terms), abs=0.02)
+    assert figures.startswith("    popularity: no figures; recency: ") and figures.endswith(" days old")
 
 
 def test_explain_unknown_paper(workdir: Path) -> None:

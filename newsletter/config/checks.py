@@ -24,7 +24,8 @@ from newsletter.model.config import (
     Source,
     Subscriber,
 )
-from newsletter.model.topics import Topic, keyword_error
+from newsletter.model.ranking import MAX_RISING_HOURS, SORTS
+from newsletter.model.topics import RISING_HOURS, Topic, keyword_error
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -229,7 +230,7 @@ class Checker:
         return tuple(out)
 
     def topics(self, node: Any, root: CommentedMap, source_names: set[str]) -> dict[str, Topic]:
-        keys = ("title", "description", "any", "all", "none", "min_score", "sources", "max_papers")
+        keys = ("title", "description", "any", "all", "none", "min_score", "sources", "max_papers", "sort", "rising_hours")
         out: dict[str, Topic] = {}
         if node is None:
             return out
@@ -255,8 +256,28 @@ class Checker:
                 min_score=self.count(m, "min_score", path, 0),
                 sources=sources or None,
                 max_papers=self.count(m, "max_papers", path, None, 1),
+                sort=self.choice(m, "sort", path, SORTS),
+                rising_hours=self.rising_hours(m, path),
             )
         return out
+
+    def choice(self, node: CommentedMap, key: str, path: str, allowed: tuple[str, ...]) -> str:
+        """One of `allowed` (the first when absent), with a did-you-mean when not."""
+        value: str = self.value(node, key, path, str, allowed[0])
+        if value not in allowed:
+            hint = difflib.get_close_matches(value, allowed, n=1)
+            extra = f" (did you mean '{hint[0]}'?)" if hint else f" (one of: {', '.join(allowed)})"
+            self.problem(node, key, join_path(path, key), f"unknown {key} '{value}'{extra}")
+            return allowed[0]
+        return value
+
+    def rising_hours(self, node: CommentedMap, path: str) -> int:
+        """Hours `sort: rising` measures gains over: snapshots are kept that long, so it is bounded."""
+        hours: int = self.count(node, "rising_hours", path, RISING_HOURS, 1)
+        if hours > MAX_RISING_HOURS:
+            self.problem(node, "rising_hours", join_path(path, "rising_hours"), f"must be at most {MAX_RISING_HOURS} (30 days), got {hours}")
+            return RISING_HOURS
+        return hours
 
     def subscribers(self, node: Any, root: CommentedMap, settings: Settings, topics: dict[str, Topic]) -> tuple[Subscriber, ...]:
         keys = ("email", "name", "topics", "keywords", "min_score", "max_papers", "frequency", "day", "send_at", "timezone", "paused")

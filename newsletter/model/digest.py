@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date
 from functools import cached_property
 
 from newsletter.model.config import Config, Subscriber
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import Matched, SortKey
 from newsletter.model.topics import Marks, Matcher, Topic
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -95,38 +94,36 @@ def topic_labels(config: Config) -> dict[str, str]:
     return labels
 
 
-def match_all(matcher: Matcher, papers: Iterable[Paper]) -> dict[str, frozenset[str]]:
-    """Topic names per paper id, computed once and shared by every subscriber."""
-    return {p.id: frozenset(matcher.topics_for(p)) for p in papers}
-
-
 def compose(
     config: Config,
     subscriber: Subscriber,
     matcher: Matcher,
     papers: Sequence[Paper],
-    matches: Mapping[str, frozenset[str]],
+    matches: Mapping[str, Matched],
     already_sent: set[str],
     day: date,
 ) -> Digest | None:
-    """The subscriber's next digest from candidate papers, or None when nothing is new to them."""
+    """The subscriber's next digest from candidate papers, or None when nothing is new to them.
+
+    `matches` (`ranking.match_all`) holds each paper's topics and scores; each section is in its topic's sort order."""
     topics = subscriber_topics(config, subscriber)
-    buckets: dict[str, list[Entry]] = {t.name: [] for t in topics}
+    buckets: dict[str, list[tuple[SortKey, Entry]]] = {t.name: [] for t in topics}
     for paper in papers:
-        if paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
+        matched = matches.get(paper.id)
+        if matched is None or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
             continue
-        hits = [t for t in topics if t.name in matches.get(paper.id, ())]
+        hits = [t for t in topics if t.name in matched.keys]
         if not hits:
             continue
         first = hits[0]
         tags = tuple(t.title for t in hits[1:])
         marks = matcher.marks(paper, [t.name for t in hits])
-        buckets[first.name].append(Entry(paper, tags, marks))
+        buckets[first.name].append((matched.keys[first.name], Entry(paper, tags, marks)))
 
     budget = subscriber.max_papers
     sections = []
     for topic in topics:
-        entries = sorted(buckets[topic.name], key=lambda e: rank(e.paper))
+        entries = [entry for _, entry in sorted(buckets[topic.name], key=lambda pair: pair[0])]
         cap = topic.max_papers or config.settings.max_papers_per_topic
         if budget is not None:
             cap = min(cap, budget)
@@ -138,11 +135,6 @@ def compose(
     if not sections:
         return None
     return Digest(day, tuple(sections))
-
-
-def rank(paper: Paper) -> tuple[int, float, str]:
-    """Sort key within a topic: highest score first, then newest, then id for a stable order."""
-    return (-(paper.score or 0), -(paper.published or _EPOCH).timestamp(), paper.id)
 
 
 def shrink(digest: Digest, keep: int) -> Digest:

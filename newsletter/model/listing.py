@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from newsletter.model.digest import rank
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import Figures, SortKey, tie_key
 from newsletter.model.topics import Matcher, Topic
 
 FRONT = ""  # the front page's bucket: papers some topic takes, or every paper when there are no topics (no topic is named "")
@@ -20,14 +20,14 @@ class Listed:
     id: str
     day: date  # the day it is listed under
     when: datetime  # published, but never later than first seen: a feed's future dates cannot pin it on top
-    rank: tuple[int, float, str]  # order within a day, as in the digest
+    rank: SortKey  # order within a day: most popular first, as on a daily-papers page, then newest (ranking.tie_key)
     topics: tuple[str, ...]  # the topics that take it, in their configured order
 
 
 def listed(paper: Paper, first_seen: datetime, topics: Sequence[str]) -> Listed:
     """A paper's entry: listed on the (UTC) day it was published, or first seen when that is earlier or unknown."""
     when = min(paper.published or first_seen, first_seen).astimezone(UTC)
-    return Listed(paper.id, when.date(), when, rank(paper), tuple(topics))
+    return Listed(paper.id, when.date(), when, (-Figures.of(paper).weight, *tie_key(paper.id, paper.published)), tuple(topics))
 
 
 class Listing:
@@ -58,7 +58,7 @@ class Listing:
         return sorted((day for day, ids in self._days[topic].items() if ids), reverse=True)
 
     def on(self, day: date, topic: str = FRONT) -> list[Listed]:
-        """The topic's papers of one day, best first (as the digest ranks them)."""
+        """The topic's papers of one day, best first."""
         return sorted((self._papers[i] for i in self._days[topic].get(day, ())), key=lambda e: e.rank)
 
     def count(self, day: date, topic: str = FRONT) -> int:

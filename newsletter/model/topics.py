@@ -84,6 +84,7 @@ GIVE_UP_AFTER = 3  # searches that ran out of time before a /regex/ is given up 
 # Texts a /regex/ is tried on at `check`: runs that make nested repeats such as (a+)+$ or (\w+\s?)+$ backtrack.
 _PROBES = ("a" * 48 + "!", "ab " * 24 + "!", "word " * 16 + "1!", "x" * 24 + "-" * 24 + "!")
 _MIN_WORD = 3  # a shorter required word of a /regex/ would hardly ever spare its search
+RISING_HOURS = 24  # default `rising_hours` of a topic: a day of fetches
 _VALUE_CACHE = 100_000  # author names / categories whose keyword matches each Matcher remembers
 
 
@@ -100,6 +101,8 @@ class Topic:
     min_score: int = 0
     sources: tuple[str, ...] | None = None
     max_papers: int | None = None
+    sort: str = "relevance"  # relevance | trending | rising | newest (newsletter.model.ranking)
+    rising_hours: int = RISING_HOURS  # the window `rising` measures popularity gained over
 
 
 @dataclass(frozen=True)
@@ -386,6 +389,24 @@ class Explanation:
         return f"{(self.label or self.topic).ljust(self.width)}  {'MATCH' if self.matched else 'no match':8}  {reasons}"
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """Which keywords hit each field of one paper, as bits by keyword id (`Matcher.keywords_of`): what ranking weighs."""
+
+    title: int = 0
+    abstract: int = 0
+    authors: int = 0
+    categories: int = 0
+
+    @property
+    def any(self) -> int:
+        return self.title | self.abstract | self.authors | self.categories
+
+    def ids(self) -> list[int]:
+        """The ids of the keywords that hit any field, lowest first."""
+        return list(_bits(self.any))
+
+
 @dataclass(frozen=True)
 class Marks:
     """Character spans of title and abstract to highlight: sorted, merged, half-open (start, end)."""
@@ -610,6 +631,23 @@ class Matcher:
             found |= self._scan_values(paper.authors, 0, self._HOT)
         if self._values[1]:
             found |= self._scan_values(paper.categories, 1, self._HOT)
+        return self._decide(found, paper)
+
+    def match(self, paper: Paper) -> tuple[list[str], Found]:
+        """The paper's topics (as `topics_for`) and where each keyword hit, from one scan: ranking weighs the latter."""
+        title, abstract = self._scan(paper.title, paper.abstract, self._KEYWORDS)
+        authors = self._scan_values(paper.authors, 0, self._KEYWORDS) if self._values[0] else 0
+        categories = self._scan_values(paper.categories, 1, self._KEYWORDS) if self._values[1] else 0
+        hits = title | abstract | authors | categories
+        found, switch = 0, self._switches[self._HOT]
+        while hits:  # `_bits`, inlined
+            low = hits & -hits
+            hits ^= low
+            found |= switch[low.bit_length() - 1]
+        return self._decide(found, paper), Found(title, abstract, authors, categories)
+
+    def _decide(self, found: int, paper: Paper) -> list[str]:
+        """The topics whose rules these found bits (layout `_HOT`) satisfy for this paper."""
         taken = found & self._simple
         tested = (found | self._always) & self._tested
         if tested:
@@ -627,6 +665,22 @@ class Matcher:
             out.append(names[rule.bit_length() - 1])
         return out
 
+    @property
+    def topics(self) -> list[Topic]:
+        """The topics as compiled, in order."""
+        return list(self._topics)
+
+    def keyword_count(self) -> int:
+        """How many distinct keywords the topics compile to: the ids `Found` bits stand for."""
+        return len(self._keywords)
+
+    def keywords_of(self, name: str) -> tuple[tuple[int, str], ...]:
+        """A topic's any and all keywords as (keyword id, as first written there): the hits that make it want a paper."""
+        topic, out = self._index[name], dict[int, str]()
+        for text in topic.any + topic.all:
+            out.setdefault(self._text_ids[text], text)
+        return tuple(out.items())
+
     def counts(self, papers: Iterable[Paper]) -> dict[str, int]:
         """How many of the papers each topic takes, in topic order, for trying rules out on stored papers."""
         totals = dict.fromkeys(self._names, 0)
@@ -639,13 +693,8 @@ class Matcher:
         """For each topic in order: whether it takes the paper, and clause by clause which keywords hit where;
         `labels` shows some topics by another name (a subscriber's personal keywords, say)."""
         labels = labels or {}
-        title, abstract = self._scan(paper.title, paper.abstract, self._KEYWORDS)
-        by_field = {
-            "title": title,
-            "abstract": abstract,
-            "authors": self._scan_values(paper.authors, 0, self._KEYWORDS),
-            "categories": self._scan_values(paper.categories, 1, self._KEYWORDS),
-        }
+        found = self.match(paper)[1]
+        by_field = {"title": found.title, "abstract": found.abstract, "authors": found.authors, "categories": found.categories}
         width = max((len(labels.get(name, name)) for name in self._names), default=0)
         score = paper.score or 0
         out = []

@@ -15,6 +15,7 @@ from newsletter.ingest.fetch import Fetcher, Policy, Request, user_agent
 from newsletter.ingest.sources import first_urls, parse
 from newsletter.model.config import Config, Source
 from newsletter.model.paper import Paper, merge
+from newsletter.model.ranking import window_hours
 from newsletter.storage.database import utcnow
 from newsletter.storage.store import Store
 
@@ -59,10 +60,11 @@ def fetch_policy(config: Config, env: Env, today: date, api_interval: float = AR
 
 async def _fetch_all(config: Config, store: Store, now: datetime, policy: Policy) -> list[SourceResult]:
     async with Fetcher(policy) as fetcher:
-        return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now) for source in config.sources)))
+        keep_hours = window_hours(config.topics.values())  # snapshots of the figures seen, for `sort: rising`
+        return list(await asyncio.gather(*(_fetch_one(fetcher, source, store, now, keep_hours) for source in config.sources)))
 
 
-async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> SourceResult:
+async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: datetime, keep_hours: int) -> SourceResult:
     result = SourceResult(source.name)
     started = time.monotonic()
     try:
@@ -78,6 +80,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
         return result
     result.papers = len(papers)
     added = store.add_papers(papers, now, replace=source.replace)
+    store.record_popularity(papers, now, keep_hours)
     result.new = added.new
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)

@@ -11,8 +11,9 @@ from newsletter.environment import Env
 from newsletter.mail import tokens
 from newsletter.mail.render import Reader
 from newsletter.model.config import Config, Subscriber
-from newsletter.model.digest import Digest, all_topics, compose, match_all
+from newsletter.model.digest import Digest, all_topics, compose
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import Matched, match_all, window_hours
 from newsletter.model.topics import Matcher
 from newsletter.storage.store import Store
 
@@ -48,14 +49,30 @@ class Planner:
     config: Config
     store: Store
     now: datetime
+    days: int | None = None  # papers first seen this many days back (default: settings.horizon_days)
     matcher: Matcher = field(init=False)
     papers: list[Paper] = field(init=False)
+    first_seen: dict[str, datetime] = field(init=False)
+    matches: dict[str, Matched] = field(init=False)
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(all_topics(self.config))
-        since = self.now - timedelta(days=self.config.settings.horizon_days)
-        self.papers = [sp.paper for sp in self.store.papers_seen_since(since)]
-        self.matches = match_all(self.matcher, self.papers)
+        since = self.now - timedelta(days=self.days or self.config.settings.horizon_days)
+        stored = self.store.papers_seen_since(since)
+        self.papers = [sp.paper for sp in stored]
+        self.first_seen = {sp.paper.id: sp.first_seen for sp in stored}
+        self.matches = self._match(self.papers)
+
+    def _match(self, papers: list[Paper]) -> dict[str, Matched]:
+        """Topics and scores of these papers, the idf counted over them and rising from their snapshots."""
+        since = self.now - timedelta(hours=window_hours(self.matcher.topics))
+        history = self.store.popularity_history([p.id for p in papers], since)
+        return match_all(self.matcher, papers, now=self.now, first_seen=self.first_seen, history=history)
+
+    def matched(self, papers: list[Paper]) -> dict[str, Matched]:
+        """The shared matches, plus those of any of these papers beyond the horizon (idf over the candidates and them)."""
+        missing = [p for p in papers if p.id not in self.matches]
+        return {**self._match([*self.papers, *missing]), **self.matches} if missing else self.matches
 
     def today(self, subscriber: Subscriber) -> datetime:
         return self.now.astimezone(ZoneInfo(subscriber.timezone))
@@ -68,5 +85,4 @@ class Planner:
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
         """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""
         papers = self.store.papers_by_id(paper_ids)
-        matches = {**self.matches, **match_all(self.matcher, (p for p in papers if p.id not in self.matches))}
-        return compose(self.config, subscriber, self.matcher, papers, matches, set(), self.today(subscriber).date())
+        return compose(self.config, subscriber, self.matcher, papers, self.matched(papers), set(), self.today(subscriber).date())

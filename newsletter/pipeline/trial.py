@@ -1,26 +1,37 @@
-"""`newsletter topics try`: the rules run over stored papers, so a user sees what an edit would select before anyone gets mail."""
+"""`newsletter topics try` and `topics explain`: the rules and the ranking run over stored papers, so a user sees
+what an edit would select, in what order and why, before anyone gets mail."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from newsletter.mail.filters import mark_text
-from newsletter.model.digest import rank
 from newsletter.model.paper import Paper
-from newsletter.model.topics import Matcher, Topic
+from newsletter.model.ranking import Figures, Score, field_weights, idfs, matched_words, tie_key
+from newsletter.model.topics import Found, Matcher, Topic
+from newsletter.pipeline.planning import Planner
 
-SAMPLES = 3  # papers shown per topic (and of those no topic takes)
+LIMIT = 20  # matches listed per topic (and papers of no topic) unless --limit or --all say otherwise
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One match as `topics try` lists it: the paper, its score in the topic and the words that matched."""
+
+    paper: Paper
+    score: Score
+    words: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class TopicTrial:
-    """One topic's share of the stored papers: how many it takes and its best few."""
+    """One topic's share of the stored papers: how many it takes, and those, best first (up to the limit)."""
 
     topic: Topic
     label: str
     count: int
-    samples: tuple[Paper, ...]
+    listed: tuple[Listed, ...]
 
 
 @dataclass(frozen=True)
@@ -34,47 +45,67 @@ class Trial:
     complete: bool  # every topic is shown (no TOPIC was asked for), so the unmatched papers are worth showing
 
 
-def run_trial(
-    matcher: Matcher, topics: Sequence[Topic], labels: dict[str, str], papers: Iterable[Paper], only: str | None = None, samples: int = SAMPLES
-) -> Trial:
-    """Match every paper once; keep per topic the count and the top papers by score, then date (as the digest orders them).
-
-    `topics` are those `matcher` was compiled from; `only` restricts the report to one topic name, while papers
-    no topic takes are still judged against all topics."""
-    taken: dict[str, list[Paper]] = {t.name: [] for t in topics}
+def run_trial(planner: Planner, labels: Mapping[str, str], only: str | None = None, limit: int | None = LIMIT) -> Trial:
+    """Each topic's matches among the planner's papers in the order its digest section would have them (`limit`: at most
+    that many listed, None: all); `only` restricts the report to one topic name, while papers no topic takes are
+    still judged against all topics."""
+    topics = {t.name: t for t in planner.matcher.topics}
+    taken: dict[str, list[Listed]] = {name: [] for name in topics}
     unmatched: list[Paper] = []
-    total = 0
-    for paper in papers:
-        total += 1
-        names = matcher.topics_for(paper)
-        for name in names:
-            taken[name].append(paper)
-        if not names:
+    for paper in planner.papers:
+        matched = planner.matches[paper.id]
+        for name in matched.keys:
+            taken[name].append(Listed(paper, matched.score(topics[name]), tuple(text for _, text in matched_words(planner.matcher, name, matched.found))))
+        if not matched.keys:
             unmatched.append(paper)
-    shown = [t for t in topics if only is None or t.name == only]
+    shown = [t for t in planner.matcher.topics if only is None or t.name == only]
+    unmatched.sort(key=lambda p: tie_key(p.id, p.published or planner.first_seen.get(p.id)))
     return Trial(
-        total=total,
-        topics=tuple(TopicTrial(t, labels.get(t.name, t.name), len(taken[t.name]), tuple(sorted(taken[t.name], key=rank)[:samples])) for t in shown),
+        total=len(planner.papers),
+        topics=tuple(
+            TopicTrial(t, labels.get(t.name, t.name), len(taken[t.name]), tuple(sorted(taken[t.name], key=lambda e: e.score.key)[:limit])) for t in shown
+        ),
         unmatched=len(unmatched),
-        unmatched_samples=tuple(sorted(unmatched, key=rank)[:samples]),
+        unmatched_samples=tuple(unmatched[:limit]),
         complete=only is None,
     )
 
 
-def format_trial(trial: Trial, matcher: Matcher, days: int) -> list[str]:
-    """The lines `topics try` prints: counts per topic with marked titles, then the papers no topic takes."""
+def format_trial(trial: Trial, matcher: Matcher, days: int, width: int | None = None) -> list[str]:
+    """The lines `topics try` prints: per topic its count, then each listed match with its score, what it sorts by
+    and the words that matched; then the papers no topic takes. `width`: cut each line to it (a terminal's)."""
     lines = [f"{trial.total} papers first seen in the last {days} day{'s' if days != 1 else ''}"]
-    width = max((len(t.label) for t in trial.topics), default=0)
+    label_width = max((len(t.label) for t in trial.topics), default=0)
     for t in trial.topics:
-        lines.append(f"{t.label.ljust(width)}  {t.count:5}")
-        for paper in t.samples:
-            lines.append("    " + marked(matcher, paper, t.topic.name))
-    if not trial.complete:
-        return lines
-    lines.append(f"{'matched by no topic'.ljust(width)}  {trial.unmatched:5}")
-    for paper in trial.unmatched_samples:
-        lines.append(f"    {paper.id}  {' '.join(paper.title.split())}")
-    return lines
+        lines.append(f"{t.label.ljust(label_width)}  {t.count:5}" + (f"  (sort: {t.topic.sort})" if t.topic.sort != "relevance" else ""))
+        for i, entry in enumerate(t.listed, 1):
+            words = f"  [matched: {', '.join(entry.words)}]" if entry.words else ""
+            lines.append(f"    {i:3}. {entry.score.relevance:6.2f}  {_by(t.topic, entry)}{marked(matcher, entry.paper, t.topic.name)}{words}")
+        if len(t.listed) < t.count:
+            lines.append(f"    … {t.count - len(t.listed)} more (--limit N, or --all)")
+    if trial.complete:
+        lines.append(f"{'matched by no topic'.ljust(label_width)}  {trial.unmatched:5}")
+        for paper in trial.unmatched_samples:
+            lines.append(f"    {paper.id}  {' '.join(paper.title.split())}")
+        if len(trial.unmatched_samples) < trial.unmatched:
+            lines.append(f"    … {trial.unmatched - len(trial.unmatched_samples)} more (--limit N, or --all)")
+    return lines if width is None else [line if len(line) <= width else line[: width - 1] + "…" for line in lines]
+
+
+def _by(topic: Topic, entry: Listed) -> str:
+    """What a non-relevance sort orders by, shown before the paper."""
+    if topic.sort == "trending":
+        return f"{_figures(Figures.of(entry.paper))}  "
+    if topic.sort == "rising":
+        return f"{_figures(entry.score.gain, '+')} in {topic.rising_hours} h  "
+    if topic.sort == "newest":
+        return f"{entry.paper.published:%Y-%m-%d}  " if entry.paper.published else "undated     "
+    return ""
+
+
+def _figures(figures: Figures, sign: str = "") -> str:
+    parts = [f"{sign}{n} {what}" for n, what in ((figures.upvotes, "upvotes"), (figures.comments, "comments"), (figures.stars, "stars")) if n is not None]
+    return ", ".join(parts) or "no figures"
 
 
 def marked(matcher: Matcher, paper: Paper, topic: str) -> str:
@@ -84,3 +115,41 @@ def marked(matcher: Matcher, paper: Paper, topic: str) -> str:
     words = list(dict.fromkeys(paper.abstract[a:b].lower() for a, b in marks.abstract))
     extra = f"  [abstract: {', '.join(f'*{w}*' for w in words)}]" if words else ""
     return f"{paper.id}  {' '.join(title.split())}{extra}"
+
+
+def explain_scores(planner: Planner, paper: Paper) -> dict[str, list[str]]:
+    """Per topic that takes the paper: how its score there comes about, and where that puts it among the topic's papers."""
+    matches = planner.matched([paper])
+    matched = matches[paper.id]
+    weights = idfs(planner.matcher.keyword_count(), [m.found.ids() for m in matches.values()])
+    fields = field_weights(matched.found)
+    when = paper.published or planner.first_seen.get(paper.id)
+    age = f"{(planner.now - when).total_seconds() / 86400:.1f} days old" if when else "age unknown"
+    out = {}
+    for topic in planner.matcher.topics:
+        if topic.name not in matched.keys:
+            continue
+        score = matched.score(topic)
+        rivals = sorted(m.keys[topic.name] for m in matches.values() if topic.name in m.keys)
+        parts = [
+            f'"{text}" in {"+".join(_fields(matched.found, kid))} {fields[kid]:g} × idf {weights[kid]:.2f}'
+            for kid, text in matched_words(planner.matcher, topic.name, matched.found)
+        ]
+        out[topic.name] = [
+            f"    #{rivals.index(score.key) + 1} of {len(rivals)} by {topic.sort}; "
+            f"relevance {score.relevance:.2f} = match {score.match:.2f} × (1 + popularity {score.popularity:.2f} / 4) × recency {score.recency:.2f}",
+            f"    match: {' + '.join(parts) if parts else 'the topic has no keywords (1)'}",
+            f"    popularity: {_figures(Figures.of(paper))}"
+            + (f"; rising {score.rising:.2f} over {topic.rising_hours} h: {_figures(score.gain, '+')}" if topic.sort == "rising" else "")
+            + f"; recency: {age}",
+        ]
+    return out
+
+
+def _fields(found: Found, kid: int) -> list[str]:
+    bit = 1 << kid
+    return [
+        name
+        for name, bits in (("title", found.title), ("abstract", found.abstract), ("authors", found.authors), ("categories", found.categories))
+        if bits & bit
+    ]

@@ -73,6 +73,14 @@ def m006_mail_that_comes_back(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE readers ADD COLUMN resumed_at TEXT")  # soft bounces before it no longer count
 
 
+def m007_popularity_snapshots(db: sqlite3.Connection) -> None:
+    """popularity: the upvotes, comments and stars each fetch saw per paper, so `sort: rising` can rank by gain (pruned on write)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS popularity (paper TEXT NOT NULL, at TEXT NOT NULL, upvotes INTEGER, comments INTEGER, stars INTEGER, "
+        "PRIMARY KEY (paper, at))"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -80,6 +88,7 @@ MIGRATIONS: list[Migration] = [
     m004_link_versions,
     m005_papers_changed,
     m006_mail_that_comes_back,
+    m007_popularity_snapshots,
 ]
 
 

@@ -59,11 +59,12 @@ def _user_version(path: Path) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db"):
         pass
-    assert LATEST == 4
+    assert LATEST == 5
     assert _user_version(tmp_path / "state.db") == LATEST
     columns, indexes = _shape(tmp_path / "state.db")
-    assert len(columns) == 12 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
-    assert indexes == {"papers_first_seen", "deliveries_status", "deliveries_subscriber", "rate_events_key"}
+    assert len(columns) == 13 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
+    assert "layout" in columns["deliveries"] and "layouts" in columns
+    assert indexes == {"papers_first_seen", "deliveries_status", "deliveries_subscriber", "deliveries_layout", "rate_events_key"}
 
 
 @pytest.mark.parametrize("fixture", ["fa3b13e.sql", "b85425c.sql"], ids=["before-versions", "before-revised-and-uncertain"])

@@ -45,7 +45,16 @@ def m004_link_versions(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions]
+def m005_edition_layouts(db: sqlite3.Connection) -> None:
+    """layouts: each distinct edition (its sections, shown and cut ids) stored once by content hash, and
+    deliveries.layout pointing at it, so storage grows with editions rather than readers times papers.
+    Rows from before keep their paper_ids (new rows leave it empty) and have no edition page."""
+    db.execute("CREATE TABLE layouts (key TEXT PRIMARY KEY, data TEXT NOT NULL, created TEXT NOT NULL)")
+    db.execute("ALTER TABLE deliveries ADD COLUMN layout TEXT REFERENCES layouts(key)")
+    db.execute("CREATE INDEX deliveries_layout ON deliveries(subscriber, layout)")
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_edition_layouts]
 
 
 def version(db: sqlite3.Connection) -> int:

@@ -107,9 +107,9 @@ def edition_link(base_url: str, secret: str, email: str, version: int, layout: L
 
 def atom(base_url: str, secret: str, email: str, version: int, self_url: str, editions: list[Edition]) -> bytes:
     """The reader's editions as an Atom feed: an entry per edition, linking to its page. Ids are stable and
-    name no address: the feed's is keyed by the secret, an entry's is its layout key."""
+    name no address, nor tell two readers' entries of one edition alike (they are keyed by the secret)."""
     fg = FeedGenerator()
-    fg.id(uuid.UUID(bytes=hashlib.blake2b(email.lower().encode(), key=secret.encode()[:64], digest_size=16).digest()).urn)
+    fg.id(_urn(secret, email.lower()))
     fg.title("Your paper digest")
     fg.subtitle("Every edition mailed to you, each with all its papers")
     fg.author({"name": "Paper digest"})
@@ -119,10 +119,14 @@ def atom(base_url: str, secret: str, email: str, version: int, self_url: str, ed
     for edition in editions:
         layout = edition.layout
         entry = fg.add_entry(order="append")
-        entry.id(uuid.UUID(hex=layout.key).urn)
+        entry.id(_urn(secret, f"{email.lower()}\0{layout.key}"))
         entry.title(f"Paper digest · {format_day(layout.day)} · {count_phrase(layout.shown, layout.total)}")
         entry.link(href=edition_link(base_url, secret, email, version, layout), rel="alternate", type="text/html")
         entry.updated(edition.updated)
         entry.summary(" · ".join(f"{s.title} ({len(s.ids)})" for s in layout.sections))
     body: bytes = fg.atom_str(pretty=True)
     return body
+
+
+def _urn(secret: str, value: str) -> str:
+    return uuid.UUID(bytes=hashlib.blake2b(value.encode(), key=secret.encode()[:64], digest_size=16).digest()).urn

@@ -261,3 +261,17 @@ def test_a_row_planned_before_editions_existed_gets_a_page_when_it_is_sent(site:
     assert view and site.client.get(path(view.group(1))).status_code == 200
     with Store(site.env.db) as store:
         assert store.sent_paper_ids("ada@example.org") >= set(ids), "its own list still counts"
+
+
+def test_a_page_opened_again_shows_the_papers_as_they_stand_now(site: Site) -> None:
+    """Pages are built once per edition and kept, until one of its papers changes (upvotes climb during the day)."""
+    send(site)
+    text, _ = parts(digests(site, "ada@example.org")[0])
+    view = path(re.search(r"View in your browser: (\S+)", text).group(1))  # type: ignore[union-attr]
+    (layout,) = layouts(site, "ada@example.org")
+    first = site.client.get(view).text
+    assert site.client.get(view).text == first
+    paper = store_paper(site, layout.sections[0].cut[0])
+    with Store(site.env.db) as store:
+        store.add_papers([Paper(id=paper.id, title=paper.title, score=987654, sources=("hf",))])
+    assert "987654 upvotes" not in first and "987654 upvotes" in site.client.get(view).text

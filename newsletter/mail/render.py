@@ -131,7 +131,7 @@ class Renderer:
         self.placeholders = Placeholders.fresh()
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
-        self._page_cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)  # cards as web pages show them, not inlined
+        self._page_cards: LRUCache[tuple[str, str, str], str] = LRUCache(CACHED_CARDS)  # cards as web pages show them, not inlined
 
     def template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into one line naming the file and line."""
@@ -190,7 +190,7 @@ class Renderer:
         styles from a stylesheet, since their Content-Security-Policy allows no style attributes."""
 
         def card(template: str, entry: Entry) -> Markup:
-            key = (template, entry.key)
+            key = (template, entry.key, repr(entry.paper))  # pages outlive a send: a paper's upvotes and links change
             done = self._page_cards.get(key)
             if done is None:
                 done = self._page_cards[key] = self.template(template).render(entry=entry, paper=entry.paper)

@@ -68,6 +68,11 @@ class Papers(Database):
         found = {r["id"]: r["data"] for r in rows}
         return [Paper.from_dict(json.loads(found[pid])) for pid in wanted if pid in found]
 
+    def papers_version(self, ids: Iterable[str]) -> str:
+        """When any of these papers last changed, and how many are stored: equal answers mean equal papers."""
+        row = self.db.execute("SELECT COUNT(*), MAX(updated) FROM papers WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)).fetchone()
+        return f"{row[0]} {row[1]}"
+
 
 def _dumps(paper: Paper) -> str:
     return json.dumps(paper.to_dict(), ensure_ascii=False, separators=(",", ":"))

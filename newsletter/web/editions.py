@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cachetools import LRUCache
 from feedgen.feed import FeedGenerator
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,7 +22,6 @@ from newsletter.errors import ConfigError, StorageError
 from newsletter.mail import tokens
 from newsletter.mail.filters import format_day
 from newsletter.mail.render import Renderer
-from newsletter.model.config import Config
 from newsletter.model.digest import Layout, count_phrase, edition_digest, subscriber_topics
 from newsletter.model.topics import Matcher
 from newsletter.storage.ledger import Edition
@@ -29,15 +29,7 @@ from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter.web")
 FEED_ENTRIES = 50  # latest editions in a reader's feed
-
-
-@dataclass(frozen=True)
-class Opened:
-    """What a valid edition or feed link opens: whose it is, at which link version, and the config of now."""
-
-    email: str
-    version: int
-    config: Config
+CACHED_PAGES = 128  # rendered edition pages kept (about 100 KB each)
 
 
 class Editions:
@@ -48,6 +40,10 @@ class Editions:
         self.config_path = config_path
         self.secret = secret
         self.renderer = Renderer(env.base_url, env.templates)
+        # Pages rendered, by edition, the reader's topics as they stand and the papers' last change: readers who
+        # got one edition (all who share its topics) open the same page, and it is built once for them.
+        self.pages: LRUCache[tuple[str, str, str], str] = LRUCache(CACHED_PAGES)
+        self.lock = threading.Lock()
 
     async def page(self, request: Request) -> Response:
         return await run_in_threadpool(self._page, request.path_params["token"])
@@ -62,17 +58,22 @@ class Editions:
             email, sep, key = claim.value.partition("\0") if claim else ("", "", "")
             if claim is None or not sep:
                 return self.not_found()
+            subscriber = config.subscriber(email)
+            topics = subscriber_topics(config, subscriber) if subscriber else []
             with Store(self.env.db, self.env.db_timeout) as store:
                 layout = store.layout(email, key) if claim.version >= store.link_version(email) else None
-                papers = {p.id: p for p in store.papers_by_id(layout.ids)} if layout else {}
+                if layout is None:
+                    return self.not_found()
+                cache_key = (layout.key, repr(topics), store.papers_version(layout.ids))
+                with self.lock:
+                    html = self.pages.get(cache_key)
+                papers = {p.id: p for p in store.papers_by_id(layout.ids)} if html is None else {}
         except (ConfigError, StorageError) as exc:
             return self.unavailable(exc)
-        if layout is None:
-            return self.not_found()
-        subscriber = config.subscriber(email)
-        topics = subscriber_topics(config, subscriber) if subscriber else []
-        digest = edition_digest(layout, papers, topics, Matcher(topics))
-        html = self.renderer.page("web/edition.html", digest, title=f"Your paper digest · {format_day(layout.day)}")
+        if html is None:
+            digest = edition_digest(layout, papers, topics, Matcher(topics))
+            with self.lock:  # the caches here and the renderer's are shared by the request threads
+                html = self.pages[cache_key] = self.renderer.page("web/edition.html", digest, title=f"Your paper digest · {format_day(layout.day)}")
         return HTMLResponse(html)
 
     def _feed(self, token: str) -> Response:

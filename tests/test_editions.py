@@ -145,7 +145,7 @@ def test_every_paper_of_a_capped_edition_is_on_its_page_and_each_cut_topics_link
 
     phrase = f"6 in this mail, {layout.total} in the edition"
     assert mail["Subject"].endswith(f"· {phrase}"), mail["Subject"]
-    assert f"{phrase} in 2 topics" in text and f"{phrase} in 2 topics" in html, "the header says the same"
+    assert f"{phrase} · 2 topics" in text and f"{phrase} · 2 topics" in html, "the header says the same"
     assert f"sent     ada@example.org: {phrase}" in output, output
     status = CliRunner().invoke(cli, ["status"], env=site.environ, catch_exceptions=False).output
     assert re.search(rf"sent     ada@example.org at [^\n]+: {phrase}\n", status), status

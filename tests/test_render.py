@@ -86,7 +86,7 @@ def test_css_is_inlined_and_links_are_absolute() -> None:
 def test_both_parts_carry_the_same_papers_links_and_counts() -> None:
     subject, html, text = render(digest())
     assert subject == "Paper digest · 25 Nov 2026 · 1 in this mail, 4 in the edition", "the edition holds the 3 cut papers too"
-    assert "1 in this mail, 4 in the edition in 1 topic" in text and "1 in this mail, 4 in the edition in 1 topic" in html
+    assert "1 in this mail, 4 in the edition · 1 topic" in text and "1 in this mail, 4 in the edition · 1 topic" in html
     assert re.search(r'href="https://news.example.org/editions/EDITIONTOKEN"[^>]*>View in your browser</a>', html)
     assert "View in your browser: https://news.example.org/editions/EDITIONTOKEN\n" in text
     assert re.search(r'<a href="https://news.example.org/editions/EDITIONTOKEN#fine-tuning"[^>]*>…and 3 more in Fine-tuning</a>', html)

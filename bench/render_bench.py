@@ -93,7 +93,13 @@ def distinct_digests(conf: Config, papers: list[Paper]) -> list[Digest]:
 
 def reader(i: int) -> Reader:
     email = f"reader{i}@example.org"
-    return Reader(email, f"Reader {i}", tokens.sign(SECRET, tokens.UNSUBSCRIBE, email), tokens.sign(SECRET, tokens.PREFERENCES, email))
+    return Reader(
+        email,
+        f"Reader {i}",
+        tokens.sign(SECRET, tokens.UNSUBSCRIBE, email),
+        tokens.sign(SECRET, tokens.PREFERENCES, email),
+        tokens.sign(SECRET, tokens.EDITION, tokens.edition_value(email, "0" * 32)),
+    )
 
 
 def address(r: Reader) -> Address:

@@ -24,7 +24,7 @@ from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
 from newsletter.model.config import FREQUENCIES, Config
-from newsletter.model.digest import topic_labels
+from newsletter.model.digest import count_phrase, cut_as, topic_labels
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
@@ -147,7 +147,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
     for o in report.outcomes:
         if o.status != "sent" or len(report.outcomes) <= 50:
-            click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
+            click.echo(f"  {o.status:8} {o.email}: {o.counts}{' — ' + o.detail if o.status != 'sent' else ''}")
     for p in report.paused:
         why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
         click.echo(f"  paused   {p.subscriber}: {why} (newsletter status --resume {p.subscriber})")
@@ -197,7 +197,8 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
         rendered = renderer.render(digest)
     except RenderError as exc:
         _fail(str(exc))
-    html, plain = renderer.personalise(rendered, pipeline.reader_for(subscriber, secret, link_version))
+    layout = cut_as(digest, rendered.digest).layout  # its link opens nothing: a preview is not an edition anyone got
+    html, plain = renderer.personalise(rendered, pipeline.reader_for(subscriber, secret, link_version, layout.key))
     body = plain if text else html
     if output:
         Path(output).write_text(body, encoding="utf-8")
@@ -288,7 +289,8 @@ def status(ctx: click.Context, resume: str | None) -> None:
         click.echo("Mail that came back: " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(came_back.items())))
     last = [r for r in rows if r.status == "sent"][-5:]
     for row in last:
-        click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}")
+        held = count_phrase(row.layout.shown, row.layout.total) if row.layout else f"{len(row.paper_ids)} papers"
+        click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}: {held}")
     with Store(env.db, env.db_timeout) as store:
         _print_schedule(config, store, utcnow())
 

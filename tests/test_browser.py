@@ -94,7 +94,7 @@ subscribers:
 
 def test_digest_fits_a_phone_and_a_desktop_pane(chromium: str) -> None:
     renderer = Renderer("https://digest.example.org")
-    html, _ = renderer.personalise(renderer.render(sample_digest()), Reader("ada@example.org", "Ada", "TOKEN", "TOKEN"))
+    html, _ = renderer.personalise(renderer.render(sample_digest()), Reader("ada@example.org", "Ada", "TOKEN", "TOKEN", "TOKEN"))
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page = OUTPUT / "digest.html"
     page.write_text(html, encoding="utf-8")

@@ -59,17 +59,19 @@ def _user_version(path: Path) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db"):
         pass
-    assert LATEST == 7
+    assert LATEST == 8
     assert _user_version(tmp_path / "state.db") == LATEST
     columns, indexes = _shape(tmp_path / "state.db")
-    assert len(columns) == 14 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
+    assert len(columns) == 15 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
     assert "pause_reason" in columns["readers"] and "bounces" in columns
+    assert "layout" in columns["deliveries"] and "layouts" in columns
     assert columns["popularity"] == {"paper", "at", "upvotes", "comments", "stars"}
     assert indexes == {
         "papers_first_seen",
         "papers_changed",
         "deliveries_status",
         "deliveries_subscriber",
+        "deliveries_layout",
         "rate_events_key",
         "bounces_subscriber",
         "deliveries_message_id",

@@ -53,7 +53,7 @@ HOSTILE = Paper(
     published=datetime(2026, 11, 24, tzinfo=UTC),
     score=12,
 )
-READER = Reader("ada@example.org", 'Ada "<The Great>"', "UNSUBTOKEN", "PREFTOKEN")
+READER = Reader("ada@example.org", 'Ada "<The Great>"', "UNSUBTOKEN", "PREFTOKEN", "EDITIONTOKEN")
 
 
 def digest(paper: Paper = HOSTILE, marks: Marks | None = None) -> Digest:
@@ -85,11 +85,15 @@ def test_css_is_inlined_and_links_are_absolute() -> None:
 
 def test_both_parts_carry_the_same_papers_links_and_counts() -> None:
     subject, html, text = render(digest())
-    assert subject == "Paper digest · 25 Nov 2026 · 1 new paper"
+    assert subject == "Paper digest · 25 Nov 2026 · 1 in this mail, 4 in the edition", "the edition holds the 3 cut papers too"
+    assert "1 in this mail, 4 in the edition · 1 topic" in text and "1 in this mail, 4 in the edition · 1 topic" in html
+    assert re.search(r'href="https://news.example.org/editions/EDITIONTOKEN"[^>]*>View in your browser</a>', html)
+    assert "View in your browser: https://news.example.org/editions/EDITIONTOKEN\n" in text
+    assert re.search(r'<a href="https://news.example.org/editions/EDITIONTOKEN#fine-tuning"[^>]*>…and 3 more in Fine-tuning</a>', html)
+    assert "…and 3 more in Fine-tuning:\n  https://news.example.org/editions/EDITIONTOKEN#fine-tuning\n" in text
     for part in (html, text):
         assert "https://arxiv.org/abs/2411.00666" in part
         assert "https://news.example.org/unsubscribe/UNSUBTOKEN" in part
-        assert "and 3 more in Fine-tuning" in part
         assert "12 upvotes" in part
     assert '<script>alert("x")</script> LoRA & <b>bold</b> claims' in text, "the text part shows the title as it is"
 
@@ -209,7 +213,8 @@ def test_a_real_digest_makes_a_multipart_mail_whose_parts_agree() -> None:
         assert paper.links["abstract"] in plain and paper.links["abstract"] in rich
     assert len(d.sections) == 3 and "Trending on Hugging Face (5)" in plain
     for section in d.sections:
-        assert f"…and {section.more} more in {section.title}." in plain and f"…and {section.more} more in {section.title}." in rich
+        assert f"…and {section.more} more in {section.title}:\n  {BASE}/editions/EDITIONTOKEN#{section.anchor}\n" in plain
+        assert re.search(f'<a href="{BASE}/editions/EDITIONTOKEN#{section.anchor}"[^>]*>…and {section.more} more in {re.escape(section.title)}</a>.', rich)
     assert re.search(r'<td class="toc"', rich), "several topics get a table of contents"
     assert 'role="presentation"' in rich and "max-width:600px" in rich.replace(" ", "")
     assert re.search(r'<table[^>]*class="container" width="600"', rich), "Outlook, which ignores max-width, gets 600 px"
@@ -259,9 +264,11 @@ def test_inlining_remembers_the_stylesheet_but_gives_what_premailer_gives() -> N
 
 
 def test_the_hidden_preheader_sums_up_the_digest() -> None:
-    rendered = Renderer(BASE).render(real_digest(5))
-    assert rendered.preheader == "15 new papers · Trending on Hugging Face, Learning, Physics"
-    assert re.search(r'<div class="preheader" style="[^"]*display:\s*none[^"]*">15 new papers · Trending', rendered.html)
+    d = real_digest(5)
+    rendered = Renderer(BASE).render(d)
+    assert d.total > d.count == 15
+    assert rendered.preheader == f"15 in this mail, {d.total} in the edition · Trending on Hugging Face, Learning, Physics"
+    assert re.search(r'<div class="preheader" style="[^"]*display:\s*none[^"]*">15 in this mail, \d+ in the edition · Trending', rendered.html)
 
 
 def test_the_preheader_is_hidden_without_the_tricks_spam_filters_score() -> None:
@@ -303,7 +310,7 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     assert sorted(shown.covered_ids) == sorted(d.covered_ids), "papers cut to fit still count as delivered"
     for before, after in zip(d.sections, shown.sections, strict=True):
         assert after.more == before.more + len(before.entries) - len(after.entries)
-        assert f"…and {after.more} more in {after.title}." in rendered.html
+        assert f"…and {after.more} more in {after.title}</a>." in rendered.html
         assert after.entries == before.entries[: len(after.entries)], "the best-ranked papers stay"
 
 
@@ -390,7 +397,7 @@ def test_feed_text_cannot_make_the_mail_carry_a_readers_tokens_address_or_name(v
     first = hostile.sections[0]
     entries = (Entry(bait_paper(1), ("Physics",), Marks(title=[(0, 4)], abstract=[])), Entry(bait_paper(2), (), Marks(title=[], abstract=[])))
     hostile = Digest(hostile.day, (Section(first.key, first.title, first.description, entries + first.entries, first.cut), *hostile.sections[1:]))
-    reader = Reader("ada@example.org", "Ada Lovelace", "UNSUBxTOKENx42", "PREFxTOKENx42")
+    reader = Reader("ada@example.org", "Ada Lovelace", "UNSUBxTOKENx42", "PREFxTOKENx42", "EDITIONxTOKENx42")
 
     def parts(d: Digest) -> tuple[str, str]:
         rendered = renderer.render(d)
@@ -414,7 +421,7 @@ def test_feed_text_cannot_make_the_mail_carry_a_readers_tokens_address_or_name(v
 
 def test_every_renderer_makes_its_own_placeholders_that_no_feed_can_know() -> None:
     one, two = Renderer(BASE).placeholders, Renderer(BASE).placeholders
-    assert set(one.names).isdisjoint(two.names) and len(set(one.names)) == 6
+    assert set(one.names).isdisjoint(two.names) and len(set(one.names)) == 7
     assert all(re.fullmatch(r"nl[0-9a-f]{32}[a-z]{2}", name) for name in one.names), "128 random bits, letters and digits only"
 
 
@@ -422,7 +429,7 @@ def test_a_reader_name_that_looks_like_a_placeholder_is_not_filled_in_turn() -> 
     renderer = Renderer(BASE)
     rendered = renderer.render(digest())
     marks = rendered.placeholders
-    sly = Reader("eve@example.org", marks.unsubscribe, "UNSUBTOKEN", "PREFTOKEN")
+    sly = Reader("eve@example.org", marks.unsubscribe, "UNSUBTOKEN", "PREFTOKEN", "EDITIONTOKEN")
     html, text = renderer.personalise(rendered, sly)
     assert f"for {marks.unsubscribe}" in text and marks.unsubscribe in html, "the name is shown as given, not expanded"
 
@@ -459,7 +466,7 @@ def test_the_stationery_of_a_rendered_digest_sends_what_personalise_shows() -> N
     stationery = Stationery(
         Address("D", addr_spec="d@example.org"), rendered.subject, "d <d.example.org>", rendered.text, rendered.html, rendered.placeholders.names
     )
-    for reader in (READER, Reader("zoe@example.org", 'Zoë "Z" <O\'Neil>, Ph.D.', "u" * 300, "p" * 300)):
+    for reader in (READER, Reader("zoe@example.org", 'Zoë "Z" <O\'Neil>, Ph.D.', "u" * 300, "p" * 300, "e" * 300)):
         headers = Headers(Address(reader.name, addr_spec=reader.email), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
         msg = email.message_from_bytes(stationery.letter(headers, rendered.placeholders.values(reader)).data, policy=email.policy.default)
         html, text = renderer.personalise(rendered, reader)

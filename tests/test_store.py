@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import StorageError
+from newsletter.model.digest import Layout, Shelf
 from newsletter.model.paper import Paper
 from newsletter.storage.store import Store
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def layout(shown: list[str], cut: tuple[str, ...] = ()) -> Layout:
+    """An edition of one topic: these papers shown, those cut."""
+    return Layout(T0.date(), (Shelf("agents", "LLM agents", tuple(shown), cut),))
 
 
 def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:
@@ -40,8 +46,8 @@ def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
 
 def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
-        assert store.plan_delivery("e1", "Ada@example.org", ["p1", "p2"])
-        assert not store.plan_delivery("e1", "ada@example.org", ["p1"]), "one row per edition and subscriber"
+        assert store.plan_delivery("e1", "Ada@example.org", layout(["p1", "p2"]))
+        assert not store.plan_delivery("e1", "ada@example.org", layout(["p1"])), "one row per edition and subscriber"
         assert store.sent_paper_ids("ada@example.org") == {"p1", "p2"}, "papers waiting in a row are not offered again"
         assert store.claim("e1", "ada@example.org") == 1, "first attempt"
         assert store.claim("e1", "ada@example.org") is None, "a claimed row cannot be claimed twice"
@@ -53,9 +59,9 @@ def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None
 
 def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
-        assert store.plan_delivery("e0", "bob@example.org", ["p0"]), "committed before: must survive the rollback"
+        assert store.plan_delivery("e0", "bob@example.org", layout(["p0"])), "committed before: must survive the rollback"
         with pytest.raises(RuntimeError, match="boom"), store.transaction():
-            assert store.plan_delivery("e1", "ada@example.org", ["p1", "p2"])  # each joins the open transaction
+            assert store.plan_delivery("e1", "ada@example.org", layout(["p1", "p2"]))  # each joins the open transaction
             assert store.claim("e1", "ada@example.org") == 1
             store.save_validators("https://example.org/feed.xml", '"etag"', None)
             raise RuntimeError("boom")
@@ -63,14 +69,14 @@ def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp
         assert [(r.edition, r.subscriber, r.status) for r in store.deliveries()] == [("e0", "bob@example.org", "pending")]
         assert store.sent_paper_ids("ada@example.org") == set()
         assert store.validators("https://example.org/feed.xml") == (None, None)
-        assert store.plan_delivery("e1", "ada@example.org", ["p1"]), "the row was never made, so it can be planned afresh"
+        assert store.plan_delivery("e1", "ada@example.org", layout(["p1"])), "the row was never made, so it can be planned afresh"
     with Store(tmp_path / "state.db") as reopened:  # and nothing half-done reached the file
         assert sorted((r.edition, r.status, r.attempts) for r in reopened.deliveries()) == [("e0", "pending", 0), ("e1", "pending", 0)]
 
 
 def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
-        store.plan_delivery("e1", "a@x.org", ["p1"])
+        store.plan_delivery("e1", "a@x.org", layout(["p1"]))
         store.claim("e1", "a@x.org")
         store.mark_deferred("e1", "a@x.org", "451 try later")
         assert store.claim("e1", "a@x.org") == 2
@@ -80,8 +86,8 @@ def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: P
 
 def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncertain(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
-        store.plan_delivery("e1", "a@x.org", ["p1"])
-        store.plan_delivery("e1", "b@x.org", ["p1"])
+        store.plan_delivery("e1", "a@x.org", layout(["p1"]))
+        store.plan_delivery("e1", "b@x.org", layout(["p1"]))
         store.claim("e1", "a@x.org")
         assert store.recover_interrupted(limit=2) == 1, "only the row in `sending`"
         [row] = store.deliveries(["deferred"])
@@ -97,7 +103,7 @@ def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncert
 
 def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
-        store.plan_delivery("e1", "a@x.org", ["p1", "p2"])
+        store.plan_delivery("e1", "a@x.org", layout(["p1", "p2"]))
         store.claim("e1", "a@x.org")
         assert not store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
         [row] = store.deliveries()
@@ -108,7 +114,7 @@ def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_
         assert (row.status, row.uncertain) == ("failed", 2) and "not sent again" in (row.last_reply or "")
         assert store.sent_paper_ids("a@x.org") == {"p1", "p2"}
 
-        store.plan_delivery("e2", "b@x.org", ["p3"])
+        store.plan_delivery("e2", "b@x.org", layout(["p3"]))
         store.claim("e2", "b@x.org")
         store.mark_uncertain("e2", "b@x.org", "connection lost after the message")
         store.claim("e2", "b@x.org")
@@ -119,23 +125,23 @@ def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_
 def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
         for n in range(1, 3):
-            store.plan_delivery(f"e{n}", "a@x.org", [])
+            store.plan_delivery(f"e{n}", "a@x.org", layout([]))
             store.claim(f"e{n}", "a@x.org")
             assert not store.mark_failed(f"e{n}", "a@x.org", "550 no such user", hard=True, pause_after=2) or n == 2
         assert set(store.paused()) == {"a@x.org"}
         assert store.paused()["a@x.org"].failures == 2 and store.paused()["a@x.org"].last_failure == "550 no such user"
         assert store.resume("A@x.org") and store.paused() == {}
 
-        store.plan_delivery("e3", "a@x.org", [])
+        store.plan_delivery("e3", "a@x.org", layout([]))
         store.claim("e3", "a@x.org")
         assert not store.mark_failed("e3", "a@x.org", "550 no such user", hard=True, pause_after=2)
-        store.plan_delivery("e4", "a@x.org", [])
+        store.plan_delivery("e4", "a@x.org", layout([]))
         store.claim("e4", "a@x.org")
         store.mark_sent("e4", "a@x.org", "<m@x>", "250 ok")
-        store.plan_delivery("e5", "a@x.org", [])
+        store.plan_delivery("e5", "a@x.org", layout([]))
         store.claim("e5", "a@x.org")
         assert not store.mark_failed("e5", "a@x.org", "550 no such user", hard=True, pause_after=2), "not consecutive"
-        store.plan_delivery("e6", "a@x.org", [])
+        store.plan_delivery("e6", "a@x.org", layout([]))
         store.claim("e6", "a@x.org")
         assert not store.mark_failed("e6", "a@x.org", "gave up after 5 attempts", hard=False, pause_after=2), "soft failures never pause"
         assert store.paused() == {}
@@ -171,7 +177,7 @@ def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:
 def test_a_higher_version_through_a_replace_source_is_news_again_once(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as store:
         store.add_papers([Paper(id="2411.00001", title="A", version=1)], T0)
-        store.plan_delivery("e1", "ada@example.org", ["2411.00001"], T0)
+        store.plan_delivery("e1", "ada@example.org", layout(["2411.00001"]), T0)
         store.claim("e1", "ada@example.org", T0)
         store.mark_sent("e1", "ada@example.org", "<m1>", "250 OK", T0 + timedelta(minutes=1))
         assert store.sent_paper_ids("ada@example.org") == {"2411.00001"}
@@ -183,7 +189,7 @@ def test_a_higher_version_through_a_replace_source_is_news_again_once(tmp_path: 
         assert [sp.paper.id for sp in store.papers_seen_since(T0 + timedelta(days=30))] == []
         assert [sp.paper.id for sp in store.papers_seen_since(T0 + timedelta(hours=2))] == ["2411.00001"], "revised counts as recent"
 
-        store.plan_delivery("e2", "ada@example.org", ["2411.00001"], T0 + timedelta(hours=3))
+        store.plan_delivery("e2", "ada@example.org", layout(["2411.00001"]), T0 + timedelta(hours=3))
         store.claim("e2", "ada@example.org", T0 + timedelta(hours=3))
         store.mark_sent("e2", "ada@example.org", "<m2>", "250 OK", T0 + timedelta(hours=3))
         store.add_papers([Paper(id="2411.00001", title="A", version=3)], T0 + timedelta(hours=4), replace=True)  # seen again
@@ -212,8 +218,8 @@ def test_a_lock_held_past_the_timeout_raises_storage_error_and_leaves_no_transac
         other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")
         with pytest.raises(StorageError, match=r"database is locked.*more than 0\.1 s"):
-            store.plan_delivery("e1", "a@x.org", ["p1"])
+            store.plan_delivery("e1", "a@x.org", layout(["p1"]))
         other.execute("ROLLBACK")
         other.close()
         assert not store.db.in_transaction
-        assert store.plan_delivery("e1", "a@x.org", ["p1"])
+        assert store.plan_delivery("e1", "a@x.org", layout(["p1"]))

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from support.browser import SHOTS, chromium_browser
 from support.httpserver import LocalHTTPServer
 from support.smtpserver import SMTPServer, free_port
-from test_web import make_site
+from test_editions import CONFIG as CAPPED
+from test_web import Site, make_site
 
+from newsletter.cli import cli
 from newsletter.config.load import load
 
 pytestmark = pytest.mark.browser
@@ -23,7 +26,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def server(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[tuple[str, SMTPServer, Path]]:
+def server(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[tuple[str, SMTPServer, Path, Site]]:
     """The real app under uvicorn on a free loopback port."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -36,13 +39,13 @@ def server(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[tuple[str, 
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
         assert server.started, "uvicorn did not start"
-        yield base, smtp, site.config_path
+        yield base, smtp, site.config_path, site
         server.should_exit = True
         thread.join(timeout=10)
 
 
-def test_subscribe_confirm_in_a_phone_sized_browser(chromium: str, server: tuple[str, SMTPServer, Path]) -> None:
-    base, smtp, config_path = server
+def test_subscribe_confirm_in_a_phone_sized_browser(chromium: str, server: tuple[str, SMTPServer, Path, Site]) -> None:
+    base, smtp, config_path, _ = server
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("[0-9]-*.png"):  # this test's own screenshots only: test_browser.py's stay
         old.unlink()
@@ -85,3 +88,30 @@ def test_subscribe_confirm_in_a_phone_sized_browser(chromium: str, server: tuple
         assert page.locator("h1").inner_text() == "You are unsubscribed"
         page.screenshot(path=str(SHOTS / "6-unsubscribed.png"), full_page=True)
         assert load(config_path).subscriber("grace@example.org") is None
+
+
+def test_an_edition_page_reads_on_a_phone_and_a_desktop_and_a_cut_topics_link_lands_on_its_section(
+    chromium: str, server: tuple[str, SMTPServer, Path, Site], http_server: LocalHTTPServer
+) -> None:
+    base, smtp, config_path, site = server
+    config_path.write_text(CAPPED.format(base=http_server.url("").rstrip("/")), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["send", "--to", "ada@example.org"], env=site.environ, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (mail,) = smtp.sink.to("ada@example.org")
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    view = re.search(r"View in your browser: (\S+)", text)
+    more = re.search(r"more in LLM agents:\s+(\S+)#([\w-]+)", text)
+    assert view and more and view.group(1).startswith(f"{base}/editions/")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium_browser(chromium) as browser:
+        for name, viewport in (("375", {"width": 375, "height": 812}), ("1280", {"width": 1280, "height": 900})):
+            page = browser.new_page(viewport=viewport, java_script_enabled=False)
+            page.goto(view.group(1))
+            assert page.locator("h1").inner_text().startswith("Your paper digest")
+            page.screenshot(path=str(SHOTS / f"edition-{name}.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / f"edition-{name}-top.png"))
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], "no sideways scrolling"
+            page.goto(f"{more.group(1)}#{more.group(2)}")
+            top = page.evaluate(f"document.getElementById('{more.group(2)}').getBoundingClientRect().top")
+            assert 0 <= top < 50, "the link lands on the topic's section"
+            page.close()

@@ -26,7 +26,7 @@ def attribute(report: Report, store: Store, secret: str, bounce_address: str | N
             tag = verp.tag_of(bounce_address, candidate)
             if tag is None:
                 continue
-            found = verp.resolve(secret, tag, store.editions(), store.sent_to)
+            found = verp.resolve(secret, tag, store.sent_editions(), store.sent_to)
             if found is not None:
                 return Attribution(found[0], found[1], "VERP")
     for message_id in report.message_ids:

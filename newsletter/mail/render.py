@@ -28,7 +28,7 @@ from newsletter.mail.filters import (
     wrap,
 )
 from newsletter.mail.templates import environment, is_html
-from newsletter.model.digest import Digest, Entry, shrink
+from newsletter.model.digest import Digest, Entry, count_phrase, shrink
 
 TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a digest is rendered from (base.html via digest.html)
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
@@ -53,6 +53,7 @@ class Reader:
     name: str
     unsubscribe_token: str
     preferences_token: str
+    edition_token: str  # opens this reader's page of this edition
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,16 @@ class Placeholders:
     text_email: str
     unsubscribe: str
     preferences: str
+    edition: str
 
     @classmethod
     def fresh(cls) -> Placeholders:
         nonce = secrets.token_hex(16)
-        return cls(*(f"nl{nonce}{kind}" for kind in ("hn", "he", "tn", "te", "ut", "pt")))
+        return cls(*(f"nl{nonce}{kind}" for kind in ("hn", "he", "tn", "te", "ut", "pt", "et")))
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (self.html_name, self.html_email, self.text_name, self.text_email, self.unsubscribe, self.preferences)
+        return (self.html_name, self.html_email, self.text_name, self.text_email, self.unsubscribe, self.preferences, self.edition)
 
     def values(self, reader: Reader) -> dict[str, str]:
         """What each placeholder becomes for one reader: escaped for HTML, one line, the name kept short."""
@@ -91,6 +93,7 @@ class Placeholders:
             self.text_email: email,
             self.unsubscribe: reader.unsubscribe_token,
             self.preferences: reader.preferences_token,
+            self.edition: reader.edition_token,
         }
 
     def fill(self, content: str, reader: Reader) -> str:
@@ -128,7 +131,7 @@ class Renderer:
         self.placeholders = Placeholders.fresh()
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
-        self._page_cards: LRUCache[str, Markup] = LRUCache(CACHED_CARDS)
+        self._page_cards: LRUCache[tuple[str, str, str], Markup] = LRUCache(CACHED_CARDS)  # cards as web pages show them, not inlined
 
     def template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into one line naming the file and line."""
@@ -159,16 +162,18 @@ class Renderer:
 
     def _render_once(self, digest: Digest) -> Rendered:
         titles = [s.title for s in digest.sections]
-        noun = "paper" if digest.count == 1 else "papers"
-        subject = f"Paper digest · {format_day(digest.day)} · {digest.count} new {noun}"
-        preheader = f"{digest.count} new {noun} · " + ", ".join(titles[:3]) + ("…" if len(titles) > 3 else "")
+        counts = count_phrase(digest.count, digest.total)
+        subject = f"Paper digest · {format_day(digest.day)} · {counts}"
+        preheader = f"{counts} · " + ", ".join(titles[:3]) + ("…" if len(titles) > 3 else "")
         marks = self.placeholders
         context: dict[str, Any] = {
             "digest": digest,
             "subject": subject,
             "preheader": preheader,
+            "counts": counts,
             "unsubscribe_url": f"{self.base_url}/unsubscribe/{marks.unsubscribe}",
             "preferences_url": f"{self.base_url}/preferences/{marks.preferences}",
+            "edition_url": f"{self.base_url}/editions/{marks.edition}",
             "base_url": self.base_url,
         }
         cards = _Cards(self)
@@ -180,16 +185,25 @@ class Renderer:
         html = cards.fill(short_lines(inline_css(html, self.base_url)))  # cards are whole lines: reused ones are short already
         return Rendered(subject, html, short_lines(text.strip()) + "\n", preheader, digest, marks)
 
-    def page_card(self, entry: Entry) -> Markup:
-        """A paper's card (paper.html) for a web page, rendered once per entry: not inlined, since pages have a
-        stylesheet and their CSP allows no inline styles. Not thread-safe: callers serialise."""
-        done = self._page_cards.get(entry.key)
+    def page_card(self, entry: Entry, template: str = "paper.html") -> Markup:
+        """A paper's card for a web page, with the mail's template (user overrides apply), rendered once per entry and
+        paper: not inlined, since pages take their styles from a stylesheet and their CSP allows no style attributes.
+        Keyed by the paper too, as pages outlive a send (its upvotes and links change). Not thread-safe: callers serialise."""
+        key = (template, entry.key, repr(entry.paper))
+        done = self._page_cards.get(key)
         if done is None:
             try:
-                done = self._page_cards[entry.key] = Markup(self.template("paper.html").render(entry=entry, paper=entry.paper))
+                done = self._page_cards[key] = Markup(self.template(template).render(entry=entry, paper=entry.paper))
             except jinja2.TemplateError as exc:
                 raise RenderError(f"{_where(exc)}: {exc}") from exc
         return done
+
+    def page(self, name: str, digest: Digest, **context: Any) -> str:
+        """A web page showing `digest` with the mail's cards (`page_card`)."""
+        try:
+            return self.template(name).render(context, digest=digest, card=lambda template, entry: self.page_card(entry, template))
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"{_where(exc)}: {exc}") from exc
 
     def personalise(self, rendered: Rendered, reader: Reader) -> tuple[str, str]:
         """The HTML and text for one reader: placeholders filled, no re-rendering."""

@@ -28,9 +28,19 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
 CONFIRM = "confirm"  # the double opt-in link
+EDITION = "edition"  # one edition's page, for one reader: the value is the address and the edition's layout key
+FEED = "feed"  # the reader's private Atom feed of their editions
 # How long a link works. One-click unsubscribe must keep working in old mails; preferences less so (every
-# digest carries a fresh link); a confirmation is for the next two days only.
-MAX_AGE = {UNSUBSCRIBE: timedelta(days=365), PREFERENCES: timedelta(days=90), CONFIRM: timedelta(hours=48)}
+# digest carries a fresh link); a confirmation is for the next two days only. An edition's page works at least
+# as long as its papers are candidates (`horizon_days`) plus EDITION_MARGIN: see edition_max_age.
+MAX_AGE = {
+    UNSUBSCRIBE: timedelta(days=365),
+    PREFERENCES: timedelta(days=90),
+    CONFIRM: timedelta(hours=48),
+    EDITION: timedelta(days=90),
+    FEED: timedelta(days=365),
+}
+EDITION_MARGIN = timedelta(days=30)
 _FORMAT = 1  # first byte of every token
 _HEADER = struct.Struct(">BI")  # format, issued (Unix seconds)
 _NONCE = 12
@@ -72,6 +82,16 @@ def verify(secret: str, purpose: str, token: str, max_age: timedelta | None = No
         return None
     value, _, version = body.rpartition("\0")
     return Claim(value, int(version), datetime.fromtimestamp(issued, UTC))
+
+
+def edition_max_age(horizon_days: int) -> timedelta:
+    """How long an edition's link opens: MAX_AGE[EDITION], or longer when the horizon is long."""
+    return max(MAX_AGE[EDITION], timedelta(days=horizon_days) + EDITION_MARGIN)
+
+
+def edition_value(email: str, layout_key: str) -> str:
+    """What an edition link's token seals: the reader and the edition, so the link opens that page for that reader only."""
+    return f"{email}\0{layout_key}"
 
 
 def _legacy(secret: str, purpose: str, token: str, age: timedelta) -> Claim | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import cached_property
+from typing import Any
 
-from newsletter.model.config import Config, Subscriber
+from newsletter.model.config import KEYWORDS_TOPIC, Config, Subscriber
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, SortKey
 from newsletter.model.topics import Marks, Matcher, Topic
@@ -44,6 +48,10 @@ class Section:
     def more(self) -> int:
         return len(self.cut)
 
+    @property
+    def anchor(self) -> str:
+        return anchor(self.key)
+
 
 @dataclass(frozen=True)
 class Digest:
@@ -63,12 +71,92 @@ class Digest:
 
     @property
     def count(self) -> int:
+        """Papers shown in the mail."""
         return sum(len(s.entries) for s in self.sections)
+
+    @property
+    def total(self) -> int:
+        """Papers in the edition: those shown and those cut, every one on the edition's page."""
+        return self.count + sum(s.more for s in self.sections)
+
+    @cached_property
+    def layout(self) -> Layout:
+        return Layout(self.day, tuple(Shelf(s.key, s.title, tuple(e.paper.id for e in s.entries), s.cut) for s in self.sections))
 
     @cached_property
     def key(self) -> str:
         """Identity of the content: equal keys render to equal mails. A string, so it hashes once (see Entry.key)."""
         return repr((self.day, [(s.key, s.title, s.more, [e.key for e in s.entries]) for s in self.sections]))
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """One topic of an edition: the ids shown in the mail, then those cut, in the mail's order."""
+
+    key: str
+    title: str
+    shown: tuple[str, ...]
+    cut: tuple[str, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.shown + self.cut
+
+    @property
+    def anchor(self) -> str:
+        return anchor(self.key)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one edition holds, grouped and ordered as in the mail: stored once however many readers got it,
+    and enough to rebuild its page from the stored papers."""
+
+    day: date
+    sections: tuple[Shelf, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        """Every paper of the edition: the reader was told of each, so none comes again."""
+        return [pid for s in self.sections for pid in s.ids]
+
+    @property
+    def shown(self) -> int:
+        return sum(len(s.shown) for s in self.sections)
+
+    @property
+    def total(self) -> int:
+        return sum(len(s.ids) for s in self.sections)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"day": self.day.isoformat(), "sections": [{"key": s.key, "title": s.title, "shown": list(s.shown), "cut": list(s.cut)} for s in self.sections]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Layout:
+        return cls(date.fromisoformat(data["day"]), tuple(Shelf(s["key"], s["title"], tuple(s["shown"]), tuple(s["cut"])) for s in data["sections"]))
+
+    @cached_property
+    def key(self) -> str:
+        """A content hash: equal layouts are one stored edition; 128 bits, so it fits in a short link."""
+        canonical = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def count_phrase(shown: int, total: int) -> str:
+    """How many papers a mail shows and its edition holds, said the same way in subject, header, CLI and `status`."""
+    if shown >= total:
+        return f"{shown} new paper{'' if shown == 1 else 's'}"
+    return f"{shown} in this mail, {total} in the edition"
+
+
+_NOT_ANCHOR = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def anchor(key: str) -> str:
+    """A section's id in the mail and on the edition page; a reader's own keywords never put their address in a URL."""
+    if key.startswith(f"{KEYWORDS_TOPIC}:"):
+        return "your-keywords"
+    return _NOT_ANCHOR.sub("-", key)
 
 
 def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
@@ -137,6 +225,18 @@ def compose(
     return Digest(day, tuple(sections))
 
 
+def cut_as(digest: Digest, rendered: Digest) -> Digest:
+    """`digest` cut the way `rendered` (an equal digest, maybe shrunk to fit a mail) was: readers whose mails render
+    alike may still differ in the papers a cap left out, and each reader's edition holds their own."""
+    if digest is rendered:
+        return digest
+    sections = tuple(
+        replace(s, entries=s.entries[: len(r.entries)], cut=tuple(e.paper.id for e in s.entries[len(r.entries) :]) + s.cut)
+        for s, r in zip(digest.sections, rendered.sections, strict=True)
+    )
+    return replace(digest, sections=sections)
+
+
 def shrink(digest: Digest, keep: int) -> Digest:
     """The digest with only `keep` papers, cut proportionally across topics (each keeps at least its best one).
 
@@ -161,3 +261,23 @@ def shrink(digest: Digest, keep: int) -> Digest:
         replace(s, entries=s.entries[:q], cut=tuple(e.paper.id for e in s.entries[q:]) + s.cut) for s, q in zip(digest.sections, quotas, strict=True)
     )
     return replace(digest, sections=sections)
+
+
+def edition_digest(layout: Layout, papers: Mapping[str, Paper], topics: Sequence[Topic], matcher: Matcher) -> Digest:
+    """A whole edition as one digest with nothing cut, for its page: the mail's sections in the mail's order,
+    each paper tagged and marked by the reader's topics as they stand now. Papers no longer stored are skipped."""
+    by_name = {t.name: t for t in topics}
+    sections = []
+    for shelf in layout.sections:
+        entries = []
+        for pid in shelf.ids:
+            paper = papers.get(pid)
+            if paper is None:
+                continue
+            found = set(matcher.topics_for(paper))
+            others = [t for t in topics if t.name in found and t.name != shelf.key]
+            marks = matcher.marks(paper, [shelf.key, *(t.name for t in others)])
+            entries.append(Entry(paper, tuple(t.title for t in others), marks))
+        topic = by_name.get(shelf.key)
+        sections.append(Section(shelf.key, shelf.title, topic.description if topic else "", tuple(entries)))
+    return Digest(layout.day, tuple(s for s in sections if s.entries))

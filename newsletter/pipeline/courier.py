@@ -21,7 +21,7 @@ from newsletter.mail.pool import Job, Pool, Result
 from newsletter.mail.render import CACHED_DIGESTS, Renderer
 from newsletter.mail.signing import Signer
 from newsletter.model.config import Subscriber
-from newsletter.model.digest import Digest
+from newsletter.model.digest import Digest, Layout, cut_as
 from newsletter.pipeline.planning import reader_for
 from newsletter.pipeline.report import Outcome, SendReport
 from newsletter.storage.ledger import UNCERTAIN_LIMIT
@@ -38,7 +38,8 @@ class _Row:
 
     edition: str
     subscriber: Subscriber
-    papers: int
+    papers: int  # in the mail
+    total: int  # in the edition
     letter: Letter
     attempts: int = 0
     tries: int = 0  # in this run
@@ -58,8 +59,13 @@ class Letters:
     def __post_init__(self) -> None:
         self.signer = Signer.from_settings(self.env.dkim)
 
-    def make(self, subscriber: Subscriber, digest: Digest, edition: str) -> Letter:
-        """The sealed message; with NEWSLETTER_BOUNCE_ADDRESS its envelope sender is this delivery's signed VERP address."""
+    def layout(self, digest: Digest) -> Layout:
+        """The edition this reader's digest makes: their papers, cut as the mail they get is."""
+        return cut_as(digest, self.renderer.render(digest).digest).layout
+
+    def make(self, subscriber: Subscriber, digest: Digest, layout: Layout, edition: str) -> Letter:
+        """The mail of `digest`, its edition link opening `layout` for this subscriber; with NEWSLETTER_BOUNCE_ADDRESS
+        its envelope sender is this delivery's signed VERP address."""
         rendered = self.renderer.render(digest)
         key = digest.key
         stationery = self.stationery.get(key)
@@ -67,7 +73,7 @@ class Letters:
             stationery = self.stationery[key] = Stationery(
                 self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names
             )
-        reader = reader_for(subscriber, self.secret, self.link_versions.get(subscriber.email.lower(), 0))
+        reader = reader_for(subscriber, self.secret, self.link_versions.get(subscriber.email.lower(), 0), layout.key)
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,
@@ -104,20 +110,25 @@ class Courier:
         """False once asked to stop, or once the server refused the session for good (TLS, login): claim no more rows."""
         return self.report.error is None and not self.should_stop()
 
-    def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None, plan: datetime | None = None) -> None:
-        """Send one row: an existing one, or with `plan` a new row for this digest, recorded and claimed in one transaction."""
+    def offer(self, edition: str, subscriber: Subscriber, digest: Digest | None, plan: datetime | None = None, stored: Layout | None = None) -> None:
+        """Send one row: an existing one (with the layout `stored` for it), or with `plan` a new row for this digest,
+        recorded and claimed in one transaction. An existing row from before layouts gets the one it goes out as."""
         if digest is None:
             self._fail_alone(edition, subscriber, 0, None, "nothing left to send: the papers are no longer stored")
             return
-        planned = None if plan is None else (digest.covered_ids, plan)
+        layout = stored or self.letters.layout(digest)
+        if plan is None and stored is None:
+            self.store.attach_layout(edition, subscriber.email, layout)
+        planned = None if plan is None else (layout, plan)
+        shown = self.letters.renderer.render(digest).digest.count
         try:
-            letter = self.letters.make(subscriber, digest, edition)
+            letter = self.letters.make(subscriber, digest, layout, edition)
         except ValueError as exc:  # InvalidInput and the email package's header errors: this reader's values cannot go into a mail
-            self._fail_alone(edition, subscriber, digest.count, planned, f"cannot build this reader's mail: {exc}")
+            self._fail_alone(edition, subscriber, shown, planned, f"cannot build this reader's mail: {exc}")
             return
-        self._dispatch(_Row(edition, subscriber, digest.count, letter), planned)
+        self._dispatch(_Row(edition, subscriber, shown, max(layout.total, shown), letter), planned)
 
-    def _fail_alone(self, edition: str, subscriber: Subscriber, papers: int, plan: tuple[list[str], datetime] | None, reply: str) -> None:
+    def _fail_alone(self, edition: str, subscriber: Subscriber, papers: int, plan: tuple[Layout, datetime] | None, reply: str) -> None:
         """A row that cannot be sent fails on its own, recorded so `status` names it (with `plan`, the new row is
         recorded first); the others are mailed."""
         with self.store.transaction():
@@ -145,16 +156,16 @@ class Courier:
         while record and self.in_flight and (result := self.pool.get(0)) is not None:
             self._record(result)
         for _, _, row in self.retries:
-            self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run"))
+            self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run", row.total))
         self.retries = []
 
-    def _dispatch(self, row: _Row, plan: tuple[list[str], datetime] | None = None) -> None:
+    def _dispatch(self, row: _Row, plan: tuple[Layout, datetime] | None = None) -> None:
         """Claim a row (first try or retry) only once a connection is free and its answer recorded, so a crash leaves at most `pool.size` rows in `sending`."""
         while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
             self._collect(None)
         if not self.running:
             if row.tries:  # refused earlier in this run: it ends deferred; an untried row just waits for the next run
-                self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run"))
+                self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run", row.total))
             return
         with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
             # a new row (`plan`: its papers and planning time) is recorded and claimed together; False: this edition already has one
@@ -234,7 +245,7 @@ class Courier:
             self._outcome(row, "deferred", reply)
 
     def _outcome(self, row: _Row, status: str, detail: str) -> None:
-        self.report.add(Outcome(row.subscriber.email, row.papers, status, detail))
+        self.report.add(Outcome(row.subscriber.email, row.papers, status, detail, row.total))
         log.log(logging.INFO if status == "sent" else logging.WARNING, "%s %s: %s", status, row.subscriber.email, detail)
 
 

@@ -31,14 +31,16 @@ def secret_key(env: Env, store: Store) -> str:
     return key
 
 
-def reader_for(subscriber: Subscriber, secret: str, link_version: int) -> Reader:
-    """What personalises one subscriber's digest: their name and their unsubscribe and preferences links, made at
-    the reader's current link version (storage: `link_version`), so a revocation voids only older mails' links."""
+def reader_for(subscriber: Subscriber, secret: str, link_version: int, layout_key: str) -> Reader:
+    """What personalises one subscriber's digest: their name and their unsubscribe, preferences and edition links
+    (the edition `layout_key`), made at the reader's current link version (storage: `link_version`), so a
+    revocation voids only older mails' links."""
     return Reader(
         email=subscriber.email,
         name=subscriber.name,
         unsubscribe_token=tokens.sign(secret, tokens.UNSUBSCRIBE, subscriber.email, link_version),
         preferences_token=tokens.sign(secret, tokens.PREFERENCES, subscriber.email, link_version),
+        edition_token=tokens.sign(secret, tokens.EDITION, tokens.edition_value(subscriber.email, layout_key), link_version),
     )
 
 

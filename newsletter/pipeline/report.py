@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from newsletter.model.digest import count_phrase
 from newsletter.pipeline.fetching import SourceResult
 from newsletter.storage.ledger import PausedReader
 
@@ -14,9 +15,15 @@ class Outcome:
     """What happened to one subscriber's digest in a send."""
 
     email: str
-    papers: int
+    papers: int  # in the mail
     status: str  # sent, deferred, failed, dry-run
     detail: str = ""
+    total: int = 0  # in the edition (its page): the papers shown and those cut; 0 when unknown
+
+    @property
+    def counts(self) -> str:
+        """The papers in the mail and in the edition, said as the subject says them."""
+        return count_phrase(self.papers, max(self.total, self.papers))
 
 
 @dataclass

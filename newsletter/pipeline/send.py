@@ -64,11 +64,20 @@ def send(
             for subscriber in active:
                 digest = planner.next_digest(subscriber)
                 if digest is not None:
-                    report.add(Outcome(subscriber.email, digest.count, "dry-run", renderer.render(digest).subject))
+                    rendered = renderer.render(digest)
+                    report.add(Outcome(subscriber.email, rendered.digest.count, "dry-run", rendered.subject, digest.total))
             return report
         report.uncertain, given_up = store.recover_interrupted_rows(now=now)
         for row in given_up:  # a crash loop on these rows: failed, their papers kept as offered; `status` lists them
-            report.add(Outcome(row.subscriber, len(row.paper_ids), "failed", row.last_reply or "interrupted while sending"))
+            report.add(
+                Outcome(
+                    row.subscriber,
+                    row.layout.shown if row.layout else len(row.paper_ids),
+                    "failed",
+                    row.last_reply or "interrupted while sending",
+                    len(row.paper_ids),
+                )
+            )
         courier = Courier(env, store, transport, report, Letters(env, renderer, secret, store.link_versions()), should_stop)
         recorded = True
         try:
@@ -80,7 +89,7 @@ def send(
                     continue
                 resumed = wanted.get(row.subscriber)
                 if resumed is not None and courier.running:
-                    courier.offer(row.edition, resumed, planner.resumed_digest(resumed, list(row.paper_ids)))
+                    courier.offer(row.edition, resumed, planner.resumed_digest(resumed, list(row.paper_ids)), stored=row.layout)
             for subscriber in active:
                 if not courier.running:
                     break

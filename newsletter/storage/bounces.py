@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from newsletter.storage.database import Database, utcnow
-from newsletter.storage.ledger import Delivery, _delivery
+from newsletter.storage.ledger import _ROWS, Delivery, _delivery
 
 UNATTRIBUTED = "inbound.unattributed"  # meta key: reports that named no mail of ours, counted
 
@@ -16,14 +16,16 @@ class Bounces(Database):
     def delivery_by_message_id(self, message_id: str) -> Delivery | None:
         """The sent delivery whose Message-ID this is (angle brackets optional, as reports quote it)."""
         wanted = "<" + message_id.strip().strip("<>") + ">"
-        row = self.db.execute("SELECT * FROM deliveries WHERE message_id = ? AND status = 'sent'", (wanted,)).fetchone()
+        row = self.db.execute(f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.message_id = ? AND d.status = 'sent'", (wanted,)).fetchone()
         return None if row is None else _delivery(row)
 
     def delivery(self, edition: str, subscriber: str) -> Delivery | None:
-        row = self.db.execute("SELECT * FROM deliveries WHERE edition = ? AND subscriber = ?", (edition, subscriber.lower())).fetchone()
+        row = self.db.execute(
+            f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.edition = ? AND d.subscriber = ?", (edition, subscriber.lower())
+        ).fetchone()
         return None if row is None else _delivery(row)
 
-    def editions(self) -> list[str]:
+    def sent_editions(self) -> list[str]:
         """Every edition with a sent delivery, newest first (a VERP tag names one of them)."""
         return [r[0] for r in self.db.execute("SELECT edition FROM deliveries WHERE status = 'sent' GROUP BY edition ORDER BY MAX(created) DESC")]
 

@@ -1,4 +1,5 @@
-"""The delivery ledger: a row per (edition, subscriber), the papers sent to each reader, and readers paused after hard failures."""
+"""The delivery ledger: a row per (edition, subscriber) pointing at the edition's layout (stored once), the papers
+sent to each reader, and readers paused after hard failures."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from newsletter.model.digest import Layout
 from newsletter.storage.database import Database, utcnow
 
 UNCERTAIN_LIMIT = 2  # a row the server may already have goes out once more; found uncertain again, it is failed, its papers kept as offered
@@ -20,12 +23,23 @@ class Delivery:
     edition: str
     subscriber: str  # lower-cased address
     status: str  # pending, sending, sent, deferred, failed
-    paper_ids: tuple[str, ...]
+    paper_ids: tuple[str, ...]  # every paper of the edition: the layout's, or for a row from before layouts its own list
+    layout: Layout | None  # None for a row from before layouts: it has no edition page
     attempts: int
     uncertain: int  # times it was found interrupted in `sending` and sent again
     last_reply: str | None
     message_id: str | None
     created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One edition a reader was mailed (or may have been): what its page and the reader's feed show."""
+
+    edition: str
+    layout: Layout
+    status: str
     updated: datetime
 
 
@@ -56,19 +70,42 @@ class Ledger(Database):
                 (key,),
             )
         }
-        for row in self.db.execute("SELECT paper_ids FROM deliveries WHERE subscriber = ? AND status IN ('pending', 'sending', 'deferred')", (key,)):
-            sent.update(json.loads(row[0]))
+        for row in self.db.execute(f"SELECT {_IDS} FROM {_ROWS} WHERE d.subscriber = ? AND d.status IN ('pending', 'sending', 'deferred')", (key,)):
+            sent.update(_ids(row))
         return sent
 
-    def plan_delivery(self, edition: str, subscriber: str, paper_ids: list[str], now: datetime | None = None) -> bool:
-        """Record a digest to send; False when this edition already has a row for the subscriber."""
+    def plan_delivery(self, edition: str, subscriber: str, layout: Layout, now: datetime | None = None) -> bool:
+        """Record a digest to send, its layout stored once for every reader who gets it; False when this edition already has a row for the subscriber."""
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
+            _store_layout(db, layout, now_s)
             cur = db.execute(
-                "INSERT OR IGNORE INTO deliveries (edition, subscriber, status, paper_ids, created, updated) VALUES (?, ?, 'pending', ?, ?, ?)",
-                (edition, subscriber.lower(), json.dumps(paper_ids), now_s, now_s),
+                "INSERT OR IGNORE INTO deliveries (edition, subscriber, status, paper_ids, layout, created, updated) VALUES (?, ?, 'pending', '[]', ?, ?, ?)",
+                (edition, subscriber.lower(), layout.key, now_s, now_s),
             )
             return cur.rowcount == 1
+
+    def attach_layout(self, edition: str, subscriber: str, layout: Layout, now: datetime | None = None) -> None:
+        """Give a row from before layouts, resent now, the layout of the mail it goes out as (its own paper list stays counted)."""
+        with self.transaction() as db:
+            _store_layout(db, layout, (now or utcnow()).isoformat())
+            db.execute("UPDATE deliveries SET layout = ? WHERE edition = ? AND subscriber = ? AND layout IS NULL", (layout.key, edition, subscriber.lower()))
+
+    def layout(self, subscriber: str, key: str) -> Layout | None:
+        """The layout of an edition this subscriber has a row for; None for anyone else's (or no such edition)."""
+        row = self.db.execute(
+            "SELECT l.data FROM deliveries d JOIN layouts l ON l.key = d.layout WHERE d.subscriber = ? AND d.layout = ? LIMIT 1", (subscriber.lower(), key)
+        ).fetchone()
+        return None if row is None else _layout(row[0])
+
+    def editions(self, subscriber: str, limit: int) -> list[Edition]:
+        """The subscriber's latest editions with a page, newest first: those sent, and those the server may have had."""
+        rows = self.db.execute(
+            "SELECT d.edition, d.status, d.updated, l.data FROM deliveries d JOIN layouts l ON l.key = d.layout "
+            "WHERE d.subscriber = ? AND (d.status = 'sent' OR d.uncertain > 0) ORDER BY d.updated DESC LIMIT ?",
+            (subscriber.lower(), limit),
+        )
+        return [Edition(r["edition"], _layout(r["data"]), r["status"], datetime.fromisoformat(r["updated"])) for r in rows]
 
     def claim(self, edition: str, subscriber: str, now: datetime | None = None) -> int | None:
         """Atomically move a pending/deferred row to sending; the attempt number, or None if the row is not claimable."""
@@ -86,12 +123,12 @@ class Ledger(Database):
         now_s = (now or utcnow()).isoformat()
         key = subscriber.lower()
         with self.transaction() as db:
-            row = db.execute("SELECT paper_ids FROM deliveries WHERE edition = ? AND subscriber = ?", (edition, key)).fetchone()
+            row = db.execute(f"SELECT {_IDS} FROM {_ROWS} WHERE d.edition = ? AND d.subscriber = ?", (edition, key)).fetchone()
             db.execute(
                 "UPDATE deliveries SET status = 'sent', message_id = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
                 (message_id, reply, now_s, edition, key),
             )
-            _insert_sent(db, key, json.loads(row[0]), edition, now_s)
+            _insert_sent(db, key, _ids(row), edition, now_s)
             db.execute("UPDATE readers SET consecutive_failures = 0 WHERE subscriber = ? AND consecutive_failures > 0", (key,))
 
     def record_sent(self, subscriber: str, paper_ids: list[str], edition: str, now: datetime | None = None) -> None:
@@ -116,11 +153,11 @@ class Ledger(Database):
         key = subscriber.lower()
         with self.transaction() as db:
             row = db.execute(
-                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ? RETURNING paper_ids, uncertain",
+                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ? RETURNING paper_ids, layout, uncertain",
                 (reply, now_s, edition, key),
             ).fetchone()
             if row is not None and row["uncertain"]:  # an earlier try may have reached the reader: no new edition repeats its papers
-                _insert_sent(db, key, json.loads(row["paper_ids"]), edition, now_s)
+                _insert_sent(db, key, _ids(_with_layout(db, row)), edition, now_s)
             if not hard:
                 return False
             row = db.execute(
@@ -163,7 +200,7 @@ class Ledger(Database):
         key = subscriber.lower()
         with self.transaction() as db:
             row = db.execute(
-                "UPDATE deliveries SET uncertain = uncertain + 1, updated = ? WHERE edition = ? AND subscriber = ? RETURNING uncertain, paper_ids",
+                "UPDATE deliveries SET uncertain = uncertain + 1, updated = ? WHERE edition = ? AND subscriber = ? RETURNING uncertain, paper_ids, layout",
                 (now_s, edition, key),
             ).fetchone()
             if row["uncertain"] >= limit:
@@ -171,7 +208,7 @@ class Ledger(Database):
                     "UPDATE deliveries SET status = 'failed', last_reply = ? WHERE edition = ? AND subscriber = ?",
                     (f"{reply}; unconfirmed {row['uncertain']} times (the reader may have it): not sent again", edition, key),
                 )
-                _insert_sent(db, key, json.loads(row["paper_ids"]), edition, now_s)
+                _insert_sent(db, key, _ids(_with_layout(db, row)), edition, now_s)
                 return True
             db.execute(
                 "UPDATE deliveries SET status = 'deferred', last_reply = ? WHERE edition = ? AND subscriber = ?",
@@ -194,9 +231,9 @@ class Ledger(Database):
         """
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
-            doomed = db.execute("SELECT edition, subscriber, paper_ids FROM deliveries WHERE status = 'sending' AND uncertain + 1 >= ?", (limit,)).fetchall()
+            doomed = db.execute(f"SELECT d.edition, d.subscriber, {_IDS} FROM {_ROWS} WHERE d.status = 'sending' AND d.uncertain + 1 >= ?", (limit,)).fetchall()
             for row in doomed:
-                _insert_sent(db, row["subscriber"], json.loads(row["paper_ids"]), row["edition"], now_s)
+                _insert_sent(db, row["subscriber"], _ids(row), row["edition"], now_s)
             failed = db.execute(
                 "UPDATE deliveries SET status = 'failed', uncertain = uncertain + 1, updated = ?, "
                 "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times (the reader may have it): not sent again' "
@@ -208,25 +245,56 @@ class Ledger(Database):
                 "last_reply = 'interrupted while sending (the server may have it); sending once more' WHERE status = 'sending'",
                 (now_s,),
             ).rowcount
-            return resent, [_delivery(r) for r in failed]
+            return resent, [_delivery(_with_layout(db, r)) for r in failed]
 
     def deliveries(self, statuses: Iterable[str] | None = None) -> list[Delivery]:
         """Ledger rows, oldest first, optionally only some statuses."""
         if statuses is None:
-            rows = self.db.execute("SELECT * FROM deliveries ORDER BY created, subscriber")
+            rows = self.db.execute(f"SELECT d.*, l.data AS layout_data FROM {_ROWS} ORDER BY d.created, d.subscriber")
         else:
             wanted = list(statuses)
             marks = ",".join("?" * len(wanted))
-            rows = self.db.execute(f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY created, subscriber", wanted)
+            rows = self.db.execute(f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.status IN ({marks}) ORDER BY d.created, d.subscriber", wanted)
         return [_delivery(r) for r in rows]
 
 
-def _delivery(r: sqlite3.Row) -> Delivery:
+# A delivery row with its layout's data beside it (NULL for rows from before layouts), and what _ids reads of it.
+_ROWS = "deliveries d LEFT JOIN layouts l ON l.key = d.layout"
+_IDS = "d.paper_ids, l.data AS layout_data"
+
+
+def _layout(data: str) -> Layout:
+    return Layout.from_dict(json.loads(data))
+
+
+def _ids(row: sqlite3.Row | dict[str, Any]) -> list[str]:
+    """Every paper of a row's edition: its layout's, and a row from before layouts its own list."""
+    ids: list[str] = json.loads(row["paper_ids"])
+    data = row["layout_data"]
+    return ids + _layout(data).ids if data is not None else ids
+
+
+def _with_layout(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    """A row returned by an UPDATE (which cannot join) with its layout's data, for _ids and _delivery."""
+    found = db.execute("SELECT data FROM layouts WHERE key = ?", (row["layout"],)).fetchone() if row["layout"] else None
+    return {**dict(row), "layout_data": found[0] if found else None}
+
+
+def _store_layout(db: sqlite3.Connection, layout: Layout, when: str) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO layouts (key, data, created) VALUES (?, ?, ?)",
+        (layout.key, json.dumps(layout.to_dict(), ensure_ascii=False, separators=(",", ":")), when),
+    )
+
+
+def _delivery(r: sqlite3.Row | dict[str, Any]) -> Delivery:
+    layout = None if r["layout_data"] is None else _layout(r["layout_data"])
     return Delivery(
         edition=r["edition"],
         subscriber=r["subscriber"],
         status=r["status"],
-        paper_ids=tuple(json.loads(r["paper_ids"])),
+        paper_ids=tuple(_ids(r)),
+        layout=layout,
         attempts=r["attempts"],
         uncertain=r["uncertain"],
         last_reply=r["last_reply"],

@@ -81,6 +81,15 @@ def m007_popularity_snapshots(db: sqlite3.Connection) -> None:
     )
 
 
+def m008_edition_layouts(db: sqlite3.Connection) -> None:
+    """layouts: each distinct edition (its sections, shown and cut ids) stored once by content hash, and
+    deliveries.layout pointing at it, so storage grows with editions rather than readers times papers.
+    Rows from before keep their paper_ids (new rows leave it empty) and have no edition page."""
+    db.execute("CREATE TABLE layouts (key TEXT PRIMARY KEY, data TEXT NOT NULL, created TEXT NOT NULL)")
+    db.execute("ALTER TABLE deliveries ADD COLUMN layout TEXT REFERENCES layouts(key)")
+    db.execute("CREATE INDEX deliveries_layout ON deliveries(subscriber, layout)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -89,6 +98,7 @@ MIGRATIONS: list[Migration] = [
     m005_papers_changed,
     m006_mail_that_comes_back,
     m007_popularity_snapshots,
+    m008_edition_layouts,
 ]
 
 

@@ -14,6 +14,7 @@ from newsletter.environment import Env
 from newsletter.errors import EnvError
 from newsletter.mail.transports import Transport, connection
 from newsletter.web.clients import behind_proxies
+from newsletter.web.editions import Editions
 from newsletter.web.pages import Pages
 
 SECURITY_HEADERS = [
@@ -57,6 +58,7 @@ def create_app(
     """The app; NEWSLETTER_SECRET_KEY is required because every link it hands out is signed with it."""
     if not env.secret_key:
         raise EnvError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
+    editions = Editions(env, config_path, env.secret_key)
     pages = Pages(env, config_path, env.secret_key, limits or subs.Limits.of(env), transport_factory or (lambda: connection(env.smtp, env.outbox, env.dkim)))
     routes = [
         Route("/", pages.front, methods=["GET"]),
@@ -70,6 +72,8 @@ def create_app(
         Route("/topics/{topic}.atom", pages.topic_feed, methods=["GET"]),
         Route("/topics/{topic}", pages.topic, methods=["GET"]),
         Route("/topics/{topic}/{day}", pages.topic, methods=["GET"]),
+        Route("/editions/{token}", editions.page, methods=["GET"]),
+        Route("/feeds/{token}.atom", editions.feed, methods=["GET"]),
         Route("/style.css", pages.stylesheet, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=pages.lifespan)

@@ -346,6 +346,7 @@ class Pages:
             except (ConfigError, ConcurrentEdit, TimeoutError) as exc:
                 return self.unavailable(request, exc)
         unsubscribe = f"/unsubscribe/{self.link(tokens.UNSUBSCRIBE, email)}"
+        feed = f"{self.env.base_url}/feeds/{self.link(tokens.FEED, email)}.atom"
         return self.page(
             request,
             "preferences.html",
@@ -359,6 +360,7 @@ class Pages:
             error=error,
             saved=saved,
             unsubscribe=unsubscribe,
+            feed=feed,
         )
 
     # unsubscribe

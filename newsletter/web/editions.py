@@ -1,0 +1,133 @@
+"""Each reader's editions on the web: the page of one edition (every paper it holds, as the mail grouped them)
+and a private Atom feed of them, both opened by signed links and read only."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cachetools import LRUCache
+from feedgen.feed import FeedGenerator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from newsletter.config.edit import SubscriberFile
+from newsletter.environment import Env
+from newsletter.errors import ConfigError, StorageError
+from newsletter.mail import tokens
+from newsletter.mail.filters import format_day
+from newsletter.mail.render import Renderer
+from newsletter.model.digest import Layout, count_phrase, edition_digest, subscriber_topics
+from newsletter.model.topics import Matcher
+from newsletter.storage.ledger import Edition
+from newsletter.storage.store import Store
+
+log = logging.getLogger("newsletter.web")
+FEED_ENTRIES = 50  # latest editions in a reader's feed
+CACHED_PAGES = 128  # rendered edition pages kept (about 100 KB each)
+
+
+class Editions:
+    """The edition page and the reader's feed; nothing here writes (GET only, mail scanners open every link)."""
+
+    def __init__(self, env: Env, config_path: Path, secret: str) -> None:
+        self.env = env
+        self.config_path = config_path
+        self.secret = secret
+        self.renderer = Renderer(env.base_url, env.templates)
+        # Pages rendered, by edition, the reader's topics as they stand and the papers' last change: readers who
+        # got one edition (all who share its topics) open the same page, and it is built once for them.
+        self.pages: LRUCache[tuple[str, str, str], str] = LRUCache(CACHED_PAGES)
+        self.lock = threading.Lock()
+
+    async def page(self, request: Request) -> Response:
+        return await run_in_threadpool(self._page, request.path_params["token"])
+
+    async def feed(self, request: Request) -> Response:
+        return await run_in_threadpool(self._feed, request.path_params["token"])
+
+    def _page(self, token: str) -> Response:
+        try:
+            config = SubscriberFile(self.config_path).load()
+            claim = tokens.verify(self.secret, tokens.EDITION, token, tokens.edition_max_age(config.settings.horizon_days))
+            email, sep, key = claim.value.partition("\0") if claim else ("", "", "")
+            if claim is None or not sep:
+                return self.not_found()
+            subscriber = config.subscriber(email)
+            topics = subscriber_topics(config, subscriber) if subscriber else []
+            with Store(self.env.db, self.env.db_timeout) as store:
+                layout = store.layout(email, key) if claim.version >= store.link_version(email) else None
+                if layout is None:
+                    return self.not_found()
+                cache_key = (layout.key, repr(topics), store.papers_version(layout.ids))
+                with self.lock:
+                    html = self.pages.get(cache_key)
+                papers = {p.id: p for p in store.papers_by_id(layout.ids)} if html is None else {}
+        except (ConfigError, StorageError) as exc:
+            return self.unavailable(exc)
+        if html is None:
+            digest = edition_digest(layout, papers, topics, Matcher(topics))
+            with self.lock:  # the caches here and the renderer's are shared by the request threads
+                html = self.pages[cache_key] = self.renderer.page("web/edition.html", digest, title=f"Your paper digest · {format_day(layout.day)}")
+        return HTMLResponse(html)
+
+    def _feed(self, token: str) -> Response:
+        claim = tokens.verify(self.secret, tokens.FEED, token)
+        try:
+            with Store(self.env.db, self.env.db_timeout) as store:
+                version = store.link_version(claim.value) if claim else 0
+                if claim is None or claim.version < version:
+                    return self.not_found()
+                editions = store.editions(claim.value, FEED_ENTRIES)
+        except StorageError as exc:
+            return self.unavailable(exc)
+        body = atom(self.env.base_url, self.secret, claim.value, version, f"{self.env.base_url}/feeds/{token}.atom", editions)
+        return Response(body, media_type="application/atom+xml")
+
+    def not_found(self) -> Response:
+        """The one answer to a link that is tampered with, someone else's, aged out or revoked: it says which of these it was to nobody."""
+        return self.message("This page does not exist", "The link may have expired or been cut off by your mail program.", 404)
+
+    def unavailable(self, exc: Exception) -> Response:
+        log.error("edition page failed: %s", exc)
+        return self.message("Please try again later", "This page cannot be shown just now; please try again in a few minutes.", 503)
+
+    def message(self, title: str, text: str, status: int) -> Response:
+        return HTMLResponse(self.renderer.template("web/message.html").render(title=title, text=text, home=True), status_code=status)
+
+
+def edition_link(base_url: str, secret: str, email: str, version: int, layout: Layout) -> str:
+    """A fresh link to one reader's page of one edition, at their current link version."""
+    return f"{base_url}/editions/{tokens.sign(secret, tokens.EDITION, tokens.edition_value(email, layout.key), version)}"
+
+
+def atom(base_url: str, secret: str, email: str, version: int, self_url: str, editions: list[Edition]) -> bytes:
+    """The reader's editions as an Atom feed: an entry per edition, linking to its page. Ids are stable and
+    name no address, nor tell two readers' entries of one edition alike (they are keyed by the secret)."""
+    fg = FeedGenerator()
+    fg.id(_urn(secret, email.lower()))
+    fg.title("Your paper digest")
+    fg.subtitle("Every edition mailed to you, each with all its papers")
+    fg.author({"name": "Paper digest"})
+    fg.link(href=self_url, rel="self", type="application/atom+xml")
+    fg.link(href=f"{base_url}/", rel="alternate", type="text/html")
+    fg.updated(editions[0].updated if editions else datetime.now(UTC))
+    for edition in editions:
+        layout = edition.layout
+        entry = fg.add_entry(order="append")
+        entry.id(_urn(secret, f"{email.lower()}\0{layout.key}"))
+        entry.title(f"Paper digest · {format_day(layout.day)} · {count_phrase(layout.shown, layout.total)}")
+        entry.link(href=edition_link(base_url, secret, email, version, layout), rel="alternate", type="text/html")
+        entry.updated(edition.updated)
+        entry.summary(" · ".join(f"{s.title} ({len(s.ids)})" for s in layout.sections))
+    body: bytes = fg.atom_str(pretty=True)
+    return body
+
+
+def _urn(secret: str, value: str) -> str:
+    return uuid.UUID(bytes=hashlib.blake2b(value.encode(), key=secret.encode()[:64], digest_size=16).digest()).urn

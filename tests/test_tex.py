@@ -47,6 +47,7 @@ def test_tex_accents(tex: str, expected: str) -> None:
         (r"\emph{em}, \textbf{bold}, \textit{it}, {\em old} and \texttt{tt}", "em, bold, it, old and tt"),
         (r"50\% of AT\&T costs \$5", "50% of AT&T costs $5"),
         (r"$H^3$, $x_{12}$, $10^{-3}$ and $\alpha$-stable", "H³, x₁₂, 10⁻³ and α-stable"),
+        (r"$(a,b)$, $[0,1]$, \(x\) and $$y$$", "(a,b), [0,1], x and y"),
         (r"$\mathcal{O}(n^2)$ as $n \to \infty$, $\sim$10 and $\leq 3$", "𝒪(n²) as n → ∞, ∼10 and ≤ 3"),
         (r"see \cite{x} and \url{https://example.org/a}", "see and https://example.org/a"),
         (r"$\RR^d$ and \DuMPOnline stay", r"\RR^d and \DuMPOnline stay"),  # an author's own macros: as written

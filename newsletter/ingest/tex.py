@@ -5,8 +5,9 @@ pylatexenc does the reading, but only of what is LaTeX: a feed's plain "$5 and $
 an unknown macro is dropped). So the text is first cut into pieces: `$math$` by pandoc's rule (no space
 inside either dollar, the closing one not before a digit), macros pylatexenc knows and the macros it
 need not know to drop them (\\rm, \\left); everything else that LaTeX would read differently from a
-person is set aside as written and put back afterwards. Text with no backslash, dollar, tilde or ``
-is returned at once: most feed text has none.
+person is set aside as written and put back afterwards, and so are runs of plain text, as pylatexenc
+is slow for each character it reads. Text with no backslash, dollar, tilde or `` is returned at once:
+most feed text has none.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def readable_tex(text: str) -> str:
         kind, whole = match.lastgroup, match.group()
         if kind == "math":
             inner = _SCRIPT.sub(_script, whole)
-            if not _NEEDS_LATEX.search(inner[2:-2] if inner[1] in "$([" else inner[1:-1]):
-                return keep(inner[2:-2] if inner[1] in "$([" else inner[1:-1])  # $n$, $_2$: no need to parse
+            delimiter = 2 if inner.startswith(("$$", "\\(", "\\[")) else 1
+            if not _NEEDS_LATEX.search(inner[delimiter:-delimiter]):
+                return keep(inner[delimiter:-delimiter])  # $n$, $(a,b)$, $_2$: nothing to parse
             return _IN_MATH.sub(piece, inner)
         if kind == "escaped" or (kind == "macro" and match.group("name") in _KNOWN):
             return whole

@@ -12,7 +12,7 @@ from markupsafe import escape
 
 from newsletter import config
 from newsletter.ingest.sources import parse
-from newsletter.mail.filters import highlight, mark_text, matched_words, unseen_words
+from newsletter.mail.filters import highlight, mark_text, matched_line, matched_words
 from newsletter.mail.render import Reader, Renderer
 from newsletter.model.config import Source
 from newsletter.model.digest import Digest, Entry, Section, all_topics, compose, match_all
@@ -96,7 +96,8 @@ def test_every_card_of_a_real_digest_shows_one_of_its_matched_words_in_both_part
     digest, html, text = rendered()
     entries = [e for s in digest.sections for e in s.entries]
     assert {s.key for s in digest.sections} == {"people", "language", "agents", "benchmarks", "physics"}
-    assert sum(1 for e in entries if unseen_words(e.paper, e.marks)) >= 10, "the test meets cards that need the Matched: line"
+    assert sum(1 for e in entries if matched_line(e.paper, e.marks)) >= 5, "the test meets cards that need the Matched: line"
+    assert sum(1 for e in entries if e.marks.abstract and e.marks.abstract[0][0] > 420) >= 5, "and cards whose first match is deep"
     for entry in entries:
         words = matched_words(entry.paper, entry.marks)
         assert words, f"{entry.paper.id} was matched by some word"
@@ -161,13 +162,13 @@ def test_a_snippet_opens_at_the_first_match_when_the_opening_has_none() -> None:
     assert mark_text("LoRA first. " + abstract, [(0, 4)], 60).startswith("*LoRA* first.")  # the opening shows it: kept
 
 
-def test_the_matched_line_names_words_only_when_some_would_not_show() -> None:
+def test_the_matched_line_names_the_words_only_when_the_marks_cannot() -> None:
     paper = Paper(id="1", title="LoRA for all", abstract="Adapters are small. " * 40 + "We also use QLoRA.")
-    shown = Marks(title=[(0, 4)], abstract=[])
-    assert unseen_words(paper, shown) == []
-    deep = Marks(title=[(0, 4)], abstract=[(len(paper.abstract) - 6, len(paper.abstract) - 1)])
-    assert unseen_words(paper, deep) == [] or "QLoRA" in unseen_words(paper, deep)  # shown by the window or named
-    assert unseen_words(paper, Marks(title=[], abstract=[], values=("cs.CL",))) == ["cs.CL"]
+    deep = len(paper.abstract) - 6
+    assert matched_line(paper, Marks(title=[(0, 4)], abstract=[])) == [], "the marked title says it"
+    assert matched_line(paper, Marks(title=[], abstract=[(deep, deep + 5)])) == [], "the snippet opens at the match"
+    assert matched_line(paper, Marks(title=[(0, 4)], abstract=[], values=("cs.CL",))) == ["LoRA", "cs.CL"]
+    assert matched_line(paper, Marks(title=[], abstract=[], values=("Ada Lovelace",))) == ["Ada Lovelace"]
 
 
 def test_card_fields_are_inert_and_never_filled_per_reader() -> None:

@@ -81,16 +81,19 @@ def matched_words(paper: Paper, marks: Marks) -> list[str]:
     return list(words.values())
 
 
-def unseen_words(paper: Paper, marks: Marks, limit: int = ABSTRACT_CHARS) -> list[str]:
-    """The matched words when some of them would not show in the card's title or abstract snippet, else none:
-    what a "matched:" line lists, so that every card says why it is there."""
-    words = matched_words(paper, marks)
-    shown = {" ".join(paper.title[a:b].split()).casefold() for a, b in marks.title}
-    if paper.abstract and marks.abstract:
-        offset = _window(paper.abstract, marks.abstract, limit)
-        end = offset + len(snippet(paper.abstract[offset:], limit).rstrip("…"))
-        shown |= {" ".join(paper.abstract[a:b].split()).casefold() for a, b in marks.abstract if a >= offset and b <= end}
-    return words if any(w.casefold() not in shown for w in words) else []
+def matched_line(paper: Paper, marks: Marks, limit: int = ABSTRACT_CHARS) -> list[str]:
+    """What a card's "Matched:" line lists, so that every card says why it is there: all its matched words
+    when an author name or category matched (no mark shows those) or when no marked word is in the title or
+    the abstract snippet; else nothing, as the marks say it."""
+    if not marks.values:
+        if marks.title:
+            return []
+        if paper.abstract and marks.abstract:
+            offset = _window(paper.abstract, marks.abstract, limit)
+            end = offset + len(snippet(paper.abstract[offset:], limit).rstrip("…"))
+            if any(a >= offset and b <= end for a, b in marks.abstract):
+                return []
+    return matched_words(paper, marks)
 
 
 def snippet(text: str, limit: int = ABSTRACT_CHARS) -> str:
@@ -175,5 +178,5 @@ CARD_FILTERS: dict[str, Callable[..., Any]] = {
 }  # fmt: skip
 CARD_GLOBALS: dict[str, Callable[..., Any]] = {
     "paper_links": paper_links, "source_label": source_label, "arxiv_id": arxiv_id, "categories_label": categories_label,
-    "unseen_words": unseen_words,
+    "matched_line": matched_line,
 }  # fmt: skip

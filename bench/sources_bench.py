@@ -27,8 +27,10 @@ from support.httpserver import LocalHTTPServer
 from newsletter import config as config_mod
 from newsletter import pipeline
 from newsletter.environment import Env
+from newsletter.ingest.feeds import read_feed
 from newsletter.ingest.fetch import Fetcher, Request
 from newsletter.ingest.sources import parse
+from newsletter.ingest.tex import readable_tex
 from newsletter.storage.store import Store
 
 FEED = "arxiv_rss/aioarxiv__rss_all_archives_2024-11-28_full.xml"
@@ -74,6 +76,12 @@ def stages(server: LocalHTTPServer, work: Path) -> dict[str, float]:
     started = time.perf_counter()
     papers = parse(source, response.body, response.final_url, response.content_type).papers
     out["parse + normalise"] = time.perf_counter() - started
+    entries = read_feed(response.body, response.final_url, response.content_type).entries
+    texts = [str(e.get(key) or "") for e in entries for key in ("title", "summary")]
+    started = time.perf_counter()
+    for text in texts:
+        readable_tex(text)
+    out[f"  of which LaTeX ({sum(map(needs_reading, texts))} of {len(texts)} titles+abstracts)"] = time.perf_counter() - started
     with Store(work / f"stage-{time.monotonic_ns()}.db") as store:
         started = time.perf_counter()
         store.add_papers(papers)
@@ -82,6 +90,11 @@ def stages(server: LocalHTTPServer, work: Path) -> dict[str, float]:
         store.add_papers(papers)
         out["store (merge into existing)"] = time.perf_counter() - started
     return out
+
+
+def needs_reading(text: str) -> bool:
+    """Whether readable_tex changes the text (it returns the text itself when there is no LaTeX in it)."""
+    return readable_tex(text) is not text
 
 
 def peak_python_heap(run: Callable[[], object]) -> int:

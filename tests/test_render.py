@@ -380,6 +380,10 @@ def bait_paper(n: int) -> Paper:
         published=datetime(2026, 11, 24, tzinfo=UTC),
         score=30,
         keywords=tuple(MARKER_BAIT),
+        stars=7,
+        arxiv_comment=BAIT,
+        primary_category=MARKER_BAIT[0],
+        ai_summary=BAIT,
     )
 
 
@@ -395,7 +399,10 @@ def test_feed_text_cannot_make_the_mail_carry_a_readers_tokens_address_or_name(v
     renderer = Renderer(BASE)
     benign, hostile = real_digest(3), real_digest(3)
     first = hostile.sections[0]
-    entries = (Entry(bait_paper(1), ("Physics",), Marks(title=[(0, 4)], abstract=[])), Entry(bait_paper(2), (), Marks(title=[], abstract=[])))
+    entries = (
+        Entry(bait_paper(1), ("Physics",), Marks(title=[(0, 4)], abstract=[], values=MARKER_BAIT)),  # a Matched: line of bait
+        Entry(bait_paper(2), (), Marks(title=[], abstract=[])),
+    )
     hostile = Digest(hostile.day, (Section(first.key, first.title, first.description, entries + first.entries, first.cut), *hostile.sections[1:]))
     reader = Reader("ada@example.org", "Ada Lovelace", "UNSUBxTOKENx42", "PREFxTOKENx42", "EDITIONxTOKENx42")
 

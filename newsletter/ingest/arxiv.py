@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,9 +27,6 @@ def _with_start(url: str, start: int, page_size: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-_RSS_PREFIX = re.compile(r"^\s*arXiv:(?P<id>\S+)\s+Announce Type:\s*[\w-]*\s*Abstract:\s*", re.IGNORECASE)
-
-
 def rss_papers(source: Source, doc: FeedParserDict) -> Iterator[Paper]:
     """Papers from rss.arxiv.org, filtered by announce type; arXiv's error channel raises."""
     channel_title = plain_text(doc.feed.get("title"))
@@ -44,25 +40,25 @@ def rss_papers(source: Source, doc: FeedParserDict) -> Iterator[Paper]:
         announce = plain_text(entry.get("arxiv_announce_type")).lower() or None
         if announce and announce not in wanted:
             continue
-        description = entry.get("summary") or ""
-        prefix = _RSS_PREFIX.match(description)
         guid, link = entry.get("id"), entry.get("link")
-        found = parse_arxiv_id(guid) or parse_arxiv_id(prefix.group("id") if prefix else None) or parse_arxiv_id(link)
+        found = parse_arxiv_id(guid) or parse_arxiv_id(link)  # else the description's "arXiv:…" line (entry_paper)
         doi = normalize_doi(entry.get("arxiv_doi"))
         authors = [name for a in entry.get("authors") or [] for name in split_authors(a.get("name"), comma_separated=True)]
+        categories = entry_tags(entry)  # rss.arxiv.org lists the primary category first
         paper = entry_paper(
             source,
             found=found,
             candidates=(guid, link),
             doi=doi,
             title=plain_text(entry.get("title")),
-            abstract=plain_text(description[prefix.end() :] if prefix else description, paragraphs=True),
+            abstract=plain_text(entry.get("summary"), paragraphs=True),
             authors=authors,
-            categories=entry_tags(entry),
+            categories=categories,
             link=link,
             published=entry_date(entry),
             announce_type=announce,
             journal_ref=plain_text(entry.get("arxiv_journal_reference")) or None,
+            primary_category=categories[0] if categories else None,
         )
         if paper:
             yield paper
@@ -89,6 +85,8 @@ def api_papers(source: Source, doc: FeedParserDict) -> Iterator[Paper]:
             link=entry.get("link"),
             published=entry_date(entry),
             journal_ref=plain_text(entry.get("arxiv_journal_ref")) or None,
+            arxiv_comment=plain_text(entry.get("arxiv_comment")) or None,
+            primary_category=categories[0] if categories else None,
         )
         if paper:
             yield paper

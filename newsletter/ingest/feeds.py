@@ -15,6 +15,7 @@ import feedparser
 from feedparser import FeedParserDict
 
 from newsletter.errors import SourceError
+from newsletter.ingest.blocks import read_block
 from newsletter.ingest.fields import (
     HTML_TYPES,
     entry_date,
@@ -148,10 +149,21 @@ def entry_paper(
     announce_type: str | None = None,
     journal_ref: str | None = None,
     pdf: Any = None,
+    arxiv_comment: str | None = None,
+    primary_category: str | None = None,
 ) -> Paper | None:
-    """Assemble one Paper with its canonical id and links; None when the entry names nothing at all."""
+    """Assemble one Paper with its canonical id and links; None when the entry names nothing at all.
+
+    A metadata block in the abstract ("Authors: … Abstract: …") is read here, once for every kind of
+    feed, and fills what the entry's own elements left empty.
+    """
+    block = read_block(abstract)
+    meta = block.fields
+    found = found or parse_arxiv_id(meta.get("arxiv"))
+    authors = list(authors) or split_authors(meta.get("authors"))
     ids = [fold_space(c) for c in candidates if isinstance(c, str)]
-    paper_id = found[0] if found else canonical_id(ids, doi)
+    paper_id = found[0] if found else canonical_id(ids, doi)  # not the block's DOI: stored papers keep their ids
+    doi = doi or normalize_doi(meta.get("doi"))
     if not paper_id:
         if not title:
             return None
@@ -161,17 +173,21 @@ def entry_paper(
         links = arxiv_links(found[0])
     if doi:
         links["doi"] = f"https://doi.org/{quote(doi, safe='/:;()._-')}"
+    upvotes = meta.get("upvotes", "").replace(",", "")
     return Paper(
         id=paper_id,
         title=title,
-        abstract=abstract,
+        abstract=block.abstract,
         authors=unique(authors),
         categories=tuple(categories),
         links=links,
         published=published,
         sources=(source.name,),
+        score=int(upvotes) if upvotes.isdecimal() and upvotes.isascii() else None,
         version=found[1] if found else None,
-        announce_type=announce_type,
+        announce_type=announce_type or meta.get("announce", "").lower() or None,
         doi=doi,
-        journal_ref=journal_ref,
+        journal_ref=journal_ref or meta.get("journal"),
+        arxiv_comment=arxiv_comment or meta.get("comment"),
+        primary_category=primary_category,
     )

@@ -1,10 +1,9 @@
-"""Reading one feed field into clean plain text: markup, TeX accents, invisible characters, author lists, dates."""
+"""Reading one feed field into clean plain text: markup, LaTeX, invisible characters, author lists, dates."""
 
 from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from time import struct_time
@@ -12,6 +11,8 @@ from typing import Any
 
 import nh3
 from feedparser import FeedParserDict
+
+from newsletter.ingest.tex import readable_tex
 
 MAX_TEXT = 100_000  # characters of any one feed field we read; longer is junk or an attack
 
@@ -67,57 +68,13 @@ def _html_blocks(markup: str) -> list[str]:
     return [html.unescape(block) for block in re.split(r"<[^>]*>", cleaned)]
 
 
-_TEX_COMBINING = {
-    "'": "\u0301", "`": "\u0300", "^": "\u0302", '"': "\u0308", "~": "\u0303", "=": "\u0304", ".": "\u0307",
-    "u": "\u0306", "v": "\u030c", "H": "\u030b", "c": "\u0327", "k": "\u0328", "r": "\u030a", "d": "\u0323", "b": "\u0331",
-}  # fmt: skip
-
-
-_TEX_LETTERS = {
-    "l": "ł", "L": "Ł", "o": "ø", "O": "Ø", "ae": "æ", "AE": "Æ", "oe": "œ", "OE": "Œ",
-    "aa": "å", "AA": "Å", "ss": "ß", "dh": "ð", "DH": "Ð", "th": "þ", "TH": "Þ", "i": "ı", "j": "ȷ",
-}  # fmt: skip
-
-
-_TEX_BASE = r"(?:\\[ij](?![A-Za-z])|[A-Za-z])"
-_TEX_ACCENT = re.compile(
-    r"(?P<brace>\{)?\\(?:(?P<sym>[`'^\"~=.])\s*|(?P<cmd>[uvHckrdb])(?=\s*\{|\s+[A-Za-z])\s*)"
-    rf"(?:\{{\s*(?P<inner>{_TEX_BASE})\s*\}}|(?P<bare>{_TEX_BASE}))(?(brace)\}})"
-)
-
-
-_TEX_LETTER = re.compile(r"(?P<brace>\{)?\\(?P<name>ae|AE|oe|OE|aa|AA|ss|dh|DH|th|TH|[lLoOij])(?![A-Za-z])(?(brace)\}| ?)")
-_TEX_ESCAPE = re.compile(r"\\([&%#_])")
-_TEX_MATH = re.compile(r"(\$\$.+?\$\$|\$[^$]+\$)", re.DOTALL)
-
-
-def _tex_accent(match: re.Match[str]) -> str:
-    """One TeX accent command as the accented character."""
-    base = match.group("inner") or match.group("bare")
-    base = base[1] if base.startswith("\\") else base  # dotless \i / \j take the accent as plain i / j
-    mark = _TEX_COMBINING[match.group("sym") or match.group("cmd")]
-    return unicodedata.normalize("NFC", base + mark)
-
-
-def tex_to_unicode(text: str) -> str:
-    """Simple TeX accents and letters (\\'e, {\\"u}, \\c{c}, {\\l}) as characters; `$math$` is left alone."""
-    if "\\" not in text:
-        return text
-    pieces = _TEX_MATH.split(text)
-    for i in range(0, len(pieces), 2):  # even pieces are outside $...$
-        piece = _TEX_ACCENT.sub(_tex_accent, pieces[i])
-        piece = _TEX_LETTER.sub(lambda m: _TEX_LETTERS[m.group("name")], piece)
-        pieces[i] = _TEX_ESCAPE.sub(r"\1", piece)
-    return "".join(pieces)
-
-
 def fold_space(text: str) -> str:
     """One line of text: invisible and control characters dropped, whitespace runs as single spaces."""
     return " ".join(_INVISIBLE.sub("", text).split())
 
 
 def plain_text(value: Any, *, html: bool = False, paragraphs: bool = False) -> str:
-    """Feed text as plain text: tags stripped, entities decoded once, TeX accents resolved, whitespace folded.
+    """Feed text as plain text: tags stripped, entities decoded once, LaTeX made readable, whitespace folded.
 
     `html` says the value is declared HTML; plain values are still treated as HTML when they contain
     tags or character references (feeds often escape markup inside "plain" titles). With `paragraphs`,
@@ -127,7 +84,7 @@ def plain_text(value: Any, *, html: bool = False, paragraphs: bool = False) -> s
         return ""
     value = value[:MAX_TEXT]
     blocks = _html_blocks(value) if html or _LOOKS_LIKE_HTML.search(value) else re.split(r"\n[^\S\n]*\n", value)
-    cleaned = [fold_space(tex_to_unicode(block)) for block in blocks]
+    cleaned = [fold_space(readable_tex(block)) for block in blocks]
     return ("\n\n" if paragraphs else " ").join(c for c in cleaned if c)
 
 

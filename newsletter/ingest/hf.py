@@ -55,4 +55,5 @@ def hf_papers(source: Source, body: bytes) -> Iterator[Paper]:
             comments=parse_count(item.get("numComments")),
             stars=parse_count(info.get("githubStars")),
             keywords=unique(plain_text(k) for k in keywords),
+            ai_summary=plain_text(info.get("ai_summary")) or None,
         )

@@ -17,16 +17,7 @@ from markupsafe import Markup, escape
 from premailer import Premailer
 
 from newsletter.errors import RenderError
-from newsletter.mail.filters import (
-    authors,
-    format_day,
-    highlight,
-    mark_text,
-    paper_links,
-    snippet,
-    source_label,
-    wrap,
-)
+from newsletter.mail.filters import CARD_FILTERS, CARD_GLOBALS, format_day
 from newsletter.mail.templates import environment, is_html
 from newsletter.model.digest import Digest, Entry, count_phrase, shrink
 
@@ -126,8 +117,8 @@ class Renderer:
         self.base_url = base_url.rstrip("/")
         self.max_html_bytes = max_html_bytes
         self.env = environment(templates)
-        self.env.filters.update(highlight=highlight, snippet=snippet, authors=authors, wrap=wrap, mark_text=mark_text, day=format_day)
-        self.env.globals.update(paper_links=paper_links, source_label=source_label)
+        self.env.filters.update(CARD_FILTERS)
+        self.env.globals.update(CARD_GLOBALS)
         self.placeholders = Placeholders.fresh()
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)

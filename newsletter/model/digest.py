@@ -31,7 +31,7 @@ class Entry:
 
         A string, because a string keeps its hash: caches look these up once per reader.
         """
-        return repr((self.paper.id, self.tags, self.marks.title, self.marks.abstract))
+        return repr((self.paper.id, self.tags, self.marks.title, self.marks.abstract, self.marks.values))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ class Paper:
     comments: int | None = None  # Hugging Face discussion count
     stars: int | None = None  # GitHub stars of the code repository
     keywords: tuple[str, ...] = ()  # Hugging Face ai_keywords
+    arxiv_comment: str | None = None  # the authors' arXiv comments field: "12 pages, accepted at ACL 2025"
+    primary_category: str | None = None  # arXiv's primary category; the others in `categories` are cross-lists
+    ai_summary: str | None = None  # Hugging Face's machine-written one-line summary, shown beside the abstract, never for it
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise for storage; datetimes become ISO strings."""
@@ -67,4 +70,7 @@ def merge(old: Paper, new: Paper) -> Paper:
         comments=new.comments if new.comments is not None else old.comments,
         stars=new.stars if new.stars is not None else old.stars,
         keywords=tuple(dict.fromkeys(old.keywords + new.keywords)),
+        arxiv_comment=new.arxiv_comment or old.arxiv_comment,
+        primary_category=old.primary_category or new.primary_category,
+        ai_summary=new.ai_summary or old.ai_summary,
     )

@@ -409,10 +409,12 @@ class Found:
 
 @dataclass(frozen=True)
 class Marks:
-    """Character spans of title and abstract to highlight: sorted, merged, half-open (start, end)."""
+    """Character spans of title and abstract to highlight: sorted, merged, half-open (start, end); and the
+    author names and categories that author:/category: keywords matched, which have no span to mark."""
 
     title: list[tuple[int, int]]
     abstract: list[tuple[int, int]]
+    values: tuple[str, ...] = ()
 
 
 def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -728,8 +730,10 @@ class Matcher:
         return out
 
     def marks(self, paper: Paper, topic_names: Iterable[str]) -> Marks:
-        """The title and abstract spans matched by the any/all keywords of those topics (unknown names are skipped)."""
+        """The title and abstract spans, author names and categories matched by the any/all keywords of those
+        topics (unknown names are skipped)."""
         spans: dict[str, list[tuple[int, int]]] = {"title": [], "abstract": []}
+        values: dict[str, None] = {}
         kids = 0
         for name in topic_names:
             topic = self._index.get(name)
@@ -737,7 +741,11 @@ class Matcher:
                 kids |= sum({1 << self._text_ids[text] for text in topic.any + topic.all})
         for kid in _bits(kids):
             kw = self._keywords[kid]
+            if kw.field in ("author", "category"):
+                test = _value_test(kw)
+                values.update((v, None) for v in (paper.authors if kw.field == "author" else paper.categories) if test(_fold(v)))
+                continue
             for field in TEXT_FIELDS:
                 if kw.field in (None, field):
                     spans[field].extend(kw.spans(getattr(paper, field)))
-        return Marks(title=_merge(spans["title"]), abstract=_merge(spans["abstract"]))
+        return Marks(title=_merge(spans["title"]), abstract=_merge(spans["abstract"]), values=tuple(values))

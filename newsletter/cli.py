@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from newsletter.mail.transports import connection
 from newsletter.model.config import FREQUENCIES, Config
 from newsletter.model.digest import all_topics, topic_labels
 from newsletter.model.topics import Matcher
+from newsletter.model.wording import counted
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
@@ -38,8 +40,40 @@ EXIT_STOPPED = 5
 EXIT_STORAGE_AFTER_SENDING = 7
 
 
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["config_path"] = value
+
+
+def _remember_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _global_options() -> list[click.Parameter]:
+    """`--config` and `-v` once more on every subcommand, so `newsletter send --config FILE` works as typed."""
+    return [
+        click.Option(
+            ["--config"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember_config,
+            help="subscribers.yaml to use (as before the command).",
+        ),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_remember_verbose, help="Log debugging detail."),
+    ]
+
+
 class _Commands(click.Group):
-    """Every error of the package ends a command as one line and its exit code, never a traceback."""
+    """Every error of the package ends a command as one line and its exit code, never a traceback.
+
+    Every subcommand (a subgroup's too: they are of this class) also takes the global options, after its name."""
+
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.extend(_global_options())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,11 +109,14 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _env() -> Env:
+def _env(ctx: click.Context) -> Env:
+    """Settings from the environment and the `.env` beside the config file named by --config or $NEWSLETTER_CONFIG (else ./.env)."""
+    named = ctx.obj["config_path"] or os.environ.get("NEWSLETTER_CONFIG", "").strip()
+    dotenv = (Path(named).expanduser().parent if named else Path()) / ".env"
     try:
-        return environment.load()
+        return environment.load(dotenv=dotenv)
     except EnvError as exc:
-        _fail(f".env or environment: {exc}")
+        _fail(f"{dotenv if dotenv.is_file() else 'environment'}: {exc}")
 
 
 def _config(ctx: click.Context, env: Env) -> Config:
@@ -95,7 +132,7 @@ def _config(ctx: click.Context, env: Env) -> Config:
 
 def _ready(ctx: click.Context, need_smtp_settings: bool = True) -> tuple[Env, Config]:
     """Settings and config, refusing to go on when either is broken."""
-    env = _env()
+    env = _env(ctx)
     config = _config(ctx, env)
     if need_smtp_settings:
         issues = environment.problems(env)
@@ -111,7 +148,7 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
         elif r.not_modified and not r.papers:
             click.echo(f"  {r.name}: not modified")
         else:
-            click.echo(f"  {r.name}: {r.papers} papers, {r.new} new")
+            click.echo(f"  {r.name}: {counted(r.papers, 'paper')}, {r.new} new")
 
 
 @cli.command()
@@ -146,7 +183,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
     for o in report.outcomes:
         if o.status != "sent" or len(report.outcomes) <= 50:
-            click.echo(f"  {o.status:8} {o.email}: {o.papers} papers{' — ' + o.detail if o.status != 'sent' else ''}")
+            click.echo(f"  {o.status:8} {o.email}: {counted(o.papers, 'paper')}{' — ' + o.detail if o.status != 'sent' else ''}")
     for p in report.paused:
         click.echo(f"  paused   {p.subscriber} after {p.failures} hard refusals in a row; last: {p.last_failure} (newsletter status --resume {p.subscriber})")
     if report.error:
@@ -169,7 +206,7 @@ def fetch(ctx: click.Context) -> None:
     with Store(env.db, env.db_timeout) as store:
         results = pipeline.fetch(config, env, store)
     _print_fetch(results)
-    click.echo(f"{sum(r.new for r in results)} new papers from {sum(1 for r in results if not r.error)}/{len(results)} sources")
+    click.echo(f"{counted(sum(r.new for r in results), 'new paper')} from {sum(1 for r in results if not r.error)}/{len(results)} sources")
 
 
 @cli.command()
@@ -215,8 +252,27 @@ def check(ctx: click.Context) -> None:
             renderer.template(name)
         except RenderError as exc:
             _fail(str(exc))
-    delivery = f"SMTP {env.smtp_host}:{env.smtp_port} ({env.smtp_security})" if env.smtp_host else f"outbox {env.outbox}"
-    click.echo(f"{config.path}: ok — {len(config.sources)} sources, {len(config.topics)} topics, {len(config.subscribers)} subscribers; delivery: {delivery}")
+    if problem := _database_problem(env.db):
+        _fail(problem)
+    for warning in config.warnings:
+        click.echo(str(warning), err=True)
+    delivery = f"SMTP {env.smtp_host}:{env.smtp_port} ({env.smtp_security})" if env.smtp_host else f".eml files in {env.outbox.resolve()} (SMTP_HOST unset)"
+    counts = ", ".join(
+        counted(n, word) for n, word in ((len(config.sources), "source"), (len(config.topics), "topic"), (len(config.subscribers), "subscriber"))
+    )
+    click.echo(f"{config.path}: ok — {counts}; state in {env.db.resolve()}; mail goes to {delivery}")
+
+
+def _database_problem(db: Path) -> str | None:
+    """Why NEWSLETTER_DB could not be used, found without creating it; None when it looks usable."""
+    if db.is_dir():
+        return f"NEWSLETTER_DB={db} is a folder, not a file: point it at a file such as {db / 'newsletter.db'}"
+    if db.exists():
+        return None if os.access(db, os.R_OK | os.W_OK) else f"NEWSLETTER_DB={db} cannot be read and written by this user"
+    folder = next((p for p in db.resolve().parents if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return f"NEWSLETTER_DB={db} cannot be created: {folder} is not a folder this user may write in"
+    return None
 
 
 @cli.command()
@@ -356,13 +412,13 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         wanted = [t.strip() for t in topic_list.split(",") if t.strip()] if topic_list else list(config.topics)
         unknown = [t for t in wanted if t not in config.topics]
         if unknown:
-            raise InvalidInput(f"unknown topic {', '.join(unknown)} (defined: {', '.join(config.topics)})")
+            raise InvalidInput("; ".join(config_mod.unknown("topic", t, list(config.topics)) for t in unknown))
         choice = subscriptions.check_choice(config, wanted, frequency)
     except InvalidInput as exc:
         _fail(str(exc))
     if confirmed:
-        added = SubscriberFile(config.path).add(address, choice)
-        with Store(env.db) as store:
+        with Store(env.db) as store:  # opened first: a database that cannot be used leaves the file as it was
+            added = SubscriberFile(config.path).add(address, choice)
             store.forget_unsubscribed(address)  # the operator's word lifts an earlier unsubscription, which sends honour
         click.echo(f"{address} {'added to' if added else 'is already in'} {config.path}")
         return

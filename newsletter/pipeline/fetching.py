@@ -15,6 +15,7 @@ from newsletter.ingest.fetch import Fetcher, Policy, Request, user_agent
 from newsletter.ingest.sources import first_urls, parse
 from newsletter.model.config import Config, Source
 from newsletter.model.paper import Paper, merge
+from newsletter.model.wording import counted
 from newsletter.storage.database import utcnow
 from newsletter.storage.store import Store
 
@@ -82,7 +83,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)
     store.source_succeeded(source.name, added.fresh, now)
-    state = "not modified" if result.not_modified and not papers else f"{result.papers} papers, {result.new} new"
+    state = "not modified" if result.not_modified and not papers else f"{counted(result.papers, 'paper')}, {result.new} new"
     log.info("source %s: %s (%.1f s)", source.name, state, time.monotonic() - started)
     return result
 

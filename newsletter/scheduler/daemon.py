@@ -18,6 +18,7 @@ from newsletter import pipeline
 from newsletter.environment import Env
 from newsletter.mail.pool import transport as make_transport
 from newsletter.model.config import Config, Subscriber
+from newsletter.model.wording import counted
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.scheduler.slots import decide, edition_for
 from newsletter.storage.database import utcnow
@@ -102,7 +103,7 @@ class Daemon:
             with Store(self.env.db, self.env.db_timeout) as store:
                 results = pipeline.fetch(config, self.env, store, now=self.clock.now())
                 line = (
-                    f"fetch: {len(results)} sources, {sum(r.new for r in results)} papers new, "
+                    f"fetch: {counted(len(results), 'source')}, {counted(sum(r.new for r in results), 'paper')} new, "
                     f"{sum(1 for r in results if r.error)} failed, {time.monotonic() - started:.1f} s"
                 )
                 store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
@@ -166,7 +167,7 @@ class Daemon:
             if outcome is not None or not self.stopping.is_set():  # a stop leaves the rest due, for the restart
                 store.record_slot(subscriber.email, slot, outcome or "nothing-new", self.clock.now())
         line = (
-            f"send {edition}: {len(subscribers)} due, {len(report.outcomes)} digests, {report.count('sent')} sent, "
+            f"send {edition}: {len(subscribers)} due, {counted(len(report.outcomes), 'digest')}, {report.count('sent')} sent, "
             f"{report.count('deferred')} deferred, {report.count('failed')} failed, {time.monotonic() - started:.1f} s"
         )
         store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")

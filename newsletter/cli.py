@@ -148,7 +148,10 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
         elif r.not_modified and not r.papers:
             click.echo(f"  {r.name}: not modified")
         else:
-            click.echo(f"  {r.name}: {counted(r.papers, 'paper')}, {r.new} new")
+            click.echo(f"  {r.name}: {counted(r.papers, 'paper')}, {r.new} new" + (f" — warning: {r.warning}" if r.warning else ""))
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        click.echo(f"{failed} of {counted(len(results), 'source')} failed (exit code 3); the others were fetched", err=True)
 
 
 @cli.command()
@@ -207,6 +210,7 @@ def fetch(ctx: click.Context) -> None:
         results = pipeline.fetch(config, env, store)
     _print_fetch(results)
     click.echo(f"{counted(sum(r.new for r in results), 'new paper')} from {sum(1 for r in results if not r.error)}/{len(results)} sources")
+    sys.exit(pipeline.fetch_exit_code(results))
 
 
 @cli.command()

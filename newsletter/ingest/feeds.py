@@ -59,7 +59,23 @@ def read_feed(body: bytes, url: str, content_type: str | None) -> FeedParserDict
     problem = doc.get("bozo_exception")
     if doc.get("bozo") and not doc.entries and not (doc.get("version") and isinstance(problem, _HARMLESS_BOZO)):
         raise SourceError(f"not a feed: {type(problem).__name__}: {problem}" if problem else "not a feed")
+    if not doc.get("version") and not doc.entries:  # well-formed, but neither RSS nor Atom: an empty body, an HTML page
+        raise SourceError(f"not a feed: {_what_it_is(body, content_type)}")
     return doc
+
+
+def _what_it_is(body: bytes, content_type: str | None) -> str:
+    """What came back instead of a feed, for the operator: often a login or error page behind a feed's old address."""
+    served = f" (served as {content_type.split(';')[0].strip()})" if content_type else ""
+    if not body.strip():
+        return f"the response was empty ({len(body)} bytes){served}"
+    head = body[:2048].lower()
+    if b"<html" in head or b"<!doctype html" in head:
+        title = re.search(rb"<title[^>]*>([^<]{1,120})", body[:8192], re.IGNORECASE)
+        text = fold_space("".join(c for c in title[1].decode("utf-8", "replace") if c.isprintable())) if title else ""
+        named = f" titled {text!r}" if text else ""
+        return f"an HTML page{named}{served}, perhaps a login or error page: check the source's url"
+    return f"an XML or text document that is neither RSS nor Atom{served}"
 
 
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")

@@ -141,6 +141,26 @@ def _ready(ctx: click.Context, need_smtp_settings: bool = True) -> tuple[Env, Co
     return env, config
 
 
+def _due_today(config: Config, store: Store, only: str | None) -> dict[str, datetime | None]:
+    """Who `send` mails a new digest (lower-case address → today's slot, None when `--to` forces a reader on another day);
+    says how many are not due."""
+    now = utcnow()
+    if only:
+        chosen = config.subscriber(only)
+        assert chosen is not None
+        return {only.lower(): scheduler.slot_on(chosen, now.astimezone(ZoneInfo(chosen.timezone)).date())}
+    handled = store.handled_slots()
+    slots: dict[str, datetime | None] = {}
+    for s in config.subscribers:
+        last = handled.get(s.email.lower())
+        if (slot := scheduler.due_today(s, now, last[0] if last else None)) is not None:
+            slots[s.email.lower()] = slot
+    waiting = sum(1 for s in config.subscribers if not s.paused and s.email.lower() not in slots)
+    if waiting:
+        click.echo(f"{counted(waiting, 'subscriber')} not due today (their frequency or day, or already mailed today; `--to EMAIL` sends one anyway)")
+    return slots
+
+
 def _print_fetch(results: list[pipeline.SourceResult]) -> None:
     for r in results:
         if r.error:
@@ -156,10 +176,10 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Render and report without sending or recording deliveries.")
-@click.option("--to", "only", metavar="EMAIL", help="Only this subscriber.")
+@click.option("--to", "only", metavar="EMAIL", help="Only this subscriber, whether or not they are due today.")
 @click.pass_context
 def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
-    """One cycle now: fetch all sources, then send every active subscriber their digest."""
+    """One cycle now: fetch all sources, then send every subscriber due today (by frequency and day) their digest."""
     env, config = _ready(ctx)
     if only:
         chosen = config.subscriber(only)
@@ -172,15 +192,28 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         click.echo(f"Fetching {len(config.sources)} sources…")
         fetched = pipeline.fetch(config, env, store)
         _print_fetch(fetched)
+        slots = _due_today(config, store, only)
         try:
             report = pipeline.send(
-                config, env, store, transport, dry_run=dry_run, only=only, renderer=_renderer(env), should_stop=stopping.is_set, on_outcome=_progress()
+                config,
+                env,
+                store,
+                transport,
+                dry_run=dry_run,
+                only=only,
+                due=set(slots),
+                renderer=_renderer(env),
+                should_stop=stopping.is_set,
+                on_outcome=_progress(),
             )
         except RenderError as exc:
             _fail(str(exc))
         finally:
             if sys.stderr.isatty():
                 click.echo("", err=True)
+        for o in report.outcomes if not dry_run else ():
+            if o.status != "failed" and (slot := slots.get(o.email.lower())) is not None:  # failed: never delivered, the next run tries again
+                store.record_slot(o.email, slot, o.status)  # today's digest is theirs: the next send (or the daemon) skips them until their next day
     report.fetched = fetched
     if report.uncertain:
         click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")

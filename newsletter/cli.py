@@ -38,6 +38,7 @@ from newsletter.storage.store import Store
 EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4, StorageError: 6}
 EXIT_STOPPED = 5
 EXIT_STORAGE_AFTER_SENDING = 7
+CLOCKED = "run.clocked"  # meta key: this database began under `run --clock`, so more clocked runs may send on it
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -225,7 +226,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     if report.error:
         click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
-    click.echo(f"Digests: {summary or 'none (nothing new for anyone)'}")
+    click.echo(f"Digests: {summary or 'none (nothing new for anyone due today)'}")
     if report.count("sent") and not env.smtp_host:
         click.echo(f"Messages are in {env.outbox.resolve()}")
     if stopping.is_set():
@@ -300,6 +301,12 @@ def check(ctx: click.Context) -> None:
     click.echo(f"{config.path}: ok — {counts}; state in {env.db.resolve()}; mail goes to {delivery}")
 
 
+def _say_database(db: Path) -> None:
+    """Which state database a report reads, so one opened from the wrong folder is seen at once."""
+    state = "" if db.is_file() else " (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)"
+    click.echo(f"State database: {db.resolve()}{state}")
+
+
 def _database_problem(db: Path) -> str | None:
     """Why NEWSLETTER_DB could not be used, found without creating it; None when it looks usable."""
     if db.is_dir():
@@ -317,6 +324,7 @@ def _database_problem(db: Path) -> str | None:
 def sources(ctx: click.Context) -> None:
     """Each source's health: last success, last error, papers seen."""
     env, config = _ready(ctx, need_smtp_settings=False)
+    _say_database(env.db)
     with Store(env.db, env.db_timeout) as store:
         health = store.source_health()
     for source in config.sources:
@@ -336,6 +344,7 @@ def sources(ctx: click.Context) -> None:
 def status(ctx: click.Context, resume: str | None) -> None:
     """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
+    _say_database(env.db)
     with Store(env.db, env.db_timeout) as store:
         if resume:
             if not store.resume(resume):
@@ -403,16 +412,28 @@ def _print_schedule(config: Config, store: Store, now: datetime) -> None:
     "--clock",
     "clock_start",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
-    help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. For rehearsing a schedule and for tests.",
+    help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. "
+    "With --dry-run, to rehearse a schedule; without it only on a database that has sent nothing yet (or only with --clock).",
 )
+@click.option("--dry-run", is_flag=True, help="Rehearse: log each slot's digests as they fall due, sending and recording nothing.")
 @click.pass_context
-def run(ctx: click.Context, tick: float, clock_start: datetime | None) -> None:
+def run(ctx: click.Context, tick: float, clock_start: datetime | None, dry_run: bool) -> None:
     """The daemon: fetches and sends on schedule until SIGTERM or Ctrl-C."""
     env, config = _ready(ctx)
     logging.getLogger("newsletter.scheduler").setLevel(logging.INFO)
     if clock_start is not None and clock_start.tzinfo is None:
         clock_start = clock_start.replace(tzinfo=UTC)
-    sys.exit(scheduler.Daemon(config, env, scheduler.Clock(clock_start), tick=tick).run())
+    with Store(env.db, env.db_timeout) as store:  # a database that cannot be used is one line now, not a traceback at every tick
+        if clock_start is not None and not dry_run:
+            used = bool(store.handled_slots() or store.deliveries())
+            if used and store.meta(CLOCKED) is None:
+                _fail(
+                    f"{env.db.resolve()} holds real deliveries and send slots; `run --clock` would send real mail and use up the "
+                    "slots it passes. Rehearse with `run --clock ... --dry-run` (nothing sent or recorded), or point NEWSLETTER_DB at a copy."
+                )
+            if not used:
+                store.set_meta(CLOCKED, f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: first used by `run --clock`")
+    sys.exit(scheduler.Daemon(config, env, scheduler.Clock(clock_start), tick=tick, dry_run=dry_run).run())
 
 
 @cli.group()

@@ -108,7 +108,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
     def path(name: str, default: Path | None = None) -> Path | None:
         value = get(name)
         given = Path(value).expanduser() if value else default
-        return None if given is None else dotenv.parent / given
+        return None if given is None else (dotenv.parent / given).absolute()  # absolute: messages name the very file
 
     security = (get("SMTP_SECURITY") or "starttls").lower()
     if security not in SECURITY_PORTS:

@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -301,10 +302,13 @@ def check(ctx: click.Context) -> None:
     click.echo(f"{config.path}: ok — {counts}; state in {env.db.resolve()}; mail goes to {delivery}")
 
 
-def _say_database(db: Path) -> None:
-    """Which state database a report reads, so one opened from the wrong folder is seen at once."""
-    state = "" if db.is_file() else " (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)"
-    click.echo(f"State database: {db.resolve()}{state}")
+@contextmanager
+def _reading(env: Env) -> Iterator[Store]:
+    """The store a report reads, first saying which it is, so one opened from the wrong folder is seen at once."""
+    fresh = not env.db.is_file()
+    with Store(env.db, env.db_timeout) as store:
+        click.echo(f"State database: {env.db}" + (" (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)" if fresh else ""))
+        yield store
 
 
 def _database_problem(db: Path) -> str | None:
@@ -324,8 +328,7 @@ def _database_problem(db: Path) -> str | None:
 def sources(ctx: click.Context) -> None:
     """Each source's health: last success, last error, papers seen."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    _say_database(env.db)
-    with Store(env.db, env.db_timeout) as store:
+    with _reading(env) as store:
         health = store.source_health()
     for source in config.sources:
         h = health.get(source.name)
@@ -344,8 +347,7 @@ def sources(ctx: click.Context) -> None:
 def status(ctx: click.Context, resume: str | None) -> None:
     """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    _say_database(env.db)
-    with Store(env.db, env.db_timeout) as store:
+    with _reading(env) as store:
         if resume:
             if not store.resume(resume):
                 _fail(f"{resume} is not paused")
@@ -549,6 +551,8 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     issues = environment.problems(env)
     if issues:
         _fail("; ".join(issues))
+    with Store(env.db, env.db_timeout):  # a database that cannot be used is one line now, not an error on every page
+        pass
     click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
     uvicorn.run(
         create_app(env, config.path), host=host, port=port, proxy_headers=False, server_header=False

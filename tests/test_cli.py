@@ -228,8 +228,8 @@ def test_a_state_database_that_cannot_be_used_is_one_line_and_exit_6(tmp_path: P
     (tmp_path / "subscribers.yaml").write_text(CONFIG + reader("ada@example.org"), encoding="utf-8")
     (tmp_path / "state").mkdir()
     db = "state" if kind == "folder" else "subscribers.yaml/state.db"
-    for command in (["send"], ["fetch"], ["status"], ["sources"], ["subscribe", "bob@example.org", "--confirmed"]):
-        result = newsletter(*command, cwd=tmp_path, env={"NEWSLETTER_DB": db})
+    for command in (["send"], ["fetch"], ["status"], ["sources"], ["run"], ["serve"], ["subscribe", "bob@example.org", "--confirmed"]):
+        result = newsletter(*command, cwd=tmp_path, env={"NEWSLETTER_DB": db, "NEWSLETTER_SECRET_KEY": "k"}, timeout=30)
         assert result.returncode == 6, (command, result.stderr)
         line = one_line_error(result)
         assert line.startswith(f"error: the state database {tmp_path / db} ")

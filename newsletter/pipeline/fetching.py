@@ -88,15 +88,16 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     store.source_succeeded(source.name, added.fresh, now)
     state = "not modified" if result.not_modified and not papers else f"{counted(result.papers, 'paper')}, {result.new} new"
     log.info("source %s: %s (%.1f s)", source.name, state, time.monotonic() - started)
-    if not result.not_modified and entries == 0 and not _quiet_day(source, now):
-        result.warning = "the feed listed no entries at all: check its url (a source that publishes daily should have some)"
+    if not result.not_modified and entries == 0 and not _may_be_empty(source, now):
+        result.warning = "the feed listed no entries at all: check its url (or its query)"
         log.warning("source %s: %s", source.name, result.warning)
     return result
 
 
-def _quiet_day(source: Source, now: datetime) -> bool:
-    """arXiv announces nothing on Saturday and Sunday (US Eastern) and Hugging Face lists few papers then: an empty feed is expected."""
-    return source.type in ("arxiv_rss", "hf_daily") and now.astimezone(ARXIV_ZONE).weekday() >= 5
+def _may_be_empty(source: Source, now: datetime) -> bool:
+    """Whether an empty answer is expected: Hugging Face's list for a day fills during that day, and arXiv announces
+    nothing on Saturday and Sunday (US Eastern)."""
+    return source.type == "hf_daily" or (source.type == "arxiv_rss" and now.astimezone(ARXIV_ZONE).weekday() >= 5)
 
 
 async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> tuple[list[Paper], int, dict[str, tuple[str | None, str | None]], bool]:

@@ -337,6 +337,8 @@ def sources(ctx: click.Context) -> None:
             continue
         state = "ok" if h.consecutive_failures == 0 else f"FAILING ({h.consecutive_failures} in a row)"
         click.echo(f"{source.name} ({source.type}): {state}; last success {_when(h.last_success)}; papers seen {h.papers_seen}")
+        if h.last_warning and h.consecutive_failures == 0:
+            click.echo(f"    warning at the last fetch: {h.last_warning}")
         if h.last_error:
             click.echo(f"    last error {_when(h.last_error_at)}: {h.last_error}")
 

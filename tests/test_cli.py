@@ -114,7 +114,7 @@ def test_a_body_that_is_not_a_feed_fails_its_source_an_empty_feed_warns_and_fetc
 
         health = newsletter("sources", cwd=tmp_path).stdout
         assert "empty (feed): FAILING (1 in a row)" in health and "login (feed): FAILING (1 in a row)" in health
-        assert "quiet (feed): ok" in health
+        assert "quiet (feed): ok" in health and "    warning at the last fetch: the feed listed no entries at all" in health
 
         sent = newsletter("send", cwd=tmp_path)
         assert sent.returncode == 3, "the rest were fetched and sent; some sources failed"

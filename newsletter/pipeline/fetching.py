@@ -85,12 +85,12 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     result.new = added.new
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)
-    store.source_succeeded(source.name, added.fresh, now)
-    state = "not modified" if result.not_modified and not papers else f"{counted(result.papers, 'paper')}, {result.new} new"
-    log.info("source %s: %s (%.1f s)", source.name, state, time.monotonic() - started)
     if not result.not_modified and entries == 0 and not _may_be_empty(source, now):
         result.warning = "the feed listed no entries at all: check its url (or its query)"
         log.warning("source %s: %s", source.name, result.warning)
+    store.source_succeeded(source.name, added.fresh, now, result.warning)
+    state = "not modified" if result.not_modified and not papers else f"{counted(result.papers, 'paper')}, {result.new} new"
+    log.info("source %s: %s (%.1f s)", source.name, state, time.monotonic() - started)
     return result
 
 

@@ -45,7 +45,12 @@ def m004_link_versions(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions]
+def m005_sources_last_warning(db: sqlite3.Connection) -> None:
+    """sources.last_warning: what was odd about the last successful fetch (a feed with no entries), for `newsletter sources`."""
+    db.execute("ALTER TABLE sources ADD COLUMN last_warning TEXT")
+
+
+MIGRATIONS: list[Migration] = [m001_tables, m002_papers_revised, m003_deliveries_uncertain, m004_link_versions, m005_sources_last_warning]
 
 
 def version(db: sqlite3.Connection) -> int:

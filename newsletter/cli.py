@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,6 +27,7 @@ from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
 from newsletter.model.config import FREQUENCIES, Config
 from newsletter.model.digest import count_phrase, cut_as, topic_labels
+from newsletter.model.wording import counted
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
@@ -37,10 +40,43 @@ from newsletter.storage.store import Store
 EXIT_CODES: dict[type[NewsletterError], int] = {SendInProgress: 4, StorageError: 6}
 EXIT_STOPPED = 5
 EXIT_STORAGE_AFTER_SENDING = 7
+CLOCKED = "run.clocked"  # meta key: this database began under `run --clock`, so more clocked runs may send on it
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["config_path"] = value
+
+
+def _remember_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _global_options() -> list[click.Parameter]:
+    """`--config` and `-v` once more on every subcommand, so `newsletter send --config FILE` works as typed."""
+    return [
+        click.Option(
+            ["--config"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember_config,
+            help="subscribers.yaml to use (as before the command).",
+        ),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_remember_verbose, help="Log debugging detail."),
+    ]
 
 
 class _Commands(click.Group):
-    """Every error of the package ends a command as one line and its exit code, never a traceback."""
+    """Every error of the package ends a command as one line and its exit code, never a traceback.
+
+    Every subcommand (a subgroup's too: they are of this class) also takes the global options, after its name."""
+
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.extend(_global_options())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -76,11 +112,14 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _env() -> Env:
+def _env(ctx: click.Context) -> Env:
+    """Settings from the environment and the `.env` beside the config file named by --config or $NEWSLETTER_CONFIG (else ./.env)."""
+    named = ctx.obj["config_path"] or os.environ.get("NEWSLETTER_CONFIG", "").strip()
+    dotenv = (Path(named).expanduser().parent if named else Path()) / ".env"
     try:
-        return environment.load()
+        return environment.load(dotenv=dotenv)
     except EnvError as exc:
-        _fail(f".env or environment: {exc}")
+        _fail(f"{dotenv if dotenv.is_file() else 'environment'}: {exc}")
 
 
 def _config(ctx: click.Context, env: Env) -> Config:
@@ -96,13 +135,33 @@ def _config(ctx: click.Context, env: Env) -> Config:
 
 def _ready(ctx: click.Context, need_smtp_settings: bool = True) -> tuple[Env, Config]:
     """Settings and config, refusing to go on when either is broken."""
-    env = _env()
+    env = _env(ctx)
     config = _config(ctx, env)
     if need_smtp_settings:
         issues = environment.problems(env)
         if issues:
             _fail("; ".join(issues))
     return env, config
+
+
+def _due_today(config: Config, store: Store, only: str | None) -> dict[str, datetime | None]:
+    """Who `send` mails a new digest (lower-case address → today's slot, None when `--to` forces a reader on another day);
+    says how many are not due."""
+    now = utcnow()
+    if only:
+        chosen = config.subscriber(only)
+        assert chosen is not None
+        return {only.lower(): scheduler.slot_on(chosen, now.astimezone(ZoneInfo(chosen.timezone)).date())}
+    handled = store.handled_slots()
+    slots: dict[str, datetime | None] = {}
+    for s in config.subscribers:
+        last = handled.get(s.email.lower())
+        if (slot := scheduler.due_today(s, now, last[0] if last else None)) is not None:
+            slots[s.email.lower()] = slot
+    waiting = sum(1 for s in config.subscribers if not s.paused and s.email.lower() not in slots)
+    if waiting:
+        click.echo(f"{counted(waiting, 'subscriber')} not due today (their frequency or day, or already mailed today; `--to EMAIL` sends one anyway)")
+    return slots
 
 
 def _print_fetch(results: list[pipeline.SourceResult]) -> None:
@@ -112,15 +171,18 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
         elif r.not_modified and not r.papers:
             click.echo(f"  {r.name}: not modified")
         else:
-            click.echo(f"  {r.name}: {r.papers} papers, {r.new} new")
+            click.echo(f"  {r.name}: {counted(r.papers, 'paper')}, {r.new} new" + (f" — warning: {r.warning}" if r.warning else ""))
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        click.echo(f"{failed} of {counted(len(results), 'source')} failed (exit code 3); the others were fetched", err=True)
 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Render and report without sending or recording deliveries.")
-@click.option("--to", "only", metavar="EMAIL", help="Only this subscriber.")
+@click.option("--to", "only", metavar="EMAIL", help="Only this subscriber, whether or not they are due today.")
 @click.pass_context
 def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
-    """One cycle now: fetch all sources, then send every active subscriber their digest."""
+    """One cycle now: fetch all sources, then send every subscriber due today (by frequency and day) their digest."""
     env, config = _ready(ctx)
     if only:
         chosen = config.subscriber(only)
@@ -133,15 +195,28 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         click.echo(f"Fetching {len(config.sources)} sources…")
         fetched = pipeline.fetch(config, env, store)
         _print_fetch(fetched)
+        slots = _due_today(config, store, only)
         try:
             report = pipeline.send(
-                config, env, store, transport, dry_run=dry_run, only=only, renderer=_renderer(env), should_stop=stopping.is_set, on_outcome=_progress()
+                config,
+                env,
+                store,
+                transport,
+                dry_run=dry_run,
+                only=only,
+                due=set(slots),
+                renderer=_renderer(env),
+                should_stop=stopping.is_set,
+                on_outcome=_progress(),
             )
         except RenderError as exc:
             _fail(str(exc))
         finally:
             if sys.stderr.isatty():
                 click.echo("", err=True)
+        for o in report.outcomes if not dry_run else ():
+            if o.status != "failed" and (slot := slots.get(o.email.lower())) is not None:  # failed: never delivered, the next run tries again
+                store.record_slot(o.email, slot, o.status)  # today's digest is theirs: the next send (or the daemon) skips them until their next day
     report.fetched = fetched
     if report.uncertain:
         click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
@@ -154,7 +229,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
     if report.error:
         click.echo(f"Stopped: {report.error}", err=True)
     summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
-    click.echo(f"Digests: {summary or 'none (nothing new for anyone)'}")
+    click.echo(f"Digests: {summary or 'none (nothing new for anyone due today)'}")
     if report.count("sent") and not env.smtp_host:
         click.echo(f"Messages are in {env.outbox.resolve()}")
     if stopping.is_set():
@@ -171,7 +246,8 @@ def fetch(ctx: click.Context) -> None:
     with Store(env.db, env.db_timeout) as store:
         results = pipeline.fetch(config, env, store)
     _print_fetch(results)
-    click.echo(f"{sum(r.new for r in results)} new papers from {sum(1 for r in results if not r.error)}/{len(results)} sources")
+    click.echo(f"{counted(sum(r.new for r in results), 'new paper')} from {sum(1 for r in results if not r.error)}/{len(results)} sources")
+    sys.exit(pipeline.fetch_exit_code(results))
 
 
 @cli.command()
@@ -218,8 +294,36 @@ def check(ctx: click.Context) -> None:
             renderer.template(name)
         except RenderError as exc:
             _fail(str(exc))
-    delivery = f"SMTP {env.smtp_host}:{env.smtp_port} ({env.smtp_security})" if env.smtp_host else f"outbox {env.outbox}"
-    click.echo(f"{config.path}: ok — {len(config.sources)} sources, {len(config.topics)} topics, {len(config.subscribers)} subscribers; delivery: {delivery}")
+    if problem := _database_problem(env.db):
+        _fail(problem)
+    for warning in config.warnings:
+        click.echo(str(warning), err=True)
+    delivery = f"SMTP {env.smtp_host}:{env.smtp_port} ({env.smtp_security})" if env.smtp_host else f".eml files in {env.outbox.resolve()} (SMTP_HOST unset)"
+    counts = ", ".join(
+        counted(n, word) for n, word in ((len(config.sources), "source"), (len(config.topics), "topic"), (len(config.subscribers), "subscriber"))
+    )
+    click.echo(f"{config.path}: ok — {counts}; state in {env.db.resolve()}; mail goes to {delivery}")
+
+
+@contextmanager
+def _reading(env: Env) -> Iterator[Store]:
+    """The store a report reads, first saying which it is, so one opened from the wrong folder is seen at once."""
+    fresh = not env.db.is_file()
+    with Store(env.db, env.db_timeout) as store:
+        click.echo(f"State database: {env.db}" + (" (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)" if fresh else ""))
+        yield store
+
+
+def _database_problem(db: Path) -> str | None:
+    """Why NEWSLETTER_DB could not be used, found without creating it; None when it looks usable."""
+    if db.is_dir():
+        return f"NEWSLETTER_DB={db} is a folder, not a file: point it at a file such as {db / 'newsletter.db'}"
+    if db.exists():
+        return None if os.access(db, os.R_OK | os.W_OK) else f"NEWSLETTER_DB={db} cannot be read and written by this user"
+    folder = next((p for p in db.resolve().parents if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return f"NEWSLETTER_DB={db} cannot be created: {folder} is not a folder this user may write in"
+    return None
 
 
 @cli.command()
@@ -227,7 +331,7 @@ def check(ctx: click.Context) -> None:
 def sources(ctx: click.Context) -> None:
     """Each source's health: last success, last error, papers seen."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with Store(env.db, env.db_timeout) as store:
+    with _reading(env) as store:
         health = store.source_health()
     for source in config.sources:
         h = health.get(source.name)
@@ -236,6 +340,8 @@ def sources(ctx: click.Context) -> None:
             continue
         state = "ok" if h.consecutive_failures == 0 else f"FAILING ({h.consecutive_failures} in a row)"
         click.echo(f"{source.name} ({source.type}): {state}; last success {_when(h.last_success)}; papers seen {h.papers_seen}")
+        if h.last_warning and h.consecutive_failures == 0:
+            click.echo(f"    warning at the last fetch: {h.last_warning}")
         if h.last_error:
             click.echo(f"    last error {_when(h.last_error_at)}: {h.last_error}")
 
@@ -246,7 +352,7 @@ def sources(ctx: click.Context) -> None:
 def status(ctx: click.Context, resume: str | None) -> None:
     """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with Store(env.db, env.db_timeout) as store:
+    with _reading(env) as store:
         if resume:
             if not store.resume(resume):
                 _fail(f"{resume} is not paused")
@@ -318,16 +424,28 @@ def _print_schedule(config: Config, store: Store, now: datetime) -> None:
     "--clock",
     "clock_start",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
-    help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. For rehearsing a schedule and for tests.",
+    help="Start the daemon's clock at this instant (UTC unless an offset is given); it then runs at normal speed. "
+    "With --dry-run, to rehearse a schedule; without it only on a database that has sent nothing yet (or only with --clock).",
 )
+@click.option("--dry-run", is_flag=True, help="Rehearse: log each slot's digests as they fall due, sending and recording nothing.")
 @click.pass_context
-def run(ctx: click.Context, tick: float, clock_start: datetime | None) -> None:
+def run(ctx: click.Context, tick: float, clock_start: datetime | None, dry_run: bool) -> None:
     """The daemon: fetches and sends on schedule until SIGTERM or Ctrl-C."""
     env, config = _ready(ctx)
     logging.getLogger("newsletter.scheduler").setLevel(logging.INFO)
     if clock_start is not None and clock_start.tzinfo is None:
         clock_start = clock_start.replace(tzinfo=UTC)
-    sys.exit(scheduler.Daemon(config, env, scheduler.Clock(clock_start), tick=tick).run())
+    with Store(env.db, env.db_timeout) as store:  # a database that cannot be used is one line now, not a traceback at every tick
+        if clock_start is not None and not dry_run:
+            used = bool(store.handled_slots() or store.deliveries())
+            if used and store.meta(CLOCKED) is None:
+                _fail(
+                    f"{env.db.resolve()} holds real deliveries and send slots; `run --clock` would send real mail and use up the "
+                    "slots it passes. Rehearse with `run --clock ... --dry-run` (nothing sent or recorded), or point NEWSLETTER_DB at a copy."
+                )
+            if not used:
+                store.set_meta(CLOCKED, f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: first used by `run --clock`")
+    sys.exit(scheduler.Daemon(config, env, scheduler.Clock(clock_start), tick=tick, dry_run=dry_run).run())
 
 
 @cli.group()
@@ -368,13 +486,13 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         wanted = [t.strip() for t in topic_list.split(",") if t.strip()] if topic_list else list(config.topics)
         unknown = [t for t in wanted if t not in config.topics]
         if unknown:
-            raise InvalidInput(f"unknown topic {', '.join(unknown)} (defined: {', '.join(config.topics)})")
+            raise InvalidInput("; ".join(config_mod.unknown("topic", t, list(config.topics)) for t in unknown))
         choice = subscriptions.check_choice(config, wanted, frequency)
     except InvalidInput as exc:
         _fail(str(exc))
     if confirmed:
-        added = SubscriberFile(config.path).add(address, choice)
-        with Store(env.db) as store:
+        with Store(env.db) as store:  # opened first: a database that cannot be used leaves the file as it was
+            added = SubscriberFile(config.path).add(address, choice)
             store.forget_unsubscribed(address)  # the operator's word lifts an earlier unsubscription, which sends honour
         click.echo(f"{address} {'added to' if added else 'is already in'} {config.path}")
         return
@@ -470,6 +588,8 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     issues = environment.problems(env)
     if issues:
         _fail("; ".join(issues))
+    with Store(env.db, env.db_timeout):  # a database that cannot be used is one line now, not an error on every page
+        pass
     click.echo(f"Serving {config.path} on http://{host}:{port} (links in mails point at {env.base_url})")
     uvicorn.run(
         create_app(env, config.path), host=host, port=port, proxy_headers=False, server_header=False

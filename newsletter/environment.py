@@ -107,13 +107,21 @@ class Env:
 
 
 def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> Env:
-    """Merge `.env` under the real environment and parse it; raise EnvError naming the variable."""
+    """Merge `.env` under the real environment and parse it; raise EnvError naming the variable.
+
+    Relative paths (the database, outbox, templates, DKIM key, and their defaults) are taken from the folder the
+    `.env` is looked for in, which the CLI makes the config file's: a command run from elsewhere uses the same files."""
     values = {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if dotenv.is_file() else {}
     values.update(os.environ if environ is None else environ)
 
     def get(name: str) -> str | None:
         value = values.get(name, "").strip()
         return value or None
+
+    def path(name: str, default: Path | None = None) -> Path | None:
+        value = get(name)
+        given = Path(value).expanduser() if value else default
+        return None if given is None else (dotenv.parent / given).absolute()  # absolute: messages name the very file
 
     security = (get("SMTP_SECURITY") or "starttls").lower()
     if security not in SECURITY_PORTS:
@@ -129,7 +137,6 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
     base_url = get("NEWSLETTER_BASE_URL") or Env.base_url
     if not base_url.startswith(("http://", "https://")):
         raise EnvError(f"NEWSLETTER_BASE_URL must start with http:// or https://, got {base_url!r}")
-    templates = get("NEWSLETTER_TEMPLATES")
     mailto = get("NEWSLETTER_UNSUBSCRIBE_MAILTO")
     if mailto is not None:
         mailto = mailto.removeprefix("mailto:")
@@ -139,7 +146,6 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
     if bounce_address is not None and "+" in bounce_address.partition("@")[0]:
         raise EnvError(f"NEWSLETTER_BOUNCE_ADDRESS must be a plain address (the newsletter adds +TAG itself), got {bounce_address!r}")
     imap_tls = _flag(get, "INBOUND_IMAP_TLS", True)
-    key_path = get("DKIM_PRIVATE_KEY_PATH")
     proxies = []
     for item in (get("NEWSLETTER_TRUSTED_PROXIES") or "").split(","):
         if item.strip():
@@ -154,12 +160,12 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         smtp_username=get("SMTP_USERNAME"),
         smtp_password=get("SMTP_PASSWORD"),
         sender=sender,
-        outbox=Path(get("NEWSLETTER_OUTBOX") or Env.outbox),
-        db=Path(get("NEWSLETTER_DB") or Env.db),
+        outbox=path("NEWSLETTER_OUTBOX", Env.outbox) or Env.outbox,
+        db=path("NEWSLETTER_DB", Env.db) or Env.db,
         db_timeout=_number(get, "NEWSLETTER_DB_TIMEOUT", float, 30.0, minimum=0),
         base_url=base_url.rstrip("/"),
         secret_key=get("NEWSLETTER_SECRET_KEY"),
-        templates=Path(templates) if templates else None,
+        templates=path("NEWSLETTER_TEMPLATES"),
         config=get("NEWSLETTER_CONFIG"),
         smtp_tls_verify=_flag(get, "SMTP_TLS_VERIFY", True),
         smtp_connections=_number(get, "SMTP_CONNECTIONS", int, 4, minimum=1),
@@ -170,7 +176,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         unsubscribe_mailto=mailto,
         dkim_selector=get("DKIM_SELECTOR"),
         dkim_domain=get("DKIM_DOMAIN"),
-        dkim_private_key_path=Path(key_path) if key_path else None,
+        dkim_private_key_path=path("DKIM_PRIVATE_KEY_PATH"),
         trusted_proxies=tuple(proxies),
         confirmations_per_hour=_number(get, "NEWSLETTER_CONFIRMATIONS_PER_HOUR", int, 100, minimum=1),
         bounce_address=bounce_address,

@@ -24,6 +24,7 @@ from support.smtpserver import Sink, SMTPServer
 from newsletter import config as config_mod
 from newsletter import environment, subscriptions
 from newsletter.cli import cli
+from newsletter.config.load import load
 from newsletter.errors import MailboxError, StorageError
 from newsletter.inbound import imap
 from newsletter.mail import tokens
@@ -78,14 +79,15 @@ class World:
         return CliRunner().invoke(cli, ["--config", str(self.yaml), *args], env={**self.env, **extra}, input=stdin, catch_exceptions=False)
 
     def send(self, **extra: str) -> Counter[str]:
-        """One send, of another journal's papers each time (so everyone is owed a digest); who got one."""
+        """One day's send, of another journal's papers each time (so everyone is owed a digest); who got one."""
         text = self.yaml.read_text(encoding="utf-8")
         now = next(f for f in FEEDS if str(f) in text)
         self.yaml.write_text(text.replace(str(now), str(FEEDS[(FEEDS.index(now) + self.sends) % len(FEEDS)])), encoding="utf-8")
         self.sends = 1
         before = self.server.sink.count()
-        result = self.run("send", **extra)
-        assert result.exit_code == 0, result.output
+        for reader in load(self.yaml).subscribers:  # each forced with --to: `send` alone mails a reader once a day
+            result = self.run("send", "--to", reader.email, **extra)
+            assert result.exit_code == 0, result.output
         return Counter(m["To"].addresses[0].addr_spec for m in self.server.messages[before:])
 
     def inbound(self, *messages: EmailMessage | bytes, **extra: str) -> list[dict[str, object]]:

@@ -74,7 +74,7 @@ def run(args: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
 def test_send_delivers_one_multipart_digest_per_subscriber_and_never_twice(setup) -> None:  # type: ignore[no-untyped-def]
     smtp, env = setup
     result = run(["send"], env)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # the broken source fails (3); the rest were fetched and sent
     assert "broken: FAILED" in result.output, "a broken source is named and the run goes on"
     assert sorted(m["To"].addresses[0].addr_spec for m in smtp.messages) == ["ada@example.org", "bob@example.org"]
 
@@ -92,7 +92,7 @@ def test_send_delivers_one_multipart_digest_per_subscriber_and_never_twice(setup
     assert "Qwen-UI-*Agent* Technical Report" in text, "283 upvotes, matched words marked"
 
     again = run(["send"], env)
-    assert again.exit_code == 0
+    assert again.exit_code == 3
     assert "nothing new for anyone" in again.output
     assert len(smtp.messages) == 2
 
@@ -100,10 +100,10 @@ def test_send_delivers_one_multipart_digest_per_subscriber_and_never_twice(setup
 def test_dry_run_sends_and_records_nothing(setup) -> None:  # type: ignore[no-untyped-def]
     smtp, env = setup
     result = run(["send", "--dry-run"], env)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert result.output.count("  dry-run  ") == 2
     assert smtp.messages == []
-    assert run(["send", "--to", "bob@example.org"], env).exit_code == 0
+    assert run(["send", "--to", "bob@example.org"], env).exit_code == 3
     assert [m["To"].addresses[0].addr_spec for m in smtp.messages] == ["bob@example.org"]
 
 
@@ -111,7 +111,7 @@ def test_outbox_is_used_when_no_smtp_host(setup, tmp_path: Path) -> None:  # typ
     _, env = setup
     env = {k: v for k, v in env.items() if not k.startswith("SMTP_")} | {"NEWSLETTER_OUTBOX": str(tmp_path / "out")}
     result = run(["send"], env)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     files = sorted((tmp_path / "out").glob("*.eml"))
     assert len(files) == 2
     assert f"Messages are in {tmp_path / 'out'}" in result.output
@@ -141,9 +141,9 @@ def test_a_deferred_digest_is_delivered_by_the_next_run(setup) -> None:  # type:
     assert run(["send"], env).exit_code == 2
     assert RETRIES_IN_RUN > 0 and tries.count("bob@example.org") == 1 + RETRIES_IN_RUN, "tried, then retried in the run before being deferred"
     smtp.sink.reply = lambda rcpt: None
-    assert run(["send"], env).exit_code == 0
+    assert run(["send"], env).exit_code == 3
     assert sorted(m["To"].addresses[0].addr_spec for m in smtp.messages) == ["ada@example.org", "bob@example.org"]
-    assert run(["send"], env).exit_code == 0
+    assert run(["send"], env).exit_code == 3
     assert len(smtp.messages) == 2
 
 
@@ -241,7 +241,7 @@ def test_a_second_send_on_the_same_database_is_refused_with_one_line_and_exit_4(
     assert result.exit_code == 4, result.output
     assert result.output.strip().splitlines()[-1] == f"error: another newsletter send is running (lock {tmp_path / 'state.db.lock'})"
     assert "Traceback" not in result.output and smtp.messages == []
-    assert run(["send"], env).exit_code == 0 and len(smtp.messages) == 2, "once the lock is free, the send goes ahead"
+    assert run(["send"], env).exit_code == 3 and len(smtp.messages) == 2, "once the lock is free, the send goes ahead"
 
 
 def test_a_reader_whose_mail_cannot_be_built_fails_alone_and_everyone_else_is_mailed(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -130,7 +130,7 @@ def test_send_over_every_edge_case_never_raises(tmp_path: Path, http_server: Loc
     with SMTPServer() as smtp:
         environ = {**smtp.env(), "NEWSLETTER_FROM": SENDER, "NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DB": str(tmp_path / "state.db")}
         result = CliRunner().invoke(cli, ["send"], env=environ, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 3, "some sources failed; the rest were fetched and sent"
         for relpath in broken:
             assert f"{relpath}: FAILED — " in result.output
         assert "edge_cases/biorss__pensoft_zookeys_rss091_leading_blankline_bom_in_title.xml: 100 papers, 100 new" in result.output

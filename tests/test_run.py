@@ -116,8 +116,8 @@ def test_daemon_sends_on_schedule_stops_cleanly_catches_up_once_and_reloads_subs
     assert ("ada@example.org", "slot-2026-11-28T07:30Z") in editions and ("bob@example.org", "slot-2026-11-28T07:32Z") in editions
     text = log.read_text()
     assert "subscribers.yaml:2:1: invalid YAML" in text, "the refused edit is logged with file and line"
-    assert "send slot-2026-11-25T07:30Z: 1 due, 1 digests, 1 sent, 0 deferred, 0 failed" in text
-    assert "fetch: 1 sources" in text and "SIGTERM" in text
+    assert "send slot-2026-11-25T07:30Z: 1 due, 1 digest, 1 sent, 0 deferred, 0 failed" in text
+    assert "fetch: 1 source, " in text and "SIGTERM" in text
     status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=env, catch_exceptions=False)
     assert status.exit_code == 0, status.output
     assert "bob@example.org [daily]: " in status.output and "last slot 2026-11-28 07:32 UTC: sent" in status.output

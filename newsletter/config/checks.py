@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -37,6 +38,7 @@ class Checker:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []  # allowed, but likely not what was meant: `check` prints them
         self.broken_topics: set[str] | None = set()  # reported already: names not to report again as unknown; None: all
 
     def problem(self, node: Any, key: Any, path: str, message: str) -> None:
@@ -89,15 +91,17 @@ class Checker:
         return float(value)
 
     def strings(self, node: CommentedMap, key: str, path: str, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
-        """A list of non-empty strings (a lone string is accepted as a list of one), each passing `check`
-        (which returns an error message or None)."""
+        """A list of non-empty strings, each passing `check` (which returns an error message or None).
+
+        A lone string is refused: `any: speech, ASR` is one keyword "speech, ASR" that never matches, not two."""
         if key not in node or node[key] is None:
             return ()
         value = node[key]
         items: list[tuple[Any, Any, Any, str]]  # (item, its parent, its key or index there, its path)
         if isinstance(value, str):
-            items = [(value, node, key, join_path(path, key))]
-        elif isinstance(value, CommentedSeq):
+            self.problem(node, key, join_path(path, key), f"expected a list, got the text {value!r}: write {key}: {_as_list(value)}")
+            return ()
+        if isinstance(value, CommentedSeq):
             items = [(item, value, i, f"{join_path(path, key)}[{i}]") for i, item in enumerate(value)]
         else:
             self.problem(node, key, join_path(path, key), f"expected a list of strings, got {_kind(value)}")
@@ -123,7 +127,7 @@ class Checker:
         def check(name: str) -> str | None:
             if name in topics or broken is None or name in broken:
                 return None
-            return _unknown("topic", name, list(topics)) + ("" if topics else " (no topics are defined)")
+            return unknown("topic", name, list(topics)) + ("" if topics else " (no topics are defined)")
 
         return check
 
@@ -138,8 +142,18 @@ class Checker:
         return text
 
     def keywords(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
-        """Keyword lists, each keyword checked by the matcher's own rules, so a config that loads always compiles."""
-        return self.strings(node, key, path, keyword_error)
+        """Keyword lists, each keyword checked by the matcher's own rules, so a config that loads always compiles;
+        a comma inside a keyword (outside a /regex/) is warned about, as it is most likely two keywords run together."""
+        found = self.strings(node, key, path, keyword_error)
+        items = node.get(key)
+        for i, item in enumerate(items if isinstance(items, CommentedSeq) else []):
+            if isinstance(item, str) and "," in item and not item.strip().startswith("/"):
+                line, col = _position(items, i)
+                message = (
+                    f"warning: the keyword {item.strip()!r} holds a comma, so it matches only that exact text; for separate keywords write {_as_list(item)}"
+                )
+                self.warnings.append(Problem(self.filename, line, col, f"{join_path(path, key)}[{i}]", message))
+        return found
 
     def timezone(self, node: CommentedMap, key: str, path: str, default: str) -> str:
         """An IANA zone name such as Europe/London."""
@@ -147,7 +161,9 @@ class Checker:
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            self.problem(node, key, join_path(path, key), f"unknown timezone '{name}' (use an IANA name such as Europe/London)")
+            hint = _closest_zone(name)
+            extra = f"did you mean '{hint}'?" if hint else "use an IANA name such as Europe/London"
+            self.problem(node, key, join_path(path, key), f"unknown timezone '{name}' ({extra})")
             return default
         return name
 
@@ -164,6 +180,13 @@ class Checker:
         return time(int(match.group(1)), int(match.group(2)))
 
     def config(self, data: Any, path: Path) -> Config | None:
+        if data is None:
+            self.problems.append(
+                Problem(
+                    self.filename, 1, 1, "", "the file is empty: it needs sources, topics and subscribers (see subscribers.yaml in the repository for a start)"
+                )
+            )
+            return None
         root = self.mapping(data, data, None, "", ("settings", "sources", "topics", "subscribers"))
         if root is None:
             return None
@@ -171,7 +194,7 @@ class Checker:
         sources = self.sources(root.get("sources"), root, path.parent)
         topics = self.topics(root.get("topics"), root, {s.name for s in sources})
         subscribers = self.subscribers(root.get("subscribers"), root, settings, topics)
-        return Config(path, settings, sources, topics, subscribers)
+        return Config(path, settings, sources, topics, subscribers, warnings=tuple(self.warnings))
 
     def settings(self, node: Any, root: CommentedMap) -> Settings:
         keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network", "catch_up_hours", "fetch_every", "public_pages")
@@ -245,7 +268,7 @@ class Checker:
                 assert self.broken_topics is not None
                 self.broken_topics.add(str(name))
                 continue
-            sources = self.strings(m, "sources", path, lambda s: None if s in source_names else _unknown("source", s, sorted(source_names)))
+            sources = self.strings(m, "sources", path, lambda s: None if s in source_names else unknown("source", s, sorted(source_names)))
             out[str(name)] = Topic(
                 name=str(name),
                 title=self.value(m, "title", path, str, str(name)),
@@ -282,7 +305,7 @@ class Checker:
     def subscribers(self, node: Any, root: CommentedMap, settings: Settings, topics: dict[str, Topic]) -> tuple[Subscriber, ...]:
         keys = ("email", "name", "topics", "keywords", "min_score", "max_papers", "frequency", "day", "send_at", "timezone", "paused")
         out: list[Subscriber] = []
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # lower-cased address → line of its first entry
         for i, item, path in self.items(node, root, "subscribers"):
             m = self.mapping(item, node, i, path, keys)
             if m is None:
@@ -303,8 +326,8 @@ class Checker:
             elif not _EMAIL.match(email):
                 self.problem(m, "email", f"{path}.email", f"invalid email address '{email}'")
             elif email.lower() in seen:
-                self.problem(m, "email", f"{path}.email", f"duplicate subscriber '{email}'")
-            seen.add(email.lower())
+                self.problem(m, "email", f"{path}.email", f"duplicate subscriber '{email}' (first at line {seen[email.lower()]})")
+            seen.setdefault(email.lower(), _position(m, "email")[0])
             reported = len(self.problems)
             chosen = self.strings(m, "topics", path, self.known_topic(topics))
             keywords = self.keywords(m, "keywords", path)
@@ -369,7 +392,24 @@ def _resolve_url(url: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
-def _unknown(kind: str, name: str, known: list[str]) -> str:
+def _as_list(text: str) -> str:
+    """A comma-separated text as the YAML flow list it was probably meant to be, each item quoted when YAML needs it."""
+    parts = [part.strip() for part in text.split(",") if part.strip()] or [text]
+    return "[" + ", ".join(part if re.fullmatch(r"[\w][\w .-]*", part) else json.dumps(part) for part in parts) + "]"
+
+
+def _closest_zone(name: str) -> str | None:
+    """The IANA zone a misspelt name most likely means: the same name in other case, else the closest spelling."""
+    zones = sorted(z for z in available_timezones() if "/" in z)
+    by_case = {z.lower(): z for z in zones}
+    if name.lower() in by_case:
+        return by_case[name.lower()]
+    hint = difflib.get_close_matches(name, zones, n=1, cutoff=0.8)
+    return hint[0] if hint else None
+
+
+def unknown(kind: str, name: str, known: list[str]) -> str:
+    """ "unknown topic 'speach' (did you mean 'speech'?)", or the names there are when none is close."""
     hint = difflib.get_close_matches(name, known, n=1)
     extra = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(known)})" if known else ""
     return f"unknown {kind} '{name}'{extra}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def parse(text: str, filename: str) -> Config:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {exc.problem or exc.context}")]) from exc
+        raise ConfigError([Problem(filename, line, col, "", f"invalid YAML: {_plainly(str(exc.problem or exc.context))}")]) from exc
     except ReaderError as exc:  # a character YAML does not allow, such as NUL: located by its offset
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -146,6 +147,22 @@ class _Constructor(RoundTripConstructor):
         mark = key_node.start_mark
         self.duplicates.append(_Duplicate(mapping, key, mark.line + 1, mark.column + 1, next(same, node.start_mark.line + 1)))
         return False
+
+
+_ALIAS = re.compile(r"found undefined alias '(?P<name>[^']*)'")
+_BAD_START = re.compile(r"found character '(?P<char>[@`%])' that cannot start any token")
+
+
+def _plainly(problem: str) -> str:
+    """The YAML parser's wording for the usual slips, said as what to do instead."""
+    if problem == "found character '\\t' that cannot start any token":
+        return "a tab character; YAML indents with spaces only: replace the tab with spaces"
+    if alias := _ALIAS.fullmatch(problem):
+        name = alias["name"]
+        return f'*{name} reads as a YAML alias (a reference to an &{name} anchor); to mean the text, quote it: "*{name}" (a keyword\'s wildcard goes at the end: {name}*)'
+    if bad := _BAD_START.fullmatch(problem):
+        return f'text cannot start with {bad["char"]} in YAML: quote it ("{bad["char"]}...")'
+    return problem
 
 
 def _code(character: int | str) -> int:

@@ -58,9 +58,28 @@ def read_feed(body: bytes, url: str, content_type: str | None) -> FeedParserDict
     except Exception as exc:  # feedparser on hostile input: whatever it raises, the document is unusable
         raise SourceError(f"not a feed: {type(exc).__name__}: {exc}") from exc
     problem = doc.get("bozo_exception")
-    if doc.get("bozo") and not doc.entries and not (doc.get("version") and isinstance(problem, _HARMLESS_BOZO)):
-        raise SourceError(f"not a feed: {type(problem).__name__}: {problem}" if problem else "not a feed")
+    broken = doc.get("bozo") and not doc.entries and not (doc.get("version") and isinstance(problem, _HARMLESS_BOZO))
+    if broken or (not doc.get("version") and not doc.entries):  # neither RSS nor Atom: an empty body, an HTML page, other XML
+        what = _what_it_is(body, content_type)
+        if what is None:
+            what = f"{type(problem).__name__}: {problem}" if broken and problem else "a document that is neither RSS nor Atom"
+        raise SourceError(f"not a feed: {what}")
     return doc
+
+
+def _what_it_is(body: bytes, content_type: str | None) -> str | None:
+    """What came back instead of a feed when it is plain to see: nothing, or an HTML page (often a login or error
+    page behind a feed's old address); None otherwise."""
+    served = f" (served as {content_type.split(';')[0].strip()})" if content_type else ""
+    if not body.strip():
+        return f"the response was empty ({len(body)} bytes){served}"
+    head = body[:2048].lower()
+    if b"<html" in head or b"<!doctype html" in head:
+        title = re.search(rb"<title[^>]*>([^<]{1,120})", body[:8192], re.IGNORECASE)
+        text = fold_space("".join(c for c in title[1].decode("utf-8", "replace") if c.isprintable())) if title else ""
+        named = f" titled {text!r}" if text else ""
+        return f"an HTML page{named}{served}, perhaps a login or error page: check the source's url"
+    return None
 
 
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")

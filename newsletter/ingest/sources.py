@@ -26,6 +26,7 @@ class Parsed:
     """What one fetched document yielded, plus the next page to fetch when the source pages."""
 
     papers: list[Paper]
+    entries: int  # items the document listed, before any filtering: 0 is an empty feed
     next_url: str | None = None  # arxiv_api paging; None otherwise
 
 
@@ -65,15 +66,16 @@ def first_urls(source: Source, today: date) -> list[str]:
 def parse(source: Source, body: bytes, url: str, content_type: str | None = None) -> Parsed:
     """Turn one fetched document into papers; raises SourceError for documents that are errors or unusable."""
     if source.type == "hf_daily":
-        return Parsed(_collect(hf_papers(source, body)))
+        papers = _collect(hf_papers(source, body))
+        return Parsed(papers, len(papers))
     if source.type not in SOURCE_TYPES:
         raise ValueError(f"source {source.name!r}: unknown type {source.type!r}")
     doc = read_feed(body, url, content_type)
     if source.type == "arxiv_rss":
-        return Parsed(_collect(rss_papers(source, doc)))
+        return Parsed(_collect(rss_papers(source, doc)), len(doc.entries))
     if source.type == "arxiv_api":
-        return Parsed(_collect(api_papers(source, doc)), next_api_url(source, doc, url))
-    return Parsed(_collect(feed_papers(source, doc)))
+        return Parsed(_collect(api_papers(source, doc)), len(doc.entries), next_api_url(source, doc, url))
+    return Parsed(_collect(feed_papers(source, doc)), len(doc.entries))
 
 
 def _collect(papers: Iterable[Paper]) -> list[Paper]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 
+from newsletter.errors import Problem
 from newsletter.model.addresses import same_address
 from newsletter.model.topics import Topic
 
@@ -54,6 +55,7 @@ class Config:
     sources: tuple[Source, ...]
     topics: dict[str, Topic]
     subscribers: tuple[Subscriber, ...]
+    warnings: tuple[Problem, ...] = ()  # allowed but likely unintended (a comma inside a keyword); `check` prints them
 
     def subscriber(self, email: str) -> Subscriber | None:
         """Find a subscriber by address, ignoring case; a Unicode domain finds its punycode form."""

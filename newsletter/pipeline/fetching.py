@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from newsletter.environment import Env
 from newsletter.errors import FetchError, SourceError
@@ -16,12 +17,14 @@ from newsletter.ingest.sources import first_urls, parse
 from newsletter.model.config import Config, Source
 from newsletter.model.paper import Paper, merge
 from newsletter.model.ranking import window_hours
+from newsletter.model.wording import counted
 from newsletter.storage.database import utcnow
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
 ARXIV_API_INTERVAL = 3.0  # seconds between requests to the arXiv API, as its terms of use ask
 ARXIV_HOSTS = ("export.arxiv.org", "rss.arxiv.org")  # paced at ARXIV_API_INTERVAL even when no API source names them
+ARXIV_ZONE = ZoneInfo("America/New_York")
 
 
 @dataclass
@@ -32,7 +35,8 @@ class SourceResult:
     papers: int = 0
     new: int = 0
     not_modified: bool = False
-    error: str | None = None
+    error: str | None = None  # the source failed: nothing from it this time
+    warning: str | None = None  # fetched, but likely not as meant (an empty feed on a day it publishes)
 
 
 # fetching
@@ -68,7 +72,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     result = SourceResult(source.name)
     started = time.monotonic()
     try:
-        papers, validators, result.not_modified = await _download(fetcher, source, store, now)
+        papers, entries, validators, result.not_modified = await _download(fetcher, source, store, now)
     except (FetchError, SourceError) as exc:
         result.error = str(exc)
     except Exception as exc:  # a feed must never break the run; keep the type for the operator
@@ -84,15 +88,26 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     result.new = added.new
     for url, (etag, last_modified) in validators.items():
         store.save_validators(url, etag, last_modified)
-    store.source_succeeded(source.name, added.fresh, now)
-    state = "not modified" if result.not_modified and not papers else f"{result.papers} papers, {result.new} new"
+    if not result.not_modified and entries == 0 and not _may_be_empty(source, now):
+        result.warning = "the feed listed no entries at all: check its url (or its query)"
+        log.warning("source %s: %s", source.name, result.warning)
+    store.source_succeeded(source.name, added.fresh, now, result.warning)
+    state = "not modified" if result.not_modified and not papers else f"{counted(result.papers, 'paper')}, {result.new} new"
     log.info("source %s: %s (%.1f s)", source.name, state, time.monotonic() - started)
     return result
 
 
-async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> tuple[list[Paper], dict[str, tuple[str | None, str | None]], bool]:
-    """All pages of a source; validators are returned, not saved, so they are kept only once the papers are stored."""
+def _may_be_empty(source: Source, now: datetime) -> bool:
+    """Whether an empty answer is expected: Hugging Face's list for a day fills during that day, and arXiv announces
+    nothing on Saturday and Sunday (US Eastern)."""
+    return source.type == "hf_daily" or (source.type == "arxiv_rss" and now.astimezone(ARXIV_ZONE).weekday() >= 5)
+
+
+async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetime) -> tuple[list[Paper], int, dict[str, tuple[str | None, str | None]], bool]:
+    """All pages of a source, and how many entries they listed; validators are returned, not saved, so they are kept
+    only once the papers are stored."""
     papers: dict[str, Paper] = {}  # by id: pages and days may overlap
+    entries = 0
     validators: dict[str, tuple[str | None, str | None]] = {}
     unchanged = True
     for first in first_urls(source, now.date()):
@@ -107,11 +122,12 @@ async def _download(fetcher: Fetcher, source: Source, store: Store, now: datetim
                 break
             unchanged = False
             parsed = parse(source, response.body, response.final_url, response.content_type)
+            entries += parsed.entries
             for paper in parsed.papers:
                 papers[paper.id] = merge(papers[paper.id], paper) if paper.id in papers else paper
             validators[url] = (response.etag, response.last_modified)
             url = parsed.next_url  # the next page waits its turn in the fetcher's per-host interval
-    return list(papers.values()), validators, unchanged
+    return list(papers.values()), entries, validators, unchanged
 
 
 def _explain(source: Source, error: FetchError, url: str) -> str:

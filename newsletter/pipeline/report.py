@@ -48,5 +48,12 @@ class SendReport:
 
     @property
     def exit_code(self) -> int:
-        """2 when some deliveries did not go through, per the contract."""
-        return 2 if self.count("failed") or self.count("deferred") or self.error else 0
+        """Per the contract: 2 when some deliveries did not go through, else 3 when some sources failed (2 wins over 3)."""
+        if self.count("failed") or self.count("deferred") or self.error:
+            return 2
+        return fetch_exit_code(self.fetched)
+
+
+def fetch_exit_code(results: list[SourceResult]) -> int:
+    """3 when some sources failed (the rest were fetched), else 0."""
+    return 3 if any(r.error for r in results) else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ def send(
     renderer: Renderer | None = None,
     edition: str | None = None,
     subscribers: Sequence[Subscriber] | None = None,
+    due: Collection[str] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> SendReport:
@@ -43,7 +44,9 @@ def send(
 
     Unfinished rows from earlier runs go first (each exactly once), then this edition's new rows. `edition`
     names the slot (a scheduler passes one per slot, so a restart in the same slot never sends a second digest
-    for it; default: one per call), `subscribers` narrows who is mailed, and `should_stop` is checked between messages.
+    for it; default: one per call), `subscribers` narrows who is mailed, `due` (lower-case addresses) narrows who
+    gets a new digest while everyone chosen still has their unfinished rows resumed, and `should_stop` is checked
+    between messages.
     """
     now = now or utcnow()
     report = SendReport(on_outcome=on_outcome)
@@ -60,8 +63,9 @@ def send(
         paused = store.paused()
         report.paused = [paused[s.email.lower()] for s in chosen if s.email.lower() in paused]
         active = [s for s in chosen if s.email.lower() not in paused]
+        fresh = active if due is None else [s for s in active if s.email.lower() in due]
         if dry_run:
-            for subscriber in active:
+            for subscriber in fresh:
                 digest = planner.next_digest(subscriber)
                 if digest is not None:
                     rendered = renderer.render(digest)
@@ -90,7 +94,7 @@ def send(
                 resumed = wanted.get(row.subscriber)
                 if resumed is not None and courier.running:
                     courier.offer(row.edition, resumed, planner.resumed_digest(resumed, list(row.paper_ids)), stored=row.layout)
-            for subscriber in active:
+            for subscriber in fresh:
                 if not courier.running:
                     break
                 digest = planner.next_digest(subscriber)

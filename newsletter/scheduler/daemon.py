@@ -19,12 +19,24 @@ from newsletter.environment import Env
 from newsletter.inbound import imap
 from newsletter.mail.pool import transport as make_transport
 from newsletter.model.config import Config, Subscriber
+from newsletter.model.wording import counted
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.scheduler.slots import decide, edition_for
 from newsletter.storage.database import utcnow
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter.scheduler")
+
+
+class _QuietSkips(logging.Filter):
+    """Drop APScheduler's "skipped: maximum number of running instances reached": with short ticks a send or a
+    reload often outlasts its interval, and the next run simply follows it (coalesced), so the line is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_QuietSkips())
 ARXIV_TYPES = ("arxiv_rss", "arxiv_api")
 
 
@@ -49,11 +61,13 @@ class Clock:
 class Daemon:
     """Fetches on schedule, sends each slot's batch, reloads the config when it changes, stops cleanly on a signal."""
 
-    def __init__(self, config: Config, env: Env, clock: Clock | None = None, tick: float = 20.0) -> None:
+    def __init__(self, config: Config, env: Env, clock: Clock | None = None, tick: float = 20.0, dry_run: bool = False) -> None:
         self.config = config
         self.env = env
         self.clock = clock or Clock()
         self.tick_seconds = tick
+        self.dry_run = dry_run  # a rehearsal: each slot's digests are rendered and logged, nothing is sent or recorded
+        self.rehearsed: dict[str, tuple[datetime, str]] = {}  # in a rehearsal, the slots handled so far, kept in memory only
         self.stopping = threading.Event()
         self.watcher = config_mod.ConfigWatcher(config.path, config)
         self.scheduler = BackgroundScheduler(
@@ -68,7 +82,13 @@ class Daemon:
             return self._run()
 
     def _run(self) -> int:
-        log.info("newsletter run: %d sources, %d subscribers, tick %g s", len(self.config.sources), len(self.config.subscribers), self.tick_seconds)
+        log.info(
+            "newsletter run%s: %d sources, %d subscribers, tick %g s",
+            " (rehearsal: nothing is sent or recorded)" if self.dry_run else "",
+            len(self.config.sources),
+            len(self.config.subscribers),
+            self.tick_seconds,
+        )
         self.fetch(None)  # a restart's catch-up digests should hold what was published meanwhile
         if not self.stopping.is_set():
             self._schedule_fetches()
@@ -105,9 +125,9 @@ class Daemon:
         started = time.monotonic()
         try:
             with Store(self.env.db, self.env.db_timeout) as store:
-                results = pipeline.fetch(config, self.env, store, now=self.clock.now())
+                results = pipeline.fetch(config, self.env, store, now=utcnow() if self.dry_run else self.clock.now())
                 line = (
-                    f"fetch: {len(results)} sources, {sum(r.new for r in results)} papers new, "
+                    f"fetch: {counted(len(results), 'source')}, {counted(sum(r.new for r in results), 'paper')} new, "
                     f"{sum(1 for r in results if r.error)} failed, {time.monotonic() - started:.1f} s"
                 )
                 store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
@@ -123,7 +143,7 @@ class Daemon:
         grace = timedelta(hours=config.settings.catch_up_hours)
         try:
             with Store(self.env.db, self.env.db_timeout) as store:
-                handled = store.handled_slots()
+                handled = store.handled_slots() | self.rehearsed
                 batches: dict[datetime, list[Subscriber]] = {}
                 for subscriber in config.subscribers:
                     last = handled.get(subscriber.email.lower())
@@ -131,7 +151,7 @@ class Daemon:
                     if decision is None:
                         continue
                     if decision.action == "missed":
-                        store.record_slot(subscriber.email, decision.slot, "missed", now)
+                        self._handled(store, subscriber.email, decision.slot, "missed", now)
                         (log.warning if last else log.debug)(
                             "%s: slot %s passed more than %d h ago; its papers wait for the next slot",
                             subscriber.email,
@@ -161,21 +181,32 @@ class Daemon:
                 edition=edition,
                 subscribers=subscribers,
                 should_stop=self.stopping.is_set,
+                dry_run=self.dry_run,
             )
         except RuntimeError as exc:  # another `newsletter send` holds the lock: try again next tick
             log.warning("%s: %s", edition, exc)
             return
         outcomes = {o.email.lower(): o.status for o in report.outcomes}
+        for o in report.outcomes if self.dry_run else ():
+            log.info("rehearsal %s: %s would get %s: %s", edition, o.email, counted(o.papers, "paper"), o.detail)
         for subscriber in subscribers:
             outcome = outcomes.get(subscriber.email.lower())
             if outcome is not None or not self.stopping.is_set():  # a stop leaves the rest due, for the restart
-                store.record_slot(subscriber.email, slot, outcome or "nothing-new", self.clock.now())
+                self._handled(store, subscriber.email, slot, outcome or "nothing-new", self.clock.now())
         line = (
-            f"send {edition}: {len(subscribers)} due, {len(report.outcomes)} digests, {report.count('sent')} sent, "
+            f"send {edition}: {len(subscribers)} due, {counted(len(report.outcomes), 'digest')}, {report.count('sent')} sent, "
             f"{report.count('deferred')} deferred, {report.count('failed')} failed, {time.monotonic() - started:.1f} s"
         )
-        store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
-        log.info("%s", line)
+        if not self.dry_run:
+            store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+        log.info("%s%s", "rehearsal " if self.dry_run else "", line)
+
+    def _handled(self, store: Store, email: str, slot: datetime, outcome: str, now: datetime) -> None:
+        """Mark a subscriber's slot handled: in the database, or in a rehearsal only in memory."""
+        if self.dry_run:
+            self.rehearsed[email.lower()] = (slot, outcome)
+        else:
+            store.record_slot(email, slot, outcome, now)
 
     def read_mailbox(self, settings: imap.ImapSettings) -> int:
         """Handle the mail that came back to INBOUND_IMAP_FOLDER, moving each message on; a failure is logged and tried at the next poll."""

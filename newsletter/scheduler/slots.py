@@ -87,6 +87,19 @@ def decide(subscriber: Subscriber, now: datetime, handled: datetime | None, grac
     return Decision(subscriber, slot, "send" if now - slot <= grace else "missed")
 
 
+def due_today(subscriber: Subscriber, now: datetime, handled: datetime | None) -> datetime | None:
+    """For `newsletter send` (run by cron, whose line sets the hour): today's slot when today, in the reader's zone,
+    is one of their days (any day, Monday to Friday, or their weekday) and no digest went to them earlier that
+    local day; else None. `handled`: their last slot handled, by `send` or the daemon."""
+    if subscriber.paused:
+        return None
+    today = _local_day(now, subscriber)
+    slot = slot_on(subscriber, today)
+    if slot is None or (handled is not None and _local_day(handled, subscriber) >= today):
+        return None
+    return slot
+
+
 def _local_day(instant: datetime, subscriber: Subscriber) -> date:
     return instant.astimezone(ZoneInfo(subscriber.timezone)).date()
 

@@ -32,8 +32,12 @@ class Database:
     def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        if self.path.parent and not self.path.parent.exists():
+        if self.path.is_dir():
+            raise StorageError(f"the state database {self.path} is a folder, not a file: point NEWSLETTER_DB at a file such as {self.path / 'newsletter.db'}")
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"the state database {self.path} cannot be created: its folder {self.path.parent}: {exc.strerror or exc}") from exc
         with self.failures():
             self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         try:

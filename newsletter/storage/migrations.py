@@ -90,6 +90,11 @@ def m008_edition_layouts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX deliveries_layout ON deliveries(subscriber, layout)")
 
 
+def m009_sources_last_warning(db: sqlite3.Connection) -> None:
+    """sources.last_warning: what was odd about the last successful fetch (a feed with no entries), for `newsletter sources`."""
+    db.execute("ALTER TABLE sources ADD COLUMN last_warning TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -99,6 +104,7 @@ MIGRATIONS: list[Migration] = [
     m006_mail_that_comes_back,
     m007_popularity_snapshots,
     m008_edition_layouts,
+    m009_sources_last_warning,
 ]
 
 

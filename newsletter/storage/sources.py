@@ -19,6 +19,7 @@ class SourceHealth:
     last_error_at: datetime | None
     consecutive_failures: int
     papers_seen: int  # papers it brought that it had not brought before (see Added.fresh)
+    last_warning: str | None  # what was odd about the last successful fetch (a feed with no entries); None when nothing
 
 
 class Sources(Database):
@@ -37,14 +38,14 @@ class Sources(Database):
                 (url, etag, last_modified),
             )
 
-    def source_succeeded(self, name: str, papers: int, now: datetime | None = None) -> None:
+    def source_succeeded(self, name: str, papers: int, now: datetime | None = None, warning: str | None = None) -> None:
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO sources (name, last_attempt, last_success, consecutive_failures, papers_seen) VALUES (?, ?, ?, 0, ?) "
+                "INSERT INTO sources (name, last_attempt, last_success, consecutive_failures, papers_seen, last_warning) VALUES (?, ?, ?, 0, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET last_attempt = excluded.last_attempt, last_success = excluded.last_success, "
-                "consecutive_failures = 0, papers_seen = papers_seen + excluded.papers_seen",
-                (name, now_s, now_s, papers),
+                "consecutive_failures = 0, papers_seen = papers_seen + excluded.papers_seen, last_warning = excluded.last_warning",
+                (name, now_s, now_s, papers, warning),
             )
 
     def source_failed(self, name: str, error: str, now: datetime | None = None) -> None:
@@ -68,6 +69,7 @@ class Sources(Database):
                 last_error_at=_dt(r["last_error_at"]),
                 consecutive_failures=r["consecutive_failures"],
                 papers_seen=r["papers_seen"],
+                last_warning=r["last_warning"],
             )
             for r in rows
         }

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
-from support.browser import SHOTS, chromium_browser
+from support.browser import SHOTS, chromium_browser, serving
 from support.httpserver import LocalHTTPServer
 from support.smtpserver import SMTPServer, free_port
 from test_web import make_site
@@ -32,16 +29,8 @@ def served(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[str]:
         site = make_site(tmp_path, http_server, smtp, base_url=base)
         with Store(site.env.db) as store:
             pipeline.fetch(load(site.config_path), site.env, store)
-        server = uvicorn.Server(uvicorn.Config(site.client.app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield base
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serving(site.client.app, port):
+            yield base
 
 
 @pytest.mark.parametrize("width", WIDTHS)

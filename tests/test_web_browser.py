@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from click.testing import CliRunner
-from support.browser import SHOTS, chromium_browser
+from support.browser import SHOTS, chromium_browser, serving
 from support.httpserver import LocalHTTPServer
 from support.smtpserver import SMTPServer, free_port
 from test_editions import CONFIG as CAPPED
@@ -32,16 +29,8 @@ def server(tmp_path: Path, http_server: LocalHTTPServer) -> Iterator[tuple[str, 
     base = f"http://127.0.0.1:{port}"
     with SMTPServer() as smtp:
         site = make_site(tmp_path, http_server, smtp, base_url=base)
-        server = uvicorn.Server(uvicorn.Config(site.client.app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield base, smtp, site.config_path, site
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serving(site.client.app, port):
+            yield base, smtp, site.config_path, site
 
 
 def test_subscribe_confirm_in_a_phone_sized_browser(chromium: str, server: tuple[str, SMTPServer, Path, Site]) -> None:

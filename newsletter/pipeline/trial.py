@@ -121,7 +121,7 @@ def explain_scores(planner: Planner, paper: Paper) -> dict[str, list[str]]:
     """Per topic that takes the paper: how its score there comes about, and where that puts it among the topic's papers."""
     matches = planner.matched([paper])
     matched = matches[paper.id]
-    weights = idfs(planner.matcher.keyword_count(), [m.found.ids() for m in matches.values()])
+    weights = idfs(planner.matcher.keyword_count(), [m.found for m in matches.values()])
     fields = field_weights(matched.found)
     when = paper.published or planner.first_seen.get(paper.id)
     age = f"{(planner.now - when).total_seconds() / 86400:.1f} days old" if when else "age unknown"

@@ -31,8 +31,9 @@ from newsletter import environment
 from newsletter.config.load import load
 from newsletter.mail import tokens
 from newsletter.model.config import Config
-from newsletter.model.digest import all_topics, compose, match_all
+from newsletter.model.digest import all_topics, compose
 from newsletter.model.paper import Paper
+from newsletter.model.ranking import match_all
 from newsletter.model.topics import Matcher
 from newsletter.storage.database import utcnow
 from newsletter.storage.store import Store

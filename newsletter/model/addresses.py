@@ -25,7 +25,13 @@ def ascii_address(email: str) -> str:
 
 def same_address(a: str, b: str) -> bool:
     """The same mailbox as far as the newsletter cares: case-insensitive, Unicode and punycode domains alike."""
+    return address_key(a) == address_key(b)
+
+
+def address_key(email: str) -> str:
+    """What `same_address` compares, so addresses can be looked up in a dict: the ASCII form lowercased
+    (an invalid domain as written, lowercased)."""
     try:
-        return ascii_address(a).lower() == ascii_address(b).lower()
+        return ascii_address(email).lower()
     except ValueError:
-        return a.strip().lower() == b.strip().lower()
+        return email.strip().lower()

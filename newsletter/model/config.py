@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import time
+from functools import cached_property
 from pathlib import Path
 
 from newsletter.errors import Problem
-from newsletter.model.addresses import same_address
+from newsletter.model.addresses import address_key
 from newsletter.model.topics import Topic
 
 FREQUENCIES = ("daily", "weekdays", "weekly")
@@ -59,7 +60,15 @@ class Config:
 
     def subscriber(self, email: str) -> Subscriber | None:
         """Find a subscriber by address, ignoring case; a Unicode domain finds its punycode form."""
-        return next((s for s in self.subscribers if same_address(s.email, email)), None)
+        return self._by_address.get(address_key(email))
+
+    @cached_property
+    def _by_address(self) -> dict[str, Subscriber]:
+        """Subscribers by `address_key`, the first of each: a web request looks one up among thousands."""
+        out: dict[str, Subscriber] = {}
+        for s in self.subscribers:
+            out.setdefault(address_key(s.email), s)
+        return out
 
     def personal_topic(self, subscriber: Subscriber) -> Topic | None:
         """The subscriber's own keywords as a topic of their own, shown as its own section."""

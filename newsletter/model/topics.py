@@ -44,6 +44,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import ahocorasick
 import regex as user_re  # for user /regexes/: a search can be given a time limit
@@ -86,6 +87,7 @@ _PROBES = ("a" * 48 + "!", "ab " * 24 + "!", "word " * 16 + "1!", "x" * 24 + "-"
 _MIN_WORD = 3  # a shorter required word of a /regex/ would hardly ever spare its search
 RISING_HOURS = 24  # default `rising_hours` of a topic: a day of fetches
 _VALUE_CACHE = 100_000  # author names / categories whose keyword matches each Matcher remembers
+_MARKS_CACHE = 8192  # papers' marks remembered across matchers: edition pages mark the same papers for many readers
 
 
 @dataclass(frozen=True)
@@ -413,6 +415,22 @@ class Marks:
     values: tuple[str, ...] = ()
 
 
+@lru_cache(maxsize=_MARKS_CACHE)
+def _marks(keywords: tuple[Keyword, ...], title: str, abstract: str, authors: tuple[str, ...], categories: tuple[str, ...]) -> Marks:
+    """`Matcher.marks` from what it reads, kept: scanning with every keyword's regex is the costly part of a page."""
+    spans: dict[str, list[tuple[int, int]]] = {"title": [], "abstract": []}
+    values: dict[str, None] = {}
+    for kw in keywords:
+        if kw.field in ("author", "category"):
+            test = _value_test(kw)
+            values.update((v, None) for v in (authors if kw.field == "author" else categories) if test(_fold(v)))
+            continue
+        for field, text in (("title", title), ("abstract", abstract)):
+            if kw.field in (None, field):
+                spans[field].extend(kw.spans(text))
+    return Marks(title=_merge(spans["title"]), abstract=_merge(spans["abstract"]), values=tuple(values))
+
+
 def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sort spans and merge those that overlap or touch."""
     out: list[tuple[int, int]] = []
@@ -728,20 +746,9 @@ class Matcher:
     def marks(self, paper: Paper, topic_names: Iterable[str]) -> Marks:
         """The title and abstract spans, author names and categories matched by the any/all keywords of those
         topics (unknown names are skipped)."""
-        spans: dict[str, list[tuple[int, int]]] = {"title": [], "abstract": []}
-        values: dict[str, None] = {}
         kids = 0
         for name in topic_names:
             topic = self._index.get(name)
             if topic is not None:
                 kids |= sum({1 << self._text_ids[text] for text in topic.any + topic.all})
-        for kid in _bits(kids):
-            kw = self._keywords[kid]
-            if kw.field in ("author", "category"):
-                test = _value_test(kw)
-                values.update((v, None) for v in (paper.authors if kw.field == "author" else paper.categories) if test(_fold(v)))
-                continue
-            for field in TEXT_FIELDS:
-                if kw.field in (None, field):
-                    spans[field].extend(kw.spans(getattr(paper, field)))
-        return Marks(title=_merge(spans["title"]), abstract=_merge(spans["abstract"]), values=tuple(values))
+        return _marks(tuple(self._keywords[kid] for kid in _bits(kids)), paper.title, paper.abstract, paper.authors, paper.categories)

@@ -15,7 +15,7 @@ from support.smtpserver import SMTPServer
 
 from newsletter.config import edit
 from newsletter.config.edit import SubscriberFile
-from newsletter.config.load import load
+from newsletter.config.load import load, load_snapshot
 from newsletter.errors import ConcurrentEdit, ConfigError, InvalidInput
 from newsletter.model.signup import Choice, Preferences
 from newsletter.storage.store import Store
@@ -187,6 +187,21 @@ def test_a_reader_never_parses_a_save_made_under_the_lock_half_way(yaml_file: Pa
     config = SubscriberFile(yaml_file).load()
     writer.join()
     assert config.subscriber("rosalind@example.org") is not None and len(config.subscribers) == 3
+
+
+def test_a_reader_that_catches_an_unlocked_in_place_save_just_truncated_waits_for_its_content(yaml_file: Path) -> None:
+    whole = yaml_file.read_text(encoding="utf-8")
+    yaml_file.write_text("", encoding="utf-8")  # an editor saving in place without the lock: truncated, not yet written
+
+    def write_soon() -> None:
+        threading.Event().wait(0.05)
+        yaml_file.write_text(whole, encoding="utf-8")
+
+    writer = threading.Thread(target=write_soon)
+    writer.start()
+    config, text = load_snapshot(yaml_file, "")
+    writer.join()
+    assert text == whole and len(config.subscribers) == 3, "an empty read is read again, not reported as an empty file"
 
 
 def test_preferences_change_only_what_changed(yaml_file: Path) -> None:

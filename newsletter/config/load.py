@@ -50,7 +50,7 @@ def load_snapshot(path: Path, text: str | None = None) -> tuple[Config, str]:
             config = parse(text, str(path))
         except ConfigError:
             again = read(path)
-            if again == text or last:
+            if (again == text and text) or last:  # an empty file may be an in-place save that has only truncated so far
                 raise
             text = again
             time.sleep(SETTLE_PAUSE)

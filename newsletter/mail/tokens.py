@@ -94,6 +94,11 @@ def edition_value(email: str, layout_key: str) -> str:
     return f"{email}\0{layout_key}"
 
 
+def edition(secret: str, email: str, layout_key: str, version: int) -> str:
+    """The token of one reader's link to one edition's page, at their link version: mails and feeds make it alike."""
+    return sign(secret, EDITION, edition_value(email, layout_key), version)
+
+
 def _legacy(secret: str, purpose: str, token: str, age: timedelta) -> Claim | None:
     """A token of the readable format mailed before opaque tokens: honoured as version 0 for the same age."""
     try:

@@ -15,6 +15,7 @@ from newsletter.model.config import KEYWORDS_TOPIC, Config, Subscriber
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, SortKey
 from newsletter.model.topics import Marks, Matcher, Topic
+from newsletter.model.wording import counted
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Layout:
 def count_phrase(shown: int, total: int) -> str:
     """How many papers a mail shows and its edition holds, said the same way in subject, header, CLI and `status`."""
     if shown >= total:
-        return f"{shown} new paper{'' if shown == 1 else 's'}"
+        return counted(shown, "new paper")
     return f"{shown} in this mail, {total} in the edition"
 
 

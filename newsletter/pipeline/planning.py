@@ -40,7 +40,7 @@ def reader_for(subscriber: Subscriber, secret: str, link_version: int, layout_ke
         name=subscriber.name,
         unsubscribe_token=tokens.sign(secret, tokens.UNSUBSCRIBE, subscriber.email, link_version),
         preferences_token=tokens.sign(secret, tokens.PREFERENCES, subscriber.email, link_version),
-        edition_token=tokens.sign(secret, tokens.EDITION, tokens.edition_value(subscriber.email, layout_key), link_version),
+        edition_token=tokens.edition(secret, subscriber.email, layout_key, link_version),
     )
 
 

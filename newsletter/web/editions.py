@@ -103,7 +103,7 @@ class Editions:
 
 def edition_link(base_url: str, secret: str, email: str, version: int, layout: Layout) -> str:
     """A fresh link to one reader's page of one edition, at their current link version."""
-    return f"{base_url}/editions/{tokens.sign(secret, tokens.EDITION, tokens.edition_value(email, layout.key), version)}"
+    return f"{base_url}/editions/{tokens.edition(secret, email, layout.key, version)}"
 
 
 def atom(base_url: str, secret: str, email: str, version: int, self_url: str, editions: list[Edition]) -> bytes:

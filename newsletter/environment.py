@@ -137,12 +137,9 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
     base_url = get("NEWSLETTER_BASE_URL") or Env.base_url
     if not base_url.startswith(("http://", "https://")):
         raise EnvError(f"NEWSLETTER_BASE_URL must start with http:// or https://, got {base_url!r}")
-    mailto = get("NEWSLETTER_UNSUBSCRIBE_MAILTO")
-    if mailto is not None:
-        mailto = mailto.removeprefix("mailto:")
-        if "@" not in mailto or any(c in mailto for c in "\r\n<>, "):
-            raise EnvError(f"NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address like 'unsubscribe@example.org', got {mailto!r}")
-    bounce_address, command_address = (_address(get, name) for name in ("NEWSLETTER_BOUNCE_ADDRESS", "NEWSLETTER_COMMAND_ADDRESS"))
+    mailto, bounce_address, command_address = (
+        _address(get, name) for name in ("NEWSLETTER_UNSUBSCRIBE_MAILTO", "NEWSLETTER_BOUNCE_ADDRESS", "NEWSLETTER_COMMAND_ADDRESS")
+    )
     if bounce_address is not None and "+" in bounce_address.partition("@")[0]:
         raise EnvError(f"NEWSLETTER_BOUNCE_ADDRESS must be a plain address (the newsletter adds +TAG itself), got {bounce_address!r}")
     imap_tls = _flag(get, "INBOUND_IMAP_TLS", True)

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -248,6 +249,33 @@ def fetch(ctx: click.Context) -> None:
     _print_fetch(results)
     click.echo(f"{counted(sum(r.new for r in results), 'new paper')} from {sum(1 for r in results if not r.error)}/{len(results)} sources")
     sys.exit(pipeline.fetch_exit_code(results))
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be removed, removing nothing.")
+@click.pass_context
+def prune(ctx: click.Context, dry_run: bool) -> None:
+    """Remove state no guarantee needs any more: old finished deliveries and their edition pages, old papers' bodies, stale caches."""
+    env, config = _ready(ctx, need_smtp_settings=False)
+    started = time.monotonic()
+    with Store(env.db, env.db_timeout) as store:
+        kept, pruned = pipeline.prune(config, env, store, dry_run=dry_run)
+    took = time.monotonic() - started
+    click.echo(f"{'Would remove' if dry_run else 'Removed'} ({took:.1f} s): " + ", ".join(f"{n:,} {PRUNED_LABELS[kind]}" for kind, n in pruned.items()))
+    click.echo(
+        f"Kept: finished deliveries and their edition pages since {kept.deliveries:%Y-%m-%d}, papers' bodies since {kept.papers:%Y-%m-%d} "
+        "(and any a kept edition holds), every paper's id, every unfinished delivery"
+    )
+
+
+PRUNED_LABELS = {
+    "deliveries": "finished deliveries",
+    "layouts": "edition layouts",
+    "sent_lists": "lists of papers mailed outside the ledger",
+    "paper_bodies": "paper bodies",
+    "snapshots": "popularity snapshots",
+    "http_cache": "HTTP cache entries",
+}
 
 
 @cli.command()

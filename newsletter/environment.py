@@ -66,6 +66,8 @@ class Env:
     imap_tls: bool = True  # INBOUND_IMAP_TLS=false only for a loopback test server
     imap_tls_verify: bool = True
     poll_seconds: float = 60.0  # INBOUND_POLL_SECONDS
+    keep_editions_days: int | None = None  # NEWSLETTER_KEEP_EDITIONS_DAYS: finished deliveries kept by `prune`; None = as long as an edition's link opens
+    keep_papers_days: int = 365  # NEWSLETTER_KEEP_PAPERS_DAYS: papers' bodies kept by `prune` (the public pages' archive reaches this far back)
 
     @property
     def smtp(self) -> SmtpSettings | None:
@@ -189,6 +191,8 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         imap_tls=imap_tls,
         imap_tls_verify=_flag(get, "INBOUND_IMAP_TLS_VERIFY", True),
         poll_seconds=_number(get, "INBOUND_POLL_SECONDS", float, 60.0, minimum=1),
+        keep_editions_days=_number(get, "NEWSLETTER_KEEP_EDITIONS_DAYS", int, 0, minimum=1) or None,
+        keep_papers_days=_number(get, "NEWSLETTER_KEEP_PAPERS_DAYS", int, 365, minimum=1),
     )
 
 

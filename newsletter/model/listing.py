@@ -53,6 +53,14 @@ class Listing:
         self._papers[paper.id] = entry
         self.watermark = max(self.watermark, changed)
 
+    def drop(self, paper_id: str, changed: int) -> None:
+        """List a paper nowhere any more (its body was pruned)."""
+        old = self._papers.pop(paper_id, None)
+        if old is not None:
+            for name in old.topics + (FRONT,):
+                self._days[name].get(old.day, set()).discard(old.id)
+        self.watermark = max(self.watermark, changed)
+
     def days(self, topic: str = FRONT) -> list[date]:
         """The days the topic (or the front page) has papers on, newest first."""
         return sorted((day for day, ids in self._days[topic].items() if ids), reverse=True)

@@ -74,3 +74,8 @@ def merge(old: Paper, new: Paper) -> Paper:
         primary_category=old.primary_category or new.primary_category,
         ai_summary=new.ai_summary or old.ai_summary,
     )
+
+
+def stub(paper: Paper) -> Paper:
+    """What is kept of a paper once its body is pruned: its id (dedup), version (a revision is news) and sources (`papers seen`)."""
+    return Paper(id=paper.id, title="", sources=paper.sources, version=paper.version)

@@ -87,7 +87,7 @@ async def _fetch_one(fetcher: Fetcher, source: Source, store: Store, now: dateti
     store.record_popularity(papers, now, keep_hours)
     result.new = added.new
     for url, (etag, last_modified) in validators.items():
-        store.save_validators(url, etag, last_modified)
+        store.save_validators(url, etag, last_modified, now)
     if not result.not_modified and entries == 0 and not _may_be_empty(source, now):
         result.warning = "the feed listed no entries at all: check its url (or its query)"
         log.warning("source %s: %s", source.name, result.warning)

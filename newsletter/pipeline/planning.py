@@ -52,6 +52,7 @@ class Planner:
     store: Store
     now: datetime
     days: int | None = None  # papers first seen this many days back (default: settings.horizon_days)
+    since: datetime = field(init=False)  # the look-back those days make, never past what `prune` removed
     matcher: Matcher = field(init=False)
     papers: list[Paper] = field(init=False)
     first_seen: dict[str, datetime] = field(init=False)
@@ -60,7 +61,9 @@ class Planner:
     def __post_init__(self) -> None:
         self.matcher = Matcher(all_topics(self.config))
         since = self.now - timedelta(days=self.days or self.config.settings.horizon_days)
-        stored = self.store.papers_seen_since(since)
+        pruned = self.store.pruned_before()
+        self.since = max(since, pruned) if pruned else since  # no look-back past pruned deliveries: their papers would go again
+        stored = self.store.papers_seen_since(self.since)
         self.papers = [sp.paper for sp in stored]
         self.first_seen = {sp.paper.id: sp.first_seen for sp in stored}
         self.matches = self._match(self.papers)
@@ -81,7 +84,7 @@ class Planner:
 
     def next_digest(self, subscriber: Subscriber) -> Digest | None:
         """Every matching paper within the horizon that this subscriber has not been sent."""
-        sent = self.store.sent_paper_ids(subscriber.email)
+        sent = self.store.sent_paper_ids(subscriber.email, self.since)
         return compose(self.config, subscriber, self.matcher, self.papers, self.matches, sent, self.today(subscriber).date())
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:

@@ -43,6 +43,7 @@ ARXIV_TYPES = ("arxiv_rss", "arxiv_api")
 # arXiv announces Sunday to Thursday at 20:00 US Eastern; its feeds carry the new listing shortly after midnight there.
 ARXIV_FETCH = {"day_of_week": "mon-fri", "hour": 0, "minute": 30, "timezone": "America/New_York"}
 WATCH_SECONDS = 2.0  # how often subscribers.yaml is checked for edits
+PRUNE_AT = {"hour": 3, "minute": 40, "timezone": "UTC"}  # `newsletter prune` once a day, between arXiv's fetch and most readers' send times
 
 
 # the daemon
@@ -94,6 +95,8 @@ class Daemon:
             self._schedule_fetches()
             self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds), id="tick", executor="send", next_run_time=datetime.now(UTC))
             self.scheduler.add_job(self.watch, IntervalTrigger(seconds=min(WATCH_SECONDS, self.tick_seconds)), id="watch")
+            if not self.dry_run:  # on the send thread: it never holds the database while a batch is sent
+                self.scheduler.add_job(self.prune, CronTrigger(**PRUNE_AT), id="prune", executor="send")
             mailbox = subscriptions.imap_settings(self.env)
             if mailbox is not None:
                 every = IntervalTrigger(seconds=self.env.poll_seconds)
@@ -135,6 +138,17 @@ class Daemon:
             log.exception("fetch failed")
             return
         log.info("%s", line)  # each failing source is also named by pipeline.fetch, at warning level
+
+    def prune(self) -> None:
+        """Remove what no guarantee needs any more (`newsletter prune`), and log what went."""
+        started = time.monotonic()
+        try:
+            with Store(self.env.db, self.env.db_timeout) as store:
+                _, pruned = pipeline.prune(self.config, self.env, store, self.clock.now())
+        except Exception:
+            log.exception("prune failed")
+            return
+        log.info("prune: %s, %.1f s", ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in pruned.items()), time.monotonic() - started)
 
     def tick(self) -> None:
         """Send every subscriber who is due now, one batch per slot."""

@@ -3,6 +3,7 @@ sent to each reader, and readers paused after hard failures."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -57,21 +58,32 @@ class PausedReader:
 class Ledger(Database):
     """deliveries, sent and readers."""
 
-    def sent_paper_ids(self, subscriber: str) -> set[str]:
+    def sent_paper_ids(self, subscriber: str, since: datetime | None = None) -> set[str]:
         """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery.
 
-        A row failed after the server may have had it (`uncertain`) left its papers in `sent`: the reader may have them.
+        Read from the layouts of their deliveries: those sent, and those failed after the server may have had them
+        (`uncertain`: the reader may have them), each in the version current when it went out; and any not finished.
+        With `since`, mail sent before it is not read: it holds only papers first seen before then, which are
+        candidates again only when revised since, and so news again to whoever got them (the planner's horizon).
         """
         key = subscriber.lower()
-        sent = {
-            r[0]
-            for r in self.db.execute(
-                "SELECT s.paper_id FROM sent s LEFT JOIN papers p ON p.id = s.paper_id WHERE s.subscriber = ? AND (p.revised IS NULL OR p.revised <= s.sent_at)",
-                (key,),
-            )
-        }
-        for row in self.db.execute(f"SELECT {_IDS} FROM {_ROWS} WHERE d.subscriber = ? AND d.status IN ('pending', 'sending', 'deferred')", (key,)):
-            sent.update(_ids(row))
+        after = since.isoformat() if since else ""
+        rows = self.db.execute(
+            f"SELECT d.updated, d.status, {_IDS} FROM {_ROWS} WHERE d.subscriber = ?1 AND d.status IN ('pending', 'sending', 'deferred') "
+            f"UNION ALL SELECT d.updated, d.status, {_IDS} FROM {_ROWS} WHERE d.subscriber = ?1 AND d.status IN ('sent', 'failed') AND d.updated >= ?2 "
+            "AND (d.status = 'sent' OR d.uncertain > 0) "
+            "UNION ALL SELECT sent_at, 'sent', paper_ids, NULL FROM sent_lists WHERE subscriber = ?1 AND sent_at >= ?2",
+            (key, after),
+        ).fetchall()
+        if not rows:
+            return set()
+        revised = {r[0]: r[1] for r in self.db.execute("SELECT id, revised FROM papers WHERE revised >= ?", (after,))}
+        sent: set[str] = set()
+        for row in rows:
+            if row["status"] != "sent" and row["status"] != "failed":  # waiting: not to be offered again in any version
+                sent.update(_ids(row))
+            else:
+                sent.update(pid for pid in _ids(row) if pid not in revised or revised[pid] <= row["updated"])
         return sent
 
     def plan_delivery(self, edition: str, subscriber: str, layout: Layout, now: datetime | None = None) -> bool:
@@ -119,22 +131,23 @@ class Ledger(Database):
             return None if row is None else int(row[0])
 
     def mark_sent(self, edition: str, subscriber: str, message_id: str, reply: str, now: datetime | None = None) -> None:
-        """The server accepted the message: the row, the per-paper sent marks and the reader's failure count change together."""
+        """The server accepted the message: the row (whose layout now counts as sent) and the reader's failure count change together."""
         now_s = (now or utcnow()).isoformat()
         key = subscriber.lower()
         with self.transaction() as db:
-            row = db.execute(f"SELECT {_IDS} FROM {_ROWS} WHERE d.edition = ? AND d.subscriber = ?", (edition, key)).fetchone()
             db.execute(
                 "UPDATE deliveries SET status = 'sent', message_id = ?, last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?",
                 (message_id, reply, now_s, edition, key),
             )
-            _insert_sent(db, key, _ids(row), edition, now_s)
             db.execute("UPDATE readers SET consecutive_failures = 0 WHERE subscriber = ? AND consecutive_failures > 0", (key,))
 
     def record_sent(self, subscriber: str, paper_ids: list[str], edition: str, now: datetime | None = None) -> None:
         """Papers mailed outside the ledger (the welcome mail's taste of the digest), so no digest repeats them."""
         with self.transaction() as db:
-            _insert_sent(db, subscriber.lower(), paper_ids, edition, (now or utcnow()).isoformat())
+            db.execute(
+                "INSERT INTO sent_lists (subscriber, sent_at, edition, paper_ids) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (subscriber.lower(), (now or utcnow()).isoformat(), edition, json.dumps(paper_ids)),
+            )
 
     def mark_deferred(self, edition: str, subscriber: str, reply: str, *, counted: bool = True, now: datetime | None = None) -> None:
         """A temporary refusal: try again later. `counted=False` when the server, not this reader, was the problem."""
@@ -147,17 +160,14 @@ class Ledger(Database):
     def mark_failed(self, edition: str, subscriber: str, reply: str, *, hard: bool, pause_after: int, now: datetime | None = None) -> bool:
         """Give up on a row. A hard refusal (5xx) also counts against the reader; True when that pauses them.
 
-        A row the server may have had once (`uncertain`) keeps its papers as offered, so no later edition sends them again.
+        A row the server may have had once (`uncertain`) keeps its papers as offered (see sent_paper_ids), so no later edition sends them again.
         """
         now_s = (now or utcnow()).isoformat()
         key = subscriber.lower()
         with self.transaction() as db:
-            row = db.execute(
-                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ? RETURNING paper_ids, layout, uncertain",
-                (reply, now_s, edition, key),
-            ).fetchone()
-            if row is not None and row["uncertain"]:  # an earlier try may have reached the reader: no new edition repeats its papers
-                _insert_sent(db, key, _ids(_with_layout(db, row)), edition, now_s)
+            db.execute(
+                "UPDATE deliveries SET status = 'failed', last_reply = ?, updated = ? WHERE edition = ? AND subscriber = ?", (reply, now_s, edition, key)
+            )
             if not hard:
                 return False
             row = db.execute(
@@ -200,7 +210,7 @@ class Ledger(Database):
         key = subscriber.lower()
         with self.transaction() as db:
             row = db.execute(
-                "UPDATE deliveries SET uncertain = uncertain + 1, updated = ? WHERE edition = ? AND subscriber = ? RETURNING uncertain, paper_ids, layout",
+                "UPDATE deliveries SET uncertain = uncertain + 1, updated = ? WHERE edition = ? AND subscriber = ? RETURNING uncertain",
                 (now_s, edition, key),
             ).fetchone()
             if row["uncertain"] >= limit:
@@ -208,7 +218,6 @@ class Ledger(Database):
                     "UPDATE deliveries SET status = 'failed', last_reply = ? WHERE edition = ? AND subscriber = ?",
                     (f"{reply}; unconfirmed {row['uncertain']} times (the reader may have it): not sent again", edition, key),
                 )
-                _insert_sent(db, key, _ids(_with_layout(db, row)), edition, now_s)
                 return True
             db.execute(
                 "UPDATE deliveries SET status = 'deferred', last_reply = ? WHERE edition = ? AND subscriber = ?",
@@ -231,9 +240,6 @@ class Ledger(Database):
         """
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
-            doomed = db.execute(f"SELECT d.edition, d.subscriber, {_IDS} FROM {_ROWS} WHERE d.status = 'sending' AND d.uncertain + 1 >= ?", (limit,)).fetchall()
-            for row in doomed:
-                _insert_sent(db, row["subscriber"], _ids(row), row["edition"], now_s)
             failed = db.execute(
                 "UPDATE deliveries SET status = 'failed', uncertain = uncertain + 1, updated = ?, "
                 "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times (the reader may have it): not sent again' "
@@ -263,7 +269,9 @@ _ROWS = "deliveries d LEFT JOIN layouts l ON l.key = d.layout"
 _IDS = "d.paper_ids, l.data AS layout_data"
 
 
+@functools.lru_cache(maxsize=4096)
 def _layout(data: str) -> Layout:
+    """A stored layout, parsed once: every reader of an edition shares it, and a layout never changes (it is its content's hash)."""
     return Layout.from_dict(json.loads(data))
 
 
@@ -301,12 +309,4 @@ def _delivery(r: sqlite3.Row | dict[str, Any]) -> Delivery:
         message_id=r["message_id"],
         created=datetime.fromisoformat(r["created"]),
         updated=datetime.fromisoformat(r["updated"]),
-    )
-
-
-def _insert_sent(db: sqlite3.Connection, subscriber: str, paper_ids: list[str], edition: str, when: str) -> None:
-    db.executemany(
-        "INSERT INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(subscriber, paper_id) DO UPDATE SET edition = excluded.edition, sent_at = excluded.sent_at",  # a revised paper sent again
-        [(subscriber, pid, edition, when) for pid in paper_ids],
     )

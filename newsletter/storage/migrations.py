@@ -10,6 +10,7 @@ create, so those three only create what is missing: `CREATE ... IF NOT EXISTS`, 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 
@@ -95,6 +96,70 @@ def m009_sources_last_warning(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE sources ADD COLUMN last_warning TEXT")
 
 
+def m010_sent_from_deliveries(db: sqlite3.Connection) -> None:
+    """The papers sent to a reader are read from their deliveries' layouts (stored once per distinct edition)
+    rather than kept as a row per (reader, paper): `sent` goes. `sent_lists` holds one row per mail sent outside
+    the ledger (the welcome's taste of the digest) with its papers; each old `sent` row that no delivery
+    accounts for (the same edition, sent at the same moment, holding that paper) moves there."""
+    db.execute(
+        "CREATE TABLE sent_lists (subscriber TEXT NOT NULL, sent_at TEXT NOT NULL, edition TEXT NOT NULL, paper_ids TEXT NOT NULL, "
+        "PRIMARY KEY (subscriber, sent_at, edition))"
+    )
+    layouts: dict[str, set[str]] = {}
+    loose: dict[tuple[str, str, str], list[str]] = {}
+    group: tuple[str, str] | None = None
+    covered: tuple[str, set[str]] | None = None  # the delivery's sent time and papers, when it counts as sent
+    for subscriber, paper_id, edition, sent_at in db.cursor().execute("SELECT subscriber, paper_id, edition, sent_at FROM sent ORDER BY subscriber, edition"):
+        if group != (subscriber, edition):
+            group = (subscriber, edition)
+            covered = _delivered(db, edition, subscriber, layouts)
+        if covered is None or covered[0] != sent_at or paper_id not in covered[1]:
+            loose.setdefault((subscriber, sent_at, edition), []).append(paper_id)
+    db.executemany(
+        "INSERT INTO sent_lists (subscriber, sent_at, edition, paper_ids) VALUES (?, ?, ?, ?)",
+        [(subscriber, sent_at, edition, json.dumps(ids)) for (subscriber, sent_at, edition), ids in loose.items()],
+    )
+    db.execute("DROP TABLE sent")
+
+
+def _delivered(db: sqlite3.Connection, edition: str, subscriber: str, layouts: dict[str, set[str]]) -> tuple[str, set[str]] | None:
+    """When a delivery counted as sent (sent, or failed after the server may have had it) was sent, and its papers."""
+    row = db.execute(
+        "SELECT d.status, d.uncertain, d.updated, d.paper_ids, d.layout, l.data FROM deliveries d LEFT JOIN layouts l ON l.key = d.layout "
+        "WHERE d.edition = ? AND d.subscriber = ?",
+        (edition, subscriber),
+    ).fetchone()
+    if row is None or not (row[0] == "sent" or (row[0] == "failed" and row[1] > 0)):
+        return None
+    ids = set(json.loads(row[3]))
+    if row[4] is not None and row[5] is not None:
+        if row[4] not in layouts:
+            layouts[row[4]] = {pid for section in json.loads(row[5])["sections"] for pid in section["shown"] + section["cut"]}
+        ids |= layouts[row[4]]
+    return row[2], ids
+
+
+def m011_hot_path_indexes(db: sqlite3.Connection) -> None:
+    """Indexes for the queries every send and fetch makes, so none scans a table that grows with history: papers
+    revised since (the candidates' second half), a reader's deliveries by status and time (papers sent to them),
+    finished deliveries by time (prune) and deliveries by layout (an edition's page, and prune's unused layouts)."""
+    db.execute("CREATE INDEX papers_revised ON papers(revised)")
+    db.execute("DROP INDEX deliveries_subscriber")
+    db.execute("CREATE INDEX deliveries_subscriber ON deliveries(subscriber, status, updated)")
+    db.execute("DROP INDEX deliveries_status")
+    db.execute("CREATE INDEX deliveries_status ON deliveries(status, updated)")
+    db.execute("DROP INDEX deliveries_layout")
+    db.execute("CREATE INDEX deliveries_layout ON deliveries(layout, subscriber)")
+
+
+def m012_prunable(db: sqlite3.Connection) -> None:
+    """papers.pruned: when `newsletter prune` cut a paper to what dedup needs (its id, version and sources), indexed with
+    first_seen so each prune reads only the papers not cut yet; http_cache.saved: when a URL's validators were last saved."""
+    db.execute("ALTER TABLE papers ADD COLUMN pruned TEXT")
+    db.execute("CREATE INDEX papers_unpruned ON papers(pruned, first_seen)")
+    db.execute("ALTER TABLE http_cache ADD COLUMN saved TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -105,6 +170,9 @@ MIGRATIONS: list[Migration] = [
     m007_popularity_snapshots,
     m008_edition_layouts,
     m009_sources_last_warning,
+    m010_sent_from_deliveries,
+    m011_hot_path_indexes,
+    m012_prunable,
 ]
 
 

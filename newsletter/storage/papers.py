@@ -34,6 +34,7 @@ class ChangedPaper:
     paper: Paper
     first_seen: datetime
     changed: int  # grows with every insert or merge in the store: the next question starts after the largest seen
+    pruned: bool = False  # its body was cut by `newsletter prune`: listed nowhere any more
 
 
 class Papers(Database):
@@ -51,7 +52,7 @@ class Papers(Database):
             changed = db.execute("SELECT coalesce(max(changed), 0) FROM papers").fetchone()[0]  # writers queue: no other can take these numbers
             for paper in papers:
                 changed += 1
-                row = db.execute("SELECT data, revised FROM papers WHERE id = ?", (paper.id,)).fetchone()
+                row = db.execute("SELECT data, revised, pruned FROM papers WHERE id = ?", (paper.id,)).fetchone()
                 if row is None:
                     db.execute(
                         "INSERT INTO papers (id, data, first_seen, updated, changed) VALUES (?, ?, ?, ?, ?)", (paper.id, _dumps(paper), now_s, now_s, changed)
@@ -63,7 +64,7 @@ class Papers(Database):
                     fresh += not set(paper.sources) <= set(old.sources)
                     revised = now_s if replace and (paper.version or 1) > (old.version or 1) else row["revised"]
                     db.execute(
-                        "UPDATE papers SET data = ?, updated = ?, revised = ?, changed = ? WHERE id = ?",
+                        "UPDATE papers SET data = ?, updated = ?, revised = ?, changed = ?, pruned = NULL WHERE id = ?",  # a pruned paper gets its body back
                         (_dumps(merge(old, paper)), now_s, revised, changed, paper.id),
                     )
         return Added(new, fresh)
@@ -73,14 +74,20 @@ class Papers(Database):
         return Paper.from_dict(json.loads(row["data"])) if row else None
 
     def papers_seen_since(self, since: datetime) -> list[StoredPaper]:
-        """Papers first fetched (or revised) at or after `since`, newest first."""
-        rows = self.db.execute("SELECT data, first_seen FROM papers WHERE first_seen >= ?1 OR revised >= ?1 ORDER BY first_seen DESC, id", (since.isoformat(),))
+        """Papers first fetched (or revised) at or after `since`, newest first; none whose body was pruned."""
+        rows = self.db.execute(  # a UNION rather than an OR, so each half reads its own index
+            "SELECT id, data, first_seen FROM papers WHERE first_seen >= ?1 AND pruned IS NULL "
+            "UNION SELECT id, data, first_seen FROM papers WHERE revised >= ?1 AND pruned IS NULL ORDER BY first_seen DESC, id",
+            (since.isoformat(),),
+        )
         return [StoredPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"])) for r in rows]
 
     def papers_changed_since(self, changed: int = 0) -> list[ChangedPaper]:
         """Papers added or merged after change number `changed` (an earlier answer's largest; 0 for every paper), oldest change first."""
-        rows = self.db.execute("SELECT data, first_seen, changed FROM papers WHERE changed > ? ORDER BY changed", (changed,))
-        return [ChangedPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"]), r["changed"]) for r in rows]
+        rows = self.db.execute("SELECT data, first_seen, changed, pruned FROM papers WHERE changed > ? ORDER BY changed", (changed,))
+        return [
+            ChangedPaper(Paper.from_dict(json.loads(r["data"])), datetime.fromisoformat(r["first_seen"]), r["changed"], r["pruned"] is not None) for r in rows
+        ]
 
     def papers_by_id(self, ids: Iterable[str]) -> list[Paper]:
         """Papers in the order asked, skipping unknown ids: one query however many (an edition's page asks for hundreds)."""

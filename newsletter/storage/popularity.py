@@ -22,7 +22,7 @@ class Popularity(Database):
     def record_popularity(self, papers: Iterable[Paper], at: datetime, keep_hours: int) -> int:
         """Record the figures of each paper that has any, as seen at `at`; returns how many were recorded.
 
-        Then prunes what no rising window up to `keep_hours` needs: snapshots older than `at` − keep_hours, except
+        Then prunes, of these papers, what no rising window up to `keep_hours` needs: snapshots older than `at` − keep_hours, except
         each paper's newest at or before then (the baseline of a gain, or else its latest figures). Two sources seeing one
         paper in the same fetch keep the higher of each figure."""
         rows = [(p.id, _stamp(at), p.score, p.comments, p.stars) for p in papers if Figures.of(p).known]
@@ -35,9 +35,9 @@ class Popularity(Database):
                 "stars = max(coalesce(stars, excluded.stars), coalesce(excluded.stars, stars))",
                 rows,
             )
-            db.execute(
-                "DELETE FROM popularity WHERE at < (SELECT MAX(at) FROM popularity AS newer WHERE newer.paper = popularity.paper AND newer.at <= ?1)",
-                (cutoff,),
+            db.executemany(  # by paper, through the primary key: the snapshots of papers no fetch sees any more are `prune`'s
+                "DELETE FROM popularity WHERE paper = ?1 AND at < (SELECT MAX(at) FROM popularity AS newer WHERE newer.paper = ?1 AND newer.at <= ?2)",
+                [(row[0], cutoff) for row in rows],
             )
         return len(rows)
 

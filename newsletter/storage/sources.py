@@ -30,12 +30,12 @@ class Sources(Database):
         row = self.db.execute("SELECT etag, last_modified FROM http_cache WHERE url = ?", (url,)).fetchone()
         return (row["etag"], row["last_modified"]) if row else (None, None)
 
-    def save_validators(self, url: str, etag: str | None, last_modified: str | None) -> None:
+    def save_validators(self, url: str, etag: str | None, last_modified: str | None, now: datetime | None = None) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO http_cache (url, etag, last_modified) VALUES (?, ?, ?) "
-                "ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified",
-                (url, etag, last_modified),
+                "INSERT INTO http_cache (url, etag, last_modified, saved) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified, saved = excluded.saved",
+                (url, etag, last_modified, (now or utcnow()).isoformat()),
             )
 
     def source_succeeded(self, name: str, papers: int, now: datetime | None = None, warning: str | None = None) -> None:

@@ -102,7 +102,10 @@ class PublicSite:
         if listing is None or listing.topics != tuple(topics):
             listing = self._listing = Listing(topics)
         for changed in store.papers_changed_since(listing.watermark):
-            listing.add(changed.paper, changed.first_seen, changed.changed)
+            if changed.pruned:
+                listing.drop(changed.paper.id, changed.changed)
+            else:
+                listing.add(changed.paper, changed.first_seen, changed.changed)
         return listing
 
     def warm(self, store: Store, config: Config) -> None:

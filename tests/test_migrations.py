@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from newsletter.errors import SchemaTooNew, StorageError
+from newsletter.model.digest import Layout, Shelf
 from newsletter.storage import migrations
 from newsletter.storage.migrations import MIGRATIONS, Migration
 from newsletter.storage.store import Store
@@ -218,3 +220,62 @@ def test_a_failing_migration_rolls_back_every_step(tmp_path: Path, monkeypatch: 
     with Store(path):
         pass
     assert _user_version(path) == LATEST
+
+
+def test_sent_rows_are_read_from_the_deliveries_they_came_from_and_the_rest_kept_as_lists(tmp_path: Path) -> None:
+    """Migration 10: the per-paper `sent` rows go; every reader is owed exactly the papers they were owed before."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrations.migrate(db, str(path), MIGRATIONS[:9])
+    t = [(NOW + timedelta(hours=h)).isoformat() for h in range(6)]
+    for pid, revised in (("p1", None), ("p2", None), ("p3", t[3]), ("p4", None), ("p5", None)):
+        db.execute("INSERT INTO papers (id, data, first_seen, updated, revised) VALUES (?, '{}', ?, ?, ?)", (pid, t[0], t[0], revised))
+    edition = Layout(NOW.date(), (Shelf("t", "T", ("p1",), ("p2", "p3")),))
+    db.execute("INSERT INTO layouts (key, data, created) VALUES (?, ?, ?)", (edition.key, json.dumps(edition.to_dict()), t[1]))
+    rows = [  # edition, subscriber, status, its own paper ids (rows from before layouts), layout, uncertain, updated
+        ("e1", "ada@example.org", "sent", "[]", edition.key, 0, t[1]),
+        ("e2", "ada@example.org", "sent", '["p3"]', None, 0, t[4]),  # p3 again, revised since e1
+        ("e3", "ada@example.org", "pending", '["p5"]', None, 0, t[5]),
+        ("e1", "carol@example.org", "failed", "[]", edition.key, 1, t[2]),  # the server may have had it
+        ("e1", "dan@example.org", "failed", "[]", edition.key, 0, t[2]),  # refused: nothing offered
+    ]
+    for e, who, status, ids, key, uncertain, when in rows:
+        db.execute(
+            "INSERT INTO deliveries (edition, subscriber, status, paper_ids, layout, uncertain, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (e, who, status, ids, key, uncertain, when, when),
+        )
+    sent = [("ada", "p1", "e1", t[1]), ("ada", "p2", "e1", t[1]), ("ada", "p3", "e2", t[4]), ("ada", "p4", "welcome", t[0])]
+    sent += [("carol", pid, "e1", t[2]) for pid in ("p1", "p2", "p3")] + [("bob", "p4", "welcome", t[0])]
+    db.executemany("INSERT INTO sent (subscriber, paper_id, edition, sent_at) VALUES (?, ?, ?, ?)", [(f"{w}@example.org", p, e, s) for w, p, e, s in sent])
+    readers = ["ada@example.org", "bob@example.org", "carol@example.org", "dan@example.org"]
+    owed = {who: _sent_before_migration_10(db, who) for who in readers}
+    db.close()
+    assert owed == {
+        "ada@example.org": {"p1", "p2", "p3", "p4", "p5"},
+        "bob@example.org": {"p4"},
+        "carol@example.org": {"p1", "p2"},  # p3 was revised after her try
+        "dan@example.org": set(),
+    }
+
+    with Store(path) as store:
+        assert {who: store.sent_paper_ids(who) for who in readers} == owed
+        lists = [tuple(r) for r in store.db.execute("SELECT subscriber, edition, paper_ids FROM sent_lists ORDER BY subscriber")]
+        assert lists == [("ada@example.org", "welcome", '["p4"]'), ("bob@example.org", "welcome", '["p4"]')], "only what no delivery accounts for"
+        assert "sent" not in _shape(path)[0]
+
+
+def _sent_before_migration_10(db: sqlite3.Connection, subscriber: str) -> set[str]:
+    """Ledger.sent_paper_ids as it read the per-paper rows before migration 10."""
+    sent = {
+        r[0]
+        for r in db.execute(
+            "SELECT s.paper_id FROM sent s LEFT JOIN papers p ON p.id = s.paper_id WHERE s.subscriber = ? AND (p.revised IS NULL OR p.revised <= s.sent_at)",
+            (subscriber,),
+        )
+    }
+    for ids, data in db.execute(
+        "SELECT d.paper_ids, l.data FROM deliveries d LEFT JOIN layouts l ON l.key = d.layout WHERE d.subscriber = ? AND d.status IN ('pending', 'sending', 'deferred')",
+        (subscriber,),
+    ):
+        sent.update(json.loads(ids) + (Layout.from_dict(json.loads(data)).ids if data else []))
+    return sent

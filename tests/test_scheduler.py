@@ -219,3 +219,18 @@ def test_schedule_settings_are_validated_with_their_line() -> None:
         "subscribers.yaml:3:3: settings.fetch_every: must be at least 5, got 1",
     ]
     assert parse("settings:\n  catch_up_hours: 0\n", "s.yaml").settings.catch_up_hours == 0
+
+
+def test_the_daemons_daily_prune_removes_what_the_command_would(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = parse(CONFIG, str(tmp_path / "subscribers.yaml"))
+    env = Env(outbox=tmp_path / "outbox", db=tmp_path / "state.db")
+    daemon = Daemon(config, env, Clock(), tick=1)
+    with time_machine.travel(utc(2026, 11, 25, 7, 30, 5), tick=False):
+        with Store(env.db) as store:
+            store.add_papers([Paper(id="2611.00001", title="Agents that read papers", sources=("local",))], utc(2026, 11, 25, 1, 0))
+        daemon.tick()
+    with time_machine.travel(utc(2027, 3, 1, 3, 40), tick=False), caplog.at_level("INFO", logger="newsletter.scheduler"):
+        daemon.prune()
+    assert "prune: 2 deliveries, 1 layouts, 0 sent lists" in caplog.text, "both readers' sent rows went, with the one edition they shared"
+    with Store(env.db) as store:
+        assert store.deliveries() == [] and store.paper("2611.00001") is not None

@@ -49,3 +49,14 @@ def test_without_topics_the_front_page_lists_every_paper() -> None:
     listing = Listing([])
     listing.add(paper("1", "Cells", 1), SEEN, 1)
     assert [e.id for e in listing.on(date(2026, 8, 1))] == ["1"]
+
+
+def test_a_paper_whose_body_was_pruned_is_listed_nowhere() -> None:
+    listing = Listing([AGENTS])
+    listing.add(paper("1", "Agents A", 1), SEEN, 1)
+    listing.add(paper("2", "Agents B", 1), SEEN, 2)
+    listing.drop("1", 3)
+    assert [e.id for e in listing.on(date(2026, 8, 1), "agents")] == ["2"] and [e.id for e in listing.on(date(2026, 8, 1))] == ["2"]
+    listing.drop("2", 4)
+    assert listing.days("agents") == [] and listing.days() == [], "a day left empty is no day of the archive"
+    assert listing.watermark == 4

@@ -24,6 +24,7 @@ from newsletter.model.digest import all_topics, compose
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Figures, Snapshot, gained, idf, match_all, recency, tie_key
 from newsletter.model.topics import Matcher, Topic
+from newsletter.storage.pruning import Keep
 from newsletter.storage.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -243,8 +244,11 @@ def test_snapshots_keep_what_the_longest_window_needs_and_the_latest(tmp_path: P
         assert "no-figures" not in kept, "papers without figures take no rows"
         window = store.popularity_history([paper.id], start + timedelta(hours=45))
         assert [s.figures.upvotes for s in window[paper.id]] == [42, 48], "from the last at or before the window's start"
-        store.record_popularity([], start + timedelta(days=30), keep_hours=24)
-        assert [s.figures.upvotes for s in store.popularity_history([paper.id], start)[paper.id]] == [48], "a paper no longer fetched keeps its latest"
+        later = start + timedelta(days=30)
+        store.record_popularity([], later, keep_hours=24)
+        assert len(store.popularity_history([paper.id], start)[paper.id]) == 5, "a fetch prunes the snapshots of the papers it saw"
+        store.prune(Keep(later, later, candidates=start, snapshots=later - timedelta(hours=24), http_cache=later, urls=frozenset()), now=later)
+        assert [s.figures.upvotes for s in store.popularity_history([paper.id], start)[paper.id]] == [48], "prune: a paper no longer fetched keeps its latest"
 
 
 # --------------------------------------------------------------------------- check

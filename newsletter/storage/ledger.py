@@ -56,7 +56,7 @@ class PausedReader:
 
 
 class Ledger(Database):
-    """deliveries, sent and readers."""
+    """deliveries, layouts, sent_lists and readers."""
 
     def sent_paper_ids(self, subscriber: str, since: datetime | None = None) -> set[str]:
         """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from newsletter.model.paper import Paper, stub
 from newsletter.storage.database import Database, utcnow
@@ -46,21 +46,21 @@ class Pruning(Database):
     """The removal of old rows from every table that would otherwise grow for ever."""
 
     def prune(self, keep: Keep, *, dry_run: bool = False, now: datetime | None = None) -> Pruned:
-        """Remove what `keep` no longer covers, in one transaction; with `dry_run` count it and roll back.
+        """Remove what `keep` no longer covers; with `dry_run` count it in one transaction and roll back.
 
+        A day of deliveries per transaction, then each other kind in one, so the web app's and a fetch's writes are
+        kept waiting for a moment only, even by a first prune of years of history.
         Never removed: unfinished deliveries (pending, sending, deferred), the paper rows themselves (a paper fetched
         again years later is known by its id and first-seen time, so it is no candidate and nobody gets it again),
         and the bodies of papers that a kept edition holds (its page is rebuilt from them)."""
+        if not dry_run:
+            return self._prune(keep, now or utcnow())
         with self.failures():
             self.db.execute("BEGIN IMMEDIATE")
         try:
-            pruned = self._prune(keep, now or utcnow())
-            with self.failures():
-                self.db.execute("ROLLBACK" if dry_run else "COMMIT")
-        except BaseException:
+            return self._prune(keep, now or utcnow())
+        finally:
             self._rollback()
-            raise
-        return pruned
 
     def pruned_before(self) -> datetime | None:
         """Finished deliveries before this time were pruned: a look-back reaching past it would send their papers again."""
@@ -68,18 +68,35 @@ class Pruning(Database):
         return datetime.fromisoformat(value) if value else None
 
     def _prune(self, keep: Keep, now: datetime) -> Pruned:
-        db = self.db
         before = keep.deliveries.isoformat()
-        deliveries = db.execute("DELETE FROM deliveries WHERE status IN ('sent', 'failed') AND updated < ?", (before,)).rowcount
-        sent_lists = db.execute("DELETE FROM sent_lists WHERE sent_at < ?", (before,)).rowcount
-        layouts = db.execute("DELETE FROM layouts WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.layout = layouts.key)").rowcount
         previous = self.pruned_before()
-        if previous is None or previous < keep.deliveries:
-            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (PRUNED_BEFORE, before))
-        bodies = self._cut_papers(keep.papers, now)
-        snapshots = self._prune_snapshots(keep.snapshots, keep.candidates)
-        http_cache = self._prune_http_cache(keep.http_cache, keep.urls)
+        if previous is None or previous < keep.deliveries:  # first: no look-back may reach into what goes next
+            self.set_meta(PRUNED_BEFORE, before)
+        deliveries = 0
+        for step in self._days_until(keep.deliveries):
+            with self.transaction() as db:
+                deliveries += db.execute("DELETE FROM deliveries WHERE status IN ('sent', 'failed') AND updated < ?", (step.isoformat(),)).rowcount
+        with self.transaction() as db:
+            sent_lists = db.execute("DELETE FROM sent_lists WHERE sent_at < ?", (before,)).rowcount
+            layouts = db.execute("DELETE FROM layouts WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.layout = layouts.key)").rowcount
+        with self.transaction():
+            bodies = self._cut_papers(keep.papers, now)
+        with self.transaction():
+            snapshots = self._prune_snapshots(keep.snapshots, keep.candidates)
+            http_cache = self._prune_http_cache(keep.http_cache, keep.urls)
         return Pruned(deliveries, layouts, sent_lists, bodies, snapshots, http_cache)
+
+    def _days_until(self, cutoff: datetime) -> list[datetime]:
+        """Cutoffs a day apart from the oldest finished delivery's day up to `cutoff`, for one transaction each."""
+        found = [self.db.execute("SELECT MIN(updated) FROM deliveries WHERE status = ?", (status,)).fetchone()[0] for status in ("sent", "failed")]
+        dates = [datetime.fromisoformat(v) for v in found if v is not None]
+        if not dates or min(dates) >= cutoff:
+            return []
+        step, steps = min(dates) + timedelta(days=1), []
+        while step < cutoff:
+            steps.append(step)
+            step += timedelta(days=1)
+        return [*steps, cutoff]
 
     def _cut_papers(self, before: datetime, now: datetime) -> int:
         """Cut the papers seen before `before` that no kept edition holds to what dedup needs; their snapshots go too."""

@@ -147,7 +147,7 @@ def main() -> None:
     pruned_path = folder / "pruned.db"
     shutil.copy(path, pruned_path)
     end = START + timedelta(days=args.days)
-    for label, now in (("first prune (a year's backlog)", end), ("daily prune (one day more)", end + timedelta(days=1))):
+    for label, now in (("first prune (the whole backlog)", end), ("daily prune (one day more)", end + timedelta(days=1))):
         keep = Keep(
             deliveries=now - timedelta(days=args.keep_editions_days),
             papers=now - timedelta(days=args.keep_papers_days),

@@ -130,7 +130,7 @@ class Daemon:
                     f"fetch: {counted(len(results), 'source')}, {counted(sum(r.new for r in results), 'paper')} new, "
                     f"{sum(1 for r in results if r.error)} failed, {time.monotonic() - started:.1f} s"
                 )
-                store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+                store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M} UTC: {line}")
         except Exception:
             log.exception("fetch failed")
             return
@@ -198,7 +198,7 @@ class Daemon:
             f"{report.count('deferred')} deferred, {report.count('failed')} failed, {time.monotonic() - started:.1f} s"
         )
         if not self.dry_run:
-            store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+            store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M} UTC: {line}")
         log.info("%s%s", "rehearsal " if self.dry_run else "", line)
 
     def _handled(self, store: Store, email: str, slot: datetime, outcome: str, now: datetime) -> None:

@@ -25,7 +25,7 @@ from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput
 from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
-from newsletter.model.config import FREQUENCIES, Config
+from newsletter.model.config import FREQUENCIES, Config, Subscriber
 from newsletter.model.digest import count_phrase, cut_as, topic_labels
 from newsletter.model.wording import counted
 from newsletter.pipeline import status as report_mod
@@ -507,9 +507,15 @@ def topics_explain(ctx: click.Context, paper_id: str) -> None:
 @click.argument("email")
 @click.option("--topics", "topic_list", metavar="A,B", help="Comma-separated topic names (default: every topic).")
 @click.option("--frequency", type=click.Choice(FREQUENCIES), default="daily", show_default=True)
+@click.option("--name", default="", help="The reader's name, as the digest greets them.")
+@click.option("--keywords", "keyword_list", metavar="A,B", default="", help="Comma-separated keywords of their own (a section of the digest).")
+@click.option("--send-at", "send_at", metavar="HH:MM", default="", help="Local send time, 24-hour (default: settings.send_at).")
+@click.option("--timezone", metavar="ZONE", default="", help="IANA time zone such as America/Los_Angeles (default: settings.timezone).")
 @click.option("--confirmed", is_flag=True, help="Add to subscribers.yaml directly instead of mailing a confirmation link.")
 @click.pass_context
-def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency: str, confirmed: bool) -> None:
+def subscribe(
+    ctx: click.Context, email: str, topic_list: str | None, frequency: str, name: str, keyword_list: str, send_at: str, timezone: str, confirmed: bool
+) -> None:
     """Mail EMAIL a confirmation link (or, with --confirmed, add them at once)."""
     env, config = _ready(ctx, need_smtp_settings=False)
     try:
@@ -518,7 +524,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         unknown = [t for t in wanted if t not in config.topics]
         if unknown:
             raise InvalidInput("; ".join(config_mod.unknown("topic", t, list(config.topics)) for t in unknown))
-        choice = subscriptions.check_choice(config, wanted, frequency)
+        choice = subscriptions.check_choice(config, wanted, frequency, name=name, keywords=keyword_list, send_at=send_at, timezone=timezone)
     except InvalidInput as exc:
         _fail(str(exc))
     if confirmed:
@@ -587,20 +593,40 @@ def inbound_command(ctx: click.Context, as_json: bool, paths: tuple[str, ...]) -
 
 @cli.command()
 @click.option("--revoke-links", "revoke", metavar="EMAIL", help="Void every unsubscribe and preferences link mailed to EMAIL so far.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per subscriber (keys in the README).")
 @click.pass_context
-def subscribers(ctx: click.Context, revoke: str | None) -> None:
-    """List subscribers with their topics and schedule."""
+def subscribers(ctx: click.Context, revoke: str | None, as_json: bool) -> None:
+    """List subscribers with their names, topics and schedule."""
     env, config = _ready(ctx, need_smtp_settings=False)
     if revoke:
         with Store(env.db, env.db_timeout) as store:
             version = store.revoke_links(revoke)
         click.echo(f"Links mailed to {revoke} before now open nothing any more (link version {version}); the next digest carries new ones.")
         return
+    if as_json:
+        click.echo(json.dumps([_subscriber_json(s) for s in config.subscribers], ensure_ascii=False, indent=2))
+        return
     for s in config.subscribers:
         when = s.frequency + (f" ({s.day})" if s.frequency == "weekly" else "") + f" at {s.send_at.strftime('%H:%M')} {s.timezone}"
         extra = f"; keywords: {', '.join(s.keywords)}" if s.keywords else ""
-        click.echo(f"{s.email}{' [paused]' if s.paused else ''}: {', '.join(s.topics) or '-'}{extra}; {when}")
+        named = f"{s.name} <{s.email}>" if s.name else s.email
+        click.echo(f"{named}{' [paused]' if s.paused else ''}: {', '.join(s.topics) or '-'}{extra}; {when}")
     click.echo(f"{len(config.subscribers)} subscriber{'s' if len(config.subscribers) != 1 else ''} in {config.path}")
+
+
+def _subscriber_json(s: Subscriber) -> dict[str, Any]:
+    """One subscriber for `subscribers --json`: the keys of their entry, defaults filled in."""
+    return {
+        "email": s.email,
+        "name": s.name,
+        "topics": list(s.topics),
+        "keywords": list(s.keywords),
+        "frequency": s.frequency,
+        "day": s.day,
+        "send_at": s.send_at.strftime("%H:%M"),
+        "timezone": s.timezone,
+        "paused": s.paused,
+    }
 
 
 @cli.command()

@@ -59,7 +59,7 @@ def _user_version(path: Path) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db"):
         pass
-    assert LATEST == 9
+    assert LATEST == 10
     assert _user_version(tmp_path / "state.db") == LATEST
     columns, indexes = _shape(tmp_path / "state.db")
     assert len(columns) == 15 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns

@@ -95,6 +95,11 @@ def m009_sources_last_warning(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE sources ADD COLUMN last_warning TEXT")
 
 
+def m010_pending_choice_details(db: sqlite3.Connection) -> None:
+    """pending_subscriptions.details: the sign-up's name, keywords, send time and time zone (JSON), written to the entry on confirming."""
+    db.execute("ALTER TABLE pending_subscriptions ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -105,6 +110,7 @@ MIGRATIONS: list[Migration] = [
     m007_popularity_snapshots,
     m008_edition_layouts,
     m009_sources_last_warning,
+    m010_pending_choice_details,
 ]
 
 

@@ -130,3 +130,56 @@ def test_status_counts_in_sql_without_reading_the_ledger(tmp_path: Path) -> None
         newest = store.latest_deliveries(("failed",), 3)
     assert counts.by_status == {"failed": 60} and counts.resent == 0
     assert [d.edition for d in newest] == ["send-059", "send-058", "send-057"]
+
+
+# subscribe's options and the subscribers list
+
+
+def test_subscribe_takes_a_name_time_zone_send_time_and_keywords_and_subscribers_shows_them(tmp_path: Path) -> None:
+    (tmp_path / "subscribers.yaml").write_text(CONFIG + reader("ada@example.org"), encoding="utf-8")
+    added = newsletter(
+        "subscribe",
+        "bob@example.org",
+        "--confirmed",
+        "--name",
+        "Bob Ross",
+        "--timezone",
+        "America/Los_Angeles",
+        "--send-at",
+        "7:15",
+        "--keywords",
+        "speech recognition, ASR",
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    text = (tmp_path / "subscribers.yaml").read_text(encoding="utf-8")
+    assert 'send_at: "07:15"' in text and "timezone: America/Los_Angeles" in text and "name: Bob Ross" in text
+    listed = newsletter("subscribers", cwd=tmp_path).stdout
+    assert "Bob Ross <bob@example.org>: speech; keywords: speech recognition, ASR; daily at 07:15 America/Los_Angeles" in listed
+    assert "\nada@example.org: speech" in "\n" + listed, "a reader without a name is listed by address"
+    ada, bob = json.loads(newsletter("subscribers", "--json", cwd=tmp_path).stdout)
+    assert bob == {
+        "email": "bob@example.org",
+        "name": "Bob Ross",
+        "topics": ["speech"],
+        "keywords": ["speech recognition", "ASR"],
+        "frequency": "daily",
+        "day": "monday",
+        "send_at": "07:15",
+        "timezone": "America/Los_Angeles",
+        "paused": False,
+    }
+    assert ada["name"] == "" and ada["timezone"] == "UTC"
+
+
+def test_subscribe_refuses_a_misspelt_zone_a_bad_time_or_keyword_naming_it_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "subscribers.yaml").write_text(CONFIG + reader("ada@example.org"), encoding="utf-8")
+    before = (tmp_path / "subscribers.yaml").read_text(encoding="utf-8")
+    for option, value, said in (
+        ("--timezone", "America/Los_Angles", "error: unknown timezone 'America/Los_Angles' (did you mean 'America/Los_Angeles'?)"),
+        ("--send-at", "25:00", "error: The send time '25:00' should look like 07:30 (24-hour)."),
+        ("--keywords", "speech, /a+b/", "error: The keyword '/a+b/' cannot be used:"),
+    ):
+        refused = newsletter("subscribe", "bob@example.org", "--confirmed", option, value, cwd=tmp_path)
+        assert refused.returncode == 1 and refused.stderr.startswith(said), refused.stderr
+    assert (tmp_path / "subscribers.yaml").read_text(encoding="utf-8") == before

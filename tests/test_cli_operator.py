@@ -4,10 +4,16 @@ pause named apart, the daemon's runs and those by hand, one time format, nothing
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from test_cli import CONFIG, newsletter, reader
 
 from newsletter.model.digest import Layout
@@ -183,3 +189,40 @@ def test_subscribe_refuses_a_misspelt_zone_a_bad_time_or_keyword_naming_it_and_w
         refused = newsletter("subscribe", "bob@example.org", "--confirmed", option, value, cwd=tmp_path)
         assert refused.returncode == 1 and refused.stderr.startswith(said), refused.stderr
     assert (tmp_path / "subscribers.yaml").read_text(encoding="utf-8") == before
+
+
+# the daemon's reloads
+
+
+@pytest.mark.slow
+def test_the_daemon_logs_a_config_warning_once_not_again_at_each_reload(tmp_path: Path) -> None:
+    config = tmp_path / "subscribers.yaml"
+    text = CONFIG.replace("    min_score: 20\n", '    min_score: 20\n    any: ["speech, ASR"]\n') + reader("ada@example.org", timezone="UTC")
+    config.write_text(text, encoding="utf-8")
+    log = tmp_path / "run.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NEWSLETTER_"))}
+
+    def wait_for(needle: str, count: int) -> None:
+        deadline = time.monotonic() + 30
+        while log.read_text().count(needle) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert log.read_text().count(needle) >= count, log.read_text()
+
+    with log.open("w") as err:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "run", "--tick", "0.2", "--dry-run"], cwd=tmp_path, env=clean, stdout=subprocess.DEVNULL, stderr=err
+        )
+        try:
+            wait_for("newsletter run", 1)
+            for n, address in enumerate(("bob@example.org", "cy@example.org"), start=1):
+                text += reader(address, timezone="UTC")
+                config.write_text(text, encoding="utf-8")  # another edit: the warning's line is the same, its text too
+                wait_for("reloaded ", n)
+            config.write_text(text.replace('"speech, ASR"', '"speech, ASR", "TTS, voice"'), encoding="utf-8")
+            wait_for("reloaded ", 3)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=20) == 0
+    logged = log.read_text()
+    assert logged.count("the keyword 'speech, ASR' holds a comma") == 1, logged
+    assert logged.count("the keyword 'TTS, voice' holds a comma") == 1, "a new warning is logged when the edit brings it"

@@ -70,6 +70,7 @@ class Daemon:
         self.rehearsed: dict[str, tuple[datetime, str]] = {}  # in a rehearsal, the slots handled so far, kept in memory only
         self.stopping = threading.Event()
         self.watcher = config_mod.ConfigWatcher(config.path, config)
+        self.warned: set[tuple[str, str]] = set()  # the config's warnings logged so far, by field and message (lines move)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1), "inbound": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -89,6 +90,7 @@ class Daemon:
             len(self.config.subscribers),
             self.tick_seconds,
         )
+        self._warn(self.config)
         self.fetch(None)  # a restart's catch-up digests should hold what was published meanwhile
         if not self.stopping.is_set():
             self._schedule_fetches()
@@ -223,6 +225,14 @@ class Daemon:
             log.exception("reading the mailbox %s:%d failed; trying again in %g s", settings.host, settings.port, self.env.poll_seconds)
             return 0
 
+    def _warn(self, config: Config) -> None:
+        """Log the config's warnings (a comma inside a keyword) once each: a reload for another edit does not repeat them."""
+        current = {(w.path, w.message): w for w in config.warnings}
+        for key, warning in current.items():
+            if key not in self.warned:
+                log.warning("%s", warning)
+        self.warned = set(current)
+
     def watch(self) -> None:
         """Reload subscribers.yaml when it changes; an invalid edit keeps the last good config and logs every problem."""
         problems = self.watcher.poll()
@@ -236,6 +246,7 @@ class Daemon:
         fresh = self.watcher.config
         old, self.config = self.config, fresh
         log.info("reloaded %s: %d sources, %d topics, %d subscribers", fresh.path, len(fresh.sources), len(fresh.topics), len(fresh.subscribers))
+        self._warn(fresh)
         if (old.sources, old.settings.fetch_every) != (fresh.sources, fresh.settings.fetch_every):
             self._schedule_fetches()
             added = tuple(s.name for s in fresh.sources if s not in old.sources)

@@ -391,6 +391,8 @@ def status(ctx: click.Context, resume: str | None, as_json: bool) -> None:
         click.echo(f"Paused by their own choice (paused: true, from the preferences page or the file): {', '.join(found.by_choice)}")
     if any(found.came_back.values()):
         click.echo("Mail that came back: " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(found.came_back.items())))
+    if found.last_sent:
+        click.echo("Last sends:")
     for row in found.last_sent:
         held = count_phrase(row.layout.shown, row.layout.total) if row.layout else counted(len(row.paper_ids), "paper")
         click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}: {held}")

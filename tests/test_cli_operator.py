@@ -40,6 +40,7 @@ def test_status_names_the_two_pauses_apart_labels_the_daemons_runs_and_says_noth
     folder = sent_world(tmp_path)
     out = newsletter("status", cwd=folder).stdout
     assert "Uncertain" not in out, "no paragraph about uncertain deliveries when there are none"
+    assert re.search(rf"\nLast sends:\n  sent     ada@example.org at {TIME}: ", out), "the last sends under their own heading"
     assert "Paused after hard failures (mail refused or bounced): 0" in out
     assert "Paused by their own choice (paused: true, from the preferences page or the file): sofia@example.org" in out
     assert "  sofia@example.org [daily]: paused by their own choice" in out

@@ -36,7 +36,7 @@ _AREAS = ("Africa/", "America/", "Antarctica/", "Arctic/", "Asia/", "Atlantic/",
 def current() -> tuple[str, ...]:
     """Every current zone, sorted: the tz database's zone.tab (one per country region, as tzselect offers them), so
     backward links such as Africa/Timbuktu or US/Pacific are left out; without that file, the area/city names."""
-    known = zoneinfo.available_timezones()
+    known = _known()
     for folder in zoneinfo.TZPATH:
         table = Path(folder) / "zone.tab"
         if table.is_file():
@@ -56,12 +56,18 @@ def choices() -> tuple[str, ...]:
 
 def is_zone(name: str) -> bool:
     """A name the config accepts (an alias such as US/Pacific too: it is valid, only not offered)."""
-    return name in zoneinfo.available_timezones()
+    return name in _known()
+
+
+@cache
+def _known() -> frozenset[str]:
+    """Every zone name there is (available_timezones walks the zone folders at each call)."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 def closest(name: str) -> str | None:
     """The IANA zone a misspelt name most likely means: the same name in other case, else the closest spelling."""
-    known = sorted(z for z in zoneinfo.available_timezones() if "/" in z)
+    known = sorted(z for z in _known() if "/" in z)
     by_case = {z.lower(): z for z in known}
     if name.lower() in by_case:
         return by_case[name.lower()]

@@ -26,9 +26,10 @@ from newsletter.errors import ConfigError, DeliveryError, EnvError, InvalidInput
 from newsletter.mail.pool import transport as make_transport
 from newsletter.mail.render import TEMPLATES, Renderer
 from newsletter.mail.transports import connection
-from newsletter.model.config import FREQUENCIES, Config
+from newsletter.model.config import FREQUENCIES, Config, Subscriber
 from newsletter.model.digest import count_phrase, cut_as, topic_labels
 from newsletter.model.wording import counted
+from newsletter.pipeline import status as report_mod
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.storage.database import utcnow
@@ -218,6 +219,9 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         for o in report.outcomes if not dry_run else ():
             if o.status != "failed" and (slot := slots.get(o.email.lower())) is not None:  # failed: never delivered, the next run tries again
                 store.record_slot(o.email, slot, o.status)  # today's digest is theirs: the next send (or the daemon) skips them until their next day
+        if not dry_run:
+            store.set_meta(report_mod.RUNS["manual_fetch"], f"{_when(utcnow())}: {_fetch_summary(fetched)}")
+            store.set_meta(report_mod.RUNS["manual_send"], f"{_when(utcnow())}: {_send_summary(report)}")
     report.fetched = fetched
     if report.uncertain:
         click.echo(f"  {report.uncertain} digests were interrupted mid-send by an earlier run; sent once more (a reader may get one twice)")
@@ -229,14 +233,22 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
         click.echo(f"  paused   {p.subscriber}: {why} (newsletter status --resume {p.subscriber})")
     if report.error:
         click.echo(f"Stopped: {report.error}", err=True)
-    summary = ", ".join(f"{report.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if report.count(s))
-    click.echo(f"Digests: {summary or 'none (nothing new for anyone due today)'}")
+    click.echo(f"Digests: {_send_summary(report)}")
     if report.count("sent") and not env.smtp_host:
         click.echo(f"Messages are in {env.outbox.resolve()}")
     if stopping.is_set():
         click.echo("Stopped by a signal after the messages in flight; the next `newsletter send` sends the rest.", err=True)
         sys.exit(EXIT_STOPPED)
     sys.exit(report.exit_code)
+
+
+def _fetch_summary(results: list[pipeline.SourceResult]) -> str:
+    return f"{counted(sum(r.new for r in results), 'new paper')} from {sum(1 for r in results if not r.error)}/{len(results)} sources"
+
+
+def _send_summary(sent: pipeline.SendReport) -> str:
+    said = ", ".join(f"{sent.count(s)} {s}" for s in ("sent", "deferred", "failed", "dry-run") if sent.count(s))
+    return said or "none (nothing new for anyone due today)"
 
 
 @cli.command()
@@ -246,8 +258,9 @@ def fetch(ctx: click.Context) -> None:
     env, config = _ready(ctx, need_smtp_settings=False)
     with Store(env.db, env.db_timeout) as store:
         results = pipeline.fetch(config, env, store)
+        store.set_meta(report_mod.RUNS["manual_fetch"], f"{_when(utcnow())}: {_fetch_summary(results)}")
     _print_fetch(results)
-    click.echo(f"{counted(sum(r.new for r in results), 'new paper')} from {sum(1 for r in results if not r.error)}/{len(results)} sources")
+    click.echo(_fetch_summary(results))
     sys.exit(pipeline.fetch_exit_code(results))
 
 
@@ -334,11 +347,12 @@ def check(ctx: click.Context) -> None:
 
 
 @contextmanager
-def _reading(env: Env) -> Iterator[Store]:
-    """The store a report reads, first saying which it is, so one opened from the wrong folder is seen at once."""
+def _reading(env: Env, quiet: bool = False) -> Iterator[Store]:
+    """The store a report reads, first saying which it is, so one opened from the wrong folder is seen at once (on stderr for --json)."""
     fresh = not env.db.is_file()
     with Store(env.db, env.db_timeout) as store:
-        click.echo(f"State database: {env.db}" + (" (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)" if fresh else ""))
+        said = " (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)" if fresh else ""
+        click.echo(f"State database: {env.db}{said}", err=quiet)
         yield store
 
 
@@ -355,12 +369,16 @@ def _database_problem(db: Path) -> str | None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per source (keys in the README).")
 @click.pass_context
-def sources(ctx: click.Context) -> None:
+def sources(ctx: click.Context, as_json: bool) -> None:
     """Each source's health: last success, last error, papers seen."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with _reading(env) as store:
+    with _reading(env, quiet=as_json) as store:
         health = store.source_health()
+    if as_json:
+        click.echo(json.dumps([report_mod.source_json(s.name, s.type, health.get(s.name)) for s in config.sources], ensure_ascii=False, indent=2))
+        return
     for source in config.sources:
         h = health.get(source.name)
         if h is None:
@@ -370,80 +388,95 @@ def sources(ctx: click.Context) -> None:
         click.echo(f"{source.name} ({source.type}): {state}; last success {_when(h.last_success)}; papers seen {h.papers_seen}")
         if h.last_warning and h.consecutive_failures == 0:
             click.echo(f"    warning at the last fetch: {h.last_warning}")
-        if h.last_error:
+        if h.last_error and report_mod.recovered(h):
+            click.echo(f"    an old error, recovered since (fetched fine at {_when(h.last_success)}): {_when(h.last_error_at)}: {h.last_error}")
+        elif h.last_error:
             click.echo(f"    last error {_when(h.last_error_at)}: {h.last_error}")
 
 
 @cli.command()
 @click.option("--resume", "resume", metavar="EMAIL", help="Lift the pause on a subscriber whose mail was refused (after fixing the address).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys in the README) instead of the report.")
 @click.pass_context
-def status(ctx: click.Context, resume: str | None) -> None:
-    """Deliveries waiting, deferred, failed or uncertain, paused subscribers, and the last sends."""
+def status(ctx: click.Context, resume: str | None, as_json: bool) -> None:
+    """Deliveries waiting, deferred, failed or uncertain, paused subscribers, the next sends and the last runs."""
     env, config = _ready(ctx, need_smtp_settings=False)
-    with _reading(env) as store:
+    with _reading(env, quiet=as_json) as store:
         if resume:
             if not store.resume(resume):
                 _fail(f"{resume} is not paused")
-            click.echo(f"Resumed {resume}: the next send mails them again.")
-        rows = store.deliveries()
-        paused = store.paused()
-        came_back = store.inbound_counts()
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    uncertain = [r for r in rows if r.uncertain]
-    click.echo("Deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"))
-    click.echo(
-        f"Uncertain: {counts.get('sending', 0)} left in `sending` now (the server may have them; the next run sends each once more); "
-        f"{len(uncertain)} interrupted earlier and sent again (a reader may have two copies)"
-        + (
-            f"; {given_up} of them given up after {UNCERTAIN_LIMIT} (failed, listed below)"
-            if (given_up := sum(1 for r in uncertain if r.status == "failed"))
-            else ""
+            click.echo(f"Resumed {resume}: the next send mails them again.", err=as_json)
+        found = report_mod.gather(config, store, str(env.db), scheduler.next_sends(config, store, utcnow()))
+    if as_json:
+        click.echo(json.dumps(found.as_json(), ensure_ascii=False, indent=2))
+        return
+    _print_deliveries(found)
+    click.echo(f"Paused after hard failures (mail refused or bounced): {len(found.held)}")
+    for p in found.held:
+        why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
+        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)}: {why} (newsletter status --resume {p.subscriber})")
+    if found.by_choice:
+        click.echo(f"Paused by their own choice (paused: true, from the preferences page or the file): {', '.join(found.by_choice)}")
+    if any(found.came_back.values()):
+        click.echo("Mail that came back: " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(found.came_back.items())))
+    if found.last_sent:
+        click.echo("Last sends:")
+    for row in found.last_sent:
+        held = count_phrase(row.layout.shown, row.layout.total) if row.layout else counted(len(row.paper_ids), "paper")
+        click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}: {held}")
+    _print_schedule(found)
+
+
+def _print_deliveries(found: report_mod.Status) -> None:
+    """The ledger's counts; the uncertain paragraph only when something is uncertain; each unfinished row."""
+    counts = found.counts
+    click.echo("Deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.by_status.items())) or "none yet"))
+    sending = counts.by_status.get("sending", 0)
+    if sending or counts.resent:
+        click.echo(
+            f"Uncertain: {sending} left in `sending` now (the server may have them; the next run sends each once more); "
+            f"{counts.resent} interrupted earlier and sent again (a reader may have two copies)"
+            + (f"; {counts.given_up} of them given up after {UNCERTAIN_LIMIT} (failed, listed below)" if counts.given_up else "")
         )
-    )
-    for row in rows:
+    for row in found.unfinished:
+        tries = counted(row.attempts, "attempt") if row.attempts else "never handed to the server"
         if row.status == "sending":
             click.echo(f"  sending  {row.subscriber} ({row.edition}): interrupted, or a send is running now; the next run sends it once more")
         elif row.status == "failed" and row.uncertain:
             click.echo(
-                f"  failed   {row.subscriber} ({row.edition}, {row.attempts} attempts, uncertain {row.uncertain} times): {row.last_reply or ''}; "
+                f"  failed   {row.subscriber} ({row.edition}, {tries}, uncertain {row.uncertain} times): {row.last_reply or ''}; "
                 "not sent again and its papers count as sent (the reader may have it up to that many times)"
             )
-        elif row.status != "sent":
-            click.echo(f"  {row.status:8} {row.subscriber} ({row.edition}, {row.attempts} attempts): {row.last_reply or ''}")
-    for row in uncertain:
-        if row.status == "sent":
-            click.echo(f"  uncertain {row.subscriber} ({row.edition}): re-sent after an interruption; may have arrived twice")
-    click.echo(f"Paused subscribers: {len(paused)}")
-    for p in paused.values():
-        why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
-        click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)}: {why}")
-    if any(came_back.values()):
-        click.echo("Mail that came back: " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(came_back.items())))
-    last = [r for r in rows if r.status == "sent"][-5:]
-    for row in last:
-        held = count_phrase(row.layout.shown, row.layout.total) if row.layout else f"{len(row.paper_ids)} papers"
-        click.echo(f"  sent     {row.subscriber} at {_when(row.updated)}: {held}")
-    with Store(env.db, env.db_timeout) as store:
-        _print_schedule(config, store, utcnow())
+        else:
+            click.echo(f"  {row.status:8} {row.subscriber} ({row.edition}, {tries}): {row.last_reply or ''}")
+    unfinished = sum(n for s, n in counts.by_status.items() if s != "sent")
+    if unfinished > len(found.unfinished):
+        click.echo(f"  … and {unfinished - len(found.unfinished)} older unfinished rows (status --json lists the newest {report_mod.LISTED})")
+    for row in found.resent:
+        click.echo(f"  uncertain {row.subscriber} ({row.edition}): re-sent after an interruption; may have arrived twice")
 
 
-def _print_schedule(config: Config, store: Store, now: datetime) -> None:
-    """The daemon's side of `status`: next send per subscriber, last fetch per source, last runs."""
+def _print_schedule(found: report_mod.Status) -> None:
+    """The daemon's side of `status`: next send per subscriber, last fetch per source, the last runs (the daemon's and by hand)."""
     click.echo("Next sends:")
-    for subscriber, upcoming, last in scheduler.next_sends(config, store, now):
-        when = "paused" if upcoming is None else f"{upcoming.astimezone(ZoneInfo(subscriber.timezone)):%a %Y-%m-%d %H:%M %Z} ({_when(upcoming)})"
-        handled = f"; last slot {_when(last[0])}: {last[1]}" if last else ""
-        click.echo(f"  {subscriber.email} [{subscriber.frequency}]: {when}{handled}")
-    click.echo("Last fetch:")
-    health = store.source_health()
-    for source in config.sources:
-        h = health.get(source.name)
+    for n in found.next_sends:
+        s = n.subscriber
+        if n.upcoming is None:
+            when = "paused by their own choice"
+        else:
+            local, utc = _when(n.upcoming, ZoneInfo(s.timezone)), _when(n.upcoming)
+            when = local if local == utc else f"{local} ({utc})"
+            if n.held:
+                when += ", held: paused after hard failures"
+        handled = f"; last slot {_when(n.last[0])}: {n.last[1]}" if n.last else ""
+        click.echo(f"  {s.email} [{s.frequency}]: {when}{handled}")
+    click.echo("Last fetch per source:")
+    for name, h in found.sources:
         state = "never" if h is None else f"{_when(h.last_attempt)} ({'ok' if h.consecutive_failures == 0 else 'failed: ' + (h.last_error or '')})"
-        click.echo(f"  {source.name}: {state}")
-    for key in ("run.last_fetch", "run.last_send"):
-        click.echo(f"Last {key.split('_')[-1]} run: {store.meta(key) or 'never'}")
+        click.echo(f"  {name}: {state}")
+    runs = found.runs
+    click.echo(f"Daemon (`newsletter run`): last fetch run {runs['daemon_fetch'] or 'never'}; last send run {runs['daemon_send'] or 'never'}")
+    click.echo(f"By hand or cron: last `newsletter fetch` {runs['manual_fetch'] or 'never'}; last `newsletter send` {runs['manual_send'] or 'never'}")
 
 
 @cli.command()
@@ -504,9 +537,15 @@ def topics_explain(ctx: click.Context, paper_id: str) -> None:
 @click.argument("email")
 @click.option("--topics", "topic_list", metavar="A,B", help="Comma-separated topic names (default: every topic).")
 @click.option("--frequency", type=click.Choice(FREQUENCIES), default="daily", show_default=True)
+@click.option("--name", default="", help="The reader's name, as the digest greets them.")
+@click.option("--keywords", "keyword_list", metavar="A,B", default="", help="Comma-separated keywords of their own (a section of the digest).")
+@click.option("--send-at", "send_at", metavar="HH:MM", default="", help="Local send time, 24-hour (default: settings.send_at).")
+@click.option("--timezone", metavar="ZONE", default="", help="IANA time zone such as America/Los_Angeles (default: settings.timezone).")
 @click.option("--confirmed", is_flag=True, help="Add to subscribers.yaml directly instead of mailing a confirmation link.")
 @click.pass_context
-def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency: str, confirmed: bool) -> None:
+def subscribe(
+    ctx: click.Context, email: str, topic_list: str | None, frequency: str, name: str, keyword_list: str, send_at: str, timezone: str, confirmed: bool
+) -> None:
     """Mail EMAIL a confirmation link (or, with --confirmed, add them at once)."""
     env, config = _ready(ctx, need_smtp_settings=False)
     try:
@@ -515,7 +554,7 @@ def subscribe(ctx: click.Context, email: str, topic_list: str | None, frequency:
         unknown = [t for t in wanted if t not in config.topics]
         if unknown:
             raise InvalidInput("; ".join(config_mod.unknown("topic", t, list(config.topics)) for t in unknown))
-        choice = subscriptions.check_choice(config, wanted, frequency)
+        choice = subscriptions.check_choice(config, wanted, frequency, name=name, keywords=keyword_list, send_at=send_at, timezone=timezone)
     except InvalidInput as exc:
         _fail(str(exc))
     if confirmed:
@@ -584,20 +623,40 @@ def inbound_command(ctx: click.Context, as_json: bool, paths: tuple[str, ...]) -
 
 @cli.command()
 @click.option("--revoke-links", "revoke", metavar="EMAIL", help="Void every unsubscribe and preferences link mailed to EMAIL so far.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per subscriber (keys in the README).")
 @click.pass_context
-def subscribers(ctx: click.Context, revoke: str | None) -> None:
-    """List subscribers with their topics and schedule."""
+def subscribers(ctx: click.Context, revoke: str | None, as_json: bool) -> None:
+    """List subscribers with their names, topics and schedule."""
     env, config = _ready(ctx, need_smtp_settings=False)
     if revoke:
         with Store(env.db, env.db_timeout) as store:
             version = store.revoke_links(revoke)
         click.echo(f"Links mailed to {revoke} before now open nothing any more (link version {version}); the next digest carries new ones.")
         return
+    if as_json:
+        click.echo(json.dumps([_subscriber_json(s) for s in config.subscribers], ensure_ascii=False, indent=2))
+        return
     for s in config.subscribers:
         when = s.frequency + (f" ({s.day})" if s.frequency == "weekly" else "") + f" at {s.send_at.strftime('%H:%M')} {s.timezone}"
         extra = f"; keywords: {', '.join(s.keywords)}" if s.keywords else ""
-        click.echo(f"{s.email}{' [paused]' if s.paused else ''}: {', '.join(s.topics) or '-'}{extra}; {when}")
+        named = f"{s.name} <{s.email}>" if s.name else s.email
+        click.echo(f"{named}{' [paused]' if s.paused else ''}: {', '.join(s.topics) or '-'}{extra}; {when}")
     click.echo(f"{len(config.subscribers)} subscriber{'s' if len(config.subscribers) != 1 else ''} in {config.path}")
+
+
+def _subscriber_json(s: Subscriber) -> dict[str, Any]:
+    """One subscriber for `subscribers --json`: the keys of their entry, defaults filled in."""
+    return {
+        "email": s.email,
+        "name": s.name,
+        "topics": list(s.topics),
+        "keywords": list(s.keywords),
+        "frequency": s.frequency,
+        "day": s.day,
+        "send_at": s.send_at.strftime("%H:%M"),
+        "timezone": s.timezone,
+        "paused": s.paused,
+    }
 
 
 @cli.command()
@@ -675,8 +734,9 @@ def _renderer(env: Env) -> Renderer:
     return Renderer(env.base_url, env.templates)
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
+def _when(value: datetime | None, zone: ZoneInfo | None = None) -> str:
+    """The one time format of every report: minutes and the zone's name (UTC unless a reader's zone is given)."""
+    return value.astimezone(zone or UTC).strftime("%Y-%m-%d %H:%M %Z") if value else "never"
 
 
 def main() -> Any:

@@ -159,18 +159,18 @@ def test_consecutive_hard_refusals_pause_the_reader_and_status_says_so(world: Wo
     refuse(world.server.sink, {bad}, "550 5.1.1 no such user")
     env = {"NEWSLETTER_PAUSE_AFTER_FAILURES": "2"}
     assert world.send(**env).exit_code == 2
-    assert "Paused subscribers: 0" in world.status()
+    assert "Paused after hard failures (mail refused or bounced): 0" in world.status()
     second = world.send(**env)
     assert second.exit_code == 2, "the papers were never delivered, so the next run tries again"
     assert "subscriber paused after 2 hard refusals in a row" in second.output
     status = world.status()
-    assert "Paused subscribers: 1" in status and f"paused   {bad}" in status and "550 5.1.1" in status
+    assert "Paused after hard failures (mail refused or bounced): 1" in status and f"paused   {bad}" in status and "550 5.1.1" in status
     world.server.sink.reply = lambda rcpt: None
     third = world.send(**env)
     assert third.exit_code == 0 and f"paused   {bad}" in third.output
     assert world.arrivals()[bad] == 0, "a paused reader is not mailed"
     resumed = CliRunner().invoke(cli, ["--config", str(world.folder / "subscribers.yaml"), "status", "--resume", bad], env=world.env)
-    assert resumed.exit_code == 0 and "Paused subscribers: 0" in resumed.output
+    assert resumed.exit_code == 0 and "Paused after hard failures (mail refused or bounced): 0" in resumed.output
     assert world.send(**env).exit_code == 0
     assert world.arrivals()[bad] == 1
 

@@ -61,7 +61,7 @@ def _user_version(path: Path) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db"):
         pass
-    assert LATEST == 12
+    assert LATEST == 13
     assert _user_version(tmp_path / "state.db") == LATEST
     columns, indexes = _shape(tmp_path / "state.db")
     assert "sent" not in columns and columns["sent_lists"] == {"subscriber", "sent_at", "edition", "paper_ids"}

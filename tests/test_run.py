@@ -121,4 +121,4 @@ def test_daemon_sends_on_schedule_stops_cleanly_catches_up_once_and_reloads_subs
     status = CliRunner().invoke(cli, ["--config", str(tmp_path / "subscribers.yaml"), "status"], env=env, catch_exceptions=False)
     assert status.exit_code == 0, status.output
     assert "bob@example.org [daily]: " in status.output and "last slot 2026-11-28 07:32 UTC: sent" in status.output
-    assert "Last send run: " in status.output and "\n  cs: " in status.output
+    assert "Daemon (`newsletter run`): last fetch run " in status.output and "; last send run 2026-" in status.output and "\n  cs: " in status.output

@@ -104,3 +104,30 @@ def test_an_edition_page_reads_on_a_phone_and_a_desktop_and_a_cut_topics_link_la
             top = page.evaluate(f"document.getElementById('{more.group(2)}').getBoundingClientRect().top")
             assert 0 <= top < 50, "the link lands on the topic's section"
             page.close()
+
+
+def test_the_sign_up_form_preselects_the_browsers_time_zone_and_keeps_the_default_without_javascript(
+    chromium: str, server: tuple[str, SMTPServer, Path, Site]
+) -> None:
+    base, smtp, config_path, _ = server
+    with chromium_browser(chromium) as browser:
+        for zone, script, expected in (("America/Los_Angeles", True, "America/Los_Angeles"), ("Asia/Tokyo", False, "UTC")):
+            page = browser.new_page(viewport=PHONE, timezone_id=zone, java_script_enabled=script)
+            page.goto(base + "/")
+            assert page.input_value("#timezone") == expected, (zone, script)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the time fields fit a phone"
+            page.close()
+        page = browser.new_page(viewport=PHONE, timezone_id="America/Los_Angeles")
+        page.goto(base + "/")
+        page.fill("#email", "cal@example.org")
+        page.check("input[name=topics][value=agents]")
+        page.fill("#send_at", "06:30")
+        page.click("button[type=submit]")
+        assert page.locator("h1").inner_text() == "Check your inbox"
+        (mail,) = smtp.sink.to("cal@example.org")
+        url = re.search(r"http://127\.0\.0\.1:\d+/confirm/\S+", mail.get_content())
+        assert url is not None
+        page.goto(url.group(0))
+        page.click("text=Confirm subscription")
+        me = load(config_path).subscriber("cal@example.org")
+        assert me is not None and me.timezone == "America/Los_Angeles" and me.send_at.strftime("%H:%M") == "06:30"

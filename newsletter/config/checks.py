@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from datetime import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from newsletter.errors import Problem
+from newsletter.model import zones
 from newsletter.model.addresses import LOCAL_PART_NOT_ASCII, ascii_address
 from newsletter.model.config import (
     FREQUENCIES,
@@ -161,7 +162,7 @@ class Checker:
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            hint = _closest_zone(name)
+            hint = zones.closest(name)
             extra = f"did you mean '{hint}'?" if hint else "use an IANA name such as Europe/London"
             self.problem(node, key, join_path(path, key), f"unknown timezone '{name}' ({extra})")
             return default
@@ -396,16 +397,6 @@ def _as_list(text: str) -> str:
     """A comma-separated text as the YAML flow list it was probably meant to be, each item quoted when YAML needs it."""
     parts = [part.strip() for part in text.split(",") if part.strip()] or [text]
     return "[" + ", ".join(part if re.fullmatch(r"[\w][\w .-]*", part) else json.dumps(part) for part in parts) + "]"
-
-
-def _closest_zone(name: str) -> str | None:
-    """The IANA zone a misspelt name most likely means: the same name in other case, else the closest spelling."""
-    zones = sorted(z for z in available_timezones() if "/" in z)
-    by_case = {z.lower(): z for z in zones}
-    if name.lower() in by_case:
-        return by_case[name.lower()]
-    hint = difflib.get_close_matches(name, zones, n=1, cutoff=0.8)
-    return hint[0] if hint else None
 
 
 def unknown(kind: str, name: str, known: list[str]) -> str:

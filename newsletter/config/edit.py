@@ -126,9 +126,17 @@ class SubscriberFile:
                 if _index(subscribers, email) is not None:
                     continue
                 entry = CommentedMap(email=email)
+                if choice.name:
+                    entry["name"] = choice.name
                 entry["topics"] = _flow(choice.topics)
+                if choice.keywords:
+                    entry["keywords"] = _flow(choice.keywords)
                 if choice.frequency != "daily":
                     entry["frequency"] = choice.frequency
+                if choice.send_at is not None:  # quoted, as in `update`
+                    entry["send_at"] = DoubleQuotedScalarString(choice.send_at.strftime("%H:%M"))
+                if choice.timezone:
+                    entry["timezone"] = choice.timezone
                 subscribers.append(entry)
                 added.add(email.strip().lower())
             return added, removed
@@ -397,6 +405,7 @@ def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | N
 
 _PLAIN_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+_PLAIN_ZONE = re.compile(r"[A-Za-z0-9_/+-]+")
 
 
 def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> tuple[str, set[str]] | None:
@@ -417,8 +426,8 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> tuple[str, set
         wanted = address.lower()
         if not _PLAIN_EMAIL.fullmatch(address) or not choice.topics or not all(_PLAIN_WORD.fullmatch(t) for t in choice.topics):
             return None
-        if not _PLAIN_WORD.fullmatch(choice.frequency):
-            return None
+        if not _PLAIN_WORD.fullmatch(choice.frequency) or choice.name or choice.keywords or not _PLAIN_ZONE.fullmatch(choice.timezone or "UTC"):
+            return None  # a name or keywords may need quoting: the round trip writes them
         present = sum(1 for _, m in block.entries if m["email"].lower() == wanted)
         if lower.count(wanted) != present:
             return None
@@ -427,6 +436,10 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> tuple[str, set
         entry = f"{dash}- email: {address}\n{key}topics: [{', '.join(choice.topics)}]\n"
         if choice.frequency != "daily":
             entry += f"{key}frequency: {choice.frequency}\n"
+        if choice.send_at is not None:
+            entry += f'{key}send_at: "{choice.send_at:%H:%M}"\n'
+        if choice.timezone:
+            entry += f"{key}timezone: {choice.timezone}\n"
         new.append(entry)
         added.add(wanted)
     if not new:

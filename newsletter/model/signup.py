@@ -14,6 +14,10 @@ class Choice:
 
     topics: tuple[str, ...]
     frequency: str = "daily"
+    name: str = ""
+    keywords: tuple[str, ...] = ()
+    send_at: time | None = None  # None: the installation's settings.send_at
+    timezone: str | None = None  # None: the installation's settings.timezone
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class Daemon:
         self.rehearsed: dict[str, tuple[datetime, str]] = {}  # in a rehearsal, the slots handled so far, kept in memory only
         self.stopping = threading.Event()
         self.watcher = config_mod.ConfigWatcher(config.path, config)
+        self.warned: set[tuple[str, str]] = set()  # the config's warnings logged so far, by field and message (lines move)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "send": ThreadPoolExecutor(1), "fetch": ThreadPoolExecutor(1), "inbound": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -90,6 +91,7 @@ class Daemon:
             len(self.config.subscribers),
             self.tick_seconds,
         )
+        self._warn(self.config)
         self.fetch(None)  # a restart's catch-up digests should hold what was published meanwhile
         if not self.stopping.is_set():
             self._schedule_fetches()
@@ -133,7 +135,7 @@ class Daemon:
                     f"fetch: {counted(len(results), 'source')}, {counted(sum(r.new for r in results), 'paper')} new, "
                     f"{sum(1 for r in results if r.error)} failed, {time.monotonic() - started:.1f} s"
                 )
-                store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+                store.set_meta("run.last_fetch", f"{self.clock.now():%Y-%m-%d %H:%M} UTC: {line}")
         except Exception:
             log.exception("fetch failed")
             return
@@ -212,7 +214,7 @@ class Daemon:
             f"{report.count('deferred')} deferred, {report.count('failed')} failed, {time.monotonic() - started:.1f} s"
         )
         if not self.dry_run:
-            store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M:%S} UTC {line}")
+            store.set_meta("run.last_send", f"{self.clock.now():%Y-%m-%d %H:%M} UTC: {line}")
         log.info("%s%s", "rehearsal " if self.dry_run else "", line)
 
     def _handled(self, store: Store, email: str, slot: datetime, outcome: str, now: datetime) -> None:
@@ -237,6 +239,14 @@ class Daemon:
             log.exception("reading the mailbox %s:%d failed; trying again in %g s", settings.host, settings.port, self.env.poll_seconds)
             return 0
 
+    def _warn(self, config: Config) -> None:
+        """Log the config's warnings (a comma inside a keyword) once each: a reload for another edit does not repeat them."""
+        current = {(w.path, w.message): w for w in config.warnings}
+        for key, warning in current.items():
+            if key not in self.warned:
+                log.warning("%s", warning)
+        self.warned = set(current)
+
     def watch(self) -> None:
         """Reload subscribers.yaml when it changes; an invalid edit keeps the last good config and logs every problem."""
         problems = self.watcher.poll()
@@ -250,6 +260,7 @@ class Daemon:
         fresh = self.watcher.config
         old, self.config = self.config, fresh
         log.info("reloaded %s: %d sources, %d topics, %d subscribers", fresh.path, len(fresh.sources), len(fresh.topics), len(fresh.subscribers))
+        self._warn(fresh)
         if (old.sources, old.settings.fetch_every) != (fresh.sources, fresh.settings.fetch_every):
             self._schedule_fetches()
             added = tuple(s.name for s in fresh.sources if s not in old.sources)

@@ -55,8 +55,36 @@ class PausedReader:
     reason: str | None = None  # why, when mail that came back paused them (a hard bounce, soft bounces in a row)
 
 
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """The ledger in numbers, counted in SQL for `newsletter status`: rows per status, and those sent again after an interruption."""
+
+    by_status: dict[str, int]
+    resent: int  # rows found interrupted in `sending` at least once and sent again (a reader may have two copies)
+    given_up: int  # of those, the rows failed rather than sent once more
+
+
 class Ledger(Database):
     """deliveries, layouts, sent_lists and readers."""
+
+    def delivery_counts(self) -> DeliveryCounts:
+        """Rows per status and the uncertain ones, by one GROUP BY rather than reading the ledger."""
+        rows = self.db.execute("SELECT status, COUNT(*), SUM(uncertain > 0) FROM deliveries GROUP BY status").fetchall()
+        by_status = {r[0]: int(r[1]) for r in rows}
+        resent = sum(int(r[2] or 0) for r in rows)
+        given_up = sum(int(r[2] or 0) for r in rows if r[0] == "failed")
+        return DeliveryCounts(by_status, resent, given_up)
+
+    def latest_deliveries(self, statuses: Iterable[str], limit: int, *, uncertain: bool = False) -> list[Delivery]:
+        """The newest `limit` rows in these statuses (only those sent again after an interruption, with `uncertain`), newest first."""
+        wanted = list(statuses)
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.execute(
+            f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.status IN ({marks}){' AND d.uncertain > 0' if uncertain else ''} "
+            "ORDER BY d.updated DESC, d.edition DESC, d.subscriber LIMIT ?",
+            [*wanted, limit],
+        )
+        return [_delivery(r) for r in rows]
 
     def sent_paper_ids(self, subscriber: str, since: datetime | None = None) -> set[str]:
         """Every paper this subscriber has been mailed (in its latest version), or has waiting in an unfinished delivery.

@@ -160,6 +160,11 @@ def m012_prunable(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE http_cache ADD COLUMN saved TEXT")
 
 
+def m013_pending_choice_details(db: sqlite3.Connection) -> None:
+    """pending_subscriptions.details: the sign-up's name, keywords, send time and time zone (JSON), written to the entry on confirming."""
+    db.execute("ALTER TABLE pending_subscriptions ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -173,6 +178,7 @@ MIGRATIONS: list[Migration] = [
     m010_sent_from_deliveries,
     m011_hot_path_indexes,
     m012_prunable,
+    m013_pending_choice_details,
 ]
 
 

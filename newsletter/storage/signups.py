@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from typing import Any
 
 from newsletter.model.signup import Choice, Pending
 from newsletter.storage.database import Database, utcnow
@@ -19,9 +20,17 @@ class Signups(Database):
         with self.transaction() as db:
             db.execute("DELETE FROM pending_subscriptions WHERE created < ?", (expire_before.isoformat(),))
             db.execute(
-                "INSERT INTO pending_subscriptions (email, nonce, topics, frequency, created) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(email) DO UPDATE SET nonce = excluded.nonce, topics = excluded.topics, frequency = excluded.frequency, created = excluded.created",
-                (pending.email.lower(), pending.nonce, ",".join(pending.choice.topics), pending.choice.frequency, pending.created.isoformat()),
+                "INSERT INTO pending_subscriptions (email, nonce, topics, frequency, details, created) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(email) DO UPDATE SET nonce = excluded.nonce, topics = excluded.topics, frequency = excluded.frequency, "
+                "details = excluded.details, created = excluded.created",
+                (
+                    pending.email.lower(),
+                    pending.nonce,
+                    ",".join(pending.choice.topics),
+                    pending.choice.frequency,
+                    json.dumps(_details(pending.choice), ensure_ascii=False),
+                    pending.created.isoformat(),
+                ),
             )
 
     def pending(self, email: str, nonce: str) -> Pending | None:
@@ -29,7 +38,7 @@ class Signups(Database):
         row = self.db.execute("SELECT * FROM pending_subscriptions WHERE email = ? AND nonce = ?", (email.lower(), nonce)).fetchone()
         if row is None:
             return None
-        choice = Choice(tuple(t for t in row["topics"].split(",") if t), row["frequency"])
+        choice = _choice(tuple(t for t in row["topics"].split(",") if t), row["frequency"], json.loads(row["details"]))
         return Pending(email, nonce, choice, datetime.fromisoformat(row["created"]))
 
     def take_pending(self, pending: Pending) -> bool:
@@ -79,7 +88,7 @@ class Signups(Database):
 
     def remember_confirmed(self, email: str, choice: Choice, now: datetime | None = None) -> None:
         """Note a confirmed subscription (replacing an earlier one of the address), with what they chose."""
-        value = json.dumps({"topics": list(choice.topics), "frequency": choice.frequency, "at": (now or utcnow()).isoformat()})
+        value = json.dumps({"topics": list(choice.topics), "frequency": choice.frequency, **_details(choice), "at": (now or utcnow()).isoformat()})
         self.set_meta(CONFIRMED + email.lower(), value)
 
     def confirmed_since(self, since: datetime) -> list[tuple[str, Choice]]:
@@ -92,7 +101,7 @@ class Signups(Database):
             if note["at"] < since.isoformat():
                 stale.append(key)
             else:
-                kept.append((note["at"], key[len(CONFIRMED) :], Choice(tuple(note["topics"]), note["frequency"])))
+                kept.append((note["at"], key[len(CONFIRMED) :], _choice(tuple(note["topics"]), note["frequency"], note)))
         if stale:
             with self.transaction() as db:
                 db.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in stale])
@@ -124,3 +133,17 @@ class Signups(Database):
 
 
 CONFIRMED = "yaml.confirmed:"  # meta key prefix: a recent confirmation, by lower-cased address
+
+
+def _details(choice: Choice) -> dict[str, Any]:
+    """The sign-up's optional fields as JSON, only those given."""
+    found: dict[str, Any] = {"name": choice.name, "keywords": list(choice.keywords), "timezone": choice.timezone}
+    found["send_at"] = choice.send_at.strftime("%H:%M") if choice.send_at else None
+    return {k: v for k, v in found.items() if v}
+
+
+def _choice(topics: tuple[str, ...], frequency: str, details: dict[str, Any]) -> Choice:
+    at = details.get("send_at")
+    return Choice(
+        topics, frequency, details.get("name", ""), tuple(details.get("keywords", ())), time.fromisoformat(at) if at else None, details.get("timezone")
+    )

@@ -9,6 +9,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InvalidInput
+from newsletter.model import zones
 from newsletter.model.addresses import LOCAL_PART_NOT_ASCII
 from newsletter.model.config import FREQUENCIES, WEEKDAYS, Config
 from newsletter.model.signup import Choice, Preferences
@@ -16,6 +17,7 @@ from newsletter.model.topics import keyword_error
 
 MAX_KEYWORDS = 10
 MAX_KEYWORD_CHARS = 60
+MAX_NAME_CHARS = 100
 
 
 # input checks
@@ -37,26 +39,56 @@ def normalise_email(raw: str) -> str:
     return checked.ascii_email
 
 
-def check_choice(config: Config, topics: list[str], frequency: str) -> Choice:
-    """Only known topics and frequencies get through."""
+def check_choice(config: Config, topics: list[str], frequency: str, *, name: str = "", keywords: str = "", send_at: str = "", timezone: str = "") -> Choice:
+    """Only known topics and frequencies get through; the optional fields (empty: the installation's default) are checked like the preferences'."""
     chosen = tuple(t for t in config.topics if t in set(topics))
     if not chosen:
         raise InvalidInput("Pick at least one topic.")
     if frequency not in FREQUENCIES:
         raise InvalidInput("Pick how often you want mail.")
-    return Choice(chosen, frequency)
+    name = name.strip()
+    if len(name) > MAX_NAME_CHARS or any(ord(c) < 32 for c in name):
+        raise InvalidInput(f"A name is at most {MAX_NAME_CHARS} characters on one line.")
+    at = check_send_at(send_at) if send_at.strip() else None
+    zone = check_timezone(timezone) if timezone.strip() else None
+    return Choice(chosen, frequency, name, check_keywords(keywords), at, zone)
 
 
-def check_preferences(config: Config, form: dict[str, Any]) -> Preferences:
-    """Turn the preferences form into Preferences, refusing anything the config would not accept."""
-    keywords = tuple(dict.fromkeys(k.strip() for k in str(form.get("keywords", "")).replace("\n", ",").split(",") if k.strip()))
+def check_keywords(raw: str) -> tuple[str, ...]:
+    """Comma-separated keywords (or one a line) as a tuple without repeats; an error names the keyword at fault."""
+    keywords = tuple(dict.fromkeys(k.strip() for k in raw.replace("\n", ",").split(",") if k.strip()))
     if len(keywords) > MAX_KEYWORDS:
         raise InvalidInput(f"At most {MAX_KEYWORDS} keywords, please.")
     for word in keywords:
         if len(word) > MAX_KEYWORD_CHARS or word.startswith("/") or any(ord(c) < 32 for c in word):
-            raise InvalidInput(f"Keywords are words or short phrases of at most {MAX_KEYWORD_CHARS} characters (no regular expressions).")
-        if keyword_error(word):
-            raise InvalidInput("One of the keywords cannot be used: " + str(keyword_error(word)))
+            raise InvalidInput(
+                f"The keyword {word!r} cannot be used: keywords are words or short phrases of at most {MAX_KEYWORD_CHARS} characters (no regular expressions)."
+            )
+        if problem := keyword_error(word):
+            raise InvalidInput(f"The keyword {word!r} cannot be used: {problem}")
+    return keywords
+
+
+def check_send_at(raw: str) -> time:
+    """A 24-hour HH:MM time."""
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", raw.strip())
+    if not match:
+        raise InvalidInput(f"The send time {raw.strip()!r} should look like 07:30 (24-hour).")
+    return time(int(match[1]), int(match[2]))
+
+
+def check_timezone(raw: str) -> str:
+    """An IANA zone name, with the closest one suggested for a misspelling."""
+    zone = raw.strip()
+    if not zones.is_zone(zone):
+        hint = zones.closest(zone)
+        raise InvalidInput(f"unknown timezone '{zone}' ({f'did you mean {hint!r}?' if hint else 'use an IANA name such as Europe/London'})")
+    return zone
+
+
+def check_preferences(config: Config, form: dict[str, Any]) -> Preferences:
+    """Turn the preferences form into Preferences, refusing anything the config would not accept."""
+    keywords = check_keywords(str(form.get("keywords", "")))
     topics = tuple(t for t in config.topics if t in set(form.get("topics", [])))
     if not topics and not keywords:
         raise InvalidInput("Pick at least one topic or keyword, or unsubscribe instead.")
@@ -64,17 +96,14 @@ def check_preferences(config: Config, form: dict[str, Any]) -> Preferences:
     day = str(form.get("day", "monday"))
     if frequency not in FREQUENCIES or day not in WEEKDAYS:
         raise InvalidInput("Pick how often you want mail.")
-    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", str(form.get("send_at", "")).strip())
-    if not match:
-        raise InvalidInput("The send time should look like 07:30.")
+    at = check_send_at(str(form.get("send_at", "")))
     zone = str(form.get("timezone", "")).strip()
-    if zone not in timezones():
+    if not zones.is_zone(zone):
         raise InvalidInput("Pick a timezone from the list.")
-    return Preferences(topics, keywords, frequency, day, time(int(match[1]), int(match[2])), zone, bool(form.get("paused")))
+    return Preferences(topics, keywords, frequency, day, at, zone, bool(form.get("paused")))
 
 
-def timezones() -> list[str]:
-    """IANA zone names to choose from, UTC first."""
-    from zoneinfo import available_timezones
-
-    return ["UTC"] + sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/", "right/")))
+def timezones(current: str | None = None) -> list[str]:
+    """The zones a form offers, common ones first; a reader's own zone is kept in the list even when it is an old alias."""
+    offered = list(zones.choices())
+    return offered if current is None or current in offered else [current, *offered]

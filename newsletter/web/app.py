@@ -18,7 +18,10 @@ from newsletter.web.editions import Editions
 from newsletter.web.pages import Pages
 
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),  # the tokens in our URLs must not leak to other sites
@@ -75,8 +78,9 @@ def create_app(
         Route("/editions/{token}", editions.page, methods=["GET"]),
         Route("/feeds/{token}.atom", editions.feed, methods=["GET"]),
         Route("/style.css", pages.stylesheet, methods=["GET"]),
+        Route("/zone.js", pages.zone_script, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=pages.lifespan)
+    app = Starlette(routes=routes, lifespan=pages.lifespan, exception_handlers={404: pages.not_found})
     # Starlette would answer /style.css/ with a redirect built from the client's Host header (to any site it names);
     # every link we hand out is exact, so there is nothing to redirect.
     app.router.redirect_slashes = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -40,6 +41,7 @@ from newsletter.storage.store import Store
 from newsletter.subscriptions.forms import (
     check_choice,
     check_preferences,
+    check_send_at,
     normalise_email,
     timezones,
 )
@@ -138,8 +140,9 @@ class Pages:
     def forbidden(self, request: Request) -> Response:
         return self.message(request, "Please try again", "The form had expired or did not come from this site. Reload the page and send it again.", 403)
 
-    def not_found(self, request: Request) -> Response:
-        return self.message(request, "Not found", "There is no page here. The latest papers are on the front page.", 404, home=True)
+    def not_found(self, request: Request, exc: Exception | None = None) -> Response:
+        """The styled 404 (web/not_found.html), for a link to nothing and for any URL the app has no route for."""
+        return self.page(request, "not_found.html", 404)
 
     # the public listing
 
@@ -156,7 +159,7 @@ class Pages:
             return self._subscribe_page(request, {}, None, 200)
         nonce, token = self.csrf(request)
         with Store(self.env.db, self.env.db_timeout) as store:
-            html = self.public.front(store, config, Links(), csrf=token, topics=config.topics, frequencies=FREQUENCIES, filled={}, error=None)
+            html = self.public.front(store, config, Links(), csrf=token, filled={}, error=None, **_signup(config))
         response = conditional(request, html.encode("utf-8"), "text/html; charset=utf-8", FRONT_CACHE, vary="Cookie")
         if response.status_code == 200:
             self.csrf_cookie(response, nonce)
@@ -223,7 +226,7 @@ class Pages:
             config = SubscriberFile(self.config_path).load()
         except ConfigError as exc:
             return self.unavailable(request, exc)
-        return self.page(request, "subscribe.html", status, topics=config.topics, frequencies=FREQUENCIES, filled=filled, error=error)
+        return self.page(request, "subscribe.html", status, filled=filled, error=error, **_signup(config))
 
     async def subscribe(self, request: Request) -> Response:
         form = await self.form(request)
@@ -236,11 +239,15 @@ class Pages:
             "email": str(form.get("email", "")),
             "topics": [str(t) for t in form.getlist("topics")],
             "frequency": str(form.get("frequency", "daily")),
+            "send_at": str(form.get("send_at", "")),
+            "timezone": str(form.get("timezone", "")),
         }
         try:
             config = SubscriberFile(self.config_path).load()
             email = normalise_email(filled["email"])
-            choice = check_choice(config, filled["topics"], filled["frequency"])
+            if filled["timezone"] and filled["timezone"] not in timezones(config.settings.timezone):
+                raise InvalidInput("Pick a time zone from the list.")
+            choice = check_choice(config, filled["topics"], filled["frequency"], **_unless_default(config, filled["send_at"], filled["timezone"]))
             with self.service() as service:
                 service.subscribe(email, choice, ip)
         except InvalidInput as exc:
@@ -334,6 +341,7 @@ class Pages:
         if subscriber is None:
             return self.message(request, "Not subscribed", f"{email} is not subscribed (any more).", 404, home=True)
         prefs, error, saved, status = Preferences.of(subscriber), None, False, 200
+        typed: dict[str, str] | None = None  # after an error, the text fields as typed
         if form is not None:
             fields: dict[str, Any] = {k: form.get(k) for k in ("keywords", "frequency", "day", "send_at", "timezone", "paused")}
             fields["topics"] = form.getlist("topics")
@@ -343,6 +351,7 @@ class Pages:
                 saved = True
             except InvalidInput as exc:
                 error, status = str(exc), 400
+                prefs, typed = _as_typed(prefs, config, fields), {k: str(fields.get(k) or "") for k in ("keywords", "send_at")}
             except (ConfigError, ConcurrentEdit, TimeoutError) as exc:
                 return self.unavailable(request, exc)
         unsubscribe = f"/unsubscribe/{self.link(tokens.UNSUBSCRIBE, email)}"
@@ -356,9 +365,10 @@ class Pages:
             topics=config.topics,
             frequencies=FREQUENCIES,
             weekdays=WEEKDAYS,
-            timezones=timezones(),
+            timezones=timezones(prefs.timezone),
             error=error,
             saved=saved,
+            typed=typed,
             unsubscribe=unsubscribe,
             feed=feed,
         )
@@ -402,6 +412,10 @@ class Pages:
     async def stylesheet(self, request: Request) -> Response:
         return Response(self.public.stylesheet(), media_type="text/css", headers={"cache-control": "public, max-age=3600"})
 
+    async def zone_script(self, request: Request) -> Response:
+        """The sign-up form's few lines that preselect the visitor's time zone (web/zone.js)."""
+        return Response(self.public.source("web/zone.js"), media_type="text/javascript", headers={"cache-control": "public, max-age=3600"})
+
 
 def conditional(request: Request, body: bytes, media_type: str, cache_control: str, vary: str | None = None) -> Response:
     """The body with a strong ETag (a digest of its bytes), or 304 Not Modified when the client already holds it."""
@@ -425,6 +439,35 @@ def _day(text: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _as_typed(stored: Preferences, config: Config, fields: dict[str, Any]) -> Preferences:
+    """The form as the reader left it after an error: their choices where they are among the form's, else what is stored."""
+    return dataclasses.replace(
+        stored,
+        topics=tuple(t for t in config.topics if t in set(fields["topics"])),
+        frequency=fields["frequency"] if fields["frequency"] in FREQUENCIES else stored.frequency,
+        day=fields["day"] if fields["day"] in WEEKDAYS else stored.day,
+        timezone=fields["timezone"] if fields["timezone"] in timezones(stored.timezone) else stored.timezone,
+        paused=bool(fields["paused"]),
+    )
+
+
+def _signup(config: Config) -> dict[str, Any]:
+    """What the sign-up form offers: topics, frequencies, time zones (common ones first) and the installation's defaults."""
+    return {
+        "topics": config.topics,
+        "frequencies": FREQUENCIES,
+        "zones": timezones(config.settings.timezone),
+        "zone_default": config.settings.timezone,
+        "send_at_default": config.settings.send_at.strftime("%H:%M"),
+    }
+
+
+def _unless_default(config: Config, send_at: str, timezone: str) -> dict[str, str]:
+    """The sign-up's time and zone for the entry, left out where they are the installation's defaults (the entry stays short)."""
+    at = check_send_at(send_at) if send_at.strip() else config.settings.send_at
+    return {"send_at": "" if at == config.settings.send_at else at.strftime("%H:%M"), "timezone": "" if timezone == config.settings.timezone else timezone}
 
 
 def _load_or_none(path: Path) -> Any:

@@ -194,7 +194,11 @@ class PublicSite:
 
     def stylesheet(self) -> str:
         """The pages' stylesheet (web/style.css, overridable like every template)."""
-        source, _, _ = self.renderer.env.loader.get_source(self.renderer.env, "web/style.css")  # type: ignore[union-attr]
+        return self.source("web/style.css")
+
+    def source(self, name: str) -> str:
+        """A file of the templates folder as it is (the stylesheet, the sign-up form's script), overridable like every template."""
+        source, _, _ = self.renderer.env.loader.get_source(self.renderer.env, name)  # type: ignore[union-attr]
         return source
 
     def _page(self, name: str, links: Links, config: Config, **context: Any) -> str:

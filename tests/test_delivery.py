@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support.dkimverifiers import DkimKey
 from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, drop_once, free_port, greylisting
 
 from newsletter.cli import cli
@@ -545,3 +546,15 @@ def test_chaos_sigkill_at_random_moments_against_refusing_and_dropping_servers_l
         assert f"{len(uncertain)} interrupted earlier and sent again" in status
         assert {r.status for r in rows if r.subscriber not in hard} <= {"sent", "failed"}
         assert all(r.uncertain for r in rows if r.status == "failed" and r.subscriber not in hard), "only hard refusals and given-up rows fail"
+
+
+def test_with_dkim_set_every_digest_of_a_send_arrives_signed_by_the_pool_and_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = DkimKey.make(tmp_path)
+    with SMTPServer(Sink(raw=True)) as server:
+        world = make_world(tmp_path, server, 5)
+        result = world.send(**key.settings)
+    assert result.exit_code == 0, result.output
+    received = server.sink.received
+    assert len(received) == 5 and all(data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.org;") for data in received)
+    assert key.verdicts(*received) == [{"opendkim": True, "mail-dkim": True, "dkimpy": True}] * 5

@@ -1,21 +1,15 @@
-"""Messages are well-formed and signed, refuse header injection, TLS is verified, and SMTP replies map to retry or give up."""
+"""Messages are well-formed, refuse header injection, TLS is verified, and SMTP replies map to retry or give up."""
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
-import re
 import time
-from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 
-import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from markupsafe import escape
 from support.smtpserver import Sink, SMTPServer, free_port, self_signed_cert
 
@@ -23,7 +17,6 @@ from newsletter import environment
 from newsletter.errors import DeliveryError
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
 from newsletter.mail.pool import Job, Pool, RateLimiter
-from newsletter.mail.signing import Signer
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings
 
 SENDER = Address("Paper Digest", "digest", "example.org")
@@ -194,148 +187,6 @@ def test_a_sealed_letter_uses_crlf_and_carries_the_envelope() -> None:
     sealed = letter()
     assert (sealed.sender, sealed.recipient) == ("digest@example.org", "ada@example.org")
     assert b"\r\n" in sealed.data and b"\n" not in sealed.data.replace(b"\r\n", b"")
-
-
-def dkim_key(tmp_path: Path) -> tuple[dict[str, str], Callable[..., bytes]]:
-    """A fresh DKIM key for example.org: the settings that use it, and a DNS lookup that publishes it."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    (tmp_path / "dkim.pem").write_bytes(pem)
-
-    def dns(name: bytes, timeout: int = 5) -> bytes:
-        assert name == b"news._domainkey.example.org."
-        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-    return {"DKIM_SELECTOR": "news", "DKIM_DOMAIN": "example.org", "DKIM_PRIVATE_KEY_PATH": str(tmp_path / "dkim.pem")}, dns
-
-
-def test_dkim_signature_verifies_and_covers_both_list_unsubscribe_headers(tmp_path: Path) -> None:
-    settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
-    assert signer is not None
-    with SMTPServer(Sink(raw=True)) as server:
-        smtp = Smtp(env_for(server))
-        smtp.send(seal(message(mailto="leave@example.org"), signer))
-        smtp.close()
-    received = server.sink.received[0]
-    assert dkim.verify(received, dnsfunc=dns), "the signature holds after a real SMTP hop"
-    signature = email.message_from_bytes(received, policy=email.policy.default)["DKIM-Signature"]
-    signed = re.search(r"h=([^;]+)", re.sub(r"\s", "", str(signature))).group(1).lower().split(":")  # type: ignore[union-attr]
-    assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
-    tampered = received.replace(b"unsubscribe/tok", b"unsubscribe/evil")
-    assert not dkim.verify(tampered, dnsfunc=dns)
-
-
-def signed_names(data: bytes) -> list[str]:
-    signature = email.message_from_bytes(data, policy=email.policy.default)["DKIM-Signature"]
-    return re.search(r"h=([^;]+)", re.sub(r"\s", "", str(signature))).group(1).lower().split(":")  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize(
-    "prepended",
-    [
-        b"List-Unsubscribe: <https://evil.example/unsubscribe>\r\n",
-        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-        b"From: Bank <security@bank.example>\r\n",
-        b"Subject: Your account is locked\r\n",
-    ],
-)
-def test_a_header_prepended_after_signing_breaks_the_signature(tmp_path: Path, prepended: bytes) -> None:
-    """From, Subject and both unsubscribe headers are over-signed: h= names each once more than it occurs (#15)."""
-    settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
-    assert signer is not None
-    signed = seal(message(mailto="leave@example.org"), signer).data
-    assert dkim.verify(signed, dnsfunc=dns)
-    names = signed_names(signed)
-    for name in ("from", "subject", "list-unsubscribe", "list-unsubscribe-post"):
-        assert names.count(name) == 2, name
-    for name in ("to", "date", "message-id", "list-id"):
-        assert names.count(name) == 1, name
-    assert not dkim.verify(prepended + signed, dnsfunc=dns), "a verifier takes the prepended header as the signed one, and it is not"
-    after_signature = signed.replace(b"\r\nFrom: ", b"\r\n" + prepended + b"From: ", 1)
-    assert not dkim.verify(after_signature, dnsfunc=dns)
-
-
-def test_a_mail_without_unsubscribe_headers_is_signed_against_adding_them(tmp_path: Path) -> None:
-    settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
-    assert signer is not None
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = SENDER, "ada@example.org", "Confirm your subscription"
-    msg.set_content("Open the link.\n")
-    signed = seal(msg, signer).data
-    assert dkim.verify(signed, dnsfunc=dns)
-    assert signed_names(signed).count("list-unsubscribe") == 1 and b"List-Unsubscribe:" not in signed
-    assert not dkim.verify(b"List-Unsubscribe: <https://evil.example/u>\r\n" + signed, dnsfunc=dns)
-
-
-def relay_without_8bitmime(data: bytes) -> bytes:
-    """What a relay does before passing a message to a server without 8BITMIME: re-encode each 8bit part."""
-    if data.isascii():
-        return data
-    msg = email.message_from_bytes(data, policy=email.policy.SMTP)
-    for part in msg.walk():
-        if not part.is_multipart() and part["Content-Transfer-Encoding"] == "8bit":
-            part.set_content(part.get_content(), subtype=part.get_content_subtype(), cte="quoted-printable")
-    return msg.as_bytes(policy=email.policy.SMTP)
-
-
-def test_what_is_signed_is_7bit_so_a_hop_without_8bitmime_leaves_the_signature_whole(tmp_path: Path) -> None:
-    """RFC 6376 §5.3: signers convert to 7bit first. Before #15 digests were signed 8bit, and a relay that
-    re-encoded them for a server without 8BITMIME broke the signature (the second half shows how)."""
-    settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
-    assert signer is not None
-    headers = Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>")
-    whole = seal(build_message(SENDER, headers, "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"), signer)
-    stationery = Stationery(SENDER, headers.subject, headers.list_id, TEXT_BODY, HTML_BODY, PLACEHOLDERS)
-    filled = stationery.letter(headers, {"__NAME__": "Ådá", "__HNAME__": "Ådá", "__EMAIL__": "ada@example.org", "__TOKEN__": "tok"}, signer)
-    service = EmailMessage()  # the service mails' way: EmailMessage picks 8bit for UTF-8 text
-    service["From"], service["To"], service["Subject"], service["Message-ID"] = SENDER, "ada@example.org", "Confirm", "<c@example.org>"
-    service.set_content("someone — hopefully you — asked\n")
-    assert service.as_bytes().isascii() is False
-    for sent in (whole, filled, seal(service, signer)):
-        assert sent.data.isascii(), "signed as 7bit"
-        assert dkim.verify(sent.data, dnsfunc=dns)
-        assert relay_without_8bitmime(sent.data) == sent.data and dkim.verify(relay_without_8bitmime(sent.data), dnsfunc=dns)
-
-    old = EmailMessage()  # signed the way digests were before: 8bit bodies
-    old["From"], old["To"], old["Subject"] = SENDER, "ada@example.org", "Digest"
-    old.set_content("Grüße · ▲ 12\n", cte="8bit")
-    old.add_alternative("<p>Grüße · ▲ 12</p>\n", subtype="html", cte="8bit")
-    signed_8bit = signer.sign(old.as_bytes(policy=email.policy.SMTP))
-    assert dkim.verify(signed_8bit, dnsfunc=dns)
-    assert not dkim.verify(relay_without_8bitmime(signed_8bit), dnsfunc=dns), "re-encoded on the way, the 8bit-signed body no longer matches"
-
-
-def test_a_server_without_8bitmime_gets_the_mail_as_signed_and_an_unsigned_8bit_one_re_encoded(tmp_path: Path) -> None:
-    settings, dns = dkim_key(tmp_path)
-    signer = Signer.from_settings(environment.load(settings, dotenv=NO_DOTENV).dkim)
-    original = seal(
-        build_message(
-            SENDER, Headers(Address("Ådá", "ada", "example.org"), "Digest · é", "https://x/u/tok", "l <l.example.org>"), "Grüße · ▲ 12\n", "<p>Grüße · ▲ 12</p>"
-        ),
-        signer,
-    )
-    unsigned = EmailMessage()
-    unsigned["From"], unsigned["To"], unsigned["Subject"], unsigned["Message-ID"] = SENDER, "ada@example.org", "Confirm", "<c@example.org>"
-    unsigned.set_content("Grüße · " + "▲ 12 " * 140 + "\n", cte="8bit")  # one line of 850 bytes
-    for server_8bit in (False, True):
-        with SMTPServer(Sink(raw=True, eight_bit=server_8bit)) as server:
-            smtp = Smtp(env_for(server), signer)
-            smtp.send(original)
-            smtp.send(seal(unsigned))
-            smtp.close()
-        received, other = server.sink.received
-        assert received == original.data and dkim.verify(received, dnsfunc=dns), "the 7bit signed mail goes as it is, to either"
-        assert server.sink.mail_options[0] == (["BODY=8BITMIME"] if server_8bit else [])
-        if not server_8bit:
-            assert other.isascii() and max(map(len, body_lines(other))) <= 76, "re-encoded, quoted-printable lines within 76"
-            assert dkim.verify(other, dnsfunc=dns), "and signed, since this transport has a signer"
-            got = email.message_from_bytes(other, policy=email.policy.default)
-            assert got.get_content().replace("\r\n", "\n") == unsigned.get_content()  # type: ignore[attr-defined]
 
 
 def test_outbox_writes_one_parseable_eml_per_message(tmp_path: Path) -> None:

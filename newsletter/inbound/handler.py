@@ -19,7 +19,6 @@ from newsletter.inbound.commands import command
 from newsletter.inbound.senders import answerable, authenticated, sender
 from newsletter.mail import tokens
 from newsletter.mail.message import seal
-from newsletter.mail.signing import Signer
 from newsletter.mail.templates import environment
 from newsletter.mail.transports import Transport
 from newsletter.model.config import Config
@@ -188,7 +187,7 @@ class Handler:
         reply.set_content(body.strip() + "\n")
         transport = self.transport_factory()
         try:
-            transport.send(seal(reply, Signer.from_settings(self.env.dkim)))
+            transport.send(seal(reply))
         finally:
             transport.close()
 

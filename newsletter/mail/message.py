@@ -15,7 +15,6 @@ from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 
 from newsletter.errors import InvalidInput
-from newsletter.mail.signing import Signer
 
 
 @dataclass(frozen=True)
@@ -107,8 +106,8 @@ class Stationery:
                     chunk = b""
         self.chunks.append(chunk)
 
-    def letter(self, headers: Headers, values: Mapping[str, str], signer: Signer | None = None) -> Letter:
-        """This reader's message, ready for the wire; `values` fill the placeholders and are one line each."""
+    def letter(self, headers: Headers, values: Mapping[str, str]) -> Letter:
+        """This reader's message, ready for the wire (the transport signs it); `values` fill the placeholders and are one line each."""
         together = "".join(values.values())
         if "\r" in together or "\n" in together:
             raise InvalidInput("a reader's value spans lines")
@@ -120,10 +119,7 @@ class Stationery:
         joined: list[bytes] = [reader] * (2 * len(self.chunks))
         joined[1::2] = self.chunks
         joined[2::2] = [encoded[slot] for slot in self.slots]
-        data = b"".join(joined)
-        if signer is not None:
-            data = signer.sign(data)
-        return Letter(self.sender.addr_spec, headers.to.addr_spec, message_id, data)
+        return Letter(self.sender.addr_spec, headers.to.addr_spec, message_id, b"".join(joined))
 
 
 @lru_cache(maxsize=8)
@@ -192,7 +188,7 @@ def _unsubscribe(headers: Headers) -> str:
 
 @dataclass(frozen=True)
 class Letter:
-    """A message ready for the wire: envelope addresses and the (signed) bytes with CRLF line ends."""
+    """A message ready for the wire: envelope addresses and the bytes with CRLF line ends; a DKIM transport signs them as it sends."""
 
     sender: str
     recipient: str
@@ -200,24 +196,18 @@ class Letter:
     data: bytes
 
 
-def seal(msg: EmailMessage, signer: Signer | None = None) -> Letter:
-    """Serialise once, with CRLF as on the wire, and sign those exact bytes; what is signed is 7bit, any 8bit
-    part re-encoded first (RFC 6376 §5.3), so no later hop without 8BITMIME has to change the signed body."""
-    data = msg.as_bytes(policy=WIRE)
-    if signer is not None:
-        data = signer.sign(data if data.isascii() else seven_bit(data, None))
-    return Letter(msg["From"].addresses[0].addr_spec, msg["To"].addresses[0].addr_spec, msg["Message-ID"], data)
+def seal(msg: EmailMessage) -> Letter:
+    """Serialise once, with CRLF as on the wire: the transport signs those exact bytes (or their 7bit form)."""
+    return Letter(msg["From"].addresses[0].addr_spec, msg["To"].addresses[0].addr_spec, msg["Message-ID"], msg.as_bytes(policy=WIRE))
 
 
-def seven_bit(data: bytes, signer: Signer | None) -> bytes:
-    """The message as a server without 8BITMIME may take it (RFC 6152): each 8bit part re-encoded as
-    quoted-printable (lines of at most 76), and signed again, since the old signature covered the 8bit body."""
+def seven_bit(data: bytes) -> bytes:
+    """The message as a server without 8BITMIME may take it (RFC 6152), and as DKIM signs it (RFC 6376 §5.3):
+    each 8bit part re-encoded as quoted-printable (lines of at most 76)."""
     msg = email.message_from_bytes(data, policy=WIRE)
-    del msg["DKIM-Signature"]
     for part in msg.walk():
         if not part.is_multipart() and str(part.get("Content-Transfer-Encoding", "")).lower() == "8bit":
             text = part.get_content()
             part.policy = BODIES  # the email package writes quoted-printable lines as long as the part's policy allows
             raw_data_manager.set_content(part, text, subtype=part.get_content_subtype(), charset=part.get_content_charset() or "utf-8", cte="quoted-printable")
-    out = msg.as_bytes(policy=WIRE)
-    return signer.sign(out) if signer is not None else out
+    return msg.as_bytes(policy=WIRE)

@@ -12,7 +12,7 @@ from pathlib import Path
 from newsletter.errors import DeliveryError
 from newsletter.mail.message import Letter
 from newsletter.mail.signing import DkimSettings, Signer
-from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport
+from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport, signed
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ class Pool:
 def transport(smtp: SmtpSettings | None, outbox: Path, pool: PoolSettings, dkim: DkimSettings | None) -> Pool:
     """`pool.connections` SMTP connections at `pool.rate`, or one writer into the outbox folder when there are no SMTP settings.
 
-    The DKIM key is read once here, for every connection to sign again what a server without 8BITMIME needs re-encoded."""
+    The DKIM key is read once here; each worker signs the messages it sends, off the thread that composes them."""
+    signer = Signer.from_settings(dkim)
     if smtp is not None:
-        signer = Signer.from_settings(dkim)
-        return Pool(lambda: Smtp(smtp, signer), pool.connections, pool.rate)
-    return Pool(lambda: Outbox(outbox), 1, None)
+        return Pool(lambda: signed(Smtp(smtp), signer), pool.connections, pool.rate)
+    return Pool(lambda: signed(Outbox(outbox), signer), 1, None)

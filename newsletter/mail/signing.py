@@ -1,15 +1,27 @@
-"""DKIM signing with a key read once; the signature covers both List-Unsubscribe headers (RFC 8058), over-signed."""
+"""DKIM signing with a key read once; the signature covers both List-Unsubscribe headers (RFC 8058), over-signed.
+
+dkimpy canonicalises (relaxed headers, simple body, its default) and folds the header, as it always has; the RSA
+step is OpenSSL's through `cryptography` (about 0.5 ms a message, where dkimpy's own pure-Python RSA took 12-14 ms),
+and only the header block is parsed, since the simple body is hashed as it is.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import dkim
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from dkim.canonicalization import CanonicalizationPolicy
 
 from newsletter.errors import EnvError
+from newsletter.mail.message import seven_bit
 
 # Headers the DKIM signature covers; RFC 8058 §4 asks for both List-Unsubscribe headers, which dkimpy leaves out by default.
 SIGNED_HEADERS = (
@@ -23,6 +35,8 @@ SIGNED_HEADERS = (
 OVERSIGNED = (b"from", b"subject", b"list-unsubscribe", b"list-unsubscribe-post")
 
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.M)
+_CANON = CanonicalizationPolicy.from_c_value(b"relaxed/simple")  # dkimpy's default, and what it signed with before
+_FIELD = b"DKIM-Signature"
 
 
 @dataclass(frozen=True)
@@ -35,9 +49,9 @@ class DkimSettings:
 
 
 class Signer:
-    """DKIM signing with a key read once; the signature covers both List-Unsubscribe headers."""
+    """DKIM signing with a key read once; the signature covers both List-Unsubscribe headers. Safe to share between threads."""
 
-    def __init__(self, selector: str, domain: str, private_key: bytes) -> None:
+    def __init__(self, selector: str, domain: str, private_key: rsa.RSAPrivateKey) -> None:
         self.selector = selector.encode()
         self.domain = domain.encode()
         self.private_key = private_key
@@ -47,19 +61,48 @@ class Signer:
         """The signer these settings describe, its key read now; None when there are none (no DKIM)."""
         if settings is None:
             return None
+        where = f"DKIM_PRIVATE_KEY_PATH {settings.private_key_path}"
         try:
-            key = settings.private_key_path.read_bytes()
+            key = serialization.load_pem_private_key(settings.private_key_path.read_bytes(), password=None)
         except OSError as exc:
-            raise EnvError(f"DKIM_PRIVATE_KEY_PATH {settings.private_key_path}: {exc.strerror or exc}") from None
+            raise EnvError(f"{where}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError) as exc:  # not PEM, encrypted, or a format OpenSSL does not read
+            raise EnvError(f"{where}: not an unencrypted PEM private key ({exc})") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise EnvError(f"{where}: a {type(key).__name__.removeprefix('_')} key; DKIM signs with RSA (rsa-sha256)")
         return cls(settings.selector, settings.domain, key)
 
     def sign(self, data: bytes) -> bytes:
-        signature: bytes = dkim.sign(data, self.selector, self.domain, self.private_key, include_headers=signed_headers(data))
-        return signature + data
+        """The message (CRLF line ends) with its DKIM-Signature on top. An 8bit message is re-encoded 7bit first
+        (RFC 6376 §5.3), so no later hop without 8BITMIME has to change the signed body."""
+        if not data.isascii():
+            data = seven_bit(data)
+        head, _, body = data.partition(b"\r\n\r\n")
+        headers, _ = dkim.rfc822_parse(head + b"\r\n\r\n")
+        include = signed_headers(head)
+        fields = [
+            (b"v", b"1"),
+            (b"a", b"rsa-sha256"),
+            (b"c", _CANON.to_c_value()),
+            (b"d", self.domain),
+            (b"i", b"@" + self.domain),
+            (b"q", b"dns/txt"),
+            (b"s", self.selector),
+            (b"t", str(int(time.time())).encode()),
+            (b"h", b" : ".join(include)),
+            (b"bh", base64.b64encode(hashlib.sha256(_CANON.canonicalize_body(body)).digest())),
+            (b"b", b"0" * 60),  # as dkimpy does: b= folds onto lines of its own, so filling it in moves no other tag
+        ]
+        unsigned = dkim.RE_BTAG.sub(rb"\1", dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_FIELD)))
+        hasher = hashlib.sha256()
+        dkim.hash_headers(hasher, _CANON, _CANON.canonicalize_headers(headers), include, (_FIELD, b" " + unsigned), None)
+        signature = self.private_key.sign(hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        fields[-1] = (b"b", base64.b64encode(signature))
+        header: bytes = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(_FIELD))
+        return _FIELD + b": " + header + data
 
 
-def signed_headers(data: bytes) -> list[bytes]:
-    """h= for this message: SIGNED_HEADERS, with each of OVERSIGNED once more than the message carries it."""
-    head = data.split(b"\r\n\r\n", 1)[0]
+def signed_headers(head: bytes) -> list[bytes]:
+    """h= for a message with this header block: SIGNED_HEADERS, with each of OVERSIGNED once more than it carries it."""
     counts = Counter(name.lower() for name in _HEADER_NAME.findall(head))
     return [*SIGNED_HEADERS, *(name for name in OVERSIGNED for _ in range(counts[name]))]

@@ -19,7 +19,6 @@ from newsletter.mail import verp
 from newsletter.mail.message import Headers, Letter, Stationery
 from newsletter.mail.pool import Job, Pool, Result
 from newsletter.mail.render import CACHED_DIGESTS, Renderer
-from newsletter.mail.signing import Signer
 from newsletter.model.config import Subscriber
 from newsletter.model.digest import Digest, Layout, cut_as
 from newsletter.pipeline.planning import reader_for
@@ -47,17 +46,13 @@ class _Row:
 
 @dataclass
 class Letters:
-    """Turns a digest into the personalised, sealed message for one subscriber."""
+    """Turns a digest into the personalised message for one subscriber (the pool's workers sign it)."""
 
     env: Env
     renderer: Renderer
     secret: str
     link_versions: Mapping[str, int]  # by lower-cased address; absent means 0
-    signer: Signer | None = field(init=False)
     stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
-
-    def __post_init__(self) -> None:
-        self.signer = Signer.from_settings(self.env.dkim)
 
     def layout(self, digest: Digest) -> Layout:
         """The edition this reader's digest makes: their papers, cut as the mail they get is."""
@@ -81,7 +76,7 @@ class Letters:
             list_id=self.env.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
-        letter = stationery.letter(headers, rendered.placeholders.values(reader), self.signer)
+        letter = stationery.letter(headers, rendered.placeholders.values(reader))
         if self.env.bounce_address:
             letter = dataclasses.replace(letter, sender=verp.address(self.env.bounce_address, self.secret, edition, subscriber.email))
         return letter

@@ -16,7 +16,6 @@ from newsletter.config.edit import SubscriberFile
 from newsletter.environment import Env
 from newsletter.errors import ConcurrentEdit, DeliveryError, RateLimited
 from newsletter.mail.message import seal
-from newsletter.mail.signing import Signer
 from newsletter.mail.transports import Transport
 from newsletter.model.config import Subscriber
 from newsletter.model.signup import Choice, Pending
@@ -72,7 +71,7 @@ class Service:
     def _send(self, msg: EmailMessage) -> None:
         transport = self.transport_factory()
         try:
-            transport.send(seal(msg, Signer.from_settings(self.env.dkim)))
+            transport.send(seal(msg))
         finally:
             transport.close()
 

@@ -55,9 +55,12 @@ class Letters:
     link_versions: Mapping[str, int]  # by lower-cased address; absent means 0
     signer: Signer | None = field(init=False)
     stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
+    sender: Address = field(init=False)  # Env's From and List-Id, parsed once: not per reader
+    list_id: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.signer = Signer.from_settings(self.env.dkim)
+        self.sender, self.list_id = self.env.from_address, self.env.list_id
 
     def layout(self, digest: Digest) -> Layout:
         """The edition this reader's digest makes: their papers, cut as the mail they get is."""
@@ -71,14 +74,14 @@ class Letters:
         stationery = self.stationery.get(key)
         if stationery is None:
             stationery = self.stationery[key] = Stationery(
-                self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names
+                self.sender, rendered.subject, self.list_id, rendered.text, rendered.html, rendered.placeholders.names
             )
         reader = reader_for(subscriber, self.secret, self.link_versions.get(subscriber.email.lower(), 0), layout.key)
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,
             unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
-            list_id=self.env.list_id,
+            list_id=self.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
         letter = stationery.letter(headers, rendered.placeholders.values(reader), self.signer)

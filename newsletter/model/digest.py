@@ -222,7 +222,7 @@ def compose(
     buckets: dict[str, list[tuple[SortKey, Paper, list[Topic]]]] = {t.name: [] for t in topics}
     for paper in papers:
         matched = matches.get(paper.id)
-        if matched is None or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
+        if matched is None or buckets.keys().isdisjoint(matched.keys.keys()) or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
             continue
         hits = [t for t in topics if t.name in matched.keys]
         if hits:

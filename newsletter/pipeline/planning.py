@@ -90,7 +90,7 @@ class Planner:
         """Every matching paper within the horizon that this subscriber has not been sent.
 
         Composed once per selection: readers of the same topics, keywords, caps and day who have been sent the same
-        of the papers those topics take get one digest, only its personal-keywords section renamed to theirs."""
+        of the papers any topic takes get one digest, only its personal-keywords section renamed to theirs."""
         shared = tuple(t for t in subscriber.topics if t in self.config.topics)
         day = self.today(subscriber).date()
         sent = self._matched.intersection(self.store.sent_paper_ids(subscriber.email))

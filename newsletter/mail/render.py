@@ -19,7 +19,7 @@ from premailer import Premailer
 from newsletter.errors import RenderError
 from newsletter.mail.filters import CARD_FILTERS, CARD_GLOBALS, format_day
 from newsletter.mail.templates import environment, is_html
-from newsletter.model.digest import Digest, Entry, count_phrase, shrink
+from newsletter.model.digest import Digest, Entry, anonymous, count_phrase, shrink
 
 TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a digest is rendered from (base.html via digest.html)
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
@@ -141,7 +141,9 @@ class Renderer:
         return cached
 
     def _render(self, digest: Digest) -> Rendered:
-        """Render and inline; when the HTML is over budget, cut the lowest-ranked papers and render again."""
+        """Render and inline (as `anonymous`: the render is shared by every reader of this content); when the HTML is
+        over budget, cut the lowest-ranked papers and render again."""
+        digest = anonymous(digest)
         rendered = self._render_once(digest)
         size = mime_size(rendered.html)
         while size > self.max_html_bytes and digest.count > len(digest.sections):

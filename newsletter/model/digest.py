@@ -86,8 +86,9 @@ class Digest:
 
     @cached_property
     def key(self) -> str:
-        """Identity of the content: equal keys render to equal mails. A string, so it hashes once (see Entry.key)."""
-        return repr((self.day, [(s.key, s.title, s.more, [e.key for e in s.entries]) for s in self.sections]))
+        """Identity of the content: equal keys render to equal mails (a personal-keywords section counts by what it
+        shows, not whose it is: see `anonymous`). A string, so it hashes once (see Entry.key)."""
+        return repr((self.day, [(_shared(s.key), s.title, s.more, [e.key for e in s.entries]) for s in self.sections]))
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,28 @@ class Layout:
         return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
 
 
+PERSONAL = f"{KEYWORDS_TOPIC}:"  # how a personal-keywords section's key starts: the topic name `Config.personal_topic` gives it
+
+
+def _shared(key: str) -> str:
+    """A section's key with no reader's address in it."""
+    return PERSONAL if key.startswith(PERSONAL) else key
+
+
+def readdressed(digest: Digest, key: str) -> Digest:
+    """The digest with its personal-keywords section (if any) under section key `key`: another reader's of the same
+    selection (their personal topic's name), or, with `PERSONAL`, no one's (see `anonymous`)."""
+    if not any(s.key.startswith(PERSONAL) and s.key != key for s in digest.sections):
+        return digest
+    return replace(digest, sections=tuple(replace(s, key=key) if s.key.startswith(PERSONAL) else s for s in digest.sections))
+
+
+def anonymous(digest: Digest) -> Digest:
+    """The digest as it is rendered: its personal-keywords section keyed by no one's address (its anchor stays
+    "your-keywords"), so one render serves every reader it fits and no template can show one reader's address to another."""
+    return readdressed(digest, PERSONAL)
+
+
 def count_phrase(shown: int, total: int) -> str:
     """How many papers a mail shows and its edition holds, said the same way in subject, header, CLI and `status`."""
     if shown >= total:
@@ -155,7 +178,7 @@ _NOT_ANCHOR = re.compile(r"[^A-Za-z0-9_-]+")
 
 def anchor(key: str) -> str:
     """A section's id in the mail and on the edition page; a reader's own keywords never put their address in a URL."""
-    if key.startswith(f"{KEYWORDS_TOPIC}:"):
+    if key.startswith(PERSONAL):
         return "your-keywords"
     return _NOT_ANCHOR.sub("-", key)
 
@@ -196,31 +219,28 @@ def compose(
 
     `matches` (`ranking.match_all`) holds each paper's topics and scores; each section is in its topic's sort order."""
     topics = subscriber_topics(config, subscriber)
-    buckets: dict[str, list[tuple[SortKey, Entry]]] = {t.name: [] for t in topics}
+    buckets: dict[str, list[tuple[SortKey, Paper, list[Topic]]]] = {t.name: [] for t in topics}
     for paper in papers:
         matched = matches.get(paper.id)
-        if matched is None or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
+        if matched is None or buckets.keys().isdisjoint(matched.keys.keys()) or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
             continue
         hits = [t for t in topics if t.name in matched.keys]
-        if not hits:
-            continue
-        first = hits[0]
-        tags = tuple(t.title for t in hits[1:])
-        marks = matcher.marks(paper, [t.name for t in hits])
-        buckets[first.name].append((matched.keys[first.name], Entry(paper, tags, marks)))
+        if hits:
+            buckets[hits[0].name].append((matched.keys[hits[0].name], paper, hits))
 
     budget = subscriber.max_papers
     sections = []
     for topic in topics:
-        entries = [entry for _, entry in sorted(buckets[topic.name], key=lambda pair: pair[0])]
+        ranked = sorted(buckets[topic.name], key=lambda item: item[0])
         cap = topic.max_papers or config.settings.max_papers_per_topic
         if budget is not None:
             cap = min(cap, budget)
-        kept = entries[:cap]
+        # marked only once a cap has kept them: a cut paper shows no words
+        kept = tuple(Entry(paper, tuple(t.title for t in hits[1:]), matcher.marks(paper, [t.name for t in hits])) for _, paper, hits in ranked[:cap])
         if budget is not None:
             budget -= len(kept)
         if kept:
-            sections.append(Section(topic.name, topic.title, topic.description, tuple(kept), tuple(e.paper.id for e in entries[cap:])))
+            sections.append(Section(topic.name, topic.title, topic.description, kept, tuple(paper.id for _, paper, _ in ranked[cap:])))
     if not sections:
         return None
     return Digest(day, tuple(sections))

@@ -88,6 +88,7 @@ _MIN_WORD = 3  # a shorter required word of a /regex/ would hardly ever spare it
 RISING_HOURS = 24  # default `rising_hours` of a topic: a day of fetches
 _VALUE_CACHE = 100_000  # author names / categories whose keyword matches each Matcher remembers
 _MARKS_CACHE = 8192  # papers' marks remembered across matchers: edition pages mark the same papers for many readers
+_PATTERN_CACHE = 4096  # keywords' compiled highlighting patterns (every reader's personal keywords among them)
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,9 @@ class Keyword:
         return (self.field, self.regex, tuple(w.lower() for w in self.words), self.prefix)
 
     def pattern(self) -> re.Pattern[str] | user_re.Pattern[str]:
-        """The regex this keyword stands for in a title or abstract (or in a folded author name/category);
-        both modules cache compiled patterns, so calling this per paper (as `Matcher.marks` does) is cheap."""
-        if self.regex is not None:
-            return user_re.compile(self.regex, user_re.IGNORECASE)
-        body = _SEP_RUN.join(re.escape(w) for w in self.words) + (r"\w*" if self.prefix else "")
-        return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+        """The regex this keyword stands for in a title or abstract (or in a folded author name/category),
+        compiled once per keyword: highlighting asks for it per paper."""
+        return _keyword_pattern(self.regex, self.words, self.prefix)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where the keyword matches in `text`, for highlighting; a /regex/ that runs out of time marks nothing."""
@@ -139,6 +137,15 @@ class Keyword:
             return [m.span() for m in pattern.finditer(text, timeout=REGEX_SECONDS) if m.end() > m.start()]
         except TimeoutError:
             return []
+
+
+@lru_cache(maxsize=_PATTERN_CACHE)
+def _keyword_pattern(regex: str | None, words: tuple[str, ...], prefix: bool) -> re.Pattern[str] | user_re.Pattern[str]:
+    """`Keyword.pattern`, kept: building the source and looking it up in the modules' small caches cost more than the search."""
+    if regex is not None:
+        return user_re.compile(regex, user_re.IGNORECASE)
+    body = _SEP_RUN.join(re.escape(w) for w in words) + (r"\w*" if prefix else "")
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
 
 
 def parse_keyword(text: str) -> Keyword:
@@ -483,6 +490,7 @@ class Matcher:
             raise KeywordError("invalid topic keywords:\n  " + "\n  ".join(errors))
         self._index = {topic.name: topic for topic in self._topics}
         self._names = [topic.name for topic in self._topics]
+        self._marking: dict[tuple[str, ...], tuple[Keyword, ...]] = {}  # topic names -> the keywords `marks` marks with, found once
 
         hot = [0] * len(self._keywords)
         # per rule not decided by one hit: the bits to look at, those of them that must be set (a hit of the
@@ -746,9 +754,15 @@ class Matcher:
     def marks(self, paper: Paper, topic_names: Iterable[str]) -> Marks:
         """The title and abstract spans, author names and categories matched by the any/all keywords of those
         topics (unknown names are skipped)."""
-        kids = 0
-        for name in topic_names:
-            topic = self._index.get(name)
-            if topic is not None:
-                kids |= sum({1 << self._text_ids[text] for text in topic.any + topic.all})
-        return _marks(tuple(self._keywords[kid] for kid in _bits(kids)), paper.title, paper.abstract, paper.authors, paper.categories)
+        names = tuple(topic_names)
+        keywords = self._marking.get(names)
+        if keywords is None:
+            kids = 0
+            for name in names:
+                topic = self._index.get(name)
+                if topic is not None:
+                    kids |= sum({1 << self._text_ids[text] for text in topic.any + topic.all})
+            keywords = tuple(self._keywords[kid] for kid in _bits(kids))
+            if len(self._marking) < _VALUE_CACHE:
+                self._marking[names] = keywords
+        return _marks(keywords, paper.title, paper.abstract, paper.authors, paper.categories)

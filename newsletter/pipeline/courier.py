@@ -6,6 +6,7 @@ import dataclasses
 import heapq
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +54,11 @@ class Letters:
     secret: str
     link_versions: Mapping[str, int]  # by lower-cased address; absent means 0
     stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
+    sender: Address = field(init=False)  # Env's From and List-Id, parsed once: not per reader
+    list_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sender, self.list_id = self.env.from_address, self.env.list_id
 
     def layout(self, digest: Digest) -> Layout:
         """The edition this reader's digest makes: their papers, cut as the mail they get is."""
@@ -66,14 +72,14 @@ class Letters:
         stationery = self.stationery.get(key)
         if stationery is None:
             stationery = self.stationery[key] = Stationery(
-                self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names
+                self.sender, rendered.subject, self.list_id, rendered.text, rendered.html, rendered.placeholders.names
             )
         reader = reader_for(subscriber, self.secret, self.link_versions.get(subscriber.email.lower(), 0), layout.key)
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,
             unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
-            list_id=self.env.list_id,
+            list_id=self.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
         letter = stationery.letter(headers, rendered.placeholders.values(reader))
@@ -85,8 +91,9 @@ class Letters:
 class Courier:
     """The main thread's side of the pool: claims rows, hands them out, and writes every answer to the ledger.
 
-    SQLite is touched from this thread only, so each ledger change stays one short transaction on one
-    connection and the workers never wait on the database or on each other's locks.
+    SQLite is touched from this thread only, so the workers never wait on the database or on each other's locks.
+    Rows ready to go wait in `ready` until connections are free for them; then one transaction records every
+    answer at hand and claims as many ready rows as connections those answers freed (`_exchange`).
     """
 
     def __init__(self, env: Env, store: Store, pool: Pool, report: SendReport, letters: Letters, should_stop: Callable[[], bool]) -> None:
@@ -97,6 +104,7 @@ class Courier:
         self.report = report
         self.letters = letters
         self.in_flight = 0
+        self.ready: deque[tuple[_Row, tuple[Layout, datetime] | None]] = deque()  # built, not yet claimed; with the plan of a new row
         self.retries: list[tuple[float, int, _Row]] = []  # heap of (due, tiebreak, row)
         self.unreachable = 0  # server-side temporary errors since the server last answered about a reader
 
@@ -121,7 +129,9 @@ class Courier:
         except ValueError as exc:  # InvalidInput and the email package's header errors: this reader's values cannot go into a mail
             self._fail_alone(edition, subscriber, shown, planned, f"cannot build this reader's mail: {exc}")
             return
-        self._dispatch(_Row(edition, subscriber, shown, max(layout.total, shown), letter), planned)
+        self.ready.append((_Row(edition, subscriber, shown, max(layout.total, shown), letter), planned))
+        if len(self.ready) >= self.pool.size - self.in_flight:  # enough to fill every free connection (or none free): hand them out
+            self._exchange(None if self.in_flight >= self.pool.size else 0)
 
     def _fail_alone(self, edition: str, subscriber: Subscriber, papers: int, plan: tuple[Layout, datetime] | None, reply: str) -> None:
         """A row that cannot be sent fails on its own, recorded so `status` names it (with `plan`, the new row is
@@ -134,13 +144,16 @@ class Courier:
                 log.warning("failed %s: %s", subscriber.email, reply)
 
     def finish(self) -> None:
-        """Wait for every answer, retrying temporary refusals with backoff, until no row is left in flight."""
-        while self.in_flight or self.retries:
+        """Send the rows still ready and wait for every answer, retrying temporary refusals with backoff, until no row is left."""
+        while self.ready or self.in_flight or self.retries:
             if self.retries and self.retries[0][0] <= time.monotonic():
-                self._dispatch(heapq.heappop(self.retries)[2])
+                self.ready.append((heapq.heappop(self.retries)[2], None))
+                continue
+            if self.ready:
+                self._exchange(None if self.in_flight >= self.pool.size else 0)
                 continue
             wait = 0.5 if not self.retries else max(0.0, min(0.5, self.retries[0][0] - time.monotonic()))
-            self._collect(wait if self.in_flight else None, sleep=wait)
+            self._exchange(wait if self.in_flight else None, sleep=wait)
 
     def close(self, record: bool = True) -> None:
         """Stop the workers and record what they finished, so no row is left in `sending` by an error here.
@@ -150,25 +163,50 @@ class Courier:
         self.pool.close()
         while record and self.in_flight and (result := self.pool.get(0)) is not None:
             self._record(result)
-        for _, _, row in self.retries:
+        left = [row for row, _ in self.ready if row.tries] + [row for _, _, row in self.retries]
+        for row in left:
             self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run", row.total))
+        self.ready.clear()
         self.retries = []
 
-    def _dispatch(self, row: _Row, plan: tuple[Layout, datetime] | None = None) -> None:
-        """Claim a row (first try or retry) only once a connection is free and its answer recorded, so a crash leaves at most `pool.size` rows in `sending`."""
-        while self.in_flight >= self.pool.size:  # one message in flight per connection, so a stop waits for few
-            self._collect(None)
-        if not self.running:
-            if row.tries:  # refused earlier in this run: it ends deferred; an untried row just waits for the next run
-                self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run", row.total))
+    def _exchange(self, timeout: float | None, sleep: float = 0.0) -> None:
+        """Record every available answer (waiting up to `timeout` for the first; None: until one comes) and claim ready
+        rows for the connections free then, in one transaction, then hand those rows to the pool.
+
+        A row is claimed only once a connection is free for it and every answer at hand is recorded, so a crash
+        leaves at most `pool.size` rows in `sending`; each row's change is still all-or-nothing, and its message
+        goes to the pool only after its claim is committed."""
+        if timeout is None and not self.in_flight:
+            time.sleep(sleep)
             return
-        with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
-            # a new row (`plan`: its papers and planning time) is recorded and claimed together; False: this edition already has one
-            planned = plan is None or self.store.plan_delivery(row.edition, row.subscriber.email, *plan)
-            claimed = planned and self._claim(row)
-        if claimed:
+        results = []
+        result = self.pool.get(timeout) if self.in_flight else None
+        while result is not None:
+            results.append(result)
+            result = self.pool.get(0)
+        if not results and not (self.ready and self.in_flight < self.pool.size):
+            return
+        recorded, claimed = len(self.report.outcomes), []
+        try:
+            with self.store.transaction():  # never held while waiting for the pool: the web app may be writing too
+                for result in results:
+                    self._record(result)
+                while self.ready and self.in_flight < self.pool.size:
+                    row, plan = self.ready.popleft()
+                    if not self.running:
+                        if row.tries:  # refused earlier in this run: it ends deferred; an untried row just waits for the next run
+                            self.report.add(
+                                Outcome(row.subscriber.email, row.papers, "deferred", self.report.error or "stopped; left for the next run", row.total)
+                            )
+                        continue
+                    # a new row (`plan`: its papers and planning time) is recorded and claimed together; False: this edition already has one
+                    if (plan is None or self.store.plan_delivery(row.edition, row.subscriber.email, *plan)) and self._claim(row):
+                        claimed.append(row)
+        except StorageError:
+            del self.report.outcomes[recorded:]  # rolled back: these answers are not in the ledger, their rows stay in `sending`
+            raise
+        for row in claimed:
             self.pool.put(Job(row, row.letter))
-        self._collect(0)
 
     def _claim(self, row: _Row) -> bool:
         """Move the row to `sending` and count it in flight; False (and nothing to send) when the row is not claimable."""
@@ -179,25 +217,6 @@ class Courier:
         row.tries += 1
         self.in_flight += 1
         return True
-
-    def _collect(self, timeout: float | None, sleep: float = 0.0) -> None:
-        """Record every available answer, waiting up to `timeout` for the first (None: until one comes)."""
-        if timeout is None and not self.in_flight:
-            time.sleep(sleep)
-            return
-        results = []
-        result = self.pool.get(timeout)
-        while result is not None:
-            results.append(result)
-            result = self.pool.get(0)
-        recorded = len(self.report.outcomes)
-        try:
-            with self.store.transaction():  # one commit for every answer at hand: each row's change is still all-or-nothing
-                for result in results:
-                    self._record(result)
-        except StorageError:
-            del self.report.outcomes[recorded:]  # rolled back: these answers are not in the ledger, their rows stay in `sending`
-            raise
 
     def _record(self, result: Result) -> None:
         self.in_flight -= 1

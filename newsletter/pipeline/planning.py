@@ -7,15 +7,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from cachetools import LRUCache
+
 from newsletter.environment import Env
 from newsletter.mail import tokens
 from newsletter.mail.render import Reader
 from newsletter.model.config import Config, Subscriber
-from newsletter.model.digest import Digest, all_topics, compose
+from newsletter.model.digest import Digest, all_topics, compose, readdressed
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, match_all, window_hours
 from newsletter.model.topics import Matcher
 from newsletter.storage.store import Store
+
+CACHED_SELECTIONS = 1024  # digests kept composed, by selection: readers of one selection need not be listed together
 
 # sending
 
@@ -57,6 +61,8 @@ class Planner:
     papers: list[Paper] = field(init=False)
     first_seen: dict[str, datetime] = field(init=False)
     matches: dict[str, Matched] = field(init=False)
+    _composed: LRUCache[tuple[object, ...], Digest | None] = field(init=False, default_factory=lambda: LRUCache(CACHED_SELECTIONS))
+    _matched: frozenset[str] = field(init=False)  # papers some topic takes: of a reader's sent papers, only these can change a digest
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(all_topics(self.config))
@@ -67,6 +73,7 @@ class Planner:
         self.papers = [sp.paper for sp in stored]
         self.first_seen = {sp.paper.id: sp.first_seen for sp in stored}
         self.matches = self._match(self.papers)
+        self._matched = frozenset(pid for pid, matched in self.matches.items() if matched.keys)
 
     def _match(self, papers: list[Paper]) -> dict[str, Matched]:
         """Topics and scores of these papers, the idf counted over them and rising from their snapshots."""
@@ -83,9 +90,19 @@ class Planner:
         return self.now.astimezone(ZoneInfo(subscriber.timezone))
 
     def next_digest(self, subscriber: Subscriber) -> Digest | None:
-        """Every matching paper within the horizon that this subscriber has not been sent."""
-        sent = self.store.sent_paper_ids(subscriber.email, self.since)
-        return compose(self.config, subscriber, self.matcher, self.papers, self.matches, sent, self.today(subscriber).date())
+        """Every matching paper within the horizon that this subscriber has not been sent.
+
+        Composed once per selection: readers of the same topics, keywords, caps and day who have been sent the same
+        of the papers any topic takes get one digest, only its personal-keywords section renamed to theirs."""
+        shared = tuple(t for t in subscriber.topics if t in self.config.topics)
+        day = self.today(subscriber).date()
+        sent = self._matched.intersection(self.store.sent_paper_ids(subscriber.email, self.since))
+        selection = (shared, subscriber.keywords, subscriber.min_score, subscriber.max_papers, day, sent)
+        if selection not in self._composed:
+            self._composed[selection] = compose(self.config, subscriber, self.matcher, self.papers, self.matches, set(sent), day)
+        digest = self._composed[selection]
+        personal = self.config.personal_topic(subscriber)
+        return digest if digest is None or personal is None else readdressed(digest, personal.name)
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
         """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""

@@ -11,7 +11,7 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
-from newsletter.model.config import KEYWORDS_TOPIC, Config, Subscriber
+from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, SortKey
 from newsletter.model.topics import Marks, Matcher, Topic
@@ -157,29 +157,31 @@ def anchor(key: str) -> str:
     """A section's id in the mail and on the edition page; a reader's own keywords never put their address in a URL."""
     if key.startswith(f"{KEYWORDS_TOPIC}:"):
         return "your-keywords"
+    if key.startswith(f"{AUTHORS_TOPIC}:"):
+        return "followed-authors"
     return _NOT_ANCHOR.sub("-", key)
 
 
 def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
-    """The subscriber's topics in their order, then their personal keywords."""
-    topics = [config.topics[name] for name in subscriber.topics if name in config.topics]
-    personal = config.personal_topic(subscriber)
-    return topics + ([personal] if personal else [])
+    """The subscriber's sections in order: the authors they follow, their topics, then their other keywords."""
+    personal = config.personal_topics(subscriber)
+    follows = [t for t in personal if t.name.startswith(f"{AUTHORS_TOPIC}:")]
+    return follows + [config.topics[name] for name in subscriber.topics if name in config.topics] + [t for t in personal if t not in follows]
 
 
 def all_topics(config: Config) -> list[Topic]:
-    """Every shared topic and every personal-keyword topic, for compiling one matcher."""
-    personal = (config.personal_topic(s) for s in config.subscribers)
-    return list(config.topics.values()) + [t for t in personal if t is not None]
+    """Every shared topic and every reader's personal topics and exclude rule, for compiling one matcher."""
+    personal = [t for s in config.subscribers for t in (*config.personal_topics(s), config.exclude_topic(s)) if t is not None]
+    return list(config.topics.values()) + personal
 
 
 def topic_labels(config: Config) -> dict[str, str]:
-    """How `topics explain` and `topics try` name each topic: shared ones by name, personal keywords by their owner."""
+    """How `topics explain` and `topics try` name each topic: shared ones by name, personal rules by their owner."""
     labels = {name: name for name in config.topics}
     for s in config.subscribers:
-        personal = config.personal_topic(s)
-        if personal is not None:
-            labels[personal.name] = f"keywords of {s.email}"
+        for topic in (*config.personal_topics(s), config.exclude_topic(s)):
+            if topic is not None:
+                labels[topic.name] = f"{topic.name.partition(':')[0].replace('authors', 'followed authors')} of {s.email}"
     return labels
 
 
@@ -194,12 +196,15 @@ def compose(
 ) -> Digest | None:
     """The subscriber's next digest from candidate papers, or None when nothing is new to them.
 
-    `matches` (`ranking.match_all`) holds each paper's topics and scores; each section is in its topic's sort order."""
+    `matches` (`ranking.match_all`) holds each paper's topics and scores; each section is in its topic's sort order.
+    A paper the subscriber's `exclude:` rule takes is left out, whichever topic or followed author let it in."""
     topics = subscriber_topics(config, subscriber)
+    excluded = config.exclude_topic(subscriber)
+    out = excluded.name if excluded else None
     buckets: dict[str, list[tuple[SortKey, Entry]]] = {t.name: [] for t in topics}
     for paper in papers:
         matched = matches.get(paper.id)
-        if matched is None or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
+        if matched is None or paper.id in already_sent or (paper.score or 0) < subscriber.min_score or out in matched.keys:
             continue
         hits = [t for t in topics if t.name in matched.keys]
         if not hits:

@@ -35,6 +35,7 @@ from newsletter.mail.render import Renderer
 from newsletter.mail.templates import environment
 from newsletter.mail.transports import Transport
 from newsletter.model.config import FREQUENCIES, WEEKDAYS, Config
+from newsletter.model.feedback import rules_shown
 from newsletter.model.signup import Preferences
 from newsletter.storage.store import Store
 from newsletter.subscriptions.forms import (
@@ -361,6 +362,8 @@ class Pages:
             saved=saved,
             unsubscribe=unsubscribe,
             feed=feed,
+            rules=rules_shown(prefs.keywords, subscriber.exclude),
+            removed="removed" in request.query_params,
         )
 
     # unsubscribe

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from newsletter.model.config import Config, Subscriber, is_author_keyword
 from newsletter.model.digest import subscriber_topics
 from newsletter.model.paper import Paper
-from newsletter.model.topics import Matcher, keyword_error
+from newsletter.model.topics import Matcher, keyword_error, parse_keyword
 
 ACTIONS = ("follow", "more", "fewer")
 MAX_TERMS = 8  # terms offered per paper: a short list to tick, not the whole title
@@ -21,7 +21,9 @@ MAX_TERM_CHARS = 60  # as the preferences page allows for a keyword (subscriptio
 _STOPWORD_TEXT = """a about across after against all along also among an and any are as at be been being between beyond both but by can
 do does for from has have how in into is it its itself large learning model models more new non not of on only or our over per than
 that the their them these this through to toward towards under up upon using via vs what when where which while who why will with
-within without you your"""
+within without you your
+analysis approach benchmark better centric effective efficient framework improving method methods next novel paper report
+scalable study survey technical toward towards understanding"""
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _CHUNKS = re.compile(r"[^\w\s+#-]+")  # what ends a run of words: punctuation other than hyphens (and + # of C++, C#)
 _NOT_KEYWORD = re.compile(r'^[/"]|[*,]')  # would read as a regex, a quote or a wildcard, or split on the preferences page
@@ -65,7 +67,7 @@ def distinctive_terms(paper: Paper) -> list[str]:
             if word and word.lower() not in _STOPWORDS and re.search(r"[^\W\d]", word):
                 words.append(word)
                 continue
-            terms = [" ".join(words)] if len(words) <= 3 else [w for w in words if len(w) >= 4]
+            terms = [" ".join(words)] if len(words) <= 3 else [w for w in words if len(w) >= 4 or w.isupper()]
             for term in terms:
                 if term and len(term) >= 3 and usable(term):
                     out.setdefault(term.lower(), term)
@@ -90,7 +92,8 @@ def choices(config: Config, subscriber: Subscriber, paper: Paper) -> Choices:
     matcher = Matcher(topics)
     hits = matcher.match(paper)[1].any
     matched = dict.fromkeys(text for t in topics for kid, text in matcher.keywords_of(t.name) if hits >> kid & 1)
-    terms = [t for t in distinctive_terms(paper) if t.lower() not in {m.lower() for m in matched}]
+    said = [parse_keyword(m) for m in matched]
+    terms = [t for t in distinctive_terms(paper) if not any(kw.spans(t) == [(0, len(t))] for kw in said)]  # not one a matched keyword says already
     shared = Matcher(list(config.topics.values())).topics_for(paper)
     return Choices(
         authors=tuple(Option(keyword, name, keyword.lower() in keywords) for keyword, name in authors),

@@ -19,7 +19,9 @@ from test_web import Site, csrf, make_site
 
 from newsletter.cli import cli
 from newsletter.config.load import load
+from newsletter.model.feedback import author_keyword, distinctive_terms
 from newsletter.model.paper import Paper
+from newsletter.model.topics import keyword_error
 from newsletter.storage.store import Store
 from newsletter.web import feedback
 
@@ -253,3 +255,13 @@ def test_links_of_a_reader_who_left_or_of_an_edition_past_its_horizon_say_so_and
     answer = site.client.get(path(ada["text"]))
     assert answer.status_code == 410 and "past its horizon" in answer.text
     assert snapshot(site) == before
+
+
+def test_a_papers_terms_are_its_titles_runs_of_subject_words_and_author_names_become_exact_author_keywords() -> None:
+    paper = Paper(id="x", title="Qwen-UI-Agent Technical Report: Toward Next-Generation GUI Agents for C++ Code", categories=("cs.AI", "cs.LG"))
+    assert distinctive_terms(paper) == ["Qwen-UI-Agent", "Next-Generation GUI Agents", "C++ Code", "category:cs.AI"]
+    assert all(keyword_error(t) is None for t in distinctive_terms(paper))
+    assert author_keyword("  Ada   Lovelace ") == "author:Ada Lovelace"
+    assert author_keyword("A*B Smith") == 'author:"A*B Smith"', "quoted: no wildcard"
+    assert author_keyword("Lovelace, Ada") is None, "a comma would split it on the preferences page"
+    assert author_keyword("x" * 80) is None

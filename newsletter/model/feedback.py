@@ -23,9 +23,10 @@ do does for from has have how in into is it its itself large learning model mode
 that the their them these this through to toward towards under up upon using via vs what when where which while who why will with
 within without you your
 analysis approach benchmark better centric effective efficient framework improving method methods next novel paper report
-scalable study survey technical toward towards understanding"""
+scalable study survey technical toward towards understanding evaluating exploring enhancing rethinking revisiting"""
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _CHUNKS = re.compile(r"[^\w\s+#-]+")  # what ends a run of words: punctuation other than hyphens (and + # of C++, C#)
+_ARXIV_CATEGORY = re.compile(r"[a-z-]+(?:\.[A-Za-z-]+)?")  # cs.CL, hep-ex: not a feed's free-text tags
 _NOT_KEYWORD = re.compile(r'^[/"]|[*,]')  # would read as a regex, a quote or a wildcard, or split on the preferences page
 
 
@@ -54,12 +55,12 @@ def author_keyword(name: str) -> str | None:
     if not folded or "," in folded or any(ord(c) < 32 for c in folded):
         return None
     keyword = f'author:"{folded}"' if "*" in folded or folded.startswith(("/", '"')) else f"author:{folded}"
-    return keyword if keyword_error(keyword) is None and len(keyword) <= MAX_TERM_CHARS + 7 else None
+    return keyword if keyword_error(keyword) is None and len(keyword) <= MAX_TERM_CHARS else None
 
 
 def distinctive_terms(paper: Paper) -> list[str]:
-    """The title's runs of subject words (up to three words; the words of longer runs), then its primary category:
-    what the paper is about, as keywords a reader can read at a glance."""
+    """The title's runs of subject words (up to three words; of a longer run its last two and its other longer words),
+    then its primary arXiv category: what the paper is about, as keywords a reader can read at a glance."""
     out: dict[str, str] = {}
     for chunk in _CHUNKS.split(paper.title):
         words: list[str] = []
@@ -67,12 +68,13 @@ def distinctive_terms(paper: Paper) -> list[str]:
             if word and word.lower() not in _STOPWORDS and re.search(r"[^\W\d]", word):
                 words.append(word)
                 continue
-            terms = [" ".join(words)] if len(words) <= 3 else [w for w in words if len(w) >= 4 or w.isupper()]
+            # a longer run: its last two words (most often the head of the phrase), and its other longer words
+            terms = [" ".join(words)] if len(words) <= 3 else [" ".join(words[-2:]), *(w for w in words[:-2] if len(w) >= 4 or w.isupper())]
             for term in terms:
                 if term and len(term) >= 3 and usable(term):
                     out.setdefault(term.lower(), term)
             words = []
-    if paper.categories and usable(f"category:{paper.categories[0]}"):
+    if paper.categories and _ARXIV_CATEGORY.fullmatch(paper.categories[0]) and usable(f"category:{paper.categories[0]}"):
         out.setdefault(f"category:{paper.categories[0]}".lower(), f"category:{paper.categories[0]}")
     return list(out.values())
 

@@ -217,7 +217,7 @@ def test_more_like_this_adds_terms_and_joins_a_topic_and_each_can_be_removed_on_
     assert more and 'name="topic" value="models"' in more.group(1), "a topic that takes the paper, to join"
     term = re.findall(r'name="rule" value="([^"]+)"', more.group(1))[0]
     status, text = act(site, links[paper.id]["more"], "more", rule=term, topic="models")
-    assert status == 200 and "You joined models" in text
+    assert status == 200 and "You joined Language models" in text
     ada = load(site.config_path).subscriber("ada@example.org")
     assert ada is not None and ada.topics == ("agents", "models") and ada.keywords == (term,)
 

@@ -82,7 +82,7 @@ class Feedback:
         except (ConfigError, ConcurrentEdit, TimeoutError) as exc:
             return self.pages.unavailable(request, exc)
         preferences = f"/preferences/{self.pages.link(tokens.PREFERENCES, card.subscriber.email)}#rules"
-        return self.pages.message(request, "Done", _done(add), link=(preferences, "See or undo your rules"))
+        return self.pages.message(request, "Done", _done(add, card.config), link=(preferences, "See or undo your rules"))
 
     def _card(self, request: Request, token: str, paper_id: str) -> Card | Response:
         """The reader and paper a link opens, or the page that says why it opens nothing."""
@@ -177,7 +177,7 @@ def _picked(action: str, offered: Choices, form: FormData) -> Rules | None:
     return rules if rules.topics or rules.keywords or rules.exclude else None
 
 
-def _done(rules: Rules) -> str:
+def _done(rules: Rules, config: Config) -> str:
     """What the button did, in a sentence."""
     said = []
     authors = [k.partition(":")[2].strip('"') for k in rules.keywords if is_author_keyword(k)]
@@ -187,7 +187,7 @@ def _done(rules: Rules) -> str:
     if words:
         said.append(f"Papers matching {', '.join(words)} now come in “Your keywords”")
     if rules.topics:
-        said.append(f"You joined {', '.join(rules.topics)}")
+        said.append(f"You joined {', '.join(config.topics[name].title for name in rules.topics)}")
     if rules.exclude:
         said.append(f"Papers matching {', '.join(rules.exclude)} now stay out of your digest")
     return ". ".join(said) + ". You can undo this on your preferences page."

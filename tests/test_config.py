@@ -149,7 +149,7 @@ def test_bad_yaml_names_line_and_column() -> None:
             "subs.yaml:16:22: subscribers[0].keywords[1]: invalid regex /(x/: missing ), unterminated subpattern at position 0",
         ),
         (("    topics: [fine-tuning]", "    topics: [fine-tuning]\n    keywords: [Ainu, ' ']"), "subs.yaml:16:22: subscribers[0].keywords[1]: empty string"),
-        (("    topics: [fine-tuning]", "    keywords: ['author:']"), "subs.yaml:16:16: subscribers[0].keywords[0]: nothing after 'author:'"),
+        (("    topics: [fine-tuning]", "    keywords: ['author:']"), "subs.yaml:15:16: subscribers[0].keywords[0]: nothing after 'author:'"),
         (
             ("    none: [diffusion]", "    none: [diffusion]\n    sources: [arxv]"),
             "subs.yaml:13:15: topics.fine-tuning.sources[0]: unknown source 'arxv' (did you mean 'arxiv'?)",
@@ -341,9 +341,9 @@ def test_a_readers_exclude_list_and_author_keywords_are_read_and_each_bad_one_is
     text = GOOD.replace(
         "    topics: [fine-tuning]\n", "    topics: [fine-tuning]\n    keywords: ['author:Ada Lovelace', RAG]\n    exclude: [survey, category:cs.CV]\n"
     )
-    (ada,) = config.parse(text, "subs.yaml").subscribers
-    assert ada.keywords == ("author:Ada Lovelace", "RAG") and ada.exclude == ("survey", "category:cs.CV")
     loaded = config.parse(text, "subs.yaml")
+    (ada,) = loaded.subscribers
+    assert ada.keywords == ("author:Ada Lovelace", "RAG") and ada.exclude == ("survey", "category:cs.CV")
     assert [t.title for t in loaded.personal_topics(ada)] == ["Followed authors", "Your keywords"]
     assert problems(text.replace("exclude: [survey,", "exclude: [autor:Ada,")) == [
         "subs.yaml:17:15: subscribers[0].exclude[0]: unknown field 'autor:' (did you mean 'author:'?; quote the keyword to match a colon literally)"

@@ -516,10 +516,14 @@ def topics() -> None:
 
 @topics.command("explain")
 @click.argument("paper_id")
+@click.option("--for", "reader", metavar="EMAIL", help="Only this subscriber's topics and own rules, then whether the paper is in their digest and why.")
 @click.pass_context
-def topics_explain(ctx: click.Context, paper_id: str) -> None:
+def topics_explain(ctx: click.Context, paper_id: str, reader: str | None) -> None:
     """Which topic rules match a stored paper and why, and for each that does, its score's parts and rank."""
     env, config = _ready(ctx.parent, need_smtp_settings=False)  # type: ignore[arg-type]
+    subscriber = config.subscriber(reader) if reader else None
+    if reader and subscriber is None:
+        _fail(f"no subscriber {reader!r} in {config.path}")
     with Store(env.db, env.db_timeout) as store:
         paper = store.paper(paper_id)
         if paper is None:
@@ -527,10 +531,15 @@ def topics_explain(ctx: click.Context, paper_id: str) -> None:
         planner = pipeline.Planner(config, store, utcnow())
         scores = trial.explain_scores(planner, paper)
     click.echo(f"{paper.id}: {paper.title}")
-    for explanation in planner.matcher.explain(paper, topic_labels(config)):
+    explanations = planner.matcher.explain(paper, topic_labels(config))
+    if subscriber is not None:
+        explanations = trial.for_reader(config, subscriber, explanations)
+    for explanation in explanations:
         click.echo(str(explanation))
         for line in scores.get(explanation.topic, ()):
             click.echo(line)
+    if subscriber is not None:
+        click.echo(trial.reader_verdict(config, subscriber, paper, explanations))
 
 
 @cli.command()

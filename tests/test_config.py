@@ -335,3 +335,20 @@ def test_a_subscriber_name_that_could_add_a_mail_header_is_refused_by_check(name
     found = problems(text)
     assert len(found) == 1 and found[0].startswith("subs.yaml:16:5: subscribers[0].name: control character U+")
     assert "not allowed (this text goes into mail headers)" in found[0]
+
+
+def test_a_readers_exclude_list_and_author_keywords_are_read_and_each_bad_one_is_named_by_line_and_field() -> None:
+    text = GOOD.replace(
+        "    topics: [fine-tuning]\n", "    topics: [fine-tuning]\n    keywords: ['author:Ada Lovelace', RAG]\n    exclude: [survey, category:cs.CV]\n"
+    )
+    loaded = config.parse(text, "subs.yaml")
+    (ada,) = loaded.subscribers
+    assert ada.keywords == ("author:Ada Lovelace", "RAG") and ada.exclude == ("survey", "category:cs.CV")
+    assert [t.title for t in loaded.personal_topics(ada)] == ["Followed authors", "Your keywords"]
+    assert problems(text.replace("exclude: [survey,", "exclude: [autor:Ada,")) == [
+        "subs.yaml:17:15: subscribers[0].exclude[0]: unknown field 'autor:' (did you mean 'author:'?; quote the keyword to match a colon literally)"
+    ]
+    assert problems(text.replace("'author:Ada Lovelace'", "'author:'")) == ["subs.yaml:16:16: subscribers[0].keywords[0]: nothing after 'author:'"]
+    assert problems(text.replace("exclude: [survey, category:cs.CV]", "exclude: survey")) == [
+        "subs.yaml:17:5: subscribers[0].exclude: expected a list, got the text 'survey': write exclude: [survey]"
+    ]

@@ -7,6 +7,7 @@ import email
 import email.policy
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from functools import cache
@@ -22,11 +23,13 @@ from newsletter.ingest.sources import parse
 from newsletter.mail.filters import snippet
 from newsletter.mail.message import Headers, Stationery, build_message
 from newsletter.mail.render import (
+    EDITION_TOKEN_CHARS,
     MAX_HTML_BYTES,
     Reader,
     Renderer,
     inline_css,
     mime_size,
+    sent_size,
 )
 from newsletter.model.config import Source
 from newsletter.model.digest import (
@@ -191,8 +194,9 @@ def real_digest(cap: int) -> Digest:
 
 
 def urls(part: str) -> set[str]:
-    """Every absolute link, outside the HTML head, without trailing punctuation."""
-    return {u.rstrip("./") for u in re.findall(r"https?://[^\s\"'<>]+", part.split("<body", 1)[-1])}
+    """Every page linked absolutely, outside the HTML head, without trailing punctuation (nor #fragment: a card's
+    Follow, More and Fewer links open one page at three places, the text part's one link opens it at the top)."""
+    return {u.partition("#")[0].rstrip("./") for u in re.findall(r"https?://[^\s\"'<>]+", part.split("<body", 1)[-1])}
 
 
 def test_a_real_digest_makes_a_multipart_mail_whose_parts_agree() -> None:
@@ -295,16 +299,18 @@ def test_an_oversized_digest_is_cut_to_fit_and_says_how_many_more() -> None:
     full_size = mime_size(renderer._render_once(d).html)
     assert full_size > 2 * MAX_HTML_BYTES, "the fixture digest is far over budget"
     rendered = renderer.render(d)
-    html, _text = renderer.personalise(rendered, READER)
+    reader = replace(READER, edition_token="E" * EDITION_TOKEN_CHARS)  # as long as the budget counts it: the cards' links carry it
+    html, _text = renderer.personalise(rendered, reader)
     shown = rendered.digest
-    assert mime_size(rendered.html) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
+    assert sent_size(rendered) <= MAX_HTML_BYTES and mime_size(html) <= MAX_HTML_BYTES + 500
     headers = Headers(Address("Ada", addr_spec="ada@example.org"), rendered.subject, f"{BASE}/u/T", "d <d.example.org>")
     stationery = Stationery(
         Address("D", addr_spec="d@example.org"), rendered.subject, headers.list_id, rendered.text, rendered.html, rendered.placeholders.names
     )
-    raw = stationery.letter(headers, rendered.placeholders.values(READER)).data
+    raw = stationery.letter(headers, rendered.placeholders.values(reader)).data
     html_part = raw.split(b"Content-Type: text/html")[1].split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
-    assert abs(len(html_part) - mime_size(rendered.html)) < 200, "the budget is measured as the part is sent"
+    # within 0.5%: the mailer's quoted-printable breaks its lines a little apart from binascii's, more so the more long lines (links) there are
+    assert abs(len(html_part) - sent_size(rendered)) < len(html_part) / 200, "the budget is measured as the part is sent"
     assert len(html_part) <= MAX_HTML_BYTES
     assert 20 < shown.count < d.count
     assert sorted(shown.covered_ids) == sorted(d.covered_ids), "papers cut to fit still count as delivered"

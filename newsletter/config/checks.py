@@ -304,7 +304,7 @@ class Checker:
         return hours
 
     def subscribers(self, node: Any, root: CommentedMap, settings: Settings, topics: dict[str, Topic]) -> tuple[Subscriber, ...]:
-        keys = ("email", "name", "topics", "keywords", "min_score", "max_papers", "frequency", "day", "send_at", "timezone", "paused")
+        keys = ("email", "name", "topics", "keywords", "exclude", "min_score", "max_papers", "frequency", "day", "send_at", "timezone", "paused")
         out: list[Subscriber] = []
         seen: dict[str, int] = {}  # lower-cased address → line of its first entry
         for i, item, path in self.items(node, root, "subscribers"):
@@ -346,6 +346,7 @@ class Checker:
                     name=self.header_text(m, "name", path),
                     topics=chosen,
                     keywords=keywords,
+                    exclude=self.keywords(m, "exclude", path),
                     min_score=self.count(m, "min_score", path, 0),
                     max_papers=self.count(m, "max_papers", path, None, 1),
                     frequency=frequency,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import dataclasses
 import errno
@@ -31,9 +32,10 @@ from newsletter.config.load import load_snapshot, parse, read
 from newsletter.errors import ConcurrentEdit, ConfigError, NewsletterError
 from newsletter.model.addresses import same_address
 from newsletter.model.config import WEEKDAYS, Config, Settings
-from newsletter.model.signup import Choice, Preferences
+from newsletter.model.signup import Choice, Preferences, Rules
 
 log = logging.getLogger("newsletter.config")
+NO_RULES = Rules()
 T = TypeVar("T")
 LOCK_TIMEOUT = 10.0  # seconds to wait for a hand edit (or another writer) to finish
 ATTEMPTS = 24  # edits redone on a fresh read when the file changed under them (8 lost 1 in about 8 runs of 50 confirmations against an unlocked save every 0.1 s); the last one holds the lock throughout
@@ -186,6 +188,32 @@ class SubscriberFile:
                     entry[key] = DoubleQuotedScalarString(value)
                 else:
                     entry[key] = _flow(value) if isinstance(value, tuple) else value
+            return True
+
+        return self._change(edit)
+
+    def rules(self, email: str, add: Rules = NO_RULES, remove: Rules = NO_RULES) -> bool:
+        """Add and remove a subscriber's own topics, keywords and exclude rules in one write; False when they are not there.
+
+        Lists are changed in place, so their style and comments stay, and a list left empty goes: adding a rule
+        and removing it again gives back the entry as it was."""
+
+        def edit(subscribers: CommentedSeq) -> bool:
+            i = _index(subscribers, email)
+            if i is None:
+                return False
+            entry = subscribers[i]
+            for key in ("topics", "keywords", "exclude"):
+                items = entry.get(key)
+                seq = items if isinstance(items, CommentedSeq) else _flow(())
+                gone, new = set(getattr(remove, key)), [v for v in dict.fromkeys(getattr(add, key)) if v not in {str(x) for x in seq}]
+                for j in reversed([j for j, v in enumerate(seq) if str(v) in gone]):
+                    del seq[j]
+                seq.extend(new)
+                if not seq:
+                    _pop_key(entry, key)
+                elif seq is not items:
+                    _add_key(entry, key, seq)
             return True
 
         return self._change(edit)
@@ -483,6 +511,39 @@ def _index(subscribers: CommentedSeq, email: str) -> int | None:
         if isinstance(item, CommentedMap) and same_address(str(item.get("email", "")), email):  # user@bücher.de is user@xn--bcher-kva.de
             return i
     return None
+
+
+def _add_key(entry: CommentedMap, key: str, value: Any) -> None:
+    """Add a key at the end of a mapping. The comment lines below a mapping whose last line has a comment ruamel keeps
+    with that last key's comment, so they move to the new key: they speak of what follows, not of it."""
+    last = next(reversed(entry), None)
+    entry[key] = value
+    token = entry.ca.items.get(last, [None] * 4)[2] if last is not None else None
+    if token is not None and "\n" in token.value.rstrip("\n"):
+        own, _, below = token.value.partition("\n")
+        token.value = own + "\n"
+        moved = copy.copy(token)
+        moved.value = "\n" + below
+        entry.ca.items[key] = [None, None, moved, None]
+
+
+def _pop_key(entry: CommentedMap, key: str) -> None:
+    """Remove a key, giving the comment lines below it (see `_add_key`) back to the key before it."""
+    keys = list(entry)
+    token = entry.ca.items.pop(key, [None] * 4)[2]
+    entry.pop(key, None)
+    if token is None or key != keys[-1] or len(keys) < 2:
+        return
+    below = token.value.partition("\n")[2]
+    before = entry.ca.items.setdefault(keys[-2], [None] * 4)
+    if not below:
+        return
+    if before[2] is None:
+        moved = copy.copy(token)
+        moved.value = "\n" + below
+        before[2] = moved
+    else:
+        before[2].value = before[2].value.rstrip("\n") + "\n" + below
 
 
 def _flow(items: tuple[str, ...]) -> CommentedSeq:

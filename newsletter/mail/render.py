@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 from premailer import Premailer
 
 from newsletter.errors import RenderError
+from newsletter.mail import tokens
 from newsletter.mail.filters import CARD_FILTERS, CARD_GLOBALS, format_day
 from newsletter.mail.templates import environment, is_html
 from newsletter.model.digest import Digest, Entry, anonymous, count_phrase, shrink
@@ -25,6 +26,8 @@ TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a d
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
 MIME_LINE_BYTES = 500  # longest line of a rendered part, for people reading the source (the wire has quoted-printable lines of 76)
 MAX_NAME_CHARS = 64
+BUDGET_ADDRESS_CHARS = 64  # the longest address whose mails are sure to fit: the card links carry the reader's edition token
+EDITION_TOKEN_CHARS = len(tokens.edition("budget", "x" * BUDGET_ADDRESS_CHARS, "0" * 32, 999))  # that token, as the budget counts it
 
 
 # Distinct digests kept rendered: shared topic selections hit it; personal keywords make most digests unique,
@@ -120,6 +123,7 @@ class Renderer:
         self.env.filters.update(CARD_FILTERS)
         self.env.globals.update(CARD_GLOBALS)
         self.placeholders = Placeholders.fresh()
+        self.feedback = f"{self.base_url}/feedback/{self.placeholders.edition}"  # the cards' Follow / More / Fewer links (newsletter.web.feedback)
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
         self._page_cards: LRUCache[tuple[str, str, str], Markup] = LRUCache(CACHED_CARDS)  # cards as web pages show them, not inlined
@@ -145,12 +149,12 @@ class Renderer:
         over budget, cut the lowest-ranked papers and render again."""
         digest = anonymous(digest)
         rendered = self._render_once(digest)
-        size = mime_size(rendered.html)
+        size = sent_size(rendered)
         while size > self.max_html_bytes and digest.count > len(digest.sections):
             keep = int(digest.count * self.max_html_bytes / size * 0.97)
             digest = shrink(digest, max(len(digest.sections), min(keep, digest.count - 1)))
             rendered = self._render_once(digest)
-            size = mime_size(rendered.html)
+            size = sent_size(rendered)
         return rendered
 
     def _render_once(self, digest: Digest) -> Rendered:
@@ -223,14 +227,15 @@ class _Cards:
         done = self.renderer._cards.get(key)
         if not is_html(name):
             if done is None:
-                done = self.renderer._cards[key] = self.renderer.template(name).render(entry=entry, paper=entry.paper)
+                done = self.renderer._cards[key] = self.renderer.template(name).render(entry=entry, paper=entry.paper, feedback=self.renderer.feedback)
             return done
         if done is not None:
             self.reused.append(done)
             return Markup(f"<!--nl-card:{len(self.reused) - 1}-->")
         self.new.append(key)
         i = len(self.new) - 1
-        return Markup(f"<!--nl-new:{i}-->{self.renderer.template(name).render(entry=entry, paper=entry.paper)}<!--nl-end:{i}-->")
+        card = self.renderer.template(name).render(entry=entry, paper=entry.paper, feedback=self.renderer.feedback)
+        return Markup(f"<!--nl-new:{i}-->{card}<!--nl-end:{i}-->")
 
     def fill(self, html: str) -> str:
         """The inlined page with new cards kept for reuse and reused cards put in."""
@@ -313,6 +318,12 @@ def mime_size(html: str) -> int:
     """Bytes of the HTML part as the mailer sends it: UTF-8, quoted-printable, CRLF line ends."""
     encoded = binascii.b2a_qp(html.encode("utf-8"), istext=True)
     return len(encoded) + encoded.count(b"\n")
+
+
+def sent_size(rendered: Rendered) -> int:
+    """`mime_size` of the HTML part once a reader's values are in: each edition token (one per card link and the
+    header's) counted at EDITION_TOKEN_CHARS, the other placeholders as they are (a few, each about a token long)."""
+    return mime_size(rendered.html.replace(rendered.placeholders.edition, "x" * EDITION_TOKEN_CHARS))
 
 
 def _where(exc: jinja2.TemplateError) -> str:

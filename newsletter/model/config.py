@@ -14,6 +14,8 @@ from newsletter.model.topics import Topic
 FREQUENCIES = ("daily", "weekdays", "weekly")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 KEYWORDS_TOPIC = "keywords"  # section key of a subscriber's personal keywords
+AUTHORS_TOPIC = "authors"  # section key of the authors a subscriber follows (their `author:` keywords)
+EXCLUDE_TOPIC = "exclude"  # matcher rule of a subscriber's `exclude:` list: never a section, it takes papers out
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class Subscriber:
     email: str
     name: str = ""
     topics: tuple[str, ...] = ()
-    keywords: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()  # their own rule; the `author:` ones are the authors they follow
+    exclude: tuple[str, ...] = ()  # keywords that take a paper out of their digest, whatever let it in
     min_score: int = 0
     max_papers: int | None = None  # cap on the whole digest
     frequency: str = "daily"
@@ -70,11 +73,24 @@ class Config:
             out.setdefault(address_key(s.email), s)
         return out
 
-    def personal_topic(self, subscriber: Subscriber) -> Topic | None:
-        """The subscriber's own keywords as a topic of their own, shown as its own section."""
-        if not subscriber.keywords:
+    def personal_topics(self, subscriber: Subscriber) -> list[Topic]:
+        """The subscriber's followed authors and their other keywords, each a topic of their own shown as its own section."""
+        authors = tuple(k for k in subscriber.keywords if is_author_keyword(k))
+        words = tuple(k for k in subscriber.keywords if not is_author_keyword(k))
+        email = subscriber.email.lower()
+        out = [Topic(name=f"{AUTHORS_TOPIC}:{email}", title="Followed authors", any=authors)] if authors else []
+        return out + ([Topic(name=f"{KEYWORDS_TOPIC}:{email}", title="Your keywords", any=words)] if words else [])
+
+    def exclude_topic(self, subscriber: Subscriber) -> Topic | None:
+        """The subscriber's `exclude:` list as a rule: a paper it takes stays out of their digest."""
+        if not subscriber.exclude:
             return None
-        return Topic(name=f"{KEYWORDS_TOPIC}:{subscriber.email.lower()}", title="Your keywords", any=subscriber.keywords)
+        return Topic(name=f"{EXCLUDE_TOPIC}:{subscriber.email.lower()}", title="Excluded", any=subscriber.exclude)
+
+
+def is_author_keyword(keyword: str) -> bool:
+    """Whether a personal keyword follows an author (`author:Name`): those make the "Followed authors" section."""
+    return keyword.strip()[:7].lower() == "author:"
 
 
 SOURCE_TYPES: tuple[str, ...] = ("hf_daily", "arxiv_rss", "arxiv_api", "feed")

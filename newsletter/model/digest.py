@@ -11,7 +11,7 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
-from newsletter.model.config import KEYWORDS_TOPIC, Config, Subscriber
+from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, SortKey
 from newsletter.model.topics import Marks, Matcher, Topic
@@ -144,26 +144,32 @@ class Layout:
         return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
 
 
-PERSONAL = f"{KEYWORDS_TOPIC}:"  # how a personal-keywords section's key starts: the topic name `Config.personal_topic` gives it
+PERSONAL = (f"{AUTHORS_TOPIC}:", f"{KEYWORDS_TOPIC}:")  # how a reader's own sections' keys start: `Config.personal_topics` names them
 
 
 def _shared(key: str) -> str:
     """A section's key with no reader's address in it."""
-    return PERSONAL if key.startswith(PERSONAL) else key
+    return key.partition(":")[0] + ":" if key.startswith(PERSONAL) else key
 
 
-def readdressed(digest: Digest, key: str) -> Digest:
-    """The digest with its personal-keywords section (if any) under section key `key`: another reader's of the same
-    selection (their personal topic's name), or, with `PERSONAL`, no one's (see `anonymous`)."""
-    if not any(s.key.startswith(PERSONAL) and s.key != key for s in digest.sections):
+def readdressed(digest: Digest, email: str | None) -> Digest:
+    """The digest with its personal sections (followed authors, keywords) keyed as `email`'s: another reader's of the same
+    selection, or, with None, no one's (see `anonymous`)."""
+
+    def key(section: Section) -> str:
+        kind = _shared(section.key)
+        return kind + email.lower() if email is not None else kind
+
+    if not any(s.key.startswith(PERSONAL) and s.key != key(s) for s in digest.sections):
         return digest
-    return replace(digest, sections=tuple(replace(s, key=key) if s.key.startswith(PERSONAL) else s for s in digest.sections))
+    return replace(digest, sections=tuple(replace(s, key=key(s)) if s.key.startswith(PERSONAL) else s for s in digest.sections))
 
 
 def anonymous(digest: Digest) -> Digest:
-    """The digest as it is rendered: its personal-keywords section keyed by no one's address (its anchor stays
-    "your-keywords"), so one render serves every reader it fits and no template can show one reader's address to another."""
-    return readdressed(digest, PERSONAL)
+    """The digest as it is rendered: its personal sections keyed by no one's address (their anchors stay
+    "followed-authors" and "your-keywords"), so one render serves every reader it fits and no template can show one
+    reader's address to another."""
+    return readdressed(digest, None)
 
 
 def count_phrase(shown: int, total: int) -> str:
@@ -178,31 +184,33 @@ _NOT_ANCHOR = re.compile(r"[^A-Za-z0-9_-]+")
 
 def anchor(key: str) -> str:
     """A section's id in the mail and on the edition page; a reader's own keywords never put their address in a URL."""
-    if key.startswith(PERSONAL):
+    if key.startswith(f"{KEYWORDS_TOPIC}:"):
         return "your-keywords"
+    if key.startswith(f"{AUTHORS_TOPIC}:"):
+        return "followed-authors"
     return _NOT_ANCHOR.sub("-", key)
 
 
 def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
-    """The subscriber's topics in their order, then their personal keywords."""
-    topics = [config.topics[name] for name in subscriber.topics if name in config.topics]
-    personal = config.personal_topic(subscriber)
-    return topics + ([personal] if personal else [])
+    """The subscriber's sections in order: the authors they follow, their topics, then their other keywords."""
+    personal = config.personal_topics(subscriber)
+    follows = [t for t in personal if t.name.startswith(f"{AUTHORS_TOPIC}:")]
+    return follows + [config.topics[name] for name in subscriber.topics if name in config.topics] + [t for t in personal if t not in follows]
 
 
 def all_topics(config: Config) -> list[Topic]:
-    """Every shared topic and every personal-keyword topic, for compiling one matcher."""
-    personal = (config.personal_topic(s) for s in config.subscribers)
-    return list(config.topics.values()) + [t for t in personal if t is not None]
+    """Every shared topic and every reader's personal topics and exclude rule, for compiling one matcher."""
+    personal = [t for s in config.subscribers for t in (*config.personal_topics(s), config.exclude_topic(s)) if t is not None]
+    return list(config.topics.values()) + personal
 
 
 def topic_labels(config: Config) -> dict[str, str]:
-    """How `topics explain` and `topics try` name each topic: shared ones by name, personal keywords by their owner."""
+    """How `topics explain` and `topics try` name each topic: shared ones by name, personal rules by their owner."""
     labels = {name: name for name in config.topics}
     for s in config.subscribers:
-        personal = config.personal_topic(s)
-        if personal is not None:
-            labels[personal.name] = f"keywords of {s.email}"
+        for topic in (*config.personal_topics(s), config.exclude_topic(s)):
+            if topic is not None:
+                labels[topic.name] = f"{topic.name.partition(':')[0].replace('authors', 'followed authors')} of {s.email}"
     return labels
 
 
@@ -217,12 +225,21 @@ def compose(
 ) -> Digest | None:
     """The subscriber's next digest from candidate papers, or None when nothing is new to them.
 
-    `matches` (`ranking.match_all`) holds each paper's topics and scores; each section is in its topic's sort order."""
+    `matches` (`ranking.match_all`) holds each paper's topics and scores; each section is in its topic's sort order.
+    A paper the subscriber's `exclude:` rule takes is left out, whichever topic or followed author let it in."""
     topics = subscriber_topics(config, subscriber)
+    excluded = config.exclude_topic(subscriber)
+    out = excluded.name if excluded else None
     buckets: dict[str, list[tuple[SortKey, Paper, list[Topic]]]] = {t.name: [] for t in topics}
     for paper in papers:
         matched = matches.get(paper.id)
-        if matched is None or buckets.keys().isdisjoint(matched.keys.keys()) or paper.id in already_sent or (paper.score or 0) < subscriber.min_score:
+        if (
+            matched is None
+            or buckets.keys().isdisjoint(matched.keys.keys())
+            or paper.id in already_sent
+            or (paper.score or 0) < subscriber.min_score
+            or (out is not None and out in matched.keys)
+        ):
             continue
         hits = [t for t in topics if t.name in matched.keys]
         if hits:

@@ -38,6 +38,15 @@ class Preferences:
 
 
 @dataclass(frozen=True)
+class Rules:
+    """A subscriber's own rules, as a feedback link adds them and the preferences page removes them one by one."""
+
+    topics: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()  # the `author:` ones follow authors
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Pending:
     """An unconfirmed subscription."""
 

@@ -92,17 +92,17 @@ class Planner:
     def next_digest(self, subscriber: Subscriber) -> Digest | None:
         """Every matching paper within the horizon that this subscriber has not been sent.
 
-        Composed once per selection: readers of the same topics, keywords, caps and day who have been sent the same
-        of the papers any topic takes get one digest, only its personal-keywords section renamed to theirs."""
+        Composed once per selection: readers of the same topics, keywords (followed authors among them), exclude rule,
+        caps and day who have been sent the same of the papers any topic takes get one digest, only its personal
+        sections renamed to theirs."""
         shared = tuple(t for t in subscriber.topics if t in self.config.topics)
         day = self.today(subscriber).date()
         sent = self._matched.intersection(self.store.sent_paper_ids(subscriber.email, self.since))
-        selection = (shared, subscriber.keywords, subscriber.min_score, subscriber.max_papers, day, sent)
+        selection = (shared, subscriber.keywords, frozenset(subscriber.exclude), subscriber.min_score, subscriber.max_papers, day, sent)
         if selection not in self._composed:
             self._composed[selection] = compose(self.config, subscriber, self.matcher, self.papers, self.matches, set(sent), day)
         digest = self._composed[selection]
-        personal = self.config.personal_topic(subscriber)
-        return digest if digest is None or personal is None else readdressed(digest, personal.name)
+        return digest if digest is None else readdressed(digest, subscriber.email)
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
         """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""

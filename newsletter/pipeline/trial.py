@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from newsletter.mail.filters import mark_text
+from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber
+from newsletter.model.digest import subscriber_topics
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Figures, Score, field_weights, idfs, matched_words, tie_key
-from newsletter.model.topics import Found, Matcher, Topic
+from newsletter.model.topics import Explanation, Found, Matcher, Topic
 from newsletter.pipeline.planning import Planner
 
 LIMIT = 20  # matches listed per topic (and papers of no topic) unless --limit or --all say otherwise
@@ -43,6 +45,33 @@ class Trial:
     unmatched: int  # papers no topic takes
     unmatched_samples: tuple[Paper, ...]
     complete: bool  # every topic is shown (no TOPIC was asked for), so the unmatched papers are worth showing
+
+
+def for_reader(config: Config, subscriber: Subscriber, explanations: list[Explanation]) -> list[Explanation]:
+    """`topics explain --for`: the lines of the reader's own sections in their order, then their exclude rule."""
+    excluded = config.exclude_topic(subscriber)
+    names = [t.name for t in subscriber_topics(config, subscriber)] + ([excluded.name] if excluded else [])
+    by_name = {e.topic: e for e in explanations}
+    return [by_name[name] for name in names if name in by_name]
+
+
+def reader_verdict(config: Config, subscriber: Subscriber, paper: Paper, explanations: list[Explanation]) -> str:
+    """Whether the paper reaches this reader, and which of their rules decided: the last line of `topics explain --for`."""
+    email = subscriber.email
+    excluded = config.exclude_topic(subscriber)
+    out = next((e for e in explanations if excluded and e.topic == excluded.name and e.matched), None)
+    if out is not None:
+        hits = ", ".join(str(h) for c in out.clauses for h in c.hits)
+        return f"=> kept out of {email}'s digest by exclude: {hits}"
+    taken = [e for e in explanations if e.matched and not (excluded and e.topic == excluded.name)]
+    if not taken:
+        return f"=> not for {email}: none of their topics or own rules takes it"
+    if (paper.score or 0) < subscriber.min_score:
+        return f"=> kept out of {email}'s digest by min_score: score {paper.score or 0} < {subscriber.min_score}"
+    first = taken[0]
+    rule = {AUTHORS_TOPIC: " (a followed author: their own rule)", KEYWORDS_TOPIC: " (their own keywords)"}.get(first.topic.partition(":")[0], "")
+    title = next(t.title for t in subscriber_topics(config, subscriber) if t.name == first.topic)
+    return f"=> in {email}'s digest, under {title}{rule}"
 
 
 def run_trial(planner: Planner, labels: Mapping[str, str], only: str | None = None, limit: int | None = LIMIT) -> Trial:

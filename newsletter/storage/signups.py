@@ -79,6 +79,10 @@ class Signups(Database):
         """Everyone who unsubscribed and did not confirm a subscription since (lower-cased): never mailed, whatever the YAML says."""
         return {row[0] for row in self.db.execute("SELECT email FROM unsubscribed")}
 
+    def has_left(self, email: str) -> bool:
+        """Whether this reader unsubscribed (and did not confirm since): their links change nothing any more."""
+        return self.db.execute("SELECT 1 FROM unsubscribed WHERE email = ?", (email.lower(),)).fetchone() is not None
+
     def unsubscribed_since(self, since: datetime) -> list[str]:
         """Who unsubscribed at or after `since`: their removal from subscribers.yaml is still being made sure of."""
         return [row[0] for row in self.db.execute("SELECT email FROM unsubscribed WHERE at >= ? ORDER BY at", (since.isoformat(),))]

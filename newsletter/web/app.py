@@ -15,6 +15,7 @@ from newsletter.errors import EnvError
 from newsletter.mail.transports import Transport, connection
 from newsletter.web.clients import behind_proxies
 from newsletter.web.editions import Editions
+from newsletter.web.feedback import Feedback
 from newsletter.web.pages import Pages
 
 SECURITY_HEADERS = [
@@ -63,6 +64,7 @@ def create_app(
         raise EnvError("NEWSLETTER_SECRET_KEY is required for `serve` (it signs confirmation, preferences and unsubscribe links)")
     editions = Editions(env, config_path, env.secret_key)
     pages = Pages(env, config_path, env.secret_key, limits or subs.Limits.of(env), transport_factory or (lambda: connection(env.smtp, env.outbox, env.dkim)))
+    feedback = Feedback(pages)
     routes = [
         Route("/", pages.front, methods=["GET"]),
         Route("/", pages.subscribe, methods=["POST"]),
@@ -70,6 +72,9 @@ def create_app(
         Route("/confirm/{token}", pages.confirm, methods=["POST"]),
         Route("/preferences/{token}", pages.preferences_form, methods=["GET"]),
         Route("/preferences/{token}", pages.preferences, methods=["POST"]),
+        Route("/preferences/{token}/rules", feedback.remove, methods=["POST"]),
+        Route("/feedback/{token}", feedback.form, methods=["GET"]),
+        Route("/feedback/{token}/{action}", feedback.act, methods=["POST"]),
         Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
         Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
         Route("/topics/{topic}.atom", pages.topic_feed, methods=["GET"]),

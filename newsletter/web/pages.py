@@ -36,6 +36,7 @@ from newsletter.mail.render import Renderer
 from newsletter.mail.templates import environment
 from newsletter.mail.transports import Transport
 from newsletter.model.config import FREQUENCIES, WEEKDAYS, Config
+from newsletter.model.feedback import rules_shown
 from newsletter.model.signup import Preferences
 from newsletter.storage.store import Store
 from newsletter.subscriptions.forms import (
@@ -371,6 +372,8 @@ class Pages:
             typed=typed,
             unsubscribe=unsubscribe,
             feed=feed,
+            rules=rules_shown(prefs.keywords, subscriber.exclude),
+            removed="removed" in request.query_params,
         )
 
     # unsubscribe

@@ -77,6 +77,8 @@ SELECTIONS = [
     ("[]", "[transformer*, 'title:graph']", ""),
     ("[proteins]", "[causal*]", "    timezone: Pacific/Kiritimati\n"),
     ("[quantum, galaxies]", "[quantum]", "    max_papers: 4\n"),
+    ("[agents, vision]", "['author:Soujanya Poria', memory]", "    exclude: [video, 'category:cs.RO']\n"),
+    ("[tuning]", None, "    exclude: [LoRA]\n"),
 ]
 
 
@@ -120,8 +122,8 @@ def alone(planner: Planner, subscriber: Subscriber) -> Digest | None:
     return compose(planner.config, subscriber, planner.matcher, planner.papers, planner.matches, sent, day)
 
 
-LINKS = re.compile(r"/(unsubscribe|preferences|editions)/([A-Za-z0-9_-]{20,})")
-PURPOSES = {"unsubscribe": tokens.UNSUBSCRIBE, "preferences": tokens.PREFERENCES, "editions": tokens.EDITION}
+LINKS = re.compile(r"/(unsubscribe|preferences|editions|feedback)/([A-Za-z0-9_-]{20,})")
+PURPOSES = {"unsubscribe": tokens.UNSUBSCRIBE, "preferences": tokens.PREFERENCES, "editions": tokens.EDITION, "feedback": tokens.EDITION}
 
 
 def message(letters: Letters, subscriber: Subscriber, digest: Digest) -> list[tuple[str, str]]:
@@ -189,3 +191,16 @@ def test_a_personal_keywords_section_names_its_own_reader_however_its_digest_was
         assert [k for k in keys if k.startswith("keywords:")] == keys[-1:]
     rendered = Renderer("https://digest.example.org").render(planner.next_digest(twins[0]))  # type: ignore[arg-type]
     assert all(s.key == "keywords:" for s in rendered.digest.sections if s.key.startswith("keywords:")), "rendered for no one in particular"
+
+
+def test_followed_authors_and_keywords_sections_name_their_own_reader_however_their_digest_was_shared(world: tuple[Config, Store]) -> None:
+    config, store = world
+    planner = Planner(config, store, NOW)
+    twins = [s for s in config.subscribers if s.exclude == ("video", "category:cs.RO")]
+    assert len(twins) == 2
+    for subscriber in twins:
+        digest = planner.next_digest(subscriber)
+        assert digest is not None
+        keys = [shelf.key for shelf in digest.layout.sections]
+        assert keys[0] == f"authors:{subscriber.email}" and keys[-1] == f"keywords:{subscriber.email}"
+        assert not any("video" in (p.title + p.abstract).lower() for p in digest.papers), "their exclude: rule holds in the shared digest"

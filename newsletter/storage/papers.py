@@ -6,10 +6,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 from newsletter.model.paper import Paper, merge
 from newsletter.storage.database import Database, utcnow
+
+PARSED_PAPERS = 8192  # papers kept read by `papers_by_id`: a few days' worth
 
 
 class Added(NamedTuple):
@@ -94,12 +97,19 @@ class Papers(Database):
         wanted = list(ids)
         rows = self.db.execute("SELECT id, data FROM papers WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
         found = {r["id"]: r["data"] for r in rows}
-        return [Paper.from_dict(json.loads(found[pid])) for pid in wanted if pid in found]
+        return [_parsed(found[pid]) for pid in wanted if pid in found]
 
     def papers_version(self, ids: Iterable[str]) -> str:
         """When any of these papers last changed, and how many are stored: equal answers mean equal papers."""
         row = self.db.execute("SELECT COUNT(*), MAX(updated) FROM papers WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)).fetchone()
         return f"{row[0]} {row[1]}"
+
+
+@lru_cache(maxsize=PARSED_PAPERS)
+def _parsed(data: str) -> Paper:
+    """A stored paper's JSON read, kept by its text: edition pages ask for the same day's papers again and again,
+    and reading them was a fifth of building a page. The text is the key, so a changed paper is read anew."""
+    return Paper.from_dict(json.loads(data))
 
 
 def _dumps(paper: Paper) -> str:

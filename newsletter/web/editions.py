@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +24,14 @@ from newsletter.mail import tokens
 from newsletter.mail.filters import format_day
 from newsletter.mail.render import Renderer
 from newsletter.model.digest import Layout, count_phrase, edition_digest, subscriber_topics
-from newsletter.model.topics import Matcher
+from newsletter.model.topics import Matcher, Topic
 from newsletter.storage.ledger import Edition
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter.web")
 FEED_ENTRIES = 50  # latest editions in a reader's feed
 CACHED_PAGES = 128  # rendered edition pages kept (about 100 KB each)
+CACHED_MATCHERS = 256  # compiled matchers kept, one per distinct topic selection
 
 
 class Editions:
@@ -44,6 +46,19 @@ class Editions:
         # got one edition (all who share its topics) open the same page, and it is built once for them.
         self.pages: LRUCache[tuple[str, str, str], str] = LRUCache(CACHED_PAGES)
         self.lock = threading.Lock()
+        # Matchers by the topics they compile: readers sharing a selection share one, and compiling one took a sixth of a page
+        self.matchers: LRUCache[tuple[Topic, ...], Matcher] = LRUCache(CACHED_MATCHERS)
+
+    def matcher(self, topics: Sequence[Topic]) -> Matcher:
+        """A matcher of these topics, compiled once while they stand (matching is thread-safe; the cache is guarded)."""
+        key = tuple(topics)
+        with self.lock:
+            matcher = self.matchers.get(key)
+        if matcher is None:
+            matcher = Matcher(topics)
+            with self.lock:
+                self.matchers[key] = matcher
+        return matcher
 
     async def page(self, request: Request) -> Response:
         return await run_in_threadpool(self._page, request.path_params["token"])
@@ -71,7 +86,7 @@ class Editions:
         except (ConfigError, StorageError) as exc:
             return self.unavailable(exc)
         if html is None:
-            digest = edition_digest(layout, papers, topics, Matcher(topics))
+            digest = edition_digest(layout, papers, topics, self.matcher(topics))
             with self.lock:  # the caches here and the renderer's are shared by the request threads
                 html = self.pages[cache_key] = self.renderer.page("web/edition.html", digest, title=f"Your paper digest · {format_day(layout.day)}")
         return HTMLResponse(html)

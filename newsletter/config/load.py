@@ -114,9 +114,10 @@ def parse(text: str, filename: str) -> Config:
 
 _UNSURE = object()  # the fast reader's answer when only ruamel's reading counts
 # What the fast reader may read otherwise than ruamel's round trip, or not refuse as it does: a character YAML does
-# not allow (ruamel's reader.NON_PRINTABLE), a %YAML directive, a tag (!x), a merge key or value indicator (<<, =).
+# not allow (ruamel's reader.NON_PRINTABLE) or a tab (yaml-rs takes one in an indentation), a token starting with
+# a tag (!x), a directive (%YAML), a reserved @ or `, a merge key or value indicator (<<, =), or | > inside [ ] { }.
 _NOT_QUICK = re.compile(
-    r"[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]|^%|(?:^|[\s\[{,])(?:!|<<|=(?=[\s,\]}]|$))",
+    r"[^\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]|(?:^|[\s\[{,])(?:[!%@`]|<<|=(?=[\s,\]}]|$))|[\[{,]\s*[|>]",
     re.MULTILINE,
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from newsletter.config import cache, load
 from newsletter.config.edit import SubscriberFile
 from newsletter.config.load import parse
-from newsletter.model.signup import Choice
+from newsletter.model.signup import Choice, Preferences
 
 SAMPLE = Path(__file__).parent.parent / "subscribers.yaml"
 
@@ -70,3 +71,22 @@ def test_an_app_edit_leaves_the_config_it_derived_which_is_the_one_a_parse_gives
     assert derived is not None and derived.subscribers[-1].email == "new@example.com"
     assert derived == parse(yaml_file.read_text(encoding="utf-8"), str(yaml_file)), "subscribers and warnings (lines, paths) alike"
     assert [w.path for w in derived.warnings] == ["subscribers[1].keywords[0]"] and derived.warnings[0].line < before.warnings[0].line
+
+
+def test_preferences_saved_through_the_readers_own_lines_are_what_the_whole_round_trip_writes(tmp_path: Path, yaml_file: Path) -> None:
+    text = yaml_file.read_text(encoding="utf-8").replace("    name: Grace\n", "    name: Grace   # since 2024\n    # weekdays suit her\n")
+    other = tmp_path / "other" / "subscribers.yaml"
+    other.parent.mkdir()
+    for path in (yaml_file, other):
+        path.write_text(text, encoding="utf-8")
+    settings = load(yaml_file).settings  # validated: its edit takes the reader's lines only; the other file's, the whole file
+    prefs = Preferences(("hf-top", "exoplanets"), ("LoRA",), "weekly", "friday", time(7, 30), "Europe/London", False)
+    assert SubscriberFile(yaml_file).update("grace@example.org", prefs, settings)
+    assert SubscriberFile(other)._known(SubscriberFile(other).snapshot()) is None
+    assert SubscriberFile(other).update("grace@example.org", prefs, settings)
+    assert yaml_file.read_text(encoding="utf-8") == other.read_text(encoding="utf-8")
+    assert "    # weekdays suit her\n" in yaml_file.read_text(encoding="utf-8")
+    derived = cache.recall(yaml_file, cache.digest(yaml_file.read_bytes()))
+    assert derived == parse(yaml_file.read_text(encoding="utf-8"), str(yaml_file))
+    grace = derived.subscriber("grace@example.org") if derived else None
+    assert grace is not None and (grace.keywords, grace.day, grace.send_at) == (("LoRA",), "friday", time(7, 30))

@@ -150,34 +150,22 @@ class SubscriberFile:
         return bool(self.change(remove=[email])[1])
 
     def update(self, email: str, prefs: Preferences, defaults: Settings) -> bool:
-        """Write a subscriber's preferences: unchanged keys keep their formatting, keys back at their default go."""
+        """Write a subscriber's preferences: unchanged keys keep their formatting, keys back at their default go.
+
+        On a file validated before whose list is plain, only the reader's own entry goes through the round trip
+        (its lines, read and written alone) and only it is checked again; otherwise the whole file does."""
 
         def edit(subscribers: CommentedSeq) -> bool:
             i = _index(subscribers, email)
             if i is None:
                 return False
-            entry = subscribers[i]
-            wanted: dict[str, tuple[Any, Any]] = {  # key: (new value, default when absent)
-                "topics": (prefs.topics, ()),
-                "keywords": (prefs.keywords, ()),
-                "frequency": (prefs.frequency, "daily"),
-                "day": (prefs.day, "monday"),
-                "send_at": (prefs.send_at.strftime("%H:%M"), defaults.send_at.strftime("%H:%M")),
-                "timezone": (prefs.timezone, defaults.timezone),
-                "paused": (prefs.paused, False),
-            }
-            for key, (value, default) in wanted.items():
-                if _plain(entry.get(key, default)) == value:
-                    continue
-                if value == default:
-                    entry.pop(key, None)
-                elif key == "send_at":  # quoted, as YAML 1.1 readers (PyYAML) take 07:15 for a number of minutes
-                    entry[key] = DoubleQuotedScalarString(value)
-                else:
-                    entry[key] = _flow(value) if isinstance(value, tuple) else value
+            _set_preferences(subscribers[i], prefs, defaults)
             return True
 
-        return self._change(edit)
+        def fast(text: str, known: Config | None) -> tuple[str, bool, Config | None] | None:
+            return None if known is None else _update_entry_text(text, known, email, lambda entry: _set_preferences(entry, prefs, defaults))
+
+        return self._change(edit, fast)
 
     # compare-and-swap
 
@@ -258,11 +246,12 @@ def _writer(path: Path) -> threading.Lock:
         return _writers.setdefault(str(path.resolve()), threading.Lock())
 
 
-def _open(text: str) -> tuple[YAML, CommentedMap]:
+def _open(text: str, indent_from: str | None = None) -> tuple[YAML, CommentedMap]:
+    """The text read for a round trip that keeps its layout (guessed from `indent_from`, by default the text itself)."""
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
-    mapping, offset = _guess_indent(text)
+    mapping, offset = _guess_indent(text if indent_from is None else indent_from)
     yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
     data = yaml.load(text) or CommentedMap()
     if data.get("subscribers") is None:
@@ -507,6 +496,70 @@ def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
 
 
 _SUBSCRIBER_PATH = re.compile(r"subscribers\[(\d+)\]")
+
+
+def _set_preferences(entry: CommentedMap, prefs: Preferences, defaults: Settings) -> None:
+    """Change a reader's entry to these preferences: unchanged keys keep their formatting, keys back at their default go."""
+    wanted: dict[str, tuple[Any, Any]] = {  # key: (new value, default when absent)
+        "topics": (prefs.topics, ()),
+        "keywords": (prefs.keywords, ()),
+        "frequency": (prefs.frequency, "daily"),
+        "day": (prefs.day, "monday"),
+        "send_at": (prefs.send_at.strftime("%H:%M"), defaults.send_at.strftime("%H:%M")),
+        "timezone": (prefs.timezone, defaults.timezone),
+        "paused": (prefs.paused, False),
+    }
+    for key, (value, default) in wanted.items():
+        if _plain(entry.get(key, default)) == value:
+            continue
+        if value == default:
+            entry.pop(key, None)
+        elif key == "send_at":  # quoted, as YAML 1.1 readers (PyYAML) take 07:15 for a number of minutes
+            entry[key] = DoubleQuotedScalarString(value)
+        else:
+            entry[key] = _flow(value) if isinstance(value, tuple) else value
+
+
+def _update_entry_text(text: str, known: Config, email: str, change: Callable[[CommentedMap], None]) -> tuple[str, bool, Config] | None:
+    """`text` with one reader's entry changed through the round trip of its own lines, and the config that makes,
+    derived from `known` (the config of `text`); None when that is not plainly safe: then the whole file goes."""
+    block = _block(text)
+    wanted = email.strip().lower()
+    found = block.by_address().get(wanted, []) if block is not None else []
+    if block is None or len(found) != 1 or block.text().count(wanted) != 1:
+        return None
+    span = block.extent(found[0])
+    old = "".join(block.lines[k] for k in span)
+    if any(c in old for c in "&*!") or not old.endswith("\n"):  # an anchor another part may refer to, or a tag
+        return None
+    head = "".join(block.lines[: block.start])
+    yaml, data = _open(_SNIPPET_HEAD + old, head + _SNIPPET_HEAD + old)
+    if len(data["subscribers"]) != 1:
+        return None
+    change(data["subscribers"][0])
+    new = _dump(yaml, data).removeprefix(_SNIPPET_HEAD)
+    alone = quick(_SNIPPET_HEAD + new)
+    if not isinstance(alone, dict) or not isinstance(alone.get("subscribers"), list) or len(alone["subscribers"]) != 1:
+        return None
+    checker = Checker(str(known.path))
+    fresh = checker.subscribers(alone["subscribers"], {}, known.settings, known.topics)
+    index = [i for i, _ in block.entries].index(found[0])
+    if checker.problems or checker.warnings or len(fresh) != 1 or fresh[0].email.lower() != known.subscribers[index].email.lower():
+        return None
+    if new == old:
+        return text, True, known
+    moved = new.count("\n") - old.count("\n")
+    warnings = []
+    for warning in known.warnings:
+        if warning.path.startswith(f"subscribers[{index}]."):
+            return None  # the entry's own warnings are located by reading the whole file
+        warnings.append(dataclasses.replace(warning, line=warning.line + moved) if warning.line - 1 > span[-1] else warning)
+    subscribers = (*known.subscribers[:index], fresh[0], *known.subscribers[index + 1 :])
+    changed = dataclasses.replace(known, subscribers=subscribers, warnings=tuple(warnings))
+    return "".join(block.lines[: span[0]]) + new + "".join(block.lines[span[-1] + 1 :]), True, changed
+
+
+_SNIPPET_HEAD = "subscribers:\n"
 
 
 def _plain(value: Any) -> Any:

@@ -36,10 +36,13 @@ def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def folder(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    """$XDG_CACHE_HOME/newsletter, else ~/.cache/newsletter."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "newsletter"
+def folder() -> Path | None:
+    """$XDG_CACHE_HOME/newsletter, else ~/.cache/newsletter; None for a user without a home (then nothing is kept on disk)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    try:
+        return Path(base or Path.home() / ".cache") / "newsletter"
+    except RuntimeError:
+        return None
 
 
 @contextmanager
@@ -68,6 +71,8 @@ def recall(path: Path, fingerprint: bytes) -> Config | None:
     if found is not None and found[0] == fingerprint:
         return _as(found[1], path)
     entry = _entry(key)
+    if entry is None:
+        return None
     try:
         with entry.open("rb") as fh:
             st = os.fstat(fh.fileno())
@@ -122,6 +127,8 @@ def _write_all() -> None:
 def _write(key: str, fingerprint: bytes, config: Config) -> None:
     """One entry written beside its final name and renamed over it; a folder that cannot be written is only logged."""
     entry = _entry(key)
+    if entry is None:
+        return
     try:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
@@ -148,8 +155,9 @@ def _key(path: Path) -> str:
     return str(path.resolve())
 
 
-def _entry(key: str) -> Path:
-    return folder() / f"config-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}.pickle"
+def _entry(key: str) -> Path | None:
+    base = folder()
+    return None if base is None else base / f"config-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}.pickle"
 
 
 def _code() -> bytes:

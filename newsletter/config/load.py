@@ -114,17 +114,24 @@ def parse(text: str, filename: str) -> Config:
 
 _UNSURE = object()  # the fast reader's answer when only ruamel's reading counts
 # What the fast reader may read otherwise than ruamel's round trip, or not refuse as it does: a character YAML does
-# not allow (ruamel's reader.NON_PRINTABLE) or a tab (yaml-rs takes one in an indentation), a token starting with
-# a tag (!x), a directive (%YAML), a reserved @ or `, a merge key or value indicator (<<, =), or | > inside [ ] { }.
-_NOT_QUICK = re.compile(
-    r"[^\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]|(?:^|[\s\[{,])(?:[!%@`]|<<|=(?=[\s,\]}]|$))|[\[{,]\s*[|>]",
-    re.MULTILINE,
-)
+# not allow (ruamel's reader.NON_PRINTABLE, comments included); outside comments, a tab (yaml-rs takes one in an
+# indentation), a token starting with a tag (!x), a directive (%YAML), a reserved @ or `, a merge key or value
+# indicator (<<, =), or | > inside [ ] { }.
+_NOT_PRINTABLE = re.compile(r"[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+_NOT_QUICK = re.compile(r"\t|(?:^|[\s\[{,])(?:[!%@`]|<<|=(?=[\s,\]}]|$))|[\[{,]\s*[|>]", re.MULTILINE)
+_COMMENT = re.compile(r"^([^'\"\n]*?)(?:^|[ \t])#.*$", re.MULTILINE)  # one on a line with no quote before it: surely a comment
+
+
+def _unsure(text: str) -> bool:
+    """Whether the text holds something only ruamel's reading is to be trusted with (comments are looked at only when needed)."""
+    if _NOT_PRINTABLE.search(text):
+        return True
+    return _NOT_QUICK.search(text) is not None and _NOT_QUICK.search(_COMMENT.sub(r"\1", text)) is not None
 
 
 def quick(text: str) -> Any:
     """The document read by yaml-rs (YAML 1.2, as ruamel reads it), or _UNSURE when it cannot say or might differ."""
-    if _NOT_QUICK.search(text):
+    if _unsure(text):
         return _UNSURE
     try:
         return yaml_rs.loads(text, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error, alias_limits=_ALIAS_LIMITS)

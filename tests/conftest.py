@@ -8,6 +8,14 @@ from support.browser import require_chromium
 from support.httpserver import LocalHTTPServer
 
 
+@pytest.fixture(autouse=True)
+def config_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own cache of validated configs ($XDG_CACHE_HOME), so none reads or fills the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def http_server() -> Iterator[LocalHTTPServer]:
     """A fresh 127.0.0.1 HTTP server serving tests/fixtures, for tests that fetch over real sockets."""

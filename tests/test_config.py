@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from datetime import time
 from pathlib import Path
 
@@ -352,3 +354,98 @@ def test_a_readers_exclude_list_and_author_keywords_are_read_and_each_bad_one_is
     assert problems(text.replace("exclude: [survey, category:cs.CV]", "exclude: survey")) == [
         "subs.yaml:17:5: subscribers[0].exclude: expected a list, got the text 'survey': write exclude: [survey]"
     ]
+
+
+TRICKY_SCALARS = (
+    "yes",
+    "no",
+    "on",
+    "07:30",
+    "0o17",
+    "012",
+    "0x1F",
+    "1_000",
+    "1e3",
+    ".inf",
+    ".nan",
+    "~",
+    "2024-01-01",
+    "true",
+    "'x'",
+    '"a\\tb"',
+    "!!str 12",
+    "<<",
+    "=",
+)
+
+
+@pytest.mark.parametrize("value", TRICKY_SCALARS)
+@pytest.mark.parametrize("key", ["name", "send_at", "paused", "max_papers", "frequency"])
+def test_the_fast_reading_accepts_exactly_what_the_positioned_one_does_and_reads_it_the_same(key: str, value: str) -> None:
+    from newsletter.config.load import _parse_positioned
+
+    text = GOOD + f"    {key}: {value}\n"
+    try:
+        expected: object = _parse_positioned(text, "subs.yaml")
+    except ConfigError as exc:
+        expected = [str(p) for p in exc.problems]
+    try:
+        found: object = config.parse(text, "subs.yaml")
+    except ConfigError as exc:
+        found = [str(p) for p in exc.problems]
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD + "    name: Ada\n    name: Lovelace\n",  # a duplicate key: yaml-rs refuses, ruamel locates
+        GOOD.replace("topics: [fine-tuning]", "topics: [fine-tuning, 'speech, ASR']"),  # a warning: located too
+        GOOD + "    keywords: [!!str 12]\n",  # a tag: only ruamel's reading counts
+        GOOD.replace("topics:\n  fine", "topics:\n  \tfine"),  # a tab
+    ],
+)
+def test_what_the_fast_reading_finds_or_is_unsure_of_is_reported_as_the_positioned_reading_reports_it(text: str) -> None:
+    from newsletter.config.load import _parse_positioned
+
+    try:
+        positioned = _parse_positioned(text, "subs.yaml")
+    except ConfigError as exc:
+        assert problems(text) == [str(p) for p in exc.problems]
+        assert all(p.line > 1 for p in exc.problems), "located, not 1:1"
+        return
+    assert config.parse(text, "subs.yaml") == positioned and positioned.warnings and positioned.warnings[0].line == 16
+
+
+def test_a_long_list_reads_the_same_fast_as_with_positions() -> None:
+    from newsletter.config.load import _parse_positioned
+
+    readers = "".join(
+        f'  - email: r{i}@example.org\n    name: Reader {i}\n    topics: [fine-tuning]\n    keywords: ["/\\\\bLoRA{i}\\\\b/"]\n' for i in range(300)
+    )
+    text = GOOD.split("subscribers:\n")[0] + "subscribers:\n" + readers
+    assert config.parse(text, "subs.yaml") == _parse_positioned(text, "subs.yaml")
+
+
+def test_small_slips_anywhere_are_taken_or_refused_by_the_fast_reading_exactly_as_by_the_positioned_one() -> None:
+    from newsletter.config.load import _parse_positioned
+
+    def outcome(read: Callable[[str, str], object], text: str) -> object:
+        try:
+            return read(text, "subs.yaml")
+        except ConfigError as exc:
+            return [str(p) for p in exc.problems]
+        except Exception as exc:  # a slip ruamel itself trips over (an unhashable key) says nothing about the fast reading
+            return type(exc)
+
+    rng = random.Random(18)
+    marks = [" ", "\n", ":", "-", "[", "]", "{", "}", ",", "#", "'", '"', "a", "&", "*", "?", "|", ">", "\\", "@", "1", "%", "`", "!", "=", "<", "\t"]
+    for _ in range(300):
+        text = GOOD
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(text))
+            text = text[:i] + rng.choice([*marks, ""]) + text[i + rng.randint(0, 1) :]
+        positioned = outcome(_parse_positioned, text)
+        if isinstance(positioned, type):
+            continue
+        assert outcome(config.parse, text) == positioned, text

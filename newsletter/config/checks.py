@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from newsletter.errors import Problem
 from newsletter.model import zones
@@ -29,6 +27,8 @@ from newsletter.model.config import (
 from newsletter.model.ranking import MAX_RISING_HOURS, SORTS
 from newsletter.model.topics import RISING_HOURS, Topic, keyword_error
 
+# Unicode categories Cc, Zl and Zp: what could end or break a mail header line
+_HEADER_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _SEND_AT = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -46,11 +46,11 @@ class Checker:
         line, col = _position(node, key)
         self.problems.append(Problem(self.filename, line, col, path, message))
 
-    def mapping(self, node: Any, parent: Any, key: Any, path: str, allowed: tuple[str, ...]) -> CommentedMap | None:
+    def mapping(self, node: Any, parent: Any, key: Any, path: str, allowed: tuple[str, ...]) -> dict[Any, Any] | None:
         """Check a mapping's type and keys; unknown keys get a did-you-mean."""
         if node is None:
-            return CommentedMap()
-        if not isinstance(node, CommentedMap):
+            return {}
+        if not isinstance(node, dict):
             self.problem(parent, key, path, f"expected a mapping, got {_kind(node)}")
             return None
         for k in node:
@@ -60,7 +60,7 @@ class Checker:
                 self.problem(node, k, join_path(path, k), f"unknown key '{k}'{extra}")
         return node
 
-    def value(self, node: CommentedMap, key: str, path: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    def value(self, node: dict[Any, Any], key: str, path: str, kind: type | tuple[type, ...], default: Any) -> Any:
         """Fetch one scalar of the expected type or report it."""
         if key not in node or node[key] is None:
             return default
@@ -73,7 +73,7 @@ class Checker:
             return default
         return value
 
-    def count(self, node: CommentedMap, key: str, path: str, default: Any, minimum: int = 0) -> Any:
+    def count(self, node: dict[Any, Any], key: str, path: str, default: Any, minimum: int = 0) -> Any:
         """A whole number no smaller than minimum."""
         value = self.value(node, key, path, int, default)
         if isinstance(value, int) and value is not default and value < minimum:
@@ -81,7 +81,7 @@ class Checker:
             return default
         return value
 
-    def seconds(self, node: CommentedMap, key: str, path: str) -> float | None:
+    def seconds(self, node: dict[Any, Any], key: str, path: str) -> float | None:
         """A positive number of seconds, or None when absent."""
         value = node.get(key)
         if value is None:
@@ -91,34 +91,34 @@ class Checker:
             return None
         return float(value)
 
-    def strings(self, node: CommentedMap, key: str, path: str, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+    def strings(self, node: dict[Any, Any], key: str, path: str, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
         """A list of non-empty strings, each passing `check` (which returns an error message or None).
 
         A lone string is refused: `any: speech, ASR` is one keyword "speech, ASR" that never matches, not two."""
         if key not in node or node[key] is None:
             return ()
         value = node[key]
-        items: list[tuple[Any, Any, Any, str]]  # (item, its parent, its key or index there, its path)
         if isinstance(value, str):
             self.problem(node, key, join_path(path, key), f"expected a list, got the text {value!r}: write {key}: {_as_list(value)}")
             return ()
-        if isinstance(value, CommentedSeq):
-            items = [(item, value, i, f"{join_path(path, key)}[{i}]") for i, item in enumerate(value)]
-        else:
+        if not isinstance(value, list):
             self.problem(node, key, join_path(path, key), f"expected a list of strings, got {_kind(value)}")
             return ()
         out = []
-        for item, parent, index, item_path in items:
+        for index, item in enumerate(value):
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 item = str(item)
+            error = None
             if not isinstance(item, str):
-                self.problem(parent, index, item_path, f"expected a string, got {_kind(item)}")
-            elif not item.strip():
-                self.problem(parent, index, item_path, "empty string")
-            elif check is not None and (error := check(item.strip())):
-                self.problem(parent, index, item_path, error)
+                error = f"expected a string, got {_kind(item)}"
+            elif not (item := item.strip()):
+                error = "empty string"
+            elif check is not None:
+                error = check(item)
+            if error is None:
+                out.append(item)
             else:
-                out.append(item.strip())
+                self.problem(value, index, f"{join_path(path, key)}[{index}]", error)
         return tuple(out)
 
     def known_topic(self, topics: dict[str, Topic]) -> Callable[[str], str | None]:
@@ -132,22 +132,21 @@ class Checker:
 
         return check
 
-    def header_text(self, node: CommentedMap, key: str, path: str) -> str:
+    def header_text(self, node: dict[Any, Any], key: str, path: str) -> str:
         """Text that goes into a mail header (a subscriber's name in To): one line, no control characters,
         so a CR/LF can never add a header and `send` never meets a value it must refuse."""
         text: str = self.value(node, key, path, str, "")
-        bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-        if bad is not None:
-            self.problem(node, key, join_path(path, key), f"control character U+{ord(bad):04X} is not allowed (this text goes into mail headers)")
+        if bad := _HEADER_BREAKING.search(text):
+            self.problem(node, key, join_path(path, key), f"control character U+{ord(bad[0]):04X} is not allowed (this text goes into mail headers)")
             return ""
         return text
 
-    def keywords(self, node: CommentedMap, key: str, path: str) -> tuple[str, ...]:
+    def keywords(self, node: dict[Any, Any], key: str, path: str) -> tuple[str, ...]:
         """Keyword lists, each keyword checked by the matcher's own rules, so a config that loads always compiles;
         a comma inside a keyword (outside a /regex/) is warned about, as it is most likely two keywords run together."""
-        found = self.strings(node, key, path, keyword_error)
+        found = self.strings(node, key, path, _keyword_error)
         items = node.get(key)
-        for i, item in enumerate(items if isinstance(items, CommentedSeq) else []):
+        for i, item in enumerate(items if isinstance(items, list) else []):
             if isinstance(item, str) and "," in item and not item.strip().startswith("/"):
                 line, col = _position(items, i)
                 message = (
@@ -156,11 +155,11 @@ class Checker:
                 self.warnings.append(Problem(self.filename, line, col, f"{join_path(path, key)}[{i}]", message))
         return found
 
-    def timezone(self, node: CommentedMap, key: str, path: str, default: str) -> str:
+    def timezone(self, node: dict[Any, Any], key: str, path: str, default: str) -> str:
         """An IANA zone name such as Europe/London."""
         name: str = self.value(node, key, path, str, default)
         try:
-            ZoneInfo(name)
+            _zone(name)
         except (ZoneInfoNotFoundError, ValueError):
             hint = zones.closest(name)
             extra = f"did you mean '{hint}'?" if hint else "use an IANA name such as Europe/London"
@@ -168,7 +167,7 @@ class Checker:
             return default
         return name
 
-    def send_at(self, node: CommentedMap, key: str, path: str, default: time) -> time:
+    def send_at(self, node: dict[Any, Any], key: str, path: str, default: time) -> time:
         """A 24-hour HH:MM time; YAML may read 07:30 unquoted as a sexagesimal int, so say to quote it."""
         if key not in node or node[key] is None:
             return default
@@ -197,7 +196,7 @@ class Checker:
         subscribers = self.subscribers(root.get("subscribers"), root, settings, topics)
         return Config(path, settings, sources, topics, subscribers, warnings=tuple(self.warnings))
 
-    def settings(self, node: Any, root: CommentedMap) -> Settings:
+    def settings(self, node: Any, root: dict[Any, Any]) -> Settings:
         keys = ("timezone", "send_at", "max_papers_per_topic", "horizon_days", "allow_private_network", "catch_up_hours", "fetch_every", "public_pages")
         m = self.mapping(node, root, "settings", "settings", keys)
         if m is None:
@@ -214,7 +213,7 @@ class Checker:
             public_pages=self.value(m, "public_pages", "settings", bool, d.public_pages),
         )
 
-    def sources(self, node: Any, root: CommentedMap, base: Path) -> tuple[Source, ...]:
+    def sources(self, node: Any, root: dict[Any, Any], base: Path) -> tuple[Source, ...]:
         keys = ("name", "type", "url", "categories", "announce_types", "query", "max_results", "days", "replace", "timeout")
         out: list[Source] = []
         for i, item, item_path in self.items(node, root, "sources"):
@@ -253,12 +252,12 @@ class Checker:
                 out.append(source)
         return tuple(out)
 
-    def topics(self, node: Any, root: CommentedMap, source_names: set[str]) -> dict[str, Topic]:
+    def topics(self, node: Any, root: dict[Any, Any], source_names: set[str]) -> dict[str, Topic]:
         keys = ("title", "description", "any", "all", "none", "min_score", "sources", "max_papers", "sort", "rising_hours")
         out: dict[str, Topic] = {}
         if node is None:
             return out
-        if not isinstance(node, CommentedMap):
+        if not isinstance(node, dict):
             self.problem(root, "topics", "topics", f"expected a mapping of topic names, got {_kind(node)}")
             self.broken_topics = None
             return out
@@ -285,7 +284,7 @@ class Checker:
             )
         return out
 
-    def choice(self, node: CommentedMap, key: str, path: str, allowed: tuple[str, ...]) -> str:
+    def choice(self, node: dict[Any, Any], key: str, path: str, allowed: tuple[str, ...]) -> str:
         """One of `allowed` (the first when absent), with a did-you-mean when not."""
         value: str = self.value(node, key, path, str, allowed[0])
         if value not in allowed:
@@ -295,7 +294,7 @@ class Checker:
             return allowed[0]
         return value
 
-    def rising_hours(self, node: CommentedMap, path: str) -> int:
+    def rising_hours(self, node: dict[Any, Any], path: str) -> int:
         """Hours `sort: rising` measures gains over: snapshots are kept that long, so it is bounded."""
         hours: int = self.count(node, "rising_hours", path, RISING_HOURS, 1)
         if hours > MAX_RISING_HOURS:
@@ -303,10 +302,11 @@ class Checker:
             return RISING_HOURS
         return hours
 
-    def subscribers(self, node: Any, root: CommentedMap, settings: Settings, topics: dict[str, Topic]) -> tuple[Subscriber, ...]:
+    def subscribers(self, node: Any, root: dict[Any, Any], settings: Settings, topics: dict[str, Topic]) -> tuple[Subscriber, ...]:
         keys = ("email", "name", "topics", "keywords", "exclude", "min_score", "max_papers", "frequency", "day", "send_at", "timezone", "paused")
         out: list[Subscriber] = []
-        seen: dict[str, int] = {}  # lower-cased address → line of its first entry
+        seen: dict[str, dict[Any, Any]] = {}  # lower-cased address → its first entry
+        known_topic = self.known_topic(topics)
         for i, item, path in self.items(node, root, "subscribers"):
             m = self.mapping(item, node, i, path, keys)
             if m is None:
@@ -327,10 +327,10 @@ class Checker:
             elif not _EMAIL.match(email):
                 self.problem(m, "email", f"{path}.email", f"invalid email address '{email}'")
             elif email.lower() in seen:
-                self.problem(m, "email", f"{path}.email", f"duplicate subscriber '{email}' (first at line {seen[email.lower()]})")
-            seen.setdefault(email.lower(), _position(m, "email")[0])
+                self.problem(m, "email", f"{path}.email", f"duplicate subscriber '{email}' (first at line {_position(seen[email.lower()], 'email')[0]})")
+            seen.setdefault(email.lower(), m)
             reported = len(self.problems)
-            chosen = self.strings(m, "topics", path, self.known_topic(topics))
+            chosen = self.strings(m, "topics", path, known_topic)
             keywords = self.keywords(m, "keywords", path)
             if not chosen and not keywords and "email" in m and len(self.problems) == reported:
                 self.problem(m, None, path, "no 'topics' and no 'keywords': this subscriber would never get mail")
@@ -358,11 +358,11 @@ class Checker:
             )
         return tuple(out)
 
-    def items(self, node: Any, root: CommentedMap, key: str) -> Iterator[tuple[int, Any, str]]:
+    def items(self, node: Any, root: dict[Any, Any], key: str) -> Iterator[tuple[int, Any, str]]:
         """The entries of a top-level list, with their paths."""
         if node is None:
             return
-        if not isinstance(node, CommentedSeq):
+        if not isinstance(node, list):
             self.problem(root, key, key, f"expected a list, got {_kind(node)}")
             return
         for i, item in enumerate(node):
@@ -377,13 +377,17 @@ def _position(node: Any, key: Any) -> tuple[int, int]:
     try:
         if key is None:
             line, col = lc.line, lc.col
-        elif isinstance(node, CommentedSeq):
+        elif isinstance(node, list):
             line, col = lc.item(key)
         else:
             line, col = lc.key(key)
     except (KeyError, IndexError, TypeError):
         line, col = lc.line, lc.col
     return line + 1, col + 1
+
+
+_keyword_error = functools.lru_cache(maxsize=4096)(keyword_error)  # readers share keywords: each is parsed once per load
+_zone = functools.lru_cache(maxsize=1024)(ZoneInfo)
 
 
 def _resolve_url(url: str, base: Path) -> str:
@@ -416,9 +420,9 @@ def _kind(value: Any) -> str:
         return "nothing"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, CommentedMap):
+    if isinstance(value, dict):
         return "a mapping"
-    if isinstance(value, CommentedSeq):
+    if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
         return f"the text {value!r}"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import ctypes
 import dataclasses
 import errno
-import hashlib
 import io
 import itertools
 import logging
@@ -28,7 +28,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from newsletter.config.load import load_snapshot, parse, read
+from newsletter.config import cache
+from newsletter.config.checks import Checker
+from newsletter.config.load import load_snapshot, parse, quick, read
 from newsletter.errors import ConcurrentEdit, ConfigError, NewsletterError
 from newsletter.model.addresses import same_address
 from newsletter.model.config import WEEKDAYS, Config, Settings
@@ -56,7 +58,6 @@ class _Changed(NewsletterError):
     """The file no longer holds the snapshot an edit was made on."""
 
 
-_parsed: dict[str, tuple[bytes, Config]] = {}  # path: the digest of the content this process last found valid, and its config (frozen)
 _writers: dict[str, threading.Lock] = {}  # path: one app edit at a time per process, so threads do not keep invalidating each other
 _writers_guard = threading.Lock()
 
@@ -76,19 +77,12 @@ class SubscriberFile:
         self.lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT)
 
     def load(self) -> Config:
-        """The validated config; parsed again only when the file's bytes changed since this process last read them."""
-        key = str(self.path)
-        text = read(self.path)  # under the lock when it comes quickly: never a save half-way
-        cached = _parsed.get(key)
-        if cached is not None and cached[0] == _digest(text.encode("utf-8")):
-            return cached[1]
-        config, text = load_snapshot(self.path, text)
-        _parsed[key] = (_digest(text.encode("utf-8")), config)
-        return config
+        """The validated config; parsed again only when no process has validated the file's current bytes yet."""
+        return load_snapshot(self.path, read(self.path))[0]  # read under the lock when it comes quickly: never a save half-way
 
     def snapshot(self) -> Snapshot:
         data = self.path.read_bytes()
-        return Snapshot(data.decode("utf-8"), _digest(data))
+        return Snapshot(data.decode("utf-8"), cache.digest(data))
 
     @contextmanager
     def edit(self) -> Iterator[CommentedSeq]:
@@ -106,7 +100,7 @@ class SubscriberFile:
                 self._commit(before, text)
             except _Changed:
                 raise ConcurrentEdit(f"{self.path} changed while it was being edited without taking {self.lock.lock_file}; try again") from None
-            _parsed[str(self.path)] = (_digest(text.encode("utf-8")), checked)
+            cache.remember(self.path, cache.digest(text.encode("utf-8")), checked)
 
     def change(self, add: Sequence[tuple[str, Choice]] = (), remove: Collection[str] = ()) -> tuple[set[str], set[str]]:
         """Add confirmed subscribers and remove others in one write; the addresses (lower-cased) added and removed.
@@ -143,14 +137,17 @@ class SubscriberFile:
                 added.add(email.strip().lower())
             return added, removed
 
-        def fast(text: str, known: Config | None) -> tuple[str, tuple[set[str], set[str]]] | None:
-            cut = _remove_text(text, wanted_out) if wanted_out else (text, set())
+        def fast(text: str, known: Config | None) -> tuple[str, tuple[set[str], set[str]], Config | None] | None:
+            cut = _remove_text(text, wanted_out) if wanted_out else _Cut(text, set(), [])
             if cut is None:
                 return None
             if known is not None and any(t not in known.topics for _, choice in add for t in choice.topics):
                 return None  # the round trip refuses it before anything is written
-            grown = _append_text(cut[0], add) if add else (cut[0], set())
-            return None if grown is None else (grown[0], (grown[1], cut[1]))
+            grown = _append_text(cut.text, add) if add else _Growth(cut.text, set(), [], 0)
+            if grown is None:
+                return None
+            derived = None if known is None else _derived(known, cut, grown)
+            return grown.text, (grown.added, cut.removed), derived
 
         return self._change(edit, fast)
 
@@ -163,34 +160,22 @@ class SubscriberFile:
         return bool(self.change(remove=[email])[1])
 
     def update(self, email: str, prefs: Preferences, defaults: Settings) -> bool:
-        """Write a subscriber's preferences: unchanged keys keep their formatting, keys back at their default go."""
+        """Write a subscriber's preferences: unchanged keys keep their formatting, keys back at their default go.
+
+        On a file validated before whose list is plain, only the reader's own entry goes through the round trip
+        (its lines, read and written alone) and only it is checked again; otherwise the whole file does."""
 
         def edit(subscribers: CommentedSeq) -> bool:
             i = _index(subscribers, email)
             if i is None:
                 return False
-            entry = subscribers[i]
-            wanted: dict[str, tuple[Any, Any]] = {  # key: (new value, default when absent)
-                "topics": (prefs.topics, ()),
-                "keywords": (prefs.keywords, ()),
-                "frequency": (prefs.frequency, "daily"),
-                "day": (prefs.day, "monday"),
-                "send_at": (prefs.send_at.strftime("%H:%M"), defaults.send_at.strftime("%H:%M")),
-                "timezone": (prefs.timezone, defaults.timezone),
-                "paused": (prefs.paused, False),
-            }
-            for key, (value, default) in wanted.items():
-                if _plain(entry.get(key, default)) == value:
-                    continue
-                if value == default:
-                    entry.pop(key, None)
-                elif key == "send_at":  # quoted, as YAML 1.1 readers (PyYAML) take 07:15 for a number of minutes
-                    entry[key] = DoubleQuotedScalarString(value)
-                else:
-                    entry[key] = _flow(value) if isinstance(value, tuple) else value
+            _set_preferences(subscribers[i], prefs, defaults)
             return True
 
-        return self._change(edit)
+        def fast(text: str, known: Config | None) -> tuple[str, bool, Config | None] | None:
+            return None if known is None else _update_entry_text(text, known, email, lambda entry: _set_preferences(entry, prefs, defaults))
+
+        return self._change(edit, fast)
 
     def rules(self, email: str, add: Rules = NO_RULES, remove: Rules = NO_RULES) -> bool:
         """Add and remove a subscriber's own topics, keywords and exclude rules in one write; False when they are not there.
@@ -220,13 +205,14 @@ class SubscriberFile:
 
     # compare-and-swap
 
-    def _change(self, edit: Callable[[CommentedSeq], T], fast: Callable[[str, Config | None], tuple[str, T] | None] | None = None) -> T:
+    def _change(self, edit: Callable[[CommentedSeq], T], fast: Callable[[str, Config | None], tuple[str, T, Config | None] | None] | None = None) -> T:
         """Make the edit on a snapshot and swap it in if the file still holds that snapshot; else redo it on a fresh read.
 
         The parse, round trip and validation happen outside the lock (it is held only to compare and rename),
         except on the last attempt, which holds it throughout so a busy file cannot starve the app. A text edit
-        (`fast`) on content this process has not validated yet is validated right after its swap instead of
-        before, so a file saved every fraction of a second cannot starve it either: if the result does not
+        (`fast`) on content validated before is not parsed again: it gives the config it makes, derived from the
+        one of that content. One on content no process has validated yet is validated right after its swap instead
+        of before, so a file saved every fraction of a second cannot starve it either: if the result does not
         validate (the hand edit was broken), the previous content is put back and the problems are raised."""
         with _writer(self.path):
             for attempt in range(ATTEMPTS):
@@ -235,9 +221,10 @@ class SubscriberFile:
                     before = self.snapshot()
                     known = self._known(before)
                     quick = fast(before.text, known) if fast else None
+                    checked: Config | None = None
                     try:
                         if quick is not None:
-                            text, result = quick
+                            text, result, checked = quick
                         else:
                             self._validate(before)  # a broken hand edit is reported, not edited further
                             yaml, data = _open(before.text)
@@ -245,7 +232,8 @@ class SubscriberFile:
                             text = _dump(yaml, data)
                         if text == before.text:
                             return result
-                        checked = None if quick is not None else parse(text, str(self.path))  # never write a file the pipeline would refuse
+                        if quick is None:
+                            checked = parse(text, str(self.path))  # never write a file the pipeline would refuse
                     except ConfigError:
                         with self.lock:  # a save taken under the lock is complete once we have it
                             if self.snapshot().digest == before.digest:
@@ -257,17 +245,16 @@ class SubscriberFile:
                         log.info("%s changed while being edited (attempt %d of %d); editing the new content", self.path, attempt + 1, ATTEMPTS)
                         time.sleep(random.uniform(0.005, 0.05))
                         continue
-                    after = _digest(text.encode("utf-8"))
+                    after = cache.digest(text.encode("utf-8"))
                     if checked is None:
-                        checked = self._without(known, result) or self._check_written(before, text, after)
-                    _parsed[str(self.path)] = (after, checked)
+                        checked = self._check_written(before, text, after)
+                    cache.remember(self.path, after, checked)
                     return result
         raise ConcurrentEdit(f"{self.path} kept changing while it was being edited ({ATTEMPTS} attempts); try again")
 
     def _known(self, snapshot: Snapshot) -> Config | None:
         """The config this process parsed from exactly this content, if it did."""
-        cached = _parsed.get(str(self.path))
-        return cached[1] if cached is not None and cached[0] == snapshot.digest else None
+        return cache.recall(self.path, snapshot.digest)
 
     def _check_written(self, before: Snapshot, text: str, digest: bytes) -> Config:
         """Validate what a text edit just wrote; if it is refused, put `before` back (unless saved over meanwhile) and raise."""
@@ -280,17 +267,9 @@ class SubscriberFile:
                 log.warning("%s: an edit on a broken file was saved over before it could be undone", self.path)
             raise
 
-    @staticmethod
-    def _without(config: Config | None, result: object) -> Config | None:
-        """The config after a text removal (and no addition), from the one parsed before it: the same but for those entries."""
-        if config is None or not isinstance(result, tuple) or result[0]:
-            return None
-        gone = result[1]
-        return dataclasses.replace(config, subscribers=tuple(s for s in config.subscribers if s.email.strip().lower() not in gone))
-
     def _validate(self, before: Snapshot) -> None:
         if self._known(before) is None:
-            _parsed[str(self.path)] = (before.digest, parse(before.text, str(self.path)))
+            cache.remember(self.path, before.digest, parse(before.text, str(self.path)))
 
     def _commit(self, before: Snapshot, text: str) -> None:
         """Under the lock: replace the file with `text` if it still holds `before`; else raise _Changed and write nothing."""
@@ -303,15 +282,12 @@ def _writer(path: Path) -> threading.Lock:
         return _writers.setdefault(str(path.resolve()), threading.Lock())
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-def _open(text: str) -> tuple[YAML, CommentedMap]:
+def _open(text: str, indent_from: str | None = None) -> tuple[YAML, CommentedMap]:
+    """The text read for a round trip that keeps its layout (guessed from `indent_from`, by default the text itself)."""
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
-    mapping, offset = _guess_indent(text)
+    mapping, offset = _guess_indent(text if indent_from is None else indent_from)
     yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
     data = yaml.load(text) or CommentedMap()
     if data.get("subscribers") is None:
@@ -329,8 +305,8 @@ def _dump(yaml: YAML, data: CommentedMap) -> str:
     return out.getvalue()
 
 
-_TOP_SUBSCRIBERS = re.compile(r"subscribers:[ \t]*(#.*)?\n?")
-_ENTRY = re.compile(r"(?P<indent> *)- +email: *(?P<q>[\"']?)(?P<email>[^\"'#\s]+)(?P=q)[ \t]*(#.*)?\n?")
+_TOP_SUBSCRIBERS = re.compile(r"^subscribers:[ \t]*(#.*)?$", re.MULTILINE)
+_ENTRY = re.compile(r"\n(?P<indent> *)- +email: *(?P<q>[\"']?)(?P<email>[^\"'#\s]+)(?P=q)[ \t]*(#.*)?$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -358,6 +334,13 @@ class _Block:
     def text(self) -> str:
         return "".join(self.lines[self.start : self.end]).lower()
 
+    def by_address(self) -> dict[str, list[int]]:
+        """The entries' first lines by their address as written, lower-cased."""
+        out: dict[str, list[int]] = {}
+        for i, m in self.entries:
+            out.setdefault(m["email"].lower(), []).append(i)
+        return out
+
     def orphaned(self, drop: set[int]) -> set[int]:
         """The comment lines right above a run of adjacent entries that are all being dropped: they spoke of those.
 
@@ -365,7 +348,7 @@ class _Block:
         deeper than the dashes belongs to the entry above it."""
         orphans: set[int] = set()
         starts = {i for i, _ in self.entries}
-        for i in sorted(starts):
+        for i in sorted(starts & drop):  # a run that is all dropped starts with a dropped entry
             heading = list(itertools.takewhile(self._comment, range(i - 1, self.start - 1, -1)))
             if not heading:
                 continue  # an entry's last line, a blank line or `subscribers:` right above
@@ -390,21 +373,58 @@ class _Block:
 
 
 def _block(text: str) -> _Block | None:
-    """The subscribers list if every item in it is a plain `- email: X` entry at one indentation; else None."""
-    lines = text.splitlines(keepends=True)
-    tops = [i for i, line in enumerate(lines) if _TOP_SUBSCRIBERS.fullmatch(line)]
+    """The subscribers list if every item in it is a plain `- email: X` entry at one indentation; else None.
+
+    Found by regular expressions over the whole text, not line by line, as it is at 100,000 readers on every edit."""
+    if _OTHER_LINE_BREAKS.search(text):  # lines are then not just what \n ends: the round trip knows better
+        return None
+    tops = list(_TOP_SUBSCRIBERS.finditer(text))
     if len(tops) != 1:
         return None
-    start = tops[0] + 1
-    end = next((i for i in range(start, len(lines)) if lines[i][:1] not in ("", " ", "\t", "\n", "\r", "#", "-")), len(lines))
-    entries = [(i, m) for i in range(start, end) if (m := _ENTRY.fullmatch(lines[i]))]
-    dashes = [i for i in range(start, end) if lines[i].lstrip(" ").startswith("-")]
-    if not entries or len({m["indent"] for _, m in entries}) != 1 or len(dashes) != len(entries):
+    lines = text.splitlines(keepends=True)
+    start = text.count("\n", 0, tops[0].start()) + 1
+    begin = tops[0].end() + 1
+    after = _TOP_LEVEL.search(text, begin)
+    finish = len(text) if after is None else after.start()
+    end = len(lines) if after is None else text.count("\n", 0, finish)
+    entries: list[tuple[int, re.Match[str]]] = []
+    line, at = start - 1, begin - 1  # from the \n before the first line, which the patterns start with (a fast scan)
+    for m in _ENTRY.finditer(text, at, finish):
+        line += text.count("\n", at, m.start() + 1)
+        at = m.start() + 1
+        entries.append((line, m))
+    dashes = len(_DASH.findall(text, begin - 1, finish))
+    if not entries or len({m["indent"] for _, m in entries}) != 1 or dashes != len(entries):
         return None
     return _Block(lines, start, end, entries, len(entries[0][1]["indent"]))
 
 
-def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | None:
+_OTHER_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # where str.splitlines breaks besides \n
+_TOP_LEVEL = re.compile(r"^[^ \t\n#-]", re.MULTILINE)  # a line that ends the list: the next top-level key
+_DASH = re.compile(r"\n *-")
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A text removal: the new text, the addresses removed, and the (0-based, sorted) lines of the old text that went."""
+
+    text: str
+    removed: set[str]
+    dropped: list[int]
+
+
+@dataclass(frozen=True)
+class _Growth:
+    """A text addition: the new text, the addresses added, their entries as read, and the line they went after."""
+
+    text: str
+    added: set[str]
+    entries: list[dict[str, Any]]
+    after: int  # 0-based line of the text before, after which the new lines were put
+    lines: int = 0  # how many
+
+
+def _remove_text(text: str, emails: Collection[str]) -> _Cut | None:
     """`text` without the `- email: X` entries of these addresses, and which were there; None when that is not
     plainly safe (the address written some other way, an anchor, the last entry): then the round trip does it.
 
@@ -416,8 +436,9 @@ def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | N
     lower = block.text()
     drop: set[int] = set()
     removed: set[str] = set()
+    written = block.by_address()
     for email in emails:
-        found = [i for i, m in block.entries if m["email"].lower() == email]
+        found = written.get(email, [])
         if lower.count(email) != len(found) or len(found) != 1:  # written elsewhere too (a flow entry, a comment), another
             return None  # spelling (user@bücher.de for user@xn--bcher-kva.de), or absent: the round trip decides
         cut = block.extent(found[0])
@@ -428,7 +449,7 @@ def _remove_text(text: str, emails: Collection[str]) -> tuple[str, set[str]] | N
     if len(removed) == len(block.entries):  # `subscribers:` with nothing under it is null, not a list
         return None
     drop.update(block.orphaned(drop))
-    return "".join(line for k, line in enumerate(block.lines) if k not in drop), removed
+    return _Cut("".join(line for k, line in enumerate(block.lines) if k not in drop), removed, sorted(drop))
 
 
 _PLAIN_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
@@ -436,18 +457,21 @@ _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]+")
 _PLAIN_ZONE = re.compile(r"[A-Za-z0-9_/+-]+")
 
 
-def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> tuple[str, set[str]] | None:
-    """`text` with new plain entries after the last one, laid out as the round trip would write them, and the
-    addresses added; None when an address or topic would need quoting or the list is not plain. Unlike a removal
-    this can make the file invalid (a topic removed meanwhile): the caller validates what it wrote."""
+def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None:
+    """`text` with new plain entries after the last one, laid out as the round trip would write them; None when an
+    address or topic would need quoting, the list is not plain, or the last entry and the new ones, read alone,
+    are not what was meant. Unlike a removal this can make the file invalid (a topic removed meanwhile): the caller
+    validates what it wrote, or the entries against the config of the text before."""
     block = _block(text)
     if block is None:
         return None
     lower = block.text()
+    written = block.by_address()
     last = block.entries[-1][0]
     key = " " * block.lines[last].index("email")
     dash = " " * block.indent
     new: list[str] = []
+    entries: list[dict[str, Any]] = []
     added: set[str] = set()
     for email, choice in add:
         address = email.strip()
@@ -456,27 +480,129 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> tuple[str, set
             return None
         if not _PLAIN_WORD.fullmatch(choice.frequency) or choice.name or choice.keywords or not _PLAIN_ZONE.fullmatch(choice.timezone or "UTC"):
             return None  # a name or keywords may need quoting: the round trip writes them
-        present = sum(1 for _, m in block.entries if m["email"].lower() == wanted)
+        present = len(written.get(wanted, []))
         if lower.count(wanted) != present:
             return None
         if present or wanted in added:
             continue
         entry = f"{dash}- email: {address}\n{key}topics: [{', '.join(choice.topics)}]\n"
+        fields: dict[str, Any] = {"email": address, "topics": list(choice.topics)}
         if choice.frequency != "daily":
             entry += f"{key}frequency: {choice.frequency}\n"
+            fields["frequency"] = choice.frequency
         if choice.send_at is not None:
             entry += f'{key}send_at: "{choice.send_at:%H:%M}"\n'
+            fields["send_at"] = f"{choice.send_at:%H:%M}"
         if choice.timezone:
             entry += f"{key}timezone: {choice.timezone}\n"
+            fields["timezone"] = choice.timezone
         new.append(entry)
+        entries.append(fields)
         added.add(wanted)
     if not new:
-        return text, added
+        return _Growth(text, added, [], 0)
     at = block.extent(last)[-1]
-    head = "".join(block.lines[: at + 1])
-    if not head.endswith("\n"):
-        head += "\n"
-    return head + "".join(new) + "".join(block.lines[at + 1 :]), added
+    tail = "".join(block.lines[last : at + 1])
+    if not tail.endswith("\n"):
+        tail += "\n"
+    alone = quick("subscribers:\n" + tail + "".join(new))  # the new entries read as new entries, and nothing else moved
+    if not isinstance(alone, dict) or alone.get("subscribers", [])[1:] != entries or str(alone["subscribers"][0].get("email")) != block.entries[-1][1]["email"]:
+        return None
+    head = "".join(block.lines[:last]) + tail
+    return _Growth(head + "".join(new) + "".join(block.lines[at + 1 :]), added, entries, at, sum(e.count("\n") for e in new))
+
+
+def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
+    """The config of a text edit, from the config of the text before: the entries removed gone, those added checked
+    alone against its topics and settings, its warnings moved with the lines and entries around them; None when the
+    added ones do not check (the edit is then validated as a whole, and undone when it does not)."""
+    checker = Checker(str(known.path))
+    fresh = checker.subscribers(grown.entries, {}, known.settings, known.topics)
+    gone = [i for i, s in enumerate(known.subscribers) if s.email.lower() in cut.removed] if cut.removed else []
+    kept = tuple(s for s in known.subscribers if s.email.lower() not in cut.removed) if cut.removed else known.subscribers
+    taken = any((old := known.subscriber(s.email)) is not None and old.email.lower() not in cut.removed for s in fresh)
+    if checker.problems or checker.warnings or len(gone) != len(cut.removed) or taken:
+        return None
+    warnings = []
+    for warning in known.warnings:
+        line = warning.line - 1  # 0-based, in the text before the removal
+        entry = _SUBSCRIBER_PATH.match(warning.path)
+        index = int(entry[1]) if entry else None
+        if line in cut.dropped or index in gone:
+            continue
+        line -= bisect.bisect_left(cut.dropped, line)
+        if line > grown.after:
+            line += grown.lines
+        path = warning.path if index is None else f"subscribers[{index - bisect.bisect_left(gone, index)}]{warning.path[entry.end() :] if entry else ''}"
+        warnings.append(dataclasses.replace(warning, line=line + 1, path=path))
+    return dataclasses.replace(known, subscribers=(*kept, *fresh), warnings=tuple(warnings))
+
+
+_SUBSCRIBER_PATH = re.compile(r"subscribers\[(\d+)\]")
+
+
+def _set_preferences(entry: CommentedMap, prefs: Preferences, defaults: Settings) -> None:
+    """Change a reader's entry to these preferences: unchanged keys keep their formatting, keys back at their default go."""
+    wanted: dict[str, tuple[Any, Any]] = {  # key: (new value, default when absent)
+        "topics": (prefs.topics, ()),
+        "keywords": (prefs.keywords, ()),
+        "frequency": (prefs.frequency, "daily"),
+        "day": (prefs.day, "monday"),
+        "send_at": (prefs.send_at.strftime("%H:%M"), defaults.send_at.strftime("%H:%M")),
+        "timezone": (prefs.timezone, defaults.timezone),
+        "paused": (prefs.paused, False),
+    }
+    for key, (value, default) in wanted.items():
+        if _plain(entry.get(key, default)) == value:
+            continue
+        if value == default:
+            entry.pop(key, None)
+        elif key == "send_at":  # quoted, as YAML 1.1 readers (PyYAML) take 07:15 for a number of minutes
+            entry[key] = DoubleQuotedScalarString(value)
+        else:
+            entry[key] = _flow(value) if isinstance(value, tuple) else value
+
+
+def _update_entry_text(text: str, known: Config, email: str, change: Callable[[CommentedMap], None]) -> tuple[str, bool, Config] | None:
+    """`text` with one reader's entry changed through the round trip of its own lines, and the config that makes,
+    derived from `known` (the config of `text`); None when that is not plainly safe: then the whole file goes."""
+    block = _block(text)
+    wanted = email.strip().lower()
+    found = block.by_address().get(wanted, []) if block is not None else []
+    if block is None or len(found) != 1 or block.text().count(wanted) != 1:
+        return None
+    span = block.extent(found[0])
+    old = "".join(block.lines[k] for k in span)
+    if any(c in old for c in "&*!") or not old.endswith("\n"):  # an anchor another part may refer to, or a tag
+        return None
+    head = "".join(block.lines[: block.start])
+    yaml, data = _open(_SNIPPET_HEAD + old, head + _SNIPPET_HEAD + old)
+    if len(data["subscribers"]) != 1:
+        return None
+    change(data["subscribers"][0])
+    new = _dump(yaml, data).removeprefix(_SNIPPET_HEAD)
+    alone = quick(_SNIPPET_HEAD + new)
+    if not isinstance(alone, dict) or not isinstance(alone.get("subscribers"), list) or len(alone["subscribers"]) != 1:
+        return None
+    checker = Checker(str(known.path))
+    fresh = checker.subscribers(alone["subscribers"], {}, known.settings, known.topics)
+    index = [i for i, _ in block.entries].index(found[0])
+    if checker.problems or checker.warnings or len(fresh) != 1 or fresh[0].email.lower() != known.subscribers[index].email.lower():
+        return None
+    if new == old:
+        return text, True, known
+    moved = new.count("\n") - old.count("\n")
+    warnings = []
+    for warning in known.warnings:
+        if warning.path.startswith(f"subscribers[{index}]."):
+            return None  # the entry's own warnings are located by reading the whole file
+        warnings.append(dataclasses.replace(warning, line=warning.line + moved) if warning.line - 1 > span[-1] else warning)
+    subscribers = (*known.subscribers[:index], fresh[0], *known.subscribers[index + 1 :])
+    changed = dataclasses.replace(known, subscribers=subscribers, warnings=tuple(warnings))
+    return "".join(block.lines[: span[0]]) + new + "".join(block.lines[span[-1] + 1 :]), True, changed
+
+
+_SNIPPET_HEAD = "subscribers:\n"
 
 
 def _plain(value: Any) -> Any:
@@ -571,13 +697,13 @@ def _atomic_write(path: Path, text: str, expect: bytes | None = None) -> None:
         if expect is not None:
             with path.open("rb") as fh:
                 checked = os.fstat(fh.fileno()).st_ino
-                if _digest(fh.read()) != expect:
+                if cache.digest(fh.read()) != expect:
                     raise _Changed
         if expect is None or not _exchange(tmp, path):
             os.replace(tmp, path)
             return
         # A different file displaced is put back after one stat, so another writer's reader barely sees ours meanwhile.
-        if os.stat(tmp).st_ino == checked and _digest(Path(tmp).read_bytes()) == expect:
+        if os.stat(tmp).st_ino == checked and cache.digest(Path(tmp).read_bytes()) == expect:
             Path(tmp).unlink()
             return
         _exchange(tmp, path)  # their save back in place; ours is at tmp, unless yet another save came in that instant

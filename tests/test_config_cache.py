@@ -1,0 +1,92 @@
+"""The cache of validated configs: shared by processes through a folder, and never serving an edit or another file a stale config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import time
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import cache, load
+from newsletter.config.edit import SubscriberFile
+from newsletter.config.load import parse
+from newsletter.model.signup import Choice, Preferences
+
+SAMPLE = Path(__file__).parent.parent / "subscribers.yaml"
+
+
+@pytest.fixture
+def yaml_file(tmp_path: Path) -> Path:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(SAMPLE.read_text(encoding="utf-8").replace("url: samples/", f"url: {SAMPLE.parent}/samples/"), encoding="utf-8")
+    return path
+
+
+def test_a_config_validated_by_one_process_is_read_by_another_without_parsing(yaml_file: Path, config_cache: Path) -> None:
+    script = "import sys; from pathlib import Path; from newsletter.config import cache, load; load(Path(sys.argv[1])); cache.flush()"
+    subprocess.run([sys.executable, "-c", script, str(yaml_file)], check=True)
+    entries = list((config_cache / "newsletter").glob("config-*.pickle"))
+    assert len(entries) == 1
+    cache._memory.clear()
+    fingerprint = cache.digest(yaml_file.read_bytes())
+    found = cache.recall(yaml_file, fingerprint)
+    assert found is not None and [s.email for s in found.subscribers] == ["ada@example.org", "grace@example.org", "rosalind@example.org"]
+    assert cache.recall(yaml_file, cache.digest(b"other bytes")) is None, "another content is parsed, not served from the cache"
+    assert cache.recall(yaml_file.parent / "other.yaml", fingerprint) is None, "the same bytes in another file count only for their own file"
+
+
+def test_an_edit_is_read_fresh_and_an_entry_others_could_write_is_not_trusted(yaml_file: Path, config_cache: Path) -> None:
+    assert len(load(yaml_file).subscribers) == 3
+    cache.flush()
+    yaml_file.write_text(yaml_file.read_text(encoding="utf-8") + "  - email: new@example.com\n    topics: [exoplanets]\n", encoding="utf-8")
+    assert len(load(yaml_file).subscribers) == 4
+    cache.flush()
+    cache._memory.clear()
+    (entry,) = (config_cache / "newsletter").glob("config-*.pickle")
+    entry.chmod(0o666)
+    assert cache.recall(yaml_file, cache.digest(yaml_file.read_bytes())) is None, "a world-writable entry is never unpickled"
+    assert len(load(yaml_file).subscribers) == 4
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_the_parse(yaml_file: Path, config_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = config_cache / "file-not-folder"
+    blocked.write_text("", encoding="utf-8")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert len(load(yaml_file).subscribers) == 3
+    cache.flush()
+
+
+def test_an_app_edit_leaves_the_config_it_derived_which_is_the_one_a_parse_gives(yaml_file: Path) -> None:
+    file = SubscriberFile(yaml_file)
+    rosalind = "    topics: [protein-folding, exoplanets]\n"
+    text = yaml_file.read_text(encoding="utf-8").replace("  - email: grace", "  # the lab\n  - email: grace")
+    yaml_file.write_text(text.replace(rosalind, rosalind + "    keywords: ['speech, ASR']\n"), encoding="utf-8")
+    before = file.load()
+    assert [w.path for w in before.warnings] == ["subscribers[2].keywords[0]"]
+    assert file.add("new@example.com", Choice(("exoplanets",), "weekly"))
+    assert file.remove("ada@example.org")
+    derived = cache.recall(yaml_file, cache.digest(yaml_file.read_bytes()))
+    assert derived is not None and derived.subscribers[-1].email == "new@example.com"
+    assert derived == parse(yaml_file.read_text(encoding="utf-8"), str(yaml_file)), "subscribers and warnings (lines, paths) alike"
+    assert [w.path for w in derived.warnings] == ["subscribers[1].keywords[0]"] and derived.warnings[0].line < before.warnings[0].line
+
+
+def test_preferences_saved_through_the_readers_own_lines_are_what_the_whole_round_trip_writes(tmp_path: Path, yaml_file: Path) -> None:
+    text = yaml_file.read_text(encoding="utf-8").replace("    name: Grace\n", "    name: Grace   # since 2024\n    # weekdays suit her\n")
+    other = tmp_path / "other" / "subscribers.yaml"
+    other.parent.mkdir()
+    for path in (yaml_file, other):
+        path.write_text(text, encoding="utf-8")
+    settings = load(yaml_file).settings  # validated: its edit takes the reader's lines only; the other file's, the whole file
+    prefs = Preferences(("hf-top", "exoplanets"), ("LoRA",), "weekly", "friday", time(7, 30), "Europe/London", False)
+    assert SubscriberFile(yaml_file).update("grace@example.org", prefs, settings)
+    assert SubscriberFile(other)._known(SubscriberFile(other).snapshot()) is None
+    assert SubscriberFile(other).update("grace@example.org", prefs, settings)
+    assert yaml_file.read_text(encoding="utf-8") == other.read_text(encoding="utf-8")
+    assert "    # weekdays suit her\n" in yaml_file.read_text(encoding="utf-8")
+    derived = cache.recall(yaml_file, cache.digest(yaml_file.read_bytes()))
+    assert derived == parse(yaml_file.read_text(encoding="utf-8"), str(yaml_file))
+    grace = derived.subscriber("grace@example.org") if derived else None
+    assert grace is not None and (grace.keywords, grace.day, grace.send_at) == (("LoRA",), "friday", time(7, 30))

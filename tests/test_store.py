@@ -21,8 +21,8 @@ def layout(shown: list[str], cut: tuple[str, ...] = ()) -> Layout:
     return Layout(T0.date(), (Shelf("agents", "LLM agents", tuple(shown), cut),))
 
 
-def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_papers_are_new_once_and_merge_later_sightings(database: Path | str) -> None:
+    with Store(database) as store:
         arxiv = Paper(id="2411.00001", title="A", categories=("cs.CL",), sources=("arxiv",), version=1)
         hf = Paper(id="2411.00001", title="A", score=42, sources=("hf",), version=2)
         assert store.add_papers([arxiv], T0) == (1, 1)
@@ -35,17 +35,17 @@ def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:
         assert stored.first_seen == T0, "age counts from the first sighting"
 
 
-def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_state_survives_reopening_the_file(database: Path | str) -> None:
+    with Store(database) as store:
         store.add_papers([Paper(id="x", title="X")], T0)
         store.save_validators("http://h/feed", '"abc"', "Wed, 01 Jan 2026 00:00:00 GMT")
-    with Store(tmp_path / "state.db") as store:
+    with Store(database) as store:
         assert store.paper("x") is not None
         assert store.validators("http://h/feed") == ('"abc"', "Wed, 01 Jan 2026 00:00:00 GMT")
 
 
-def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_row_is_claimed_once_and_sent_marks_its_papers(database: Path | str) -> None:
+    with Store(database) as store:
         assert store.plan_delivery("e1", "Ada@example.org", layout(["p1", "p2"]))
         assert not store.plan_delivery("e1", "ada@example.org", layout(["p1"])), "one row per edition and subscriber"
         assert store.sent_paper_ids("ada@example.org") == {"p1", "p2"}, "papers waiting in a row are not offered again"
@@ -57,8 +57,8 @@ def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None
         assert store.claim("e1", "ada@example.org") is None, "a sent row is never claimed again"
 
 
-def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(database: Path | str) -> None:
+    with Store(database) as store:
         assert store.plan_delivery("e0", "bob@example.org", layout(["p0"])), "committed before: must survive the rollback"
         with pytest.raises(RuntimeError, match="boom"), store.transaction():
             assert store.plan_delivery("e1", "ada@example.org", layout(["p1", "p2"]))  # each joins the open transaction
@@ -70,12 +70,12 @@ def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp
         assert store.sent_paper_ids("ada@example.org") == set()
         assert store.validators("https://example.org/feed.xml") == (None, None)
         assert store.plan_delivery("e1", "ada@example.org", layout(["p1"])), "the row was never made, so it can be planned afresh"
-    with Store(tmp_path / "state.db") as reopened:  # and nothing half-done reached the file
+    with Store(database) as reopened:  # and nothing half-done reached the file
         assert sorted((r.edition, r.status, r.attempts) for r in reopened.deliveries()) == [("e0", "pending", 0), ("e1", "pending", 0)]
 
 
-def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(database: Path | str) -> None:
+    with Store(database) as store:
         store.plan_delivery("e1", "a@x.org", layout(["p1"]))
         store.claim("e1", "a@x.org")
         store.mark_deferred("e1", "a@x.org", "451 try later")
@@ -84,8 +84,8 @@ def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: P
         assert store.claim("e1", "a@x.org") == 2, "a refused connection says nothing about this reader"
 
 
-def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncertain(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncertain(database: Path | str) -> None:
+    with Store(database) as store:
         store.plan_delivery("e1", "a@x.org", layout(["p1"]))
         store.plan_delivery("e1", "b@x.org", layout(["p1"]))
         store.claim("e1", "a@x.org")
@@ -101,8 +101,8 @@ def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncert
         assert store.sent_paper_ids("a@x.org") == {"p1"}, "the reader may have it: no new edition sends its papers again"
 
 
-def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(database: Path | str) -> None:
+    with Store(database) as store:
         store.plan_delivery("e1", "a@x.org", layout(["p1", "p2"]))
         store.claim("e1", "a@x.org")
         assert not store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
@@ -122,8 +122,8 @@ def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_
         assert store.sent_paper_ids("b@x.org") == {"p3"}, "an earlier try may have arrived"
 
 
-def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(database: Path | str) -> None:
+    with Store(database) as store:
         for n in range(1, 3):
             store.plan_delivery(f"e{n}", "a@x.org", layout([]))
             store.claim(f"e{n}", "a@x.org")
@@ -164,8 +164,8 @@ def test_a_ledger_from_before_the_uncertain_column_is_upgraded(tmp_path: Path) -
         assert store.deliveries()[0].uncertain == 1
 
 
-def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_source_health_counts_consecutive_failures(database: Path | str) -> None:
+    with Store(database) as store:
         store.source_failed("s", "HTTP 500", T0)
         store.source_failed("s", "HTTP 503", T0)
         assert store.source_health()["s"].consecutive_failures == 2
@@ -174,8 +174,8 @@ def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:
         assert health.consecutive_failures == 0 and health.papers_seen == 7 and health.last_error == "HTTP 503"
 
 
-def test_a_higher_version_through_a_replace_source_is_news_again_once(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_higher_version_through_a_replace_source_is_news_again_once(database: Path | str) -> None:
+    with Store(database) as store:
         store.add_papers([Paper(id="2411.00001", title="A", version=1)], T0)
         store.plan_delivery("e1", "ada@example.org", layout(["2411.00001"]), T0)
         store.claim("e1", "ada@example.org", T0)

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -55,7 +54,7 @@ def send(
     secret = secret_key(env, store)
     edition = edition or f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
     chosen = [s for s in (config.subscribers if subscribers is None else subscribers) if not s.paused and (only is None or s.email.lower() == only.lower())]
-    with _lock(store.path):
+    with _lock(store):
         left = store.unsubscribed()  # unsubscribed in the app: never mailed, even before (or without) their line leaving the YAML
         if any(s.email.lower() in left for s in chosen):
             log.info("skipping %d unsubscribed address(es) still listed in the config", sum(1 for s in chosen if s.email.lower() in left))
@@ -111,9 +110,13 @@ def send(
 
 
 @contextmanager
-def _lock(db_path: Path) -> Iterator[None]:
-    """One sender at a time per database, so two runs never claim each other's rows as interrupted."""
-    lock_path = db_path.with_name(db_path.name + ".lock")
+def _lock(store: Store) -> Iterator[None]:
+    """One sender at a time per SQLite file, so two runs never claim each other's rows as interrupted (on PostgreSQL
+    each row in `sending` names the connection that has it, and several senders share the work)."""
+    if store.path is None:
+        yield
+        return
+    lock_path = store.path.with_name(store.path.name + ".lock")
     lock = FileLock(lock_path)
     try:
         lock.acquire(timeout=0)

@@ -11,6 +11,7 @@ import pytest
 from newsletter.errors import StorageError
 from newsletter.model.digest import Layout, Shelf
 from newsletter.model.paper import Paper
+from newsletter.model.signup import Choice
 from newsletter.storage.store import Store
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -223,3 +224,50 @@ def test_a_lock_held_past_the_timeout_raises_storage_error_and_leaves_no_transac
         other.close()
         assert not store.db.in_transaction
         assert store.plan_delivery("e1", "a@x.org", layout(["p1"]))
+
+
+def test_the_other_table_groups_read_back_what_they_wrote(database: Path | str) -> None:
+    """Sources' validators, the schedule, sign-ups, link versions, bounces and paper lookups, on either engine."""
+    with Store(database) as store:
+        store.save_validators("https://a.org/feed", '"v1"', None)
+        store.save_validators("https://a.org/feed", '"v2"', "Tue, 01 Dec 2026 07:00:00 GMT")
+        assert store.validators("https://a.org/feed") == ('"v2"', "Tue, 01 Dec 2026 07:00:00 GMT")
+        store.record_slot("Ada@Example.org", T0 + timedelta(days=1), "sent", T0)
+        store.record_slot("ada@example.org", T0, "missed", T0)
+        assert store.handled_slots() == {"ada@example.org": (T0 + timedelta(days=1), "sent")}, "an older slot never overwrites a newer one"
+        assert [store.revoke_links("ada@example.org") for _ in range(2)] == [1, 2] and store.link_versions() == {"ada@example.org": 2}
+        store.remember_confirmed("bo@example.org", Choice(("ml",), "daily"), T0)
+        assert store.confirmed_since(T0) == [("bo@example.org", Choice(("ml",), "daily"))]
+        assert store.confirmed_since(T0 + timedelta(seconds=1)) == [] and store.meta("yaml.confirmed:bo@example.org") is None, "older notes dropped"
+        store.record_unsubscribed("Cy@example.org", T0)
+        assert store.unsubscribed() == {"cy@example.org"} and store.unsubscribed_since(T0) == ["cy@example.org"]
+        assert store.forget_unsubscribed("cy@example.org") and not store.forget_unsubscribed("cy@example.org")
+        assert store.record_bounce("e1", "ada@example.org", "soft_bounce", "mailbox full", T0)
+        assert not store.record_bounce("e1", "ada@example.org", "soft_bounce", "mailbox full", T0), "the same report read twice"
+        assert store.count_unattributed() == 1 and store.inbound_counts() == {"soft_bounce": 1, "unattributed": 1}
+        store.add_papers([Paper(id="p1", title="One"), Paper(id="p2", title="Two 100%")], T0)
+        assert [p.title for p in store.papers_by_id(["p2", "nope", "p1"])] == ["Two 100%", "One"], "in the order asked, a % kept"
+        assert [c.paper.id for c in store.papers_changed_since(0)] == ["p1", "p2"] and store.papers_changed_since(2) == []
+
+
+def test_unfinished_rows_are_taken_once_per_store(database: Path | str) -> None:
+    with Store(database) as store, Store(database) as other:
+        for who in ("a@x.org", "b@x.org", "c@x.org"):
+            store.plan_delivery("e1", who, layout(["p1"]), T0)
+        first = [d.subscriber for d in store.take_unfinished(2)]
+        assert first == ["a@x.org", "b@x.org"], "oldest first"
+        assert [d.subscriber for d in store.take_unfinished(2)] == ["c@x.org"] and store.take_unfinished(2) == [], "not those taken before"
+        taken_by_other = [d.subscriber for d in other.take_unfinished(5)]
+        if store.shared:
+            assert taken_by_other == [], "another sender still running holds them"
+        else:
+            assert taken_by_other == first + ["c@x.org"], "an SQLite file has one sender: the lock file says the last one is gone"
+
+
+def test_a_server_that_cannot_be_reached_is_one_line_naming_it_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://ada:s3cret@/newsletter?host={tmp_path}"
+    with pytest.raises(StorageError) as caught:
+        Store(url, timeout=1)
+    message = str(caught.value)
+    assert "\n" not in message and "s3cret" not in message
+    assert message.startswith(f"the state database postgresql://ada@/newsletter?host={tmp_path} failed: ") and "NEWSLETTER_DB" in message

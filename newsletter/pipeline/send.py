@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,9 +19,11 @@ from newsletter.pipeline.courier import Courier, Letters
 from newsletter.pipeline.planning import Planner, secret_key
 from newsletter.pipeline.report import Outcome, SendReport
 from newsletter.storage.database import utcnow
+from newsletter.storage.ledger import Delivery
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
+BATCH = 50  # unfinished rows a sender takes at a time
 
 
 def send(
@@ -86,7 +89,14 @@ def send(
         try:
             wanted = {s.email.lower(): s for s in active}
             present = {s.email.lower() for s in config.subscribers} - left
-            for row in store.deliveries(("pending", "deferred")):
+            if store.shared:  # several senders share this store: one plans every new row first, each sends the rows it takes
+                with store.planning() as planning:
+                    for subscriber in fresh if planning else ():
+                        digest = planner.next_digest(subscriber)
+                        if digest is not None:
+                            courier.plan(edition, subscriber, digest, now)
+                fresh = []
+            for row in _unfinished(store, courier):
                 if row.subscriber not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
                     store.mark_failed(row.edition, row.subscriber, "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
                     continue
@@ -107,6 +117,19 @@ def send(
         finally:
             courier.close(record=recorded)
     return report
+
+
+def _unfinished(store: Store, courier: Courier) -> Iterator[Delivery]:
+    """Unfinished rows a batch at a time, each taken by one sender only; on a shared store, while another sender is
+    still planning, also the rows it has yet to plan."""
+    while courier.running:
+        batch = store.take_unfinished(BATCH)
+        if batch:
+            yield from batch
+        elif store.planning_elsewhere():
+            time.sleep(0.1)
+        else:
+            return
 
 
 @contextmanager

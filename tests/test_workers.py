@@ -10,11 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+import pytest
 from support.postgres import PostgresServer
 from support.smtpserver import SMTPServer
 from test_delivery import World, make_world
 
-READERS = 300
+READERS = 200
 
 
 def _world(tmp_path: Path, server: SMTPServer, postgres_server: PostgresServer) -> tuple[World, dict[str, str]]:
@@ -34,6 +35,7 @@ def _senders(url: str) -> Counter[int]:
         return Counter(row[0] for row in conn.execute("SELECT claimed_by FROM deliveries WHERE status = 'sent'"))
 
 
+@pytest.mark.timeout(400)  # three processes of `newsletter send` on a loaded machine
 def test_two_senders_share_one_edition_and_mail_every_reader_once(tmp_path: Path, postgres_server: PostgresServer) -> None:
     with SMTPServer() as server:
         world, env = _world(tmp_path, server, postgres_server)
@@ -46,6 +48,7 @@ def test_two_senders_share_one_edition_and_mail_every_reader_once(tmp_path: Path
         assert len(shares) == 2 and min(shares.values()) >= READERS // 10, f"both senders took rows: {shares}"
 
 
+@pytest.mark.timeout(400)
 def test_a_sender_killed_mid_edition_loses_nobody_and_repeats_only_its_rows_in_flight(tmp_path: Path, postgres_server: PostgresServer) -> None:
     with SMTPServer() as server:
         world, env = _world(tmp_path, server, postgres_server)

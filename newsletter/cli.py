@@ -32,6 +32,7 @@ from newsletter.model.wording import counted
 from newsletter.pipeline import status as report_mod
 from newsletter.pipeline import trial
 from newsletter.pipeline.stopping import stop_on_signals
+from newsletter.storage.connection import redacted
 from newsletter.storage.database import utcnow
 from newsletter.storage.ledger import UNCERTAIN_LIMIT
 from newsletter.storage.store import Store
@@ -335,7 +336,7 @@ def check(ctx: click.Context) -> None:
             renderer.template(name)
         except RenderError as exc:
             _fail(str(exc))
-    if problem := _database_problem(env.db):
+    if isinstance(env.db, Path) and (problem := _database_problem(env.db)):  # a server is checked by opening it
         _fail(problem)
     for warning in config.warnings:
         click.echo(str(warning), err=True)
@@ -343,17 +344,22 @@ def check(ctx: click.Context) -> None:
     counts = ", ".join(
         counted(n, word) for n, word in ((len(config.sources), "source"), (len(config.topics), "topic"), (len(config.subscribers), "subscriber"))
     )
-    click.echo(f"{config.path}: ok — {counts}; state in {env.db.resolve()}; mail goes to {delivery}")
+    click.echo(f"{config.path}: ok — {counts}; state in {_where(env.db)}; mail goes to {delivery}")
 
 
 @contextmanager
 def _reading(env: Env, quiet: bool = False) -> Iterator[Store]:
     """The store a report reads, first saying which it is, so one opened from the wrong folder is seen at once (on stderr for --json)."""
-    fresh = not env.db.is_file()
+    fresh = isinstance(env.db, Path) and not env.db.is_file()
     with Store(env.db, env.db_timeout) as store:
         said = " (did not exist: created now, empty — is NEWSLETTER_DB or --config the one you meant?)" if fresh else ""
-        click.echo(f"State database: {env.db}{said}", err=quiet)
+        click.echo(f"State database: {_where(env.db)}{said}", err=quiet)
         yield store
+
+
+def _where(db: Path | str) -> str:
+    """The state database as messages name it: the file's full path, or the server's URL without its password."""
+    return str(db.resolve()) if isinstance(db, Path) else redacted(db)
 
 
 def _database_problem(db: Path) -> str | None:
@@ -501,7 +507,7 @@ def run(ctx: click.Context, tick: float, clock_start: datetime | None, dry_run: 
             used = bool(store.handled_slots() or store.deliveries())
             if used and store.meta(CLOCKED) is None:
                 _fail(
-                    f"{env.db.resolve()} holds real deliveries and send slots; `run --clock` would send real mail and use up the "
+                    f"{_where(env.db)} holds real deliveries and send slots; `run --clock` would send real mail and use up the "
                     "slots it passes. Rehearse with `run --clock ... --dry-run` (nothing sent or recorded), or point NEWSLETTER_DB at a copy."
                 )
             if not used:

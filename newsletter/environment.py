@@ -18,6 +18,7 @@ from newsletter.errors import EnvError
 from newsletter.mail.pool import PoolSettings
 from newsletter.mail.signing import DkimSettings
 from newsletter.mail.transports import SECURITY_PORTS, SmtpSettings
+from newsletter.storage.connection import is_url
 
 N = TypeVar("N", int, float)
 DEFAULT_FROM = "Paper Digest <digest@localhost>"
@@ -45,7 +46,7 @@ class Env:
     dkim_private_key_path: Path | None = None
     sender: str | None = None  # NEWSLETTER_FROM
     outbox: Path = Path("outbox")
-    db: Path = Path("newsletter.db")
+    db: Path | str = Path("newsletter.db")  # an SQLite file, or a postgresql:// URL (kept as text)
     db_timeout: float = 30.0  # NEWSLETTER_DB_TIMEOUT: seconds to wait for a lock another process holds on the database
     base_url: str = "http://localhost:8000"
     secret_key: str | None = None
@@ -160,7 +161,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         smtp_password=get("SMTP_PASSWORD"),
         sender=sender,
         outbox=path("NEWSLETTER_OUTBOX", Env.outbox) or Env.outbox,
-        db=path("NEWSLETTER_DB", Env.db) or Env.db,
+        db=db_url if is_url(db_url := get("NEWSLETTER_DB") or "") else path("NEWSLETTER_DB", Path("newsletter.db")) or Path("newsletter.db"),
         db_timeout=_number(get, "NEWSLETTER_DB_TIMEOUT", float, 30.0, minimum=0),
         base_url=base_url.rstrip("/"),
         secret_key=get("NEWSLETTER_SECRET_KEY"),

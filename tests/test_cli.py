@@ -240,6 +240,17 @@ def test_a_state_database_that_cannot_be_used_is_one_line_and_exit_6(tmp_path: P
     assert checked.returncode == 1 and one_line_error(checked).startswith(f"error: NEWSLETTER_DB={tmp_path / db} ")
 
 
+def test_a_postgresql_url_is_a_server_to_reach_not_a_file_name(tmp_path: Path) -> None:
+    (tmp_path / "subscribers.yaml").write_text(CONFIG + reader("ada@example.org"), encoding="utf-8")
+    url = f"postgresql://ada:s3cret@/newsletter?host={tmp_path / 'no-server'}"
+    for command in (["send"], ["status"]):
+        result = newsletter(*command, cwd=tmp_path, env={"NEWSLETTER_DB": url, "NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_DB_TIMEOUT": "1"}, timeout=30)
+        assert result.returncode == 6, (command, result.stderr)
+        line = one_line_error(result)
+        assert line.startswith(f"error: the state database postgresql://ada@/newsletter?host={tmp_path / 'no-server'} failed: ") and "s3cret" not in line
+    assert not [p for p in tmp_path.rglob("*") if "postgresql" in p.name or p.suffix == ".db"], "no file made of the URL"
+
+
 # rehearsing the daemon
 
 

@@ -148,3 +148,11 @@ def test_a_mailbox_needs_its_login_and_tls_off_loopback() -> None:
         "INBOUND_IMAP_TLS=false would send the mailbox password to imap.example.org in plaintext; only a loopback server may go without TLS"
     ]
     assert environment.problems(load(INBOUND_IMAP_HOST="127.0.0.1", INBOUND_IMAP_USER="u", INBOUND_IMAP_PASSWORD="p", INBOUND_IMAP_TLS="false")) == []
+
+
+def test_a_postgresql_url_is_kept_as_a_url_and_a_path_stays_a_file() -> None:
+    url = "postgresql://newsletter:secret@db.example.org:5432/newsletter"
+    assert load(NEWSLETTER_DB=url).db == url, "not a file name relative to the config's folder"
+    assert load(NEWSLETTER_DB="postgres://db/newsletter").db == "postgres://db/newsletter"
+    db = load(NEWSLETTER_DB="state/postgresql.db").db
+    assert isinstance(db, Path) and db.is_absolute() and db.name == "postgresql.db"

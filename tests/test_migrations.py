@@ -15,6 +15,7 @@ import pytest
 from newsletter.errors import SchemaTooNew, StorageError
 from newsletter.model.digest import Layout, Shelf
 from newsletter.storage import migrations
+from newsletter.storage.connection import Connection, Postgres, sqlite
 from newsletter.storage.migrations import MIGRATIONS, Migration
 from newsletter.storage.store import Store
 
@@ -40,35 +41,46 @@ def _rows(path: Path) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
-def _shape(path: Path) -> tuple[dict[str, set[str]], set[str]]:
-    """Each table's columns, and the index names."""
-    db = sqlite3.connect(path)
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    columns = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
-    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
-    db.close()
-    return columns, indexes
+def _connect(database: Path | str) -> Connection:
+    """A connection to the store that migrates nothing, to look at what opening it left."""
+    return Postgres(database, 5) if isinstance(database, str) else sqlite(database, 5)
 
 
-def _user_version(path: Path) -> int:
-    db = sqlite3.connect(path)
+def _shape(database: Path | str) -> tuple[dict[str, set[str]], set[str]]:
+    """Each table's columns, and the index names (not the primary keys')."""
+    db = _connect(database)
     try:
-        return int(db.execute("PRAGMA user_version").fetchone()[0])
+        if db.dialect == "sqlite":
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+        else:
+            rows = db.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name <> 'schema_version'")
+            tables = [r[0] for r in rows]
+            indexes = {r[0] for r in db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT LIKE '%_pkey'")}
+        return {t: db.columns(t) for t in tables}, indexes
     finally:
         db.close()
 
 
-def test_a_fresh_database_ends_at_the_latest_version(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db"):
+def _user_version(database: Path | str) -> int:
+    db = _connect(database)
+    try:
+        return db.version()
+    finally:
+        db.close()
+
+
+def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> None:
+    with Store(database):
         pass
-    assert LATEST == 13
-    assert _user_version(tmp_path / "state.db") == LATEST
-    columns, indexes = _shape(tmp_path / "state.db")
+    assert LATEST == 14
+    assert _user_version(database) == LATEST
+    columns, indexes = _shape(database)
     assert "sent" not in columns and columns["sent_lists"] == {"subscriber", "sent_at", "edition", "paper_ids"}
     assert "pruned" in columns["papers"] and "saved" in columns["http_cache"]
     assert len(columns) == 15 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
     assert "pause_reason" in columns["readers"] and "bounces" in columns
-    assert "layout" in columns["deliveries"] and "layouts" in columns
+    assert "layout" in columns["deliveries"] and "layouts" in columns and "claimed_by" in columns["deliveries"]
     assert columns["popularity"] == {"paper", "at", "upvotes", "comments", "stars"}
     assert indexes == {
         "papers_first_seen",
@@ -148,7 +160,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> list[str]:
     ran: list[str] = []
 
     def wrap(step: Migration) -> Migration:
-        def counted(db: sqlite3.Connection) -> None:
+        def counted(db: Connection) -> None:
             ran.append(step.__name__)
             time.sleep(delay)
             step(db)
@@ -159,17 +171,17 @@ def _counting(monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> list[str]:
     return ran
 
 
-def test_opening_again_runs_no_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_opening_again_runs_no_migration(database: Path | str, monkeypatch: pytest.MonkeyPatch) -> None:
     ran = _counting(monkeypatch)
-    with Store(tmp_path / "state.db"):
+    with Store(database):
         pass
     assert ran == [step.__name__ for step in MIGRATIONS]
-    with Store(tmp_path / "state.db"):
+    with Store(database):
         pass
     assert len(ran) == LATEST, "nothing ran the second time"
 
 
-def _open_at_once(path: Path) -> list[BaseException]:
+def _open_at_once(path: Path | str) -> list[BaseException]:
     """Two connections open the same file at the same moment, as the daemon and the web app starting together."""
     start = threading.Barrier(2)
     errors: list[BaseException] = []
@@ -189,11 +201,11 @@ def _open_at_once(path: Path) -> list[BaseException]:
     return errors
 
 
-def test_two_processes_opening_at_once_migrate_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_processes_opening_at_once_migrate_once(database: Path | str, monkeypatch: pytest.MonkeyPatch) -> None:
     ran = _counting(monkeypatch, delay=0.05)
-    assert _open_at_once(tmp_path / "state.db") == []
+    assert _open_at_once(database) == []
     assert len(ran) == LATEST, "the second opener found the work done"
-    assert _user_version(tmp_path / "state.db") == LATEST
+    assert _user_version(database) == LATEST
 
 
 def test_two_processes_creating_the_database_together_both_open_it(tmp_path: Path) -> None:
@@ -202,11 +214,26 @@ def test_two_processes_creating_the_database_together_both_open_it(tmp_path: Pat
     assert [error for n in range(60) for error in _open_at_once(tmp_path / f"{n}.db")] == []
 
 
+def test_a_failing_migration_on_a_new_database_leaves_it_empty(database: Path | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(db: Connection) -> None:
+        db.execute("CREATE TABLE half_done (x INTEGER)")
+        raise RuntimeError("the last migration failed")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, broken])
+    with pytest.raises(RuntimeError, match="the last migration failed"):
+        Store(database)
+    assert _user_version(database) == 0 and _shape(database) == ({}, set()), "every step rolled back with it"
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+    with Store(database):
+        pass
+    assert _user_version(database) == LATEST
+
+
 def test_a_failing_migration_rolls_back_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _old_database(tmp_path / "state.db", "b85425c.sql")
     before, shape = _rows(path), _shape(path)
 
-    def broken(db: sqlite3.Connection) -> None:
+    def broken(db: Connection) -> None:
         db.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("migration 4 failed")
 
@@ -225,7 +252,7 @@ def test_a_failing_migration_rolls_back_every_step(tmp_path: Path, monkeypatch: 
 def test_sent_rows_are_read_from_the_deliveries_they_came_from_and_the_rest_kept_as_lists(tmp_path: Path) -> None:
     """Migration 10: the per-paper `sent` rows go; every reader is owed exactly the papers they were owed before."""
     path = tmp_path / "state.db"
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite(path, 5)
     migrations.migrate(db, str(path), MIGRATIONS[:9])
     t = [(NOW + timedelta(hours=h)).isoformat() for h in range(6)]
     for pid, revised in (("p1", None), ("p2", None), ("p3", t[3]), ("p4", None), ("p5", None)):
@@ -264,7 +291,7 @@ def test_sent_rows_are_read_from_the_deliveries_they_came_from_and_the_rest_kept
         assert "sent" not in _shape(path)[0]
 
 
-def _sent_before_migration_10(db: sqlite3.Connection, subscriber: str) -> set[str]:
+def _sent_before_migration_10(db: Connection, subscriber: str) -> set[str]:
     """Ledger.sent_paper_ids as it read the per-paper rows before migration 10."""
     sent = {
         r[0]

@@ -105,8 +105,8 @@ def test_a_pruned_ledger_still_sends_no_old_paper_again_and_a_kept_edition_still
     assert len(mails) == 1, "Ada's kept edition still counts it as hers"
 
 
-def test_a_cut_paper_fetched_again_gets_its_body_back_and_stays_old(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_cut_paper_fetched_again_gets_its_body_back_and_stays_old(database: Path | str) -> None:
+    with Store(database) as store:
         old = T0 - timedelta(days=400)
         paper = Paper(id="2311.00001", title="Old", abstract="Long ago.", sources=("arxiv",), version=2)
         store.add_papers([paper], old)
@@ -120,8 +120,8 @@ def test_a_cut_paper_fetched_again_gets_its_body_back_and_stays_old(tmp_path: Pa
         assert [p.paper.id for p in store.papers_seen_since(T0 - timedelta(days=7))] == [paper.id], "a revision is news, as before"
 
 
-def test_prune_keeps_what_rising_reads_and_drops_what_no_window_reaches(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_prune_keeps_what_rising_reads_and_drops_what_no_window_reaches(database: Path | str) -> None:
+    with Store(database) as store:
         hot, old = Paper(id="2411.00001", title="Hot", score=1), Paper(id="2301.00001", title="Old", score=9)
         store.add_papers([old], T0 - timedelta(days=30))
         store.record_popularity([old], T0 - timedelta(days=30), 24)
@@ -137,8 +137,8 @@ def test_prune_keeps_what_rising_reads_and_drops_what_no_window_reaches(tmp_path
         assert store.popularity_history([hot.id, old.id], since) == {hot.id: wanted[hot.id]}, "rising reads the same gains"
 
 
-def test_http_validators_stay_for_configured_urls_and_recent_saves(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_http_validators_stay_for_configured_urls_and_recent_saves(database: Path | str) -> None:
+    with Store(database) as store:
         store.save_validators("https://feeds.example.org/configured", '"a"', None, T0 - timedelta(days=60))
         store.save_validators("https://feeds.example.org/removed", '"b"', None, T0 - timedelta(days=60))
         store.save_validators("https://feeds.example.org/page-2", '"c"', None, T0 - timedelta(days=1))
@@ -148,8 +148,8 @@ def test_http_validators_stay_for_configured_urls_and_recent_saves(tmp_path: Pat
         assert store.validators("https://feeds.example.org/page-2") == ('"c"', None)
 
 
-def test_unfinished_deliveries_and_papers_waiting_in_them_are_never_pruned(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_unfinished_deliveries_and_papers_waiting_in_them_are_never_pruned(database: Path | str) -> None:
+    with Store(database) as store:
         old = T0 - timedelta(days=400)
         store.add_papers([Paper(id="p1", title="One", abstract="x" * 500), Paper(id="p2", title="Two")], old)
         store.plan_delivery("e-old", "ada@example.org", Layout(old.date(), (Shelf("t", "T", ("p1",), ()),)), old)

@@ -232,10 +232,10 @@ def test_rising_over_two_real_captures_of_one_day(hf_world: tuple[Config, Env], 
     assert after["trending"].index("2607.28582") > 2
 
 
-def test_snapshots_keep_what_the_longest_window_needs_and_the_latest(tmp_path: Path) -> None:
+def test_snapshots_keep_what_the_longest_window_needs_and_the_latest(database: Path | str) -> None:
     paper = Paper(id="2607.23193", title="OmniScope", score=0)
     start = datetime(2026, 8, 1, tzinfo=UTC)
-    with Store(tmp_path / "state.db") as store:
+    with Store(database) as store:
         for hour in range(0, 49, 6):  # a fetch every 6 hours for two days, windows up to 24 h
             store.record_popularity([dataclasses.replace(paper, score=hour)], start + timedelta(hours=hour), keep_hours=24)
         store.record_popularity([Paper(id="no-figures", title="An arXiv paper")], start, keep_hours=24)

@@ -11,6 +11,7 @@ import pytest
 from newsletter.errors import StorageError
 from newsletter.model.digest import Layout, Shelf
 from newsletter.model.paper import Paper
+from newsletter.model.signup import Choice
 from newsletter.storage.store import Store
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -21,8 +22,8 @@ def layout(shown: list[str], cut: tuple[str, ...] = ()) -> Layout:
     return Layout(T0.date(), (Shelf("agents", "LLM agents", tuple(shown), cut),))
 
 
-def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_papers_are_new_once_and_merge_later_sightings(database: Path | str) -> None:
+    with Store(database) as store:
         arxiv = Paper(id="2411.00001", title="A", categories=("cs.CL",), sources=("arxiv",), version=1)
         hf = Paper(id="2411.00001", title="A", score=42, sources=("hf",), version=2)
         assert store.add_papers([arxiv], T0) == (1, 1)
@@ -35,17 +36,17 @@ def test_papers_are_new_once_and_merge_later_sightings(tmp_path: Path) -> None:
         assert stored.first_seen == T0, "age counts from the first sighting"
 
 
-def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_state_survives_reopening_the_file(database: Path | str) -> None:
+    with Store(database) as store:
         store.add_papers([Paper(id="x", title="X")], T0)
         store.save_validators("http://h/feed", '"abc"', "Wed, 01 Jan 2026 00:00:00 GMT")
-    with Store(tmp_path / "state.db") as store:
+    with Store(database) as store:
         assert store.paper("x") is not None
         assert store.validators("http://h/feed") == ('"abc"', "Wed, 01 Jan 2026 00:00:00 GMT")
 
 
-def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_row_is_claimed_once_and_sent_marks_its_papers(database: Path | str) -> None:
+    with Store(database) as store:
         assert store.plan_delivery("e1", "Ada@example.org", layout(["p1", "p2"]))
         assert not store.plan_delivery("e1", "ada@example.org", layout(["p1"])), "one row per edition and subscriber"
         assert store.sent_paper_ids("ada@example.org") == {"p1", "p2"}, "papers waiting in a row are not offered again"
@@ -57,8 +58,8 @@ def test_a_row_is_claimed_once_and_sent_marks_its_papers(tmp_path: Path) -> None
         assert store.claim("e1", "ada@example.org") is None, "a sent row is never claimed again"
 
 
-def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(database: Path | str) -> None:
+    with Store(database) as store:
         assert store.plan_delivery("e0", "bob@example.org", layout(["p0"])), "committed before: must survive the rollback"
         with pytest.raises(RuntimeError, match="boom"), store.transaction():
             assert store.plan_delivery("e1", "ada@example.org", layout(["p1", "p2"]))  # each joins the open transaction
@@ -70,12 +71,12 @@ def test_an_exception_escaping_a_transaction_rolls_back_everything_inside_it(tmp
         assert store.sent_paper_ids("ada@example.org") == set()
         assert store.validators("https://example.org/feed.xml") == (None, None)
         assert store.plan_delivery("e1", "ada@example.org", layout(["p1"])), "the row was never made, so it can be planned afresh"
-    with Store(tmp_path / "state.db") as reopened:  # and nothing half-done reached the file
+    with Store(database) as reopened:  # and nothing half-done reached the file
         assert sorted((r.edition, r.status, r.attempts) for r in reopened.deliveries()) == [("e0", "pending", 0), ("e1", "pending", 0)]
 
 
-def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(database: Path | str) -> None:
+    with Store(database) as store:
         store.plan_delivery("e1", "a@x.org", layout(["p1"]))
         store.claim("e1", "a@x.org")
         store.mark_deferred("e1", "a@x.org", "451 try later")
@@ -84,8 +85,8 @@ def test_a_deferral_counts_an_attempt_unless_the_server_was_at_fault(tmp_path: P
         assert store.claim("e1", "a@x.org") == 2, "a refused connection says nothing about this reader"
 
 
-def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncertain(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncertain(database: Path | str) -> None:
+    with Store(database) as store:
         store.plan_delivery("e1", "a@x.org", layout(["p1"]))
         store.plan_delivery("e1", "b@x.org", layout(["p1"]))
         store.claim("e1", "a@x.org")
@@ -101,8 +102,8 @@ def test_rows_interrupted_while_sending_are_sent_once_more_and_counted_as_uncert
         assert store.sent_paper_ids("a@x.org") == {"p1"}, "the reader may have it: no new edition sends its papers again"
 
 
-def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_its_papers(database: Path | str) -> None:
+    with Store(database) as store:
         store.plan_delivery("e1", "a@x.org", layout(["p1", "p2"]))
         store.claim("e1", "a@x.org")
         assert not store.mark_uncertain("e1", "a@x.org", "connection lost after the message", limit=2)
@@ -122,8 +123,8 @@ def test_a_row_unconfirmed_after_its_data_is_sent_once_more_then_failed_keeping_
         assert store.sent_paper_ids("b@x.org") == {"p3"}, "an earlier try may have arrived"
 
 
-def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_consecutive_hard_failures_pause_a_reader_and_a_success_resets_the_count(database: Path | str) -> None:
+    with Store(database) as store:
         for n in range(1, 3):
             store.plan_delivery(f"e{n}", "a@x.org", layout([]))
             store.claim(f"e{n}", "a@x.org")
@@ -164,8 +165,8 @@ def test_a_ledger_from_before_the_uncertain_column_is_upgraded(tmp_path: Path) -
         assert store.deliveries()[0].uncertain == 1
 
 
-def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_source_health_counts_consecutive_failures(database: Path | str) -> None:
+    with Store(database) as store:
         store.source_failed("s", "HTTP 500", T0)
         store.source_failed("s", "HTTP 503", T0)
         assert store.source_health()["s"].consecutive_failures == 2
@@ -174,8 +175,8 @@ def test_source_health_counts_consecutive_failures(tmp_path: Path) -> None:
         assert health.consecutive_failures == 0 and health.papers_seen == 7 and health.last_error == "HTTP 503"
 
 
-def test_a_higher_version_through_a_replace_source_is_news_again_once(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_a_higher_version_through_a_replace_source_is_news_again_once(database: Path | str) -> None:
+    with Store(database) as store:
         store.add_papers([Paper(id="2411.00001", title="A", version=1)], T0)
         store.plan_delivery("e1", "ada@example.org", layout(["2411.00001"]), T0)
         store.claim("e1", "ada@example.org", T0)
@@ -223,3 +224,50 @@ def test_a_lock_held_past_the_timeout_raises_storage_error_and_leaves_no_transac
         other.close()
         assert not store.db.in_transaction
         assert store.plan_delivery("e1", "a@x.org", layout(["p1"]))
+
+
+def test_the_other_table_groups_read_back_what_they_wrote(database: Path | str) -> None:
+    """Sources' validators, the schedule, sign-ups, link versions, bounces and paper lookups, on either engine."""
+    with Store(database) as store:
+        store.save_validators("https://a.org/feed", '"v1"', None)
+        store.save_validators("https://a.org/feed", '"v2"', "Tue, 01 Dec 2026 07:00:00 GMT")
+        assert store.validators("https://a.org/feed") == ('"v2"', "Tue, 01 Dec 2026 07:00:00 GMT")
+        store.record_slot("Ada@Example.org", T0 + timedelta(days=1), "sent", T0)
+        store.record_slot("ada@example.org", T0, "missed", T0)
+        assert store.handled_slots() == {"ada@example.org": (T0 + timedelta(days=1), "sent")}, "an older slot never overwrites a newer one"
+        assert [store.revoke_links("ada@example.org") for _ in range(2)] == [1, 2] and store.link_versions() == {"ada@example.org": 2}
+        store.remember_confirmed("bo@example.org", Choice(("ml",), "daily"), T0)
+        assert store.confirmed_since(T0) == [("bo@example.org", Choice(("ml",), "daily"))]
+        assert store.confirmed_since(T0 + timedelta(seconds=1)) == [] and store.meta("yaml.confirmed:bo@example.org") is None, "older notes dropped"
+        store.record_unsubscribed("Cy@example.org", T0)
+        assert store.unsubscribed() == {"cy@example.org"} and store.unsubscribed_since(T0) == ["cy@example.org"]
+        assert store.forget_unsubscribed("cy@example.org") and not store.forget_unsubscribed("cy@example.org")
+        assert store.record_bounce("e1", "ada@example.org", "soft_bounce", "mailbox full", T0)
+        assert not store.record_bounce("e1", "ada@example.org", "soft_bounce", "mailbox full", T0), "the same report read twice"
+        assert store.count_unattributed() == 1 and store.inbound_counts() == {"soft_bounce": 1, "unattributed": 1}
+        store.add_papers([Paper(id="p1", title="One"), Paper(id="p2", title="Two 100%")], T0)
+        assert [p.title for p in store.papers_by_id(["p2", "nope", "p1"])] == ["Two 100%", "One"], "in the order asked, a % kept"
+        assert [c.paper.id for c in store.papers_changed_since(0)] == ["p1", "p2"] and store.papers_changed_since(2) == []
+
+
+def test_unfinished_rows_are_taken_once_per_store(database: Path | str) -> None:
+    with Store(database) as store, Store(database) as other:
+        for who in ("a@x.org", "b@x.org", "c@x.org"):
+            store.plan_delivery("e1", who, layout(["p1"]), T0)
+        first = [d.subscriber for d in store.take_unfinished(2)]
+        assert first == ["a@x.org", "b@x.org"], "oldest first"
+        assert [d.subscriber for d in store.take_unfinished(2)] == ["c@x.org"] and store.take_unfinished(2) == [], "not those taken before"
+        taken_by_other = [d.subscriber for d in other.take_unfinished(5)]
+        if store.shared:
+            assert taken_by_other == [], "another sender still running holds them"
+        else:
+            assert taken_by_other == first + ["c@x.org"], "an SQLite file has one sender: the lock file says the last one is gone"
+
+
+def test_a_server_that_cannot_be_reached_is_one_line_naming_it_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://ada:s3cret@/newsletter?host={tmp_path}"
+    with pytest.raises(StorageError) as caught:
+        Store(url, timeout=1)
+    message = str(caught.value)
+    assert "\n" not in message and "s3cret" not in message
+    assert message.startswith(f"the state database postgresql://ada@/newsletter?host={tmp_path} failed: ") and "NEWSLETTER_DB" in message

@@ -239,8 +239,8 @@ def test_a_confirmation_is_valid_for_48_hours_once_and_only_the_latest(tmp_path:
         assert store.take_pending(found) and not store.take_pending(found)
 
 
-def test_rate_limit_counts_within_a_sliding_window(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as store:
+def test_rate_limit_counts_within_a_sliding_window(database: Path | str) -> None:
+    with Store(database) as store:
         hour = timedelta(hours=1)
         assert [store.allow("k", "1.2.3.4", 2, hour, NOW + timedelta(minutes=m)) for m in range(3)] == [True, True, False]
         assert store.allow("k", "5.6.7.8", 2, hour, NOW), "keys are counted apart"

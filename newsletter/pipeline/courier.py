@@ -133,6 +133,10 @@ class Courier:
         if len(self.ready) >= self.pool.size - self.in_flight:  # enough to fill every free connection (or none free): hand them out
             self._exchange(None if self.in_flight >= self.pool.size else 0)
 
+    def plan(self, edition: str, subscriber: Subscriber, digest: Digest, now: datetime) -> None:
+        """Record a new row for this digest, for whichever sender takes it (a shared store's senders plan ahead)."""
+        self.store.plan_delivery(edition, subscriber.email, self.letters.layout(digest), now)
+
     def _fail_alone(self, edition: str, subscriber: Subscriber, papers: int, plan: tuple[Layout, datetime] | None, reply: str) -> None:
         """A row that cannot be sent fails on its own, recorded so `status` names it (with `plan`, the new row is
         recorded first); the others are mailed."""

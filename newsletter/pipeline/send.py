@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -19,9 +19,11 @@ from newsletter.pipeline.courier import Courier, Letters
 from newsletter.pipeline.planning import Planner, secret_key
 from newsletter.pipeline.report import Outcome, SendReport
 from newsletter.storage.database import utcnow
+from newsletter.storage.ledger import Delivery
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
+BATCH = 50  # unfinished rows a sender takes at a time
 
 
 def send(
@@ -55,7 +57,7 @@ def send(
     secret = secret_key(env, store)
     edition = edition or f"send-{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
     chosen = [s for s in (config.subscribers if subscribers is None else subscribers) if not s.paused and (only is None or s.email.lower() == only.lower())]
-    with _lock(store.path):
+    with _lock(store):
         left = store.unsubscribed()  # unsubscribed in the app: never mailed, even before (or without) their line leaving the YAML
         if any(s.email.lower() in left for s in chosen):
             log.info("skipping %d unsubscribed address(es) still listed in the config", sum(1 for s in chosen if s.email.lower() in left))
@@ -87,7 +89,14 @@ def send(
         try:
             wanted = {s.email.lower(): s for s in active}
             present = {s.email.lower() for s in config.subscribers} - left
-            for row in store.deliveries(("pending", "deferred")):
+            if store.shared:  # several senders share this store: one plans every new row first, each sends the rows it takes
+                with store.planning() as planning:
+                    for subscriber in fresh if planning else ():
+                        digest = planner.next_digest(subscriber)
+                        if digest is not None:
+                            courier.plan(edition, subscriber, digest, now)
+                fresh = []
+            for row in _unfinished(store, courier):
                 if row.subscriber not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
                     store.mark_failed(row.edition, row.subscriber, "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
                     continue
@@ -110,10 +119,27 @@ def send(
     return report
 
 
+def _unfinished(store: Store, courier: Courier) -> Iterator[Delivery]:
+    """Unfinished rows a batch at a time, each taken by one sender only; on a shared store, while another sender is
+    still planning, also the rows it has yet to plan."""
+    while courier.running:
+        batch = store.take_unfinished(BATCH)
+        if batch:
+            yield from batch
+        elif store.planning_elsewhere():
+            time.sleep(0.1)
+        else:
+            return
+
+
 @contextmanager
-def _lock(db_path: Path) -> Iterator[None]:
-    """One sender at a time per database, so two runs never claim each other's rows as interrupted."""
-    lock_path = db_path.with_name(db_path.name + ".lock")
+def _lock(store: Store) -> Iterator[None]:
+    """One sender at a time per SQLite file, so two runs never claim each other's rows as interrupted (on PostgreSQL
+    each row in `sending` names the connection that has it, and several senders share the work)."""
+    if store.path is None:
+        yield
+        return
+    lock_path = store.path.with_name(store.path.name + ".lock")
     lock = FileLock(lock_path)
     try:
         lock.acquire(timeout=0)

@@ -37,7 +37,7 @@ class Bounces(Database):
         """Keep one attributed report per delivery and kind; False when this one was already recorded (the same mail read twice)."""
         with self.transaction() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO bounces (edition, subscriber, kind, detail, at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO bounces (edition, subscriber, kind, detail, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (edition, subscriber.lower(), kind, detail, (now or utcnow()).isoformat()),
             )
             return cur.rowcount == 1
@@ -78,7 +78,7 @@ class Bounces(Database):
         """One more report that named no mail of ours; the new total."""
         with self.transaction() as db:
             row = db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value",
+                "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + 1 RETURNING value",
                 (UNATTRIBUTED,),
             ).fetchone()
             return int(row[0])

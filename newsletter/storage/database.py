@@ -1,11 +1,9 @@
-"""The connection every part of the store shares: pragmas, migrations at open, transactions, installation-wide values."""
+"""The connection every part of the store shares: which engine, migrations at open, transactions, installation-wide values."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,6 +11,7 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, Self, TypeVar
 
 from newsletter.errors import StorageError
+from newsletter.storage.connection import ERRORS, Connection, Postgres, is_url, redacted, sqlite
 from newsletter.storage.migrations import migrate
 
 P = ParamSpec("P")
@@ -27,36 +26,51 @@ def utcnow() -> datetime:
 
 
 class Database:
-    """The connection (WAL, migrated to the latest schema at open) and the meta table; the table groups build on it."""
+    """The connection (an SQLite file in WAL mode, or a PostgreSQL server), migrated to the latest schema at open,
+    and the meta table; the table groups build on it."""
 
-    def __init__(self, path: Path | str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.path = Path(path)
+    def __init__(self, location: Path | str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
-        if self.path.is_dir():
-            raise StorageError(f"the state database {self.path} is a folder, not a file: point NEWSLETTER_DB at a file such as {self.path / 'newsletter.db'}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"the state database {self.path} cannot be created: its folder {self.path.parent}: {exc.strerror or exc}") from exc
-        with self.failures():
-            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self.location = location  # as given: what another connection to the same store opens
+        self.path: Path | None = None  # the SQLite file; None on a server
+        self.db: Connection
+        if is_url(location):
+            assert isinstance(location, str)
+            self.name = redacted(location)
+            with self.failures():
+                self.db = Postgres(location, timeout)
+        else:
+            self.path = Path(location)
+            self.name = str(self.path)
+            if self.path.is_dir():
+                raise StorageError(
+                    f"the state database {self.path} is a folder, not a file: point NEWSLETTER_DB at a file such as {self.path / 'newsletter.db'}"
+                )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"the state database {self.path} cannot be created: its folder {self.path.parent}: {exc.strerror or exc}") from exc
+            with self.failures():
+                self.db = sqlite(self.path, timeout)
         try:
             with self.failures():
-                self.db.row_factory = sqlite3.Row
-                _wal(self.db, timeout)
-                self.db.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL mode can lose committed ledger writes on power loss
-                migrate(self.db, str(self.path))
+                migrate(self.db, self.name)
         except BaseException:
             self.db.close()
             raise
 
+    @property
+    def shared(self) -> bool:
+        """Several senders may work on this store at once (PostgreSQL); an SQLite file has one at a time."""
+        return self.db.dialect == "postgresql"
+
     @contextmanager
     def failures(self) -> Iterator[None]:
-        """Turn an sqlite3 error into one StorageError line that names the file and what to do about it."""
+        """Turn an engine error into one StorageError line that names the database and what to do about it."""
         try:
             yield
-        except sqlite3.Error as exc:
-            raise StorageError(_describe(exc, self.path, self.timeout)) from exc
+        except ERRORS as exc:
+            raise StorageError(_describe(exc, self.name, self.timeout)) from exc
 
     def close(self) -> None:
         self.db.close()
@@ -68,13 +82,13 @@ class Database:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE so concurrent writers queue instead of failing half-way; inside another transaction, join it."""
+    def transaction(self) -> Iterator[Connection]:
+        """BEGIN (IMMEDIATE on SQLite, so concurrent writers queue instead of failing half-way); inside another transaction, join it."""
         if self.db.in_transaction:
             yield self.db
             return
         with self.failures():
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.begin()
         try:
             yield self.db
             with self.failures():
@@ -86,7 +100,7 @@ class Database:
     def _rollback(self) -> None:
         """After a failure; SQLite may already have rolled back on its own (disk full, I/O error)."""
         if self.db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):  # the error that brought us here is the one to report
+            with contextlib.suppress(*ERRORS):  # the error that brought us here is the one to report
                 self.db.execute("ROLLBACK")
 
     # installation-wide values
@@ -101,7 +115,7 @@ class Database:
 
 
 def guarded(method: Callable[Concatenate[D, P], R]) -> Callable[Concatenate[D, P], R]:
-    """A store method whose sqlite3 errors come out as StorageError (see `Database.failures`)."""
+    """A store method whose engine errors come out as StorageError (see `Database.failures`)."""
 
     @functools.wraps(method)
     def wrapper(self: D, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -112,7 +126,7 @@ def guarded(method: Callable[Concatenate[D, P], R]) -> Callable[Concatenate[D, P
 
 
 def guard_methods(cls: type[D]) -> type[D]:
-    """Wrap every public method of a store class (its mixins' too) with `guarded`, so no sqlite3 error leaves the store."""
+    """Wrap every public method of a store class (its mixins' too) with `guarded`, so no engine error leaves the store."""
     for name in dir(cls):
         if name.startswith("_") or name in ("transaction", "failures", "close"):
             continue
@@ -122,9 +136,11 @@ def guard_methods(cls: type[D]) -> type[D]:
     return cls
 
 
-def _describe(exc: sqlite3.Error, path: Path, timeout: float) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
+def _describe(exc: Exception, name: str, timeout: float) -> str:
+    text = " ".join(str(exc).split())  # PostgreSQL's messages run over several lines
+    if ("connection" in text and ("failed" in text or "refused" in text)) or "invalid dsn" in text or "invalid connection option" in text:
+        hint = "check the URL in NEWSLETTER_DB and that the server is running"
+    elif "locked" in text or "busy" in text or "lock timeout" in text:
         hint = f"another process held it locked for more than {timeout:g} s (NEWSLETTER_DB_TIMEOUT)"
     elif "full" in text:
         hint = "the disk is full: free some space"
@@ -134,18 +150,4 @@ def _describe(exc: sqlite3.Error, path: Path, timeout: float) -> str:
         hint = "check the file's and its folder's permissions"
     else:
         hint = type(exc).__name__
-    return f"the state database {path} failed: {text} ({hint})"
-
-
-def _wal(db: sqlite3.Connection, timeout: float) -> None:
-    """Switch to WAL, waiting as a busy handler would: SQLite answers "database is locked" at once, without its busy
-    handler, when two connections (the daemon and the web app starting together) switch a new file at the same moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
+    return f"the state database {name} failed: {text} ({hint})"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from newsletter.model.digest import Layout
+from newsletter.storage.connection import Connection, lock_key
 from newsletter.storage.database import Database, utcnow
 
 UNCERTAIN_LIMIT = 2  # a row the server may already have goes out once more; found uncertain again, it is failed, its papers kept as offered
@@ -69,7 +70,7 @@ class Ledger(Database):
 
     def delivery_counts(self) -> DeliveryCounts:
         """Rows per status and the uncertain ones, by one GROUP BY rather than reading the ledger."""
-        rows = self.db.execute("SELECT status, COUNT(*), SUM(uncertain > 0) FROM deliveries GROUP BY status").fetchall()
+        rows = self.db.execute("SELECT status, COUNT(*), SUM(CASE WHEN uncertain > 0 THEN 1 ELSE 0 END) FROM deliveries GROUP BY status").fetchall()
         by_status = {r[0]: int(r[1]) for r in rows}
         resent = sum(int(r[2] or 0) for r in rows)
         given_up = sum(int(r[2] or 0) for r in rows if r[0] == "failed")
@@ -120,7 +121,7 @@ class Ledger(Database):
         with self.transaction() as db:
             _store_layout(db, layout, now_s)
             cur = db.execute(
-                "INSERT OR IGNORE INTO deliveries (edition, subscriber, status, paper_ids, layout, created, updated) VALUES (?, ?, 'pending', '[]', ?, ?, ?)",
+                "INSERT INTO deliveries (edition, subscriber, status, paper_ids, layout, created, updated) VALUES (?, ?, 'pending', '[]', ?, ?, ?) ON CONFLICT DO NOTHING",
                 (edition, subscriber.lower(), layout.key, now_s, now_s),
             )
             return cur.rowcount == 1
@@ -152,9 +153,9 @@ class Ledger(Database):
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
             row = db.execute(
-                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated = ? "
+                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated = ?, claimed_by = ? "
                 "WHERE edition = ? AND subscriber = ? AND status IN ('pending', 'deferred') RETURNING attempts",
-                (now_s, edition, subscriber.lower()),
+                (now_s, db.worker, edition, subscriber.lower()),
             ).fetchone()
             return None if row is None else int(row[0])
 
@@ -200,7 +201,7 @@ class Ledger(Database):
                 return False
             row = db.execute(
                 "INSERT INTO readers (subscriber, consecutive_failures, last_failure) VALUES (?, 1, ?) "
-                "ON CONFLICT(subscriber) DO UPDATE SET consecutive_failures = consecutive_failures + 1, last_failure = excluded.last_failure "
+                "ON CONFLICT(subscriber) DO UPDATE SET consecutive_failures = readers.consecutive_failures + 1, last_failure = excluded.last_failure "
                 "RETURNING consecutive_failures, paused_at",
                 (key, reply),
             ).fetchone()
@@ -268,18 +269,54 @@ class Ledger(Database):
         """
         now_s = (now or utcnow()).isoformat()
         with self.transaction() as db:
+            # this connection's rows, and those of no sender still running (on PostgreSQL others may be sending theirs now)
+            gone = f"(claimed_by = {db.worker:d} OR NOT coalesce(claimed_by IN ({db.alive}), FALSE))"
             failed = db.execute(
                 "UPDATE deliveries SET status = 'failed', uncertain = uncertain + 1, updated = ?, "
                 "last_reply = 'interrupted while sending ' || (uncertain + 1) || ' times (the reader may have it): not sent again' "
-                "WHERE status = 'sending' AND uncertain + 1 >= ? RETURNING *",
+                f"WHERE status = 'sending' AND uncertain + 1 >= ? AND {gone} RETURNING *",
                 (now_s, limit),
             ).fetchall()
             resent = db.execute(
                 "UPDATE deliveries SET status = 'deferred', uncertain = uncertain + 1, updated = ?, "
-                "last_reply = 'interrupted while sending (the server may have it); sending once more' WHERE status = 'sending'",
+                f"last_reply = 'interrupted while sending (the server may have it); sending once more' WHERE status = 'sending' AND {gone}",
                 (now_s,),
             ).rowcount
             return resent, [_delivery(_with_layout(db, r)) for r in failed]
+
+    def take_unfinished(self, limit: int) -> list[Delivery]:
+        """Up to `limit` pending or deferred rows, oldest first, taken for this connection: not those it took before,
+        nor those another sender still running holds (on PostgreSQL a row being taken by two at once goes to one: SKIP LOCKED)."""
+        with self.transaction() as db:
+            rows = db.execute(
+                f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.status IN ('pending', 'deferred') "
+                f"AND (d.claimed_by IS NULL OR d.claimed_by <> ? AND NOT coalesce(d.claimed_by IN ({db.alive}), FALSE)) "
+                f"ORDER BY d.created, d.subscriber LIMIT ?{db.skip_locked}",
+                (db.worker, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE deliveries SET claimed_by = ? WHERE edition = ? AND subscriber = ?", [(db.worker, r["edition"], r["subscriber"]) for r in rows]
+            )
+        return [_delivery(r) for r in rows]
+
+    @contextmanager
+    def planning(self) -> Iterator[bool]:
+        """Whether this sender plans the new rows: an SQLite file's one sender always; on PostgreSQL the one that holds
+        the planning lock, the others sending the rows it plans as they come."""
+        if not self.shared:
+            yield True
+            return
+        got = bool(self.db.execute("SELECT pg_try_advisory_lock(?)", (lock_key("planning"),)).fetchone()[0])
+        try:
+            yield got
+        finally:
+            if got:
+                self.db.execute("SELECT pg_advisory_unlock(?)", (lock_key("planning"),))
+
+    def planning_elsewhere(self) -> bool:
+        """Another sender is planning rows right now (PostgreSQL): more may come."""
+        with self.planning() as free:
+            return not free
 
     def deliveries(self, statuses: Iterable[str] | None = None) -> list[Delivery]:
         """Ledger rows, oldest first, optionally only some statuses."""
@@ -303,27 +340,27 @@ def _layout(data: str) -> Layout:
     return Layout.from_dict(json.loads(data))
 
 
-def _ids(row: sqlite3.Row | dict[str, Any]) -> list[str]:
+def _ids(row: Any) -> list[str]:
     """Every paper of a row's edition: its layout's, and a row from before layouts its own list."""
     ids: list[str] = json.loads(row["paper_ids"])
     data = row["layout_data"]
     return ids + _layout(data).ids if data is not None else ids
 
 
-def _with_layout(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+def _with_layout(db: Connection, row: Any) -> dict[str, Any]:
     """A row returned by an UPDATE (which cannot join) with its layout's data, for _ids and _delivery."""
     found = db.execute("SELECT data FROM layouts WHERE key = ?", (row["layout"],)).fetchone() if row["layout"] else None
     return {**dict(row), "layout_data": found[0] if found else None}
 
 
-def _store_layout(db: sqlite3.Connection, layout: Layout, when: str) -> None:
+def _store_layout(db: Connection, layout: Layout, when: str) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO layouts (key, data, created) VALUES (?, ?, ?)",
+        "INSERT INTO layouts (key, data, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (layout.key, json.dumps(layout.to_dict(), ensure_ascii=False, separators=(",", ":")), when),
     )
 
 
-def _delivery(r: sqlite3.Row | dict[str, Any]) -> Delivery:
+def _delivery(r: Any) -> Delivery:
     layout = None if r["layout_data"] is None else _layout(r["layout_data"])
     return Delivery(
         edition=r["edition"],

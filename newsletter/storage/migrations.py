@@ -1,8 +1,10 @@
-"""The schema as an ordered list of migrations; `PRAGMA user_version` counts how many a database has had.
+"""The schema as an ordered list of migrations; `PRAGMA user_version` (on PostgreSQL the schema_version table)
+counts how many a database has had. The same migrations build an SQLite file and a PostgreSQL database.
 
 A migration is appended, never edited or reordered once released: a database at version N has had exactly
-the first N. Opening a store applies the pending ones in one transaction (BEGIN IMMEDIATE, so two processes
-opening at once do not both migrate); a database from a newer newsletter is refused rather than guessed at.
+the first N. Opening a store applies the pending ones in one transaction (BEGIN IMMEDIATE, or on PostgreSQL an
+advisory lock, so two processes opening at once do not both migrate); a database from a newer newsletter is
+refused rather than guessed at.
 
 Databases made before versions were recorded (user_version 0) hold some or all of what migrations 1-3
 create, so those three only create what is missing: `CREATE ... IF NOT EXISTS`, and a column only if absent.
@@ -11,50 +13,51 @@ create, so those three only create what is missing: `CREATE ... IF NOT EXISTS`, 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 
 from newsletter.errors import SchemaTooNew
+from newsletter.storage.connection import Connection
 
-Migration = Callable[[sqlite3.Connection], None]
-
-
-def _columns(db: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+Migration = Callable[[Connection], None]
 
 
-def m001_tables(db: sqlite3.Connection) -> None:
+def _columns(db: Connection, table: str) -> set[str]:
+    return db.columns(table)
+
+
+def m001_tables(db: Connection) -> None:
     """Every table and index, as the schema stood when versions began, less the two columns 2 and 3 add."""
     for statement in _TABLES:
         db.execute(statement)
 
 
-def m002_papers_revised(db: sqlite3.Connection) -> None:
+def m002_papers_revised(db: Connection) -> None:
     """papers.revised: when a source with `replace: true` last brought a newer arXiv version (news again to those sent an older one)."""
     if "revised" not in _columns(db, "papers"):
         db.execute("ALTER TABLE papers ADD COLUMN revised TEXT")
 
 
-def m003_deliveries_uncertain(db: sqlite3.Connection) -> None:
+def m003_deliveries_uncertain(db: Connection) -> None:
     """deliveries.uncertain: how often a row was interrupted while sending (the server may have it)."""
     if "uncertain" not in _columns(db, "deliveries"):
         db.execute("ALTER TABLE deliveries ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
 
 
-def m004_link_versions(db: sqlite3.Connection) -> None:
+def m004_link_versions(db: Connection) -> None:
     """link_versions: each reader's link version; bumping it voids every link mailed to them before."""
     db.execute("CREATE TABLE IF NOT EXISTS link_versions (subscriber TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-def m005_papers_changed(db: sqlite3.Connection) -> None:
+def m005_papers_changed(db: Connection) -> None:
     """papers.changed: a number that grows with every insert or merge, so the public pages read only the papers
     changed since they last looked (`updated` cannot tell: one fetch stamps every source's papers with the same time)."""
     db.execute("ALTER TABLE papers ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
-    db.execute("UPDATE papers SET changed = rowid")
+    if db.dialect == "sqlite":  # a PostgreSQL database is new at this step: it has no papers to number
+        db.execute("UPDATE papers SET changed = rowid")
     db.execute("CREATE INDEX papers_changed ON papers(changed)")
 
 
-def m006_mail_that_comes_back(db: sqlite3.Connection) -> None:
+def m006_mail_that_comes_back(db: Connection) -> None:
     """bounces: each attributed report (bounce, complaint) per delivery; readers.pause_reason and resumed_at; deliveries found by Message-ID."""
     db.execute(
         """CREATE TABLE IF NOT EXISTS bounces (
@@ -74,7 +77,7 @@ def m006_mail_that_comes_back(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE readers ADD COLUMN resumed_at TEXT")  # soft bounces before it no longer count
 
 
-def m007_popularity_snapshots(db: sqlite3.Connection) -> None:
+def m007_popularity_snapshots(db: Connection) -> None:
     """popularity: the upvotes, comments and stars each fetch saw per paper, so `sort: rising` can rank by gain (pruned on write)."""
     db.execute(
         "CREATE TABLE IF NOT EXISTS popularity (paper TEXT NOT NULL, at TEXT NOT NULL, upvotes INTEGER, comments INTEGER, stars INTEGER, "
@@ -82,7 +85,7 @@ def m007_popularity_snapshots(db: sqlite3.Connection) -> None:
     )
 
 
-def m008_edition_layouts(db: sqlite3.Connection) -> None:
+def m008_edition_layouts(db: Connection) -> None:
     """layouts: each distinct edition (its sections, shown and cut ids) stored once by content hash, and
     deliveries.layout pointing at it, so storage grows with editions rather than readers times papers.
     Rows from before keep their paper_ids (new rows leave it empty) and have no edition page."""
@@ -91,12 +94,12 @@ def m008_edition_layouts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX deliveries_layout ON deliveries(subscriber, layout)")
 
 
-def m009_sources_last_warning(db: sqlite3.Connection) -> None:
+def m009_sources_last_warning(db: Connection) -> None:
     """sources.last_warning: what was odd about the last successful fetch (a feed with no entries), for `newsletter sources`."""
     db.execute("ALTER TABLE sources ADD COLUMN last_warning TEXT")
 
 
-def m010_sent_from_deliveries(db: sqlite3.Connection) -> None:
+def m010_sent_from_deliveries(db: Connection) -> None:
     """The papers sent to a reader are read from their deliveries' layouts (stored once per distinct edition)
     rather than kept as a row per (reader, paper): `sent` goes. `sent_lists` holds one row per mail sent outside
     the ledger (the welcome's taste of the digest) with its papers; each old `sent` row that no delivery
@@ -109,7 +112,7 @@ def m010_sent_from_deliveries(db: sqlite3.Connection) -> None:
     loose: dict[tuple[str, str, str], list[str]] = {}
     group: tuple[str, str] | None = None
     covered: tuple[str, set[str]] | None = None  # the delivery's sent time and papers, when it counts as sent
-    for subscriber, paper_id, edition, sent_at in db.cursor().execute("SELECT subscriber, paper_id, edition, sent_at FROM sent ORDER BY subscriber, edition"):
+    for subscriber, paper_id, edition, sent_at in db.execute("SELECT subscriber, paper_id, edition, sent_at FROM sent ORDER BY subscriber, edition"):
         if group != (subscriber, edition):
             group = (subscriber, edition)
             covered = _delivered(db, edition, subscriber, layouts)
@@ -122,7 +125,7 @@ def m010_sent_from_deliveries(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE sent")
 
 
-def _delivered(db: sqlite3.Connection, edition: str, subscriber: str, layouts: dict[str, set[str]]) -> tuple[str, set[str]] | None:
+def _delivered(db: Connection, edition: str, subscriber: str, layouts: dict[str, set[str]]) -> tuple[str, set[str]] | None:
     """When a delivery counted as sent (sent, or failed after the server may have had it) was sent, and its papers."""
     row = db.execute(
         "SELECT d.status, d.uncertain, d.updated, d.paper_ids, d.layout, l.data FROM deliveries d LEFT JOIN layouts l ON l.key = d.layout "
@@ -139,7 +142,7 @@ def _delivered(db: sqlite3.Connection, edition: str, subscriber: str, layouts: d
     return row[2], ids
 
 
-def m011_hot_path_indexes(db: sqlite3.Connection) -> None:
+def m011_hot_path_indexes(db: Connection) -> None:
     """Indexes for the queries every send and fetch makes, so none scans a table that grows with history: papers
     revised since (the candidates' second half), a reader's deliveries by status and time (papers sent to them),
     finished deliveries by time (prune) and deliveries by layout (an edition's page, and prune's unused layouts)."""
@@ -152,7 +155,7 @@ def m011_hot_path_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX deliveries_layout ON deliveries(layout, subscriber)")
 
 
-def m012_prunable(db: sqlite3.Connection) -> None:
+def m012_prunable(db: Connection) -> None:
     """papers.pruned: when `newsletter prune` cut a paper to what dedup needs (its id, version and sources), indexed with
     first_seen so each prune reads only the papers not cut yet; http_cache.saved: when a URL's validators were last saved."""
     db.execute("ALTER TABLE papers ADD COLUMN pruned TEXT")
@@ -160,9 +163,15 @@ def m012_prunable(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE http_cache ADD COLUMN saved TEXT")
 
 
-def m013_pending_choice_details(db: sqlite3.Connection) -> None:
+def m013_pending_choice_details(db: Connection) -> None:
     """pending_subscriptions.details: the sign-up's name, keywords, send time and time zone (JSON), written to the entry on confirming."""
     db.execute("ALTER TABLE pending_subscriptions ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
+
+
+def m014_deliveries_claimed_by(db: Connection) -> None:
+    """deliveries.claimed_by: the connection (a PostgreSQL backend) that took the row, so several senders share an edition
+    and a row in `sending` counts as interrupted only once that connection is gone."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN claimed_by INTEGER")
 
 
 MIGRATIONS: list[Migration] = [
@@ -179,14 +188,15 @@ MIGRATIONS: list[Migration] = [
     m011_hot_path_indexes,
     m012_prunable,
     m013_pending_choice_details,
+    m014_deliveries_claimed_by,
 ]
 
 
-def version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+def version(db: Connection) -> int:
+    return db.version()
 
 
-def migrate(db: sqlite3.Connection, name: str, migrations: Sequence[Migration] | None = None) -> int:
+def migrate(db: Connection, name: str, migrations: Sequence[Migration] | None = None) -> int:
     """Bring the database to the latest version (all pending migrations or none); the version it ends at.
 
     `db` must be in autocommit mode (isolation_level None) and outside a transaction; `name` is how errors call the file.
@@ -197,14 +207,15 @@ def migrate(db: sqlite3.Connection, name: str, migrations: Sequence[Migration] |
         return current
     if current > len(steps):
         raise SchemaTooNew(name, current, len(steps))
-    db.execute("BEGIN IMMEDIATE")
+    db.begin()
     try:
+        db.exclusive("migrate")
         current = version(db)  # another process may have migrated while this one waited for the lock
         if current > len(steps):
             raise SchemaTooNew(name, current, len(steps))
         for step in steps[current:]:
             step(db)
-        db.execute(f"PRAGMA user_version = {len(steps):d}")
+        db.set_version(len(steps))
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")

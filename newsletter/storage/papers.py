@@ -52,6 +52,7 @@ class Papers(Database):
         now_s = (now or utcnow()).isoformat()
         new = fresh = 0
         with self.transaction() as db:
+            db.exclusive("papers")
             changed = db.execute("SELECT coalesce(max(changed), 0) FROM papers").fetchone()[0]  # writers queue: no other can take these numbers
             for paper in papers:
                 changed += 1

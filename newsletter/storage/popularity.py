@@ -30,9 +30,8 @@ class Popularity(Database):
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO popularity (paper, at, upvotes, comments, stars) VALUES (?, ?, ?, ?, ?) ON CONFLICT(paper, at) DO UPDATE SET "
-                "upvotes = max(coalesce(upvotes, excluded.upvotes), coalesce(excluded.upvotes, upvotes)), "
-                "comments = max(coalesce(comments, excluded.comments), coalesce(excluded.comments, comments)), "
-                "stars = max(coalesce(stars, excluded.stars), coalesce(excluded.stars, stars))",
+                "upvotes = greatest(popularity.upvotes, excluded.upvotes), comments = greatest(popularity.comments, excluded.comments), "
+                "stars = greatest(popularity.stars, excluded.stars)",
                 rows,
             )
             db.executemany(  # by paper, through the primary key: the snapshots of papers no fetch sees any more are `prune`'s

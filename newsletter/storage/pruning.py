@@ -56,7 +56,7 @@ class Pruning(Database):
         if not dry_run:
             return self._prune(keep, now or utcnow())
         with self.failures():
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.begin()
         try:
             return self._prune(keep, now or utcnow())
         finally:

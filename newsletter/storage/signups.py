@@ -52,6 +52,7 @@ class Signups(Database):
         """Count one event against (kind, key) unless `limit` were already counted within `window`."""
         now = now or utcnow()
         with self.transaction() as db:
+            db.exclusive("rate_events")  # counted and added by one at a time
             since = (now - window).isoformat()
             db.execute("DELETE FROM rate_events WHERE kind = ? AND at < ?", (kind, since))
             used = db.execute("SELECT COUNT(*) FROM rate_events WHERE kind = ? AND key = ? AND at >= ?", (kind, key.lower(), since)).fetchone()[0]
@@ -130,7 +131,7 @@ class Signups(Database):
         """Void every link mailed to this reader so far (unsubscribe, preferences); the new version."""
         with self.transaction() as db:
             row = db.execute(
-                "INSERT INTO link_versions (subscriber, version) VALUES (?, 1) ON CONFLICT(subscriber) DO UPDATE SET version = version + 1 RETURNING version",
+                "INSERT INTO link_versions (subscriber, version) VALUES (?, 1) ON CONFLICT(subscriber) DO UPDATE SET version = link_versions.version + 1 RETURNING version",
                 (email.lower(),),
             ).fetchone()
             return int(row[0])

@@ -44,7 +44,7 @@ class Sources(Database):
             db.execute(
                 "INSERT INTO sources (name, last_attempt, last_success, consecutive_failures, papers_seen, last_warning) VALUES (?, ?, ?, 0, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET last_attempt = excluded.last_attempt, last_success = excluded.last_success, "
-                "consecutive_failures = 0, papers_seen = papers_seen + excluded.papers_seen, last_warning = excluded.last_warning",
+                "consecutive_failures = 0, papers_seen = sources.papers_seen + excluded.papers_seen, last_warning = excluded.last_warning",
                 (name, now_s, now_s, papers, warning),
             )
 
@@ -54,7 +54,7 @@ class Sources(Database):
             db.execute(
                 "INSERT INTO sources (name, last_attempt, last_error, last_error_at, consecutive_failures) VALUES (?, ?, ?, ?, 1) "
                 "ON CONFLICT(name) DO UPDATE SET last_attempt = excluded.last_attempt, last_error = excluded.last_error, "
-                "last_error_at = excluded.last_error_at, consecutive_failures = consecutive_failures + 1",
+                "last_error_at = excluded.last_error_at, consecutive_failures = sources.consecutive_failures + 1",
                 (name, now_s, error, now_s),
             )
 

@@ -19,6 +19,7 @@ from newsletter.mail.message import seal
 from newsletter.mail.transports import Transport
 from newsletter.model.config import Subscriber
 from newsletter.model.signup import Choice, Pending
+from newsletter.storage.connection import is_url
 from newsletter.storage.store import Store
 from newsletter.subscriptions.mails import Mails
 from newsletter.subscriptions.optin import add_pending
@@ -123,7 +124,7 @@ class Service:
         except ConcurrentEdit:  # saved over on every attempt: the keeper adds them with everyone else waiting, in one edit
             log.info("%s kept changing; handing %s to the keeper", self.config_path, pending.email)
         self.store.remember_confirmed(pending.email, pending.choice)  # from here on the keeper keeps them in the file
-        k = keeper(self.config_path, self.store.path)
+        k = keeper(self.config_path, self.store.location)
         config = self.file.load()
         subscriber = config.subscriber(pending.email)
         deadline = time.monotonic() + CONFIRM_WAIT
@@ -160,7 +161,7 @@ class Service:
             self.store.forget_confirmed(email)
         if wait is None:
             return self.file.remove(email)
-        k = keeper(self.config_path, self.store.path)
+        k = keeper(self.config_path, self.store.location)
         k.wait(k.wake(), wait)
         return True
 
@@ -182,7 +183,7 @@ class Keeper:
     write. Passes are counted, so a caller can wait for one that started after its change was stored.
     """
 
-    def __init__(self, config_path: Path, db_path: Path) -> None:
+    def __init__(self, config_path: Path, db_path: Path | str) -> None:
         self.file = SubscriberFile(config_path)
         self.db_path = db_path
         self.cond = threading.Condition()
@@ -264,11 +265,11 @@ _keepers: dict[tuple[str, str], Keeper] = {}
 _keepers_guard = threading.Lock()
 
 
-def keeper(config_path: Path, db_path: Path) -> Keeper:
-    """The keeper of this file and database in this process, started on first use."""
-    key = (str(config_path.resolve()), str(Path(db_path).resolve()))
+def keeper(config_path: Path, db_path: Path | str) -> Keeper:
+    """The keeper of this file and database (a file, or a postgresql:// URL) in this process, started on first use."""
+    key = (str(config_path.resolve()), str(db_path) if is_url(db_path) else str(Path(db_path).resolve()))
     with _keepers_guard:
         found = _keepers.get(key)
         if found is None:
-            found = _keepers[key] = Keeper(config_path, Path(db_path))
+            found = _keepers[key] = Keeper(config_path, db_path)
         return found

@@ -165,7 +165,16 @@ def client(folder: Path) -> None:
     sent = time.perf_counter()
     if report.count("sent") != len(config.subscribers):
         raise SystemExit(f"only {report.count('sent')} of {len(config.subscribers)} sent: {report.outcomes[:3]}")
-    print(f"{loaded - started} {fetched - loaded} {sent - fetched}")
+    print(f"{loaded - started} {fetched - loaded} {sent - fetched} {_peak_rss_mib()}")
+
+
+def _peak_rss_mib() -> float:
+    """This process's own peak RSS (VmHWM: reset at exec, unlike ru_maxrss, which a child keeps from the forked
+    parent — here the bench holding every captured message)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 @dataclass(frozen=True)
@@ -204,8 +213,8 @@ def whole_send(folder: Path, port: int, connections: int, dkim: Path | None) -> 
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"send failed:\n{output}")
-    _, _, deliver = (float(x) for x in output.split())
-    return Measure(elapsed, usage.ru_utime + usage.ru_stime, deliver, usage.ru_maxrss / 1024, os.getloadavg()[0])
+    _, _, deliver, peak = (float(x) for x in output.split())
+    return Measure(elapsed, usage.ru_utime + usage.ru_stime, deliver, peak, os.getloadavg()[0])
 
 
 def captured(capture: Path) -> list[tuple[str, str, bytes]]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -97,13 +98,13 @@ class Env:
             return None
         return DkimSettings(self.dkim_selector, self.dkim_domain, self.dkim_private_key_path)
 
-    @property
+    @cached_property
     def from_address(self) -> Address:
-        """The From header as an Address; a placeholder on the local outbox when unset."""
+        """The From header as an Address (parsed once: every mail of a send asks); a placeholder on the local outbox when unset."""
         name, addr = parseaddr(self.sender or DEFAULT_FROM)
         return Address(display_name=name, addr_spec=addr)
 
-    @property
+    @cached_property
     def list_id(self) -> str:
         """The List-Id of every mail this installation sends, on the From domain."""
         return f"Paper digest <digest.{self.from_address.domain or 'localhost'}>"

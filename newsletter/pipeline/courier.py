@@ -54,11 +54,6 @@ class Letters:
     secret: str
     link_versions: Mapping[str, int]  # by lower-cased address; absent means 0
     stationery: LRUCache[str, Stationery] = field(init=False, default_factory=lambda: LRUCache(CACHED_DIGESTS))  # by digest key, as the renderer caches
-    sender: Address = field(init=False)  # Env's From and List-Id, parsed once: not per reader
-    list_id: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sender, self.list_id = self.env.from_address, self.env.list_id
 
     def layout(self, digest: Digest) -> Layout:
         """The edition this reader's digest makes: their papers, cut as the mail they get is."""
@@ -72,14 +67,14 @@ class Letters:
         stationery = self.stationery.get(key)
         if stationery is None:
             stationery = self.stationery[key] = Stationery(
-                self.sender, rendered.subject, self.list_id, rendered.text, rendered.html, rendered.placeholders.names
+                self.env.from_address, rendered.subject, self.env.list_id, rendered.text, rendered.html, rendered.placeholders.names
             )
         reader = reader_for(subscriber, self.secret, self.link_versions.get(subscriber.email.lower(), 0), layout.key)
         headers = Headers(
             to=_address(subscriber),
             subject=rendered.subject,
             unsubscribe_url=f"{self.env.base_url}/unsubscribe/{reader.unsubscribe_token}",
-            list_id=self.list_id,
+            list_id=self.env.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
         letter = stationery.letter(headers, rendered.placeholders.values(reader))

@@ -81,6 +81,11 @@ class Config:
         out = [Topic(name=f"{AUTHORS_TOPIC}:{email}", title="Followed authors", any=authors)] if authors else []
         return out + ([Topic(name=f"{KEYWORDS_TOPIC}:{email}", title="Your keywords", any=words)] if words else [])
 
+    def own_rules(self, subscriber: Subscriber) -> list[Topic]:
+        """Every rule the subscriber wrote for themselves (followed authors, keywords, exclude), each a matcher topic."""
+        excluded = self.exclude_topic(subscriber)
+        return self.personal_topics(subscriber) + ([excluded] if excluded else [])
+
     def exclude_topic(self, subscriber: Subscriber) -> Topic | None:
         """The subscriber's `exclude:` list as a rule: a paper it takes stays out of their digest."""
         if not subscriber.exclude:

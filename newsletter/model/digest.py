@@ -200,17 +200,15 @@ def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
 
 def all_topics(config: Config) -> list[Topic]:
     """Every shared topic and every reader's personal topics and exclude rule, for compiling one matcher."""
-    personal = [t for s in config.subscribers for t in (*config.personal_topics(s), config.exclude_topic(s)) if t is not None]
-    return list(config.topics.values()) + personal
+    return list(config.topics.values()) + [t for s in config.subscribers for t in config.own_rules(s)]
 
 
 def topic_labels(config: Config) -> dict[str, str]:
     """How `topics explain` and `topics try` name each topic: shared ones by name, personal rules by their owner."""
     labels = {name: name for name in config.topics}
     for s in config.subscribers:
-        for topic in (*config.personal_topics(s), config.exclude_topic(s)):
-            if topic is not None:
-                labels[topic.name] = f"{topic.name.partition(':')[0].replace('authors', 'followed authors')} of {s.email}"
+        for topic in config.own_rules(s):
+            labels[topic.name] = f"{topic.name.partition(':')[0].replace('authors', 'followed authors')} of {s.email}"
     return labels
 
 

@@ -99,6 +99,24 @@ def edition(secret: str, email: str, layout_key: str, version: int) -> str:
     return sign(secret, EDITION, edition_value(email, layout_key), version)
 
 
+@dataclass(frozen=True)
+class EditionLink:
+    """What an edition link's token says: whose it is, which edition, at which link version."""
+
+    email: str
+    layout_key: str
+    version: int
+
+
+def read_edition(secret: str, token: str, horizon_days: int) -> EditionLink | None:
+    """The reader and edition a link made by `edition` opens, or None when it is forged, expired or not an edition's."""
+    claim = verify(secret, EDITION, token, edition_max_age(horizon_days))
+    email, sep, key = claim.value.partition("\0") if claim else ("", "", "")
+    if claim is None or not sep:
+        return None
+    return EditionLink(email, key, claim.version)
+
+
 def _legacy(secret: str, purpose: str, token: str, age: timedelta) -> Claim | None:
     """A token of the readable format mailed before opaque tokens: honoured as version 0 for the same age."""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from newsletter.model.digest import Layout
 from newsletter.storage.bounces import Bounces
 from newsletter.storage.database import Database, guard_methods
 from newsletter.storage.ledger import Ledger
@@ -20,3 +21,7 @@ class Store(Papers, Popularity, Sources, Ledger, Bounces, Schedule, Signups, Pru
     Each method is one short transaction so a crash never leaves half a change; `transaction()` groups several.
     Every method raises StorageError, never an sqlite3 error, when the file cannot be used.
     """
+
+    def edition_layout(self, email: str, key: str, version: int) -> Layout | None:
+        """The edition a reader's link made at link `version` opens: None once their links were revoked past it, or for anyone else's."""
+        return self.layout(email, key) if version >= self.link_version(email) else None

@@ -69,14 +69,13 @@ class Editions:
     def _page(self, token: str) -> Response:
         try:
             config = SubscriberFile(self.config_path).load()
-            claim = tokens.verify(self.secret, tokens.EDITION, token, tokens.edition_max_age(config.settings.horizon_days))
-            email, sep, key = claim.value.partition("\0") if claim else ("", "", "")
-            if claim is None or not sep:
+            link = tokens.read_edition(self.secret, token, config.settings.horizon_days)
+            if link is None:
                 return self.not_found()
-            subscriber = config.subscriber(email)
+            subscriber = config.subscriber(link.email)
             topics = subscriber_topics(config, subscriber) if subscriber else []
             with Store(self.env.db, self.env.db_timeout) as store:
-                layout = store.layout(email, key) if claim.version >= store.link_version(email) else None
+                layout = store.edition_layout(link.email, link.layout_key, link.version)
                 if layout is None:
                     return self.not_found()
                 cache_key = (layout.key, repr(topics), store.papers_version(layout.ids))

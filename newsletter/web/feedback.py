@@ -89,10 +89,10 @@ class Feedback:
         try:
             config = SubscriberFile(self.pages.config_path).load()
             horizon = config.settings.horizon_days
-            claim = tokens.verify(self.pages.secret, tokens.EDITION, token, tokens.edition_max_age(horizon))
-            email, sep, key = claim.value.partition("\0") if claim else ("", "", "")
-            if claim is None or not sep:
+            link = tokens.read_edition(self.pages.secret, token, horizon)
+            if link is None:
                 return self.pages.invalid_link(request)
+            email = link.email
             with Store(self.pages.env.db, self.pages.env.db_timeout) as store:
                 subscriber = config.subscriber(email)
                 if subscriber is None or store.has_left(email):
@@ -103,7 +103,7 @@ class Feedback:
                         410,
                         home=True,
                     )
-                layout = store.layout(email, key) if claim.version >= store.link_version(email) else None
+                layout = store.edition_layout(link.email, link.layout_key, link.version)
                 paper = store.paper(paper_id) if layout is not None and paper_id in layout.ids else None
         except (ConfigError, StorageError) as exc:
             return self.pages.unavailable(request, exc)

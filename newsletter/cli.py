@@ -315,8 +315,8 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
         rendered = renderer.render(digest)
     except RenderError as exc:
         _fail(str(exc))
-    layout = cut_as(digest, rendered.digest).layout  # its link opens nothing: a preview is not an edition anyone got
-    html, plain = renderer.personalise(rendered, pipeline.reader_for(subscriber, secret, link_version, layout.key))
+    layout = cut_as(digest, rendered.digest).layout
+    html, plain = renderer.personalise(rendered, trial.preview_reader(subscriber, secret, link_version, layout))
     body = plain if text else html
     if output:
         Path(output).write_text(body, encoding="utf-8")

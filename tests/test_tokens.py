@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from newsletter.mail import tokens
+from newsletter.model.digest import Layout, Shelf
 
 
 def test_a_token_opens_only_for_its_purpose_and_secret() -> None:
@@ -65,3 +66,18 @@ def test_links_in_mails_sent_before_opaque_tokens_keep_working_for_the_same_ages
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 366 * 86400)
     assert tokens.verify("s3cret", tokens.UNSUBSCRIBE, legacy) is None
+
+
+def test_a_previews_token_carries_its_whole_layout_unaltered_and_opens_for_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = Layout(date(2026, 7, 31), (Shelf("agents", "LLM Agents", ("2411.00001", "HF:Ab"), ("2411.00002",)),))
+    token = tokens.preview("s3cret", "Ada@Example.org", layout, 4)
+    assert tokens.read_preview("s3cret", token) == tokens.PreviewLink("ada@example.org", layout, 4), "ids and titles keep their case"
+    assert tokens.read_preview("other", token) is None
+    assert tokens.read_edition("s3cret", token, 7) is None and tokens.verify("s3cret", tokens.EDITION, token) is None
+    assert tokens.read_preview("s3cret", tokens.edition("s3cret", "ada@example.org", layout.key, 4)) is None
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[-1] ^= 1
+    assert tokens.read_preview("s3cret", base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()) is None
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + tokens.MAX_AGE[tokens.PREVIEW].total_seconds() + 1)
+    assert tokens.read_preview("s3cret", token) is None, "it ages out"

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -25,11 +27,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from newsletter.model.digest import Layout
+
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
 CONFIRM = "confirm"  # the double opt-in link
 EDITION = "edition"  # one edition's page, for one reader: the value is the address and the edition's layout key
 FEED = "feed"  # the reader's private Atom feed of their editions
+PREVIEW = "preview"  # the page of a digest `newsletter preview` showed: the value is the address and the whole layout (none is stored)
 # How long a link works. One-click unsubscribe must keep working in old mails; preferences less so (every
 # digest carries a fresh link); a confirmation is for the next two days only. An edition's page works at least
 # as long as its papers are candidates (`horizon_days`) plus EDITION_MARGIN: see edition_max_age.
@@ -39,6 +44,7 @@ MAX_AGE = {
     CONFIRM: timedelta(hours=48),
     EDITION: timedelta(days=90),
     FEED: timedelta(days=365),
+    PREVIEW: timedelta(days=30),
 }
 EDITION_MARGIN = timedelta(days=30)
 _FORMAT = 1  # first byte of every token
@@ -59,10 +65,7 @@ class Claim:
 
 def sign(secret: str, purpose: str, value: str, version: int = 0) -> str:
     """A URL-safe token for `value` (lower-cased) that opens only for `purpose` and ages out after MAX_AGE."""
-    header = _HEADER.pack(_FORMAT, int(time.time()))
-    nonce = os.urandom(_NONCE)
-    sealed = _aead(secret).encrypt(nonce, f"{value.lower()}\0{version}".encode(), header + purpose.encode())
-    return base64.urlsafe_b64encode(header + nonce + sealed).rstrip(b"=").decode("ascii")
+    return _seal(secret, purpose, f"{value.lower()}\0{version}".encode())
 
 
 def verify(secret: str, purpose: str, token: str, max_age: timedelta | None = None) -> Claim | None:
@@ -71,17 +74,35 @@ def verify(secret: str, purpose: str, token: str, max_age: timedelta | None = No
     raw = _unpadded_b64(token)
     if raw is None or len(raw) < _HEADER.size + _NONCE + _TAG or raw[0] != _FORMAT:
         return _legacy(secret, purpose, token, age)
+    opened = _open(secret, purpose, raw, age)
+    if opened is None:
+        return None
+    try:
+        value, _, version = opened[0].decode().rpartition("\0")
+    except UnicodeDecodeError:
+        return None
+    return Claim(value, int(version), opened[1])
+
+
+def _seal(secret: str, purpose: str, body: bytes) -> str:
+    header = _HEADER.pack(_FORMAT, int(time.time()))
+    nonce = os.urandom(_NONCE)
+    sealed = _aead(secret).encrypt(nonce, body, header + purpose.encode())
+    return base64.urlsafe_b64encode(header + nonce + sealed).rstrip(b"=").decode("ascii")
+
+
+def _open(secret: str, purpose: str, raw: bytes, age: timedelta) -> tuple[bytes, datetime] | None:
+    """The body a token of this purpose seals and when it was made, unless it was altered, is another purpose's or aged out."""
     header, nonce, sealed = raw[: _HEADER.size], raw[_HEADER.size : _HEADER.size + _NONCE], raw[_HEADER.size + _NONCE :]
     try:
-        body = _aead(secret).decrypt(nonce, sealed, header + purpose.encode()).decode()
-    except (InvalidTag, UnicodeDecodeError):
+        body = _aead(secret).decrypt(nonce, sealed, header + purpose.encode())
+    except InvalidTag:
         return None
     issued = _HEADER.unpack(header)[1]
     now = time.time()
     if issued > now + _SKEW or now - issued > age.total_seconds():
         return None
-    value, _, version = body.rpartition("\0")
-    return Claim(value, int(version), datetime.fromtimestamp(issued, UTC))
+    return body, datetime.fromtimestamp(issued, UTC)
 
 
 def edition_max_age(horizon_days: int) -> timedelta:
@@ -115,6 +136,34 @@ def read_edition(secret: str, token: str, horizon_days: int) -> EditionLink | No
     if claim is None or not sep:
         return None
     return EditionLink(email, key, claim.version)
+
+
+@dataclass(frozen=True)
+class PreviewLink:
+    """What a preview's link says: whose digest it showed, as which layout, at which link version."""
+
+    email: str
+    layout: Layout
+    version: int
+
+
+def preview(secret: str, email: str, layout: Layout, version: int) -> str:
+    """The link token of a digest `newsletter preview` showed: it carries the layout itself (compressed), since a
+    preview records nothing, so its "View in your browser" and "…and N more" links open exactly what it showed."""
+    body = json.dumps([email.lower(), version, layout.to_dict()], ensure_ascii=False, separators=(",", ":"))
+    return _seal(secret, PREVIEW, zlib.compress(body.encode("utf-8"), 9))
+
+
+def read_preview(secret: str, token: str) -> PreviewLink | None:
+    """The reader and layout a link made by `preview` opens, or None when it is forged, expired or not a preview's."""
+    raw = _unpadded_b64(token)
+    if raw is None or len(raw) < _HEADER.size + _NONCE + _TAG or raw[0] != _FORMAT:
+        return None
+    opened = _open(secret, PREVIEW, raw, MAX_AGE[PREVIEW])
+    if opened is None:
+        return None
+    email, version, layout = json.loads(zlib.decompress(opened[0]))  # sealed by us: well formed
+    return PreviewLink(email, Layout.from_dict(layout), version)
 
 
 def _legacy(secret: str, purpose: str, token: str, age: timedelta) -> Claim | None:

@@ -1,18 +1,20 @@
-"""`newsletter topics try` and `topics explain`: the rules and the ranking run over stored papers, so a user sees
-what an edit would select, in what order and why, before anyone gets mail."""
+"""`newsletter topics try`, `topics explain` and `preview`: the rules and the ranking run over stored papers, so a user
+sees what an edit would select, in what order and why, and the next digest, before anyone gets mail."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from newsletter.mail import tokens
 from newsletter.mail.filters import mark_text
+from newsletter.mail.render import Reader
 from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber
-from newsletter.model.digest import subscriber_topics
+from newsletter.model.digest import Layout, subscriber_topics
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Figures, Score, field_weights, idfs, matched_words, tie_key
 from newsletter.model.topics import Explanation, Found, Matcher, Topic
-from newsletter.pipeline.planning import Planner
+from newsletter.pipeline.planning import Planner, reader_for
 
 LIMIT = 20  # matches listed per topic (and papers of no topic) unless --limit or --all say otherwise
 
@@ -45,6 +47,12 @@ class Trial:
     unmatched: int  # papers no topic takes
     unmatched_samples: tuple[Paper, ...]
     complete: bool  # every topic is shown (no TOPIC was asked for), so the unmatched papers are worth showing
+
+
+def preview_reader(subscriber: Subscriber, secret: str, link_version: int, layout: Layout) -> Reader:
+    """The reader of a preview: their real links, but "View in your browser" opens the previewed layout itself
+    (no edition is recorded, so an edition link would open nothing)."""
+    return replace(reader_for(subscriber, secret, link_version, layout.key), edition_token=tokens.preview(secret, subscriber.email, layout, link_version))
 
 
 def for_reader(config: Config, subscriber: Subscriber, explanations: list[Explanation]) -> list[Explanation]:

@@ -44,7 +44,7 @@ class Editions:
         self.renderer = Renderer(env.base_url, env.templates)
         # Pages rendered, by edition, the reader's topics as they stand and the papers' last change: readers who
         # got one edition (all who share its topics) open the same page, and it is built once for them.
-        self.pages: LRUCache[tuple[str, str, str], str] = LRUCache(CACHED_PAGES)
+        self.pages: LRUCache[tuple[str, bool, str, str], str] = LRUCache(CACHED_PAGES)
         self.lock = threading.Lock()
         # Matchers by the topics they compile: readers sharing a selection share one, and compiling one took a sixth of a page
         self.matchers: LRUCache[tuple[Topic, ...], Matcher] = LRUCache(CACHED_MATCHERS)
@@ -69,16 +69,17 @@ class Editions:
     def _page(self, token: str) -> Response:
         try:
             config = SubscriberFile(self.config_path).load()
-            link = tokens.read_edition(self.secret, token, config.settings.horizon_days)
+            link = open_link(self.secret, token, config.settings.horizon_days)
             if link is None:
                 return self.not_found()
             subscriber = config.subscriber(link.email)
             topics = subscriber_topics(config, subscriber) if subscriber else []
             with Store(self.env.db, self.env.db_timeout) as store:
-                layout = store.edition_layout(link.email, link.layout_key, link.version)
+                layout = link_layout(store, link)
                 if layout is None:
                     return self.not_found()
-                cache_key = (layout.key, repr(topics), store.papers_version(layout.ids))
+                preview = isinstance(link, tokens.PreviewLink)
+                cache_key = (layout.key, preview, repr(topics), store.papers_version(layout.ids))
                 with self.lock:
                     html = self.pages.get(cache_key)
                 papers = {p.id: p for p in store.papers_by_id(layout.ids)} if html is None else {}
@@ -86,8 +87,9 @@ class Editions:
             return self.unavailable(exc)
         if html is None:
             digest = edition_digest(layout, papers, topics, self.matcher(topics))
+            title = f"{'Preview of your' if preview else 'Your'} paper digest · {format_day(layout.day)}"
             with self.lock:  # the caches here and the renderer's are shared by the request threads
-                html = self.pages[cache_key] = self.renderer.page("web/edition.html", digest, title=f"Your paper digest · {format_day(layout.day)}")
+                html = self.pages[cache_key] = self.renderer.page("web/edition.html", digest, title=title, preview=preview)
         return HTMLResponse(html)
 
     def _feed(self, token: str) -> Response:
@@ -113,6 +115,18 @@ class Editions:
 
     def message(self, title: str, text: str, status: int) -> Response:
         return HTMLResponse(self.renderer.template("web/message.html").render(title=title, text=text, home=True), status_code=status)
+
+
+def open_link(secret: str, token: str, horizon_days: int) -> tokens.EditionLink | tokens.PreviewLink | None:
+    """What an edition's link, or the link of a digest `newsletter preview` showed, opens; None for any other token."""
+    return tokens.read_edition(secret, token, horizon_days) or tokens.read_preview(secret, token)
+
+
+def link_layout(store: Store, link: tokens.EditionLink | tokens.PreviewLink) -> Layout | None:
+    """The layout the link opens: the edition's, from the ledger, or the preview's own; None once the reader's links were revoked past it."""
+    if isinstance(link, tokens.EditionLink):
+        return store.edition_layout(link.email, link.layout_key, link.version)
+    return link.layout if link.version >= store.link_version(link.email) else None
 
 
 def edition_link(base_url: str, secret: str, email: str, version: int, layout: Layout) -> str:

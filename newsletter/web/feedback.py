@@ -1,6 +1,6 @@
 """The Follow / More like this / Fewer like this links of each paper card, and undoing what they did.
 
-A card's links carry the reader's edition token (tokens.EDITION: the reader and the edition, sealed) and name the
+A card's links carry the reader's edition token (tokens.EDITION: the reader and the edition, sealed; a preview's, tokens.PREVIEW) and name the
 paper, which must be one of that edition's: the pair is vouched for by the token without a token per card, which
 would make every card of every mail different. Opening a link (GET) shows what each would do and changes nothing, as
 mail scanners open every link; a form's button (POST, with CSRF) writes the rules to the reader's entry in
@@ -28,6 +28,7 @@ from newsletter.model.paper import Paper
 from newsletter.model.signup import Rules
 from newsletter.storage.database import utcnow
 from newsletter.storage.store import Store
+from newsletter.web.editions import link_layout, open_link
 from newsletter.web.pages import Pages
 
 _HEADINGS = {
@@ -89,7 +90,7 @@ class Feedback:
         try:
             config = SubscriberFile(self.pages.config_path).load()
             horizon = config.settings.horizon_days
-            link = tokens.read_edition(self.pages.secret, token, horizon)
+            link = open_link(self.pages.secret, token, horizon)
             if link is None:
                 return self.pages.invalid_link(request)
             email = link.email
@@ -103,7 +104,7 @@ class Feedback:
                         410,
                         home=True,
                     )
-                layout = store.edition_layout(link.email, link.layout_key, link.version)
+                layout = link_layout(store, link)
                 paper = store.paper(paper_id) if layout is not None and paper_id in layout.ids else None
         except (ConfigError, StorageError) as exc:
             return self.pages.unavailable(request, exc)

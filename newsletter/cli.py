@@ -708,7 +708,8 @@ def archive(ctx: click.Context, out: Path, base_url: str | None) -> None:
 
     env, config = _ready(ctx, need_smtp_settings=False)
     done = write_archive(env, config, out, base_url or env.base_url)
-    click.echo(f"Wrote {done.pages} pages and {done.feeds} feeds to {done.folder}")
+    gone = f"; removed {counted(done.removed, 'file')} of days and topics no longer listed" if done.removed else ""
+    click.echo(f"Wrote {done.pages} pages and {done.feeds} feeds to {done.folder}{gone}")
 
 
 @topics.command("try")

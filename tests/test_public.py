@@ -255,6 +255,58 @@ def test_archive_writes_pages_and_feeds_that_work_from_a_folder(site: Site, tmp_
         assert parsed.feed.link == urljoin("https://papers.example.org/digest/", f"topics/{feed.stem}/")
 
 
+def exported(out: Path) -> dict[str, list[date]]:
+    """The days an export wrote a page for, by topic."""
+    days: dict[str, list[date]] = {}
+    for page in out.glob("topics/*/*/index.html"):
+        days.setdefault(page.parent.parent.name, []).append(date.fromisoformat(page.parent.name))
+    return {seg: sorted(d, reverse=True) for seg, d in days.items()}
+
+
+def served(site: Site, seg: str) -> list[date]:
+    """The days `serve` answers for a topic, found as a reader finds them: from its page, older link after older link."""
+    page, days = site.client.get(f"/topics/{seg}"), []
+    while page.status_code == 200 and '<h2 class="date">' in page.text:
+        days.append(day_of(page.text))
+        older = [h for h in hrefs(page.text, rf"/topics/{seg}/\d{{4}}-\d{{2}}-\d{{2}}") if day_of_link(h) < days[-1]]
+        if not older:
+            break
+        page = site.client.get(older[0])
+    return days
+
+
+def test_archive_again_writes_the_days_serve_answers_and_removes_the_ones_it_no_longer_lists(site: Site, tmp_path: Path) -> None:
+    out = tmp_path / "public"
+    archive = ["archive", "--out", str(out)]
+    assert CliRunner().invoke(cli, archive, env=site.environ).exit_code == 0
+    before = exported(out)
+    assert len(before["agents"]) >= 3 and before["trending"]
+    mine = out / "topics" / "agents" / "notes.txt"
+    mine.write_text("the operator's own file", encoding="utf-8")
+
+    # The rules change: agents takes fewer papers (so fewer days), trending becomes "popular": gone are the days agents
+    # no longer has and all of trending (its days, its latest page, its feed).
+    text = (
+        site.yaml()
+        .replace("any: [agent*]", "any: [agent*]\n    min_score: 1")
+        .replace("  trending:\n", "  popular:\n")
+        .replace("[trending, agents]", "[popular, agents]")
+    )
+    site.config_path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, archive, env=site.environ)
+    assert result.exit_code == 0, result.output
+    after = exported(out)
+    assert set(after) == {"agents", "popular"} and not (out / "topics/trending.atom").exists() and not (out / "topics/trending").exists()
+    assert set(after["agents"]) < set(before["agents"]), "days no longer listed are gone"
+    assert after == {seg: served(site, seg) for seg in after}, "the export holds exactly the days serve answers, newest first"
+    assert result.output.rstrip().endswith(f"removed {sum(map(len, before.values())) - len(after['agents']) + 2} files of days and topics no longer listed")
+    assert mine.read_text(encoding="utf-8") == "the operator's own file", "a file no export writes stays"
+    for page in out.rglob("*.html"):
+        for href in re.findall(r'<(?:a|link)\s[^>]*href="([^"#]+)"', page.read_text(encoding="utf-8")):
+            if not href.startswith(("https://", "http://")):
+                assert (page.parent / href).resolve().is_file(), f"{page.relative_to(out)} links to a missing {href}"
+
+
 def test_archive_errors_are_one_line(site: Site, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x", encoding="utf-8")

@@ -17,6 +17,7 @@ from newsletter.storage.store import Store
 from newsletter.web.public import Links, PublicSite, segment
 
 STATIC = Links(static=True)
+_EXPORTED = re.compile(r"^topics/[^/]+(\.atom|/index\.html|/\d{4}-\d{2}-\d{2}/index\.html)$")  # what `_files` names under topics/
 
 
 @dataclass(frozen=True)
@@ -26,27 +27,47 @@ class Archived:
     folder: Path
     pages: int
     feeds: int
+    removed: int  # files of an earlier export no longer written: days no longer listed, topics gone
 
 
 def write_archive(env: Env, config: Config, folder: Path, base_url: str) -> Archived:
     """Write index.html, topics/<topic>/index.html (its latest day), topics/<topic>/<day>/index.html, topics/<topic>.atom
     and style.css under `folder`, every link relative, so the files work from any folder of any static host.
 
-    Each file replaces its old copy atomically; files of days no longer listed are left as they are."""
+    Each file replaces its old copy atomically; then the files an earlier export wrote that this one did not (days no
+    longer listed, topics gone) are removed, so the folder holds what `serve` would answer, and nothing links to a gone file."""
     if not config.settings.public_pages:
         raise ArchiveError(f"settings.public_pages is false in {config.path}: there are no public pages to write")
     if not re.match(r"^https?://[^\s<>\"']+$", base_url):
         raise ArchiveError(f"--base-url {base_url!r} is not an http(s) URL")
     _prepare(folder)
     site = PublicSite(Renderer(env.base_url, env.templates))
-    pages = feeds = 0
+    written = {"style.css"}
     with Store(env.db, env.db_timeout) as store:
         for name, content in _files(site, store, config, base_url.rstrip("/"), f"{env.base_url}/"):
             _write(folder / name, content)
-            pages += name.endswith(".html")
-            feeds += name.endswith(".atom")
+            written.add(name)
     _write(folder / "style.css", site.stylesheet().encode("utf-8"))
-    return Archived(folder, pages, feeds)
+    removed = _remove_stale(folder, written)
+    return Archived(folder, sum(n.endswith(".html") for n in written), sum(n.endswith(".atom") for n in written), removed)
+
+
+def _remove_stale(folder: Path, written: set[str]) -> int:
+    """Remove the files under topics/ named as an export names them that this export did not write, and the folders
+    they leave empty; any other file there is someone else's and stays."""
+    removed = 0
+    topics = folder / "topics"
+    for path in sorted(topics.rglob("*"), reverse=True) if topics.is_dir() else []:
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in written and _EXPORTED.match(name):
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise ArchiveError(f"cannot remove {path}: {exc.strerror}") from None
+            removed += 1
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return removed
 
 
 def _files(site: PublicSite, store: Store, config: Config, base_url: str, subscribe_url: str) -> Iterator[tuple[str, bytes]]:

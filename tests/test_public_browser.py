@@ -44,6 +44,13 @@ def test_the_front_page_and_a_topic_page_fit_the_screen(chromium: str, served: s
             page.screenshot(path=str(SHOTS / f"public-{name}-{width}.png"), full_page=True)
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), f"{path} scrolls sideways at {width} px"
             assert page.locator(".paper").count() > 0, f"{path} shows paper cards"
+        page.goto(served + "/")
+        first_card = page.locator(".paper").first.bounding_box()
+        if width >= 1100:
+            assert first_card and first_card["y"] < 900 and not page.locator(".jump").is_visible(), "papers beside the form, on the first screen"
+        else:
+            page.click(".jump a")  # the form fills a phone's first screen: a link jumps past it
+            assert page.evaluate("document.getElementById('latest').getBoundingClientRect().top") < 50
         page.goto(served + "/topics/agents")
         page.click("a.older")
         assert page.url.startswith(served + "/topics/agents/2026-07-"), "the day links work without JavaScript"

@@ -103,6 +103,8 @@ def test_an_edition_page_reads_on_a_phone_and_a_desktop_and_a_cut_topics_link_la
             page.goto(f"{more.group(1)}#{more.group(2)}")
             top = page.evaluate(f"document.getElementById('{more.group(2)}').getBoundingClientRect().top")
             assert 0 <= top < 50, "the link lands on the topic's section"
+            shelf = page.locator(f"#{more.group(2)}")
+            assert shelf.locator(".cut-start").inner_text() == f"Not in your mail: {shelf.locator('.paper').count() - 3} more", "after the 3 it showed"
             page.close()
 
 

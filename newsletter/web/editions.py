@@ -89,7 +89,9 @@ class Editions:
             digest = edition_digest(layout, papers, topics, self.matcher(topics))
             title = f"{'Preview of your' if preview else 'Your'} paper digest · {format_day(layout.day)}"
             with self.lock:  # the caches here and the renderer's are shared by the request threads
-                html = self.pages[cache_key] = self.renderer.page("web/edition.html", digest, title=title, preview=preview)
+                html = self.pages[cache_key] = self.renderer.page(
+                    "web/edition.html", digest, title=title, preview=preview, shown={pid for s in layout.sections for pid in s.shown}
+                )
         return HTMLResponse(html)
 
     def _feed(self, token: str) -> Response:

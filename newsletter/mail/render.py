@@ -21,6 +21,7 @@ from newsletter.mail import tokens
 from newsletter.mail.filters import CARD_FILTERS, CARD_GLOBALS, format_day
 from newsletter.mail.templates import environment, is_html
 from newsletter.model.digest import Digest, Entry, anonymous, count_phrase, shrink
+from newsletter.model.paper import Paper
 
 TEMPLATES = ("digest.html", "paper.html", "digest.txt", "paper.txt")  # what a digest is rendered from (base.html via digest.html)
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML part past ~102 KB; stay under it with a margin
@@ -126,7 +127,7 @@ class Renderer:
         self.feedback = f"{self.base_url}/feedback/{self.placeholders.edition}"  # the cards' Follow / More / Fewer links (newsletter.web.feedback)
         self._cache: LRUCache[str, Rendered] = LRUCache(CACHED_DIGESTS)
         self._cards: LRUCache[tuple[str, str], str] = LRUCache(CACHED_CARDS)
-        self._page_cards: LRUCache[tuple[str, str, str], Markup] = LRUCache(CACHED_CARDS)  # cards as web pages show them, not inlined
+        self._page_cards: LRUCache[tuple[str, str], tuple[Paper, Markup]] = LRUCache(CACHED_CARDS)  # cards as web pages show them, not inlined
 
     def template(self, name: str) -> jinja2.Template:
         """Load a template, turning Jinja's errors into one line naming the file and line."""
@@ -187,14 +188,18 @@ class Renderer:
     def page_card(self, entry: Entry, template: str = "paper.html") -> Markup:
         """A paper's card for a web page, with the mail's template (user overrides apply), rendered once per entry and
         paper: not inlined, since pages take their styles from a stylesheet and their CSP allows no style attributes.
-        Keyed by the paper too, as pages outlive a send (its upvotes and links change). Not thread-safe: callers serialise."""
-        key = (template, entry.key, repr(entry.paper))
-        done = self._page_cards.get(key)
-        if done is None:
-            try:
-                done = self._page_cards[key] = Markup(self.template(template).render(entry=entry, paper=entry.paper))
-            except jinja2.TemplateError as exc:
-                raise RenderError(f"{_where(exc)}: {exc}") from exc
+        Kept with the paper it shows, as pages outlive a send (its upvotes and links change): a stored paper read again
+        unchanged is the same object (storage keeps them read), so the check is mostly `is`, not a repr of the paper
+        (that was a third of an edition page). Not thread-safe: callers serialise."""
+        key = (template, entry.key)
+        kept = self._page_cards.get(key)
+        if kept is not None and (kept[0] is entry.paper or kept[0] == entry.paper):
+            return kept[1]
+        try:
+            done = Markup(self.template(template).render(entry=entry, paper=entry.paper))
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"{_where(exc)}: {exc}") from exc
+        self._page_cards[key] = (entry.paper, done)
         return done
 
     def page(self, name: str, digest: Digest, **context: Any) -> str:

@@ -41,14 +41,16 @@ class Paper:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Paper:
         """Inverse of to_dict, tolerant of fields added later."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs = {k: v for k, v in data.items() if k in _FIELDS}
         for key in ("authors", "categories", "sources", "keywords"):
             kwargs[key] = tuple(kwargs.get(key) or ())
         kwargs["links"] = dict(kwargs.get("links") or {})
         if kwargs.get("published"):
             kwargs["published"] = datetime.fromisoformat(kwargs["published"])
         return cls(**kwargs)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Paper))  # what from_dict takes: asking dataclasses each time was a third of reading a paper
 
 
 def merge(old: Paper, new: Paper) -> Paper:

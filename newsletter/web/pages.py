@@ -211,7 +211,8 @@ class Pages:
                 with Store(self.env.db, self.env.db_timeout) as store:
                     self.public.warm(store, config)
                 # The listing's tens of thousands of objects live as long as the app: out of the collector's sight, a full
-                # collection no longer walks them, which held a request up to 100 ms every few hundred.
+                # collection no longer walks them, which held a request up to 100 ms every few hundred (garbage first, so none is kept).
+                gc.collect()
                 gc.freeze()
         except NewsletterError as exc:  # the first request meets it again and answers for it
             log.warning("the public listing could not be built at start-up: %s", exc)

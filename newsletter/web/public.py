@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from cachetools import LRUCache
+from markupsafe import Markup
 
 from newsletter.mail.render import Renderer
 from newsletter.model.config import Config
@@ -95,6 +96,8 @@ class PublicSite:
         self._listing: Listing | None = None
         # Card entries of the papers shown lately, by (id, the topic whose page shows them; None on the front page).
         self._entries_made: LRUCache[tuple[str, str | None], tuple[Listed, Entry]] = LRUCache(CACHED_ENTRIES)
+        # The front page's days as rendered, for the listing as it stood: every visitor's page holds them (their form differs).
+        self._front_days: tuple[tuple[Listing, int, Links], list[Day], Markup] | None = None
 
     def _refresh(self, store: Store, topics: Sequence[Topic]) -> Listing:
         """The listing for these topics, with every paper added or merged since the last call; rebuilt when the rules change."""
@@ -120,9 +123,15 @@ class PublicSite:
         """The front page: the subscribe form (given its fields; a static export has none), then the latest days' papers."""
         with self._lock:
             listing = self._refresh(store, list(config.topics.values()))
-            plan = [(day, self._front_shelves(listing, config, day)) for day in listing.days()[:FRONT_DAYS]]
-            shown = [Day(day, tuple(self._shelf(store, listing, config, t, kept, more, total) for t, kept, more, total in shelves)) for day, shelves in plan]
-            return self._page("web/front.html", links, config, days=shown, **form)
+            key = (listing, listing.watermark, links)
+            if self._front_days is None or self._front_days[0] != key:
+                plan = [(day, self._front_shelves(listing, config, day)) for day in listing.days()[:FRONT_DAYS]]
+                shown = [
+                    Day(day, tuple(self._shelf(store, listing, config, t, kept, more, total) for t, kept, more, total in shelves)) for day, shelves in plan
+                ]
+                self._front_days = (key, shown, Markup(self._page("web/front_days.html", links, config, days=shown)))
+            _, days, days_html = self._front_days
+            return self._page("web/front.html", links, config, days=days, days_html=days_html, **form)
 
     def _front_shelves(self, listing: Listing, config: Config, day: date) -> list[tuple[Topic | None, list[Listed], int, int]]:
         """A day on the front page: each paper once, under its first topic (as in the digest), each topic cut to its best few."""

@@ -45,6 +45,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import ahocorasick_rs
 import regex as user_re  # for user /regexes/: a search can be given a time limit
@@ -388,9 +389,9 @@ class Explanation:
         return f"{(self.label or self.topic).ljust(self.width)}  {'MATCH' if self.matched else 'no match':8}  {reasons}"
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """Which keywords hit each field of one paper, as bits by keyword id (`Matcher.keywords_of`): what ranking weighs."""
+class Found(NamedTuple):
+    """Which keywords hit each field of one paper, as bits by keyword id (`Matcher.keywords_of`): what ranking weighs.
+    (A named tuple: one is built per paper matched, and a frozen dataclass costs several times as much to build.)"""
 
     title: int = 0
     abstract: int = 0

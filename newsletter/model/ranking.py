@@ -66,6 +66,7 @@ class Figures(NamedTuple):
 
     @property
     def weight(self) -> float:
+        """The popularity these figures make (`weight`)."""
         return weight(*self)
 
     def since(self, base: Figures) -> Figures:
@@ -196,8 +197,9 @@ def match_all(
 def _match_all(
     matcher: Matcher, papers: Iterable[Paper], now: datetime | None, first_seen: Mapping[str, datetime], history: Mapping[str, Sequence[Snapshot]]
 ) -> dict[str, Matched]:
-    matched = [(paper, *matcher.match(paper)) for paper in papers]
-    weights = idfs(matcher.keyword_count(), [found for _, _, found in matched])
+    counts = [0] * matcher.keyword_count()  # papers each keyword hits, counted while matching (`idfs` in one pass)
+    matched = [(paper, *matcher.match(paper, counts)) for paper in papers]
+    weights = [idf(n, len(matched)) for n in counts]
     # per topic: its sort, rising window and any/all keywords as bits by id (0: it has none, and match 1)
     rules = {t.name: (t.sort, t.rising_hours, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics}
     starts = {hours: now - timedelta(hours=hours) for hours in {t.rising_hours for t in matcher.topics}} if now else {}

@@ -648,8 +648,9 @@ class Matcher:
             found |= self._scan_values(paper.categories, 1, self._HOT)
         return self._decide(found, paper)
 
-    def match(self, paper: Paper) -> tuple[list[str], Found]:
-        """The paper's topics (as `topics_for`) and where each keyword hit, from one scan: ranking weighs the latter."""
+    def match(self, paper: Paper, counts: list[int] | None = None) -> tuple[list[str], Found]:
+        """The paper's topics (as `topics_for`) and where each keyword hit, from one scan: ranking weighs the latter.
+        `counts` (by keyword id) counts the paper in for each keyword that hit it: the idf's, without a second pass."""
         title, abstract = self._scan(paper.title, paper.abstract, self._KEYWORDS)
         authors = self._scan_values(paper.authors, 0, self._KEYWORDS) if self._values[0] else 0
         categories = self._scan_values(paper.categories, 1, self._KEYWORDS) if self._values[1] else 0
@@ -659,6 +660,8 @@ class Matcher:
             kid = hits.bit_length() - 1
             hits ^= 1 << kid
             found |= switch[kid]
+            if counts is not None:
+                counts[kid] += 1
         return self._decide(found, paper), Found(title, abstract, authors, categories)
 
     def _decide(self, found: int, paper: Paper) -> list[str]:

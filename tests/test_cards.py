@@ -4,7 +4,7 @@ comments, GitHub stars and Hugging Face's labelled AI summary beside the abstrac
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 
@@ -192,3 +192,28 @@ def test_card_fields_are_inert_and_never_filled_per_reader() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html and "<!--nl-" not in html
     assert html.count("ada@example.org") == renderer.personalise(renderer.render(digest), Reader("b@example.org", "B", "U", "P", "E"))[0].count("b@example.org")
     assert " ".join(text.split()).count(bait) >= 3, "the text part shows the comment, summary and matched value as they came"
+
+
+def test_the_text_part_never_breaks_a_card_figure_or_date_across_lines() -> None:
+    """Wherever the meta line wraps, "★ 8 stars", "▲ 12 upvotes" and the date stay on one line (the wrap once left
+    "★" at a line's end and "8 stars" on the next); the line breaks only after a " ·"."""
+    renderer = Renderer(BASE)
+    categories = ("cs.CL", "cs.AI", "cs.LG", "stat.ML", "cs.CV", "math.OC")
+    for n, digits in [(n, digits) for n in range(1, 7) for digits in range(1, 8)]:  # the figures cross every column
+        upvotes = int("1234567"[:digits])
+        paper = Paper(
+            id=f"2411.{n:02d}{digits:03d}",  # a card is rendered once per paper
+            title="Stars",
+            abstract="An abstract.",
+            categories=categories[:n],
+            published=datetime(2026, 11, 25, 6, tzinfo=UTC),
+            score=upvotes,
+            stars=8,
+        )
+        digest = Digest(date(2026, 11, 25), (Section("s", "S", "", (Entry(paper, ("Agents", "Benchmarks"), Marks(title=[], abstract=[])),)),))
+        text = renderer.personalise(renderer.render(digest), READER)[1]
+        meta = text[text.index("* Stars\n") :].split("\n\n")[0].splitlines()[1:]
+        assert len(meta) > 1 and all(line.startswith("  ") and len(line) <= 76 for line in meta), meta
+        assert all(line.endswith(" ·") for line in meta[:-1]), meta
+        for unit in ("★ 8 stars", f"▲ {upvotes} upvotes", "25 Nov 2026", "also in Agents, Benchmarks", ", ".join(categories[:n])):
+            assert sum(unit in line for line in meta) == 1, (unit, meta)

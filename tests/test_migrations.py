@@ -10,9 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import feedparser
 import pytest
 
 from newsletter.errors import SchemaTooNew, StorageError
+from newsletter.ingest.fields import fold_space, readable_text
+from newsletter.ingest.sources import parse
+from newsletter.model.config import Source
 from newsletter.model.digest import Layout, Shelf
 from newsletter.storage import migrations
 from newsletter.storage.connection import Connection, Postgres, sqlite
@@ -73,7 +77,7 @@ def _user_version(database: Path | str) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> None:
     with Store(database):
         pass
-    assert LATEST == 14
+    assert LATEST == 15
     assert _user_version(database) == LATEST
     columns, indexes = _shape(database)
     assert "sent" not in columns and columns["sent_lists"] == {"subscriber", "sent_at", "edition", "paper_ids"}
@@ -306,3 +310,56 @@ def _sent_before_migration_10(db: Connection, subscriber: str) -> set[str]:
     ):
         sent.update(json.loads(ids) + (Layout.from_dict(json.loads(data)).ids if data else []))
     return sent
+
+
+ARXIV_RSS = Path(__file__).parent / "fixtures" / "arxiv_rss" / "aioarxiv__rss_all_archives_2024-11-28_full.xml"
+
+
+def test_latex_stored_before_the_cleaning_is_read_as_a_fetch_reads_it_now(database: Path | str) -> None:
+    """Migration 15: real arXiv titles and abstracts stored raw (as before ingest read LaTeX) come out as ingest gives
+    them now; papers stored since stay as they were, even one that reading again would change."""
+    fetched = {p.id: p for p in parse(Source("arxiv", "arxiv_rss"), ARXIV_RSS.read_bytes(), "https://rss.arxiv.org/rss/all").papers}
+    raw = {e.link.rsplit("/", 1)[-1]: e for e in feedparser.parse(ARXIV_RSS.read_bytes()).entries}
+    old_ids = ["2411.17875", "2411.17792", "2411.17797"]  # Erd\H{o}s; $H^3$Fusion; Precis\~ao … Cram\'er-Rao
+    since = next(p for p in fetched.values() if readable_text(p.abstract, paragraphs=True) != p.abstract)  # "≈15~orbits"
+    db = _connect(database)
+    migrations.migrate(db, str(database), MIGRATIONS[:14])
+    rows = []
+    for n, pid in enumerate(old_ids, 1):
+        record = fetched[pid].to_dict()
+        for key in ("arxiv_comment", "primary_category", "ai_summary"):  # the keys that came with the cleaning
+            del record[key]
+        abstract = fold_space(raw[pid].summary.partition("Abstract:")[2])
+        cut = abstract.index(". ") + 1  # two paragraphs, as feeds with blank lines in an abstract give
+        record.update(title=fold_space(raw[pid].title), abstract=f"{abstract[:cut]}\n\n{abstract[cut + 1 :]}")
+        rows.append((pid, record, n))
+    rows.append((since.id, since.to_dict(), 4))
+    for pid, record, n in rows:
+        db.execute(
+            "INSERT INTO papers (id, data, first_seen, updated, changed) VALUES (?, ?, ?, ?, ?)", (pid, json.dumps(record), NOW.isoformat(), NOW.isoformat(), n)
+        )
+    assert "Erd\\H{o}s" in rows[0][1]["title"] and "$H^3$" in rows[1][1]["title"]
+    db.close()
+
+    with Store(database) as store:
+        for pid in old_ids:
+            paper = store.paper(pid)
+            assert paper is not None
+            assert paper.title == fetched[pid].title, "the title a fetch gives now"
+            assert "\n\n" in paper.abstract and paper.abstract.replace("\n\n", " ") == fetched[pid].abstract, "the abstract too, its paragraphs kept"
+            assert "\\" not in paper.title + paper.abstract and "$" not in paper.title
+        assert store.paper(since.id) == since, "clean text stored since is not read again"
+        changes = {c.paper.id: c.changed for c in store.papers_changed_since(4)}
+        assert sorted(changes) == sorted(old_ids), "the changed papers, and only those, are read again by the public pages"
+        assert [store.paper(pid).title for pid in old_ids[:2]] == [  # type: ignore[union-attr]
+            "On an Erdős-Szekeres Game",
+            "H³Fusion: Helpful, Harmless, Honest Fusion of Aligned LLMs",
+        ]
+
+    db = _connect(database)
+    before = [tuple(r) for r in db.execute("SELECT id, data, changed FROM papers ORDER BY id")]
+    db.begin()
+    migrations.m015_papers_readable_latex(db)
+    db.execute("COMMIT")
+    assert [tuple(r) for r in db.execute("SELECT id, data, changed FROM papers ORDER BY id")] == before, "a second run changes nothing"
+    db.close()

@@ -54,6 +54,7 @@ _BLOCK_TAGS = frozenset(
 _SKIP_TAGS = frozenset(["script", "style", "noscript", "template", "iframe", "object", "embed", "head", "title", "textarea", "select"])
 _LOOKS_LIKE_HTML = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:#\d+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_PARAGRAPHS = re.compile(r"\n[^\S\n]*\n")  # a blank line
 HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 
 
@@ -83,7 +84,17 @@ def plain_text(value: Any, *, html: bool = False, paragraphs: bool = False) -> s
     if not isinstance(value, str) or not value:
         return ""
     value = value[:MAX_TEXT]
-    blocks = _html_blocks(value) if html or _LOOKS_LIKE_HTML.search(value) else re.split(r"\n[^\S\n]*\n", value)
+    blocks = _html_blocks(value) if html or _LOOKS_LIKE_HTML.search(value) else _PARAGRAPHS.split(value)
+    return _readable_blocks(blocks, paragraphs)
+
+
+def readable_text(text: str, *, paragraphs: bool = False) -> str:
+    """Plain text (a stored title or abstract) with its LaTeX made readable and its whitespace folded as `plain_text`
+    does, markup and character references left alone: stored text has had them read once already."""
+    return _readable_blocks(_PARAGRAPHS.split(text), paragraphs)
+
+
+def _readable_blocks(blocks: Iterable[str], paragraphs: bool) -> str:
     cleaned = [fold_space(readable_tex(block)) for block in blocks]
     return ("\n\n" if paragraphs else " ").join(c for c in cleaned if c)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -123,6 +123,17 @@ def wrap(text: str, width: int = 76, indent: str = "") -> str:
     return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
 
 
+_KEEP = "\0"  # a space no line may break at, while wrapping (no feed text or setting has a NUL)
+
+
+def wrap_items(items: Iterable[str], width: int = 76, indent: str = "", separator: str = " · ") -> str:
+    """Short items (a card's "★ 8 stars", "25 Nov 2026") joined by `separator` and wrapped, a line breaking only
+    after a separator, so no item comes apart; an item too long for a line of its own wraps inside."""
+    room, mark = width - len(indent), separator.rstrip()
+    kept = [item if len(item) + len(mark) > room else item.replace(" ", _KEEP) for item in items]
+    return wrap((mark.replace(" ", _KEEP) + " ").join(kept), width, indent).replace(_KEEP, " ")
+
+
 def format_day(value: date | datetime | None) -> str:
     """25 Nov 2026: unambiguous in every locale."""
     return f"{value.day} {value:%b %Y}" if value else ""
@@ -174,7 +185,7 @@ def _safe_url(url: str | None) -> bool:
 
 # What templates/paper.html and paper.txt call, for every Jinja environment that renders a paper card.
 CARD_FILTERS: dict[str, Callable[..., Any]] = {
-    "highlight": highlight, "snippet": snippet, "authors": authors, "wrap": wrap, "mark_text": mark_text, "day": format_day,
+    "highlight": highlight, "snippet": snippet, "authors": authors, "wrap": wrap, "wrap_items": wrap_items, "mark_text": mark_text, "day": format_day,
 }  # fmt: skip
 CARD_GLOBALS: dict[str, Callable[..., Any]] = {
     "paper_links": paper_links, "source_label": source_label, "arxiv_id": arxiv_id, "categories_label": categories_label,

@@ -66,13 +66,22 @@ class Figures(NamedTuple):
 
     @property
     def weight(self) -> float:
-        """ln(1 + upvotes) + 0.05 ln(1 + comments) + 0.02 ln(1 + stars): damped, so 10 → 100 upvotes counts like 1 → 10."""
-        return math.log1p(self.upvotes or 0) + COMMENTS * math.log1p(self.comments or 0) + STARS * math.log1p(self.stars or 0)
+        """The popularity these figures make (`weight`)."""
+        return weight(*self)
 
     def since(self, base: Figures) -> Figures:
         """What each known figure gained since `base` (never below 0: a recount down is no loss of interest)."""
+        upvotes, comments, stars = self
+        return Figures(
+            None if upvotes is None else max(0, upvotes - (base.upvotes or 0)),
+            None if comments is None else max(0, comments - (base.comments or 0)),
+            None if stars is None else max(0, stars - (base.stars or 0)),
+        )
 
-        return Figures(*(None if now is None else max(0, now - (then or 0)) for now, then in zip(self, base, strict=True)))
+
+def weight(upvotes: int | None, comments: int | None, stars: int | None) -> float:
+    """ln(1 + upvotes) + 0.05 ln(1 + comments) + 0.02 ln(1 + stars): damped, so 10 → 100 upvotes counts like 1 → 10."""
+    return math.log1p(upvotes or 0) + COMMENTS * math.log1p(comments or 0) + STARS * math.log1p(stars or 0)
 
 
 ZERO = Figures(0, 0, 0)
@@ -188,8 +197,9 @@ def match_all(
 def _match_all(
     matcher: Matcher, papers: Iterable[Paper], now: datetime | None, first_seen: Mapping[str, datetime], history: Mapping[str, Sequence[Snapshot]]
 ) -> dict[str, Matched]:
-    matched = [(paper, *matcher.match(paper)) for paper in papers]
-    weights = idfs(matcher.keyword_count(), [found for _, _, found in matched])
+    counts = [0] * matcher.keyword_count()  # papers each keyword hits, counted while matching (`idfs` in one pass)
+    matched = [(paper, *matcher.match(paper, counts)) for paper in papers]
+    weights = [idf(n, len(matched)) for n in counts]
     # per topic: its sort, rising window and any/all keywords as bits by id (0: it has none, and match 1)
     rules = {t.name: (t.sort, t.rising_hours, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics}
     starts = {hours: now - timedelta(hours=hours) for hours in {t.rising_hours for t in matcher.topics}} if now else {}
@@ -200,7 +210,7 @@ def _match_all(
             continue
         hits, elsewhere = found.any, found.title | found.authors | found.categories  # most hits are in the abstract only
         when = paper.published or first_seen.get(paper.id)
-        popularity = Figures.of(paper).weight
+        popularity = weight(paper.score, paper.comments, paper.stars)  # `Figures.of(paper).weight`, without building one
         lift, fresh = 1 + POPULARITY * popularity, recency(when, now)
         ties = tie_key(paper.id, when)
         seen = history.get(paper.id)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from newsletter.errors import SchemaTooNew
+from newsletter.ingest.fields import readable_text
 from newsletter.storage.connection import Connection
 
 Migration = Callable[[Connection], None]
@@ -174,6 +176,29 @@ def m014_deliveries_claimed_by(db: Connection) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN claimed_by INTEGER")
 
 
+def m015_papers_readable_latex(db: Connection) -> None:
+    """Titles and abstracts stored before ingest rendered LaTeX readably get what a fetch gives them now (`readable_text`,
+    ingest's own step), so old papers read, match and sort like new ones. A record from before has no `arxiv_comment`
+    key (it came with the cleaning); one whose text changes is given it, so a second run leaves it alone: text stored
+    since is not read again, as reading clean text again can still change it ("20-80~MHz" kept as written). Changed
+    papers get a new change number and time, so the public pages and the edition pages read them again."""
+    now = datetime.now(UTC).isoformat()
+    changed = db.execute("SELECT coalesce(max(changed), 0) FROM papers").fetchone()[0]
+    updates = []
+    for paper_id, data in db.execute("SELECT id, data FROM papers ORDER BY changed, id").fetchall():
+        fields = json.loads(data)
+        if "arxiv_comment" in fields:  # read at ingest already
+            continue
+        stored = (fields.get("title") or "", fields.get("abstract") or "")
+        title, abstract = readable_text(stored[0]), readable_text(stored[1], paragraphs=True)
+        if (title, abstract) == stored:
+            continue  # nothing to read (most text): the record stays as it was, and reading it again changes nothing
+        fields.update(title=title, abstract=abstract, arxiv_comment=None)
+        changed += 1
+        updates.append((json.dumps(fields, ensure_ascii=False, separators=(",", ":")), now, changed, paper_id))
+    db.executemany("UPDATE papers SET data = ?, updated = ?, changed = ? WHERE id = ?", updates)
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -189,6 +214,7 @@ MIGRATIONS: list[Migration] = [
     m012_prunable,
     m013_pending_choice_details,
     m014_deliveries_claimed_by,
+    m015_papers_readable_latex,
 ]
 
 

@@ -304,7 +304,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
     if subscriber is None:
         _fail(f"{email} is not a subscriber in {config.path}")
     with Store(env.db, env.db_timeout) as store:
-        digest = pipeline.Planner(config, store, utcnow()).next_digest(subscriber)
+        digest = pipeline.Planner(config, store, utcnow(), readers=[subscriber]).next_digest(subscriber)
         secret = pipeline.secret_key(env, store)
         link_version = store.link_version(subscriber.email)
     if digest is None:

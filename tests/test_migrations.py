@@ -73,7 +73,7 @@ def _user_version(database: Path | str) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> None:
     with Store(database):
         pass
-    assert LATEST == 14
+    assert LATEST == 15
     assert _user_version(database) == LATEST
     columns, indexes = _shape(database)
     assert "sent" not in columns and columns["sent_lists"] == {"subscriber", "sent_at", "edition", "paper_ids"}
@@ -93,6 +93,7 @@ def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> No
         "deliveries_message_id",
         "papers_revised",
         "papers_unpruned",
+        "sent_lists_sent_at",
     }
 
 

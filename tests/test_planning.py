@@ -204,3 +204,28 @@ def test_followed_authors_and_keywords_sections_name_their_own_reader_however_th
         keys = [shelf.key for shelf in digest.layout.sections]
         assert keys[0] == f"authors:{subscriber.email}" and keys[-1] == f"keywords:{subscriber.email}"
         assert not any("video" in (p.title + p.abstract).lower() for p in digest.papers), "their exclude: rule holds in the shared digest"
+
+
+def test_a_planner_for_one_reader_composes_what_the_send_s_planner_composes_for_them(world: tuple[Config, Store]) -> None:
+    """The welcome mail's and `preview`'s planner compiles the shared topics and that reader's own rules only, and reads
+    only their deliveries; a send's compiles everyone's and reads every reader's deliveries at once. Same digests."""
+    config, store = world
+    reference = Planner(config, store, NOW)
+    for n, subscriber in enumerate(config.subscribers[::3]):  # a history: mailed, mailed and cut, waiting, refused
+        first = reference.next_digest(subscriber)
+        assert first is not None
+        edition, ids = f"earlier-{n}", list(first.layout.ids)
+        store.plan_delivery(edition, subscriber.email, first.layout, NOW)
+        if n % 3 == 0:
+            store.claim(edition, subscriber.email, NOW)
+            store.mark_sent(edition, subscriber.email, "<m@x>", "250 ok", NOW)
+        elif n % 3 == 1:
+            store.claim(edition, subscriber.email, NOW)
+            store.mark_failed(edition, subscriber.email, "550 no", hard=True, pause_after=3, now=NOW)
+        store.record_sent(subscriber.email, ids[:2], f"welcome-{n}", NOW)
+
+    everyone = Planner(config, store, NOW)
+    for subscriber in config.subscribers:
+        alone = Planner(config, store, NOW, readers=[subscriber])
+        assert len(alone.matcher.topics) < len(everyone.matcher.topics)
+        assert alone.next_digest(subscriber) == everyone.next_digest(subscriber), subscriber.email

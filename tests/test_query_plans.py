@@ -45,6 +45,7 @@ def hot_paths(store: Store) -> list[tuple[str, Callable[[], object]]]:
     return [
         ("candidates", lambda: store.papers_seen_since(now - timedelta(days=7))),
         ("papers sent to a reader", lambda: store.sent_paper_ids("r3@example.org", now - timedelta(days=7))),
+        ("papers sent to every reader", lambda: store.sent_paper_ids_by_reader(now - timedelta(days=7))),
         ("a fetch's papers", lambda: store.add_papers([Paper(id="2429.00001", title="P"), Paper(id="2430.00001", title="N")], now)),
         ("a fetch's snapshots", lambda: store.record_popularity([Paper(id="2429.00001", title="P", score=50)], now, 24)),
         ("rising", lambda: store.popularity_history(ids, now - timedelta(hours=24))),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ from newsletter.environment import Env
 from newsletter.mail import tokens
 from newsletter.mail.render import Reader
 from newsletter.model.config import Config, Subscriber
-from newsletter.model.digest import Digest, all_topics, compose, readdressed
+from newsletter.model.digest import Digest, all_topics, compose, readdressed, rules_of
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, match_all, window_hours
 from newsletter.model.topics import Matcher
@@ -56,6 +57,7 @@ class Planner:
     store: Store
     now: datetime
     days: int | None = None  # papers first seen this many days back (default: settings.horizon_days)
+    readers: Sequence[Subscriber] | None = None  # planning for these only (a welcome, a preview): the matcher holds their own rules, not everyone's
     since: datetime = field(init=False)  # the look-back those days make, never past what `prune` removed
     matcher: Matcher = field(init=False)
     papers: list[Paper] = field(init=False)
@@ -63,9 +65,12 @@ class Planner:
     matches: dict[str, Matched] = field(init=False)
     _composed: LRUCache[tuple[object, ...], Digest | None] = field(init=False, default_factory=lambda: LRUCache(CACHED_SELECTIONS))
     _matched: frozenset[str] = field(init=False)  # papers some topic takes: of a reader's sent papers, only these can change a digest
+    _taken: dict[str, frozenset[str]] = field(init=False)  # the papers each topic takes
+    _sent: dict[str, frozenset[str]] | None = field(init=False, default=None)  # every reader's sent papers among _matched, read at once
+    _owed: dict[tuple[tuple[str, ...], frozenset[str]], bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.matcher = Matcher(all_topics(self.config))
+        self.matcher = Matcher(all_topics(self.config) if self.readers is None else rules_of(self.config, self.readers))
         since = self.now - timedelta(days=self.days or self.config.settings.horizon_days)
         pruned = self.store.pruned_before()
         self.since = max(since, pruned) if pruned else since  # no look-back past pruned deliveries: their papers would go again
@@ -73,6 +78,11 @@ class Planner:
         self.papers = [sp.paper for sp in stored]
         self.first_seen = {sp.paper.id: sp.first_seen for sp in stored}
         self.matches = self._match(self.papers)
+        taken: dict[str, set[str]] = {}
+        for pid, matched in self.matches.items():
+            for key in matched.keys:
+                taken.setdefault(key, set()).add(pid)
+        self._taken = {key: frozenset(ids) for key, ids in taken.items()}
         self._matched = frozenset(pid for pid, matched in self.matches.items() if matched.keys)
 
     def _match(self, papers: list[Paper]) -> dict[str, Matched]:
@@ -97,12 +107,38 @@ class Planner:
         sections renamed to theirs."""
         shared = tuple(t for t in subscriber.topics if t in self.config.topics)
         day = self.today(subscriber).date()
-        sent = self._matched.intersection(self.store.sent_paper_ids(subscriber.email, self.since))
+        sent = self._sent_to(subscriber)
+        if not self._owed_any(subscriber, shared, sent):
+            return None
         selection = (shared, subscriber.keywords, frozenset(subscriber.exclude), subscriber.min_score, subscriber.max_papers, day, sent)
         if selection not in self._composed:
             self._composed[selection] = compose(self.config, subscriber, self.matcher, self.papers, self.matches, set(sent), day)
         digest = self._composed[selection]
         return digest if digest is None else readdressed(digest, subscriber.email)
+
+    def _sent_to(self, subscriber: Subscriber) -> frozenset[str]:
+        """The papers any topic takes that this subscriber was sent: for everyone, read in bulk on the first digest
+        (after a send has resumed its unfinished rows, as the per-reader read was), one set per distinct history."""
+        if self.readers is not None:
+            return self._matched.intersection(self.store.sent_paper_ids(subscriber.email, self.since))
+        if self._sent is None:
+            shared: dict[frozenset[str], frozenset[str]] = {}
+            self._sent = {}
+            for who, ids in self.store.sent_paper_ids_by_reader(self.since).items():
+                if (mine := shared.get(ids)) is None:
+                    mine = shared[ids] = self._matched.intersection(ids)
+                self._sent[who] = mine
+        return self._sent.get(subscriber.email.lower(), frozenset())
+
+    def _owed_any(self, subscriber: Subscriber, shared: tuple[str, ...], sent: frozenset[str]) -> bool:
+        """Whether any of the subscriber's sections takes a paper they were not sent: most readers of a send with
+        nothing new are owed nothing, and are told so without composing (asked once per topics and history)."""
+        owed = self._owed.get((shared, sent))
+        if owed is None:
+            owed = self._owed[(shared, sent)] = any(not self._taken.get(name, sent) <= sent for name in shared)
+        if owed or not subscriber.keywords:
+            return owed
+        return any(not self._taken.get(t.name, sent) <= sent for t in self.config.personal_topics(subscriber))
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
         """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""

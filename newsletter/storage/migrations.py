@@ -174,6 +174,11 @@ def m014_deliveries_claimed_by(db: Connection) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN claimed_by INTEGER")
 
 
+def m015_sent_lists_by_time(db: Connection) -> None:
+    """sent_lists indexed by time: a send reads every reader's welcome lists within the horizon at once (not reader by reader)."""
+    db.execute("CREATE INDEX sent_lists_sent_at ON sent_lists(sent_at)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -189,6 +194,7 @@ MIGRATIONS: list[Migration] = [
     m012_prunable,
     m013_pending_choice_details,
     m014_deliveries_claimed_by,
+    m015_sent_lists_by_time,
 ]
 
 

@@ -110,6 +110,15 @@ def edition_for(slot: datetime) -> str:
 
 
 def next_sends(config: Config, store: Store, now: datetime) -> list[tuple[Subscriber, datetime | None, tuple[datetime, str] | None]]:
-    """For `newsletter status`: each subscriber's next send (None when paused) and last handled slot."""
+    """For `newsletter status`: each subscriber's next send (None when paused) and last handled slot; worked out once
+    per schedule (frequency, day, zone and time), which a long list's readers share by the thousand."""
     handled = store.handled_slots()
-    return [(s, None if s.paused else next_slot(s, now), handled.get(s.email.lower())) for s in config.subscribers]
+    slots: dict[tuple[object, ...], datetime] = {}
+
+    def upcoming(s: Subscriber) -> datetime:
+        key = (s.frequency, s.day, s.timezone, s.send_at)
+        if (slot := slots.get(key)) is None:
+            slot = slots[key] = next_slot(s, now)
+        return slot
+
+    return [(s, None if s.paused else upcoming(s), handled.get(s.email.lower())) for s in config.subscribers]

@@ -466,7 +466,7 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None
     if block is None:
         return None
     lower = block.text()
-    written = block.by_address()
+    written: dict[str, list[int]] | None = None  # read only when an address to add is written somewhere already
     last = block.entries[-1][0]
     key = " " * block.lines[last].index("email")
     dash = " " * block.indent
@@ -480,8 +480,11 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None
             return None
         if not _PLAIN_WORD.fullmatch(choice.frequency) or choice.name or choice.keywords or not _PLAIN_ZONE.fullmatch(choice.timezone or "UTC"):
             return None  # a name or keywords may need quoting: the round trip writes them
-        present = len(written.get(wanted, []))
-        if lower.count(wanted) != present:
+        seen = lower.count(wanted)
+        if seen and written is None:
+            written = block.by_address()
+        present = len(written.get(wanted, [])) if seen and written is not None else 0
+        if seen != present:
             return None
         if present or wanted in added:
             continue
@@ -519,7 +522,6 @@ def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
     checker = Checker(str(known.path))
     fresh = checker.subscribers(grown.entries, {}, known.settings, known.topics)
     gone = [i for i, s in enumerate(known.subscribers) if s.email.lower() in cut.removed] if cut.removed else []
-    kept = tuple(s for s in known.subscribers if s.email.lower() not in cut.removed) if cut.removed else known.subscribers
     taken = any((old := known.subscriber(s.email)) is not None and old.email.lower() not in cut.removed for s in fresh)
     if checker.problems or checker.warnings or len(gone) != len(cut.removed) or taken:
         return None
@@ -535,7 +537,7 @@ def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
             line += grown.lines
         path = warning.path if index is None else f"subscribers[{index - bisect.bisect_left(gone, index)}]{warning.path[entry.end() :] if entry else ''}"
         warnings.append(dataclasses.replace(warning, line=line + 1, path=path))
-    return dataclasses.replace(known, subscribers=(*kept, *fresh), warnings=tuple(warnings))
+    return known.edited(cut.removed, fresh, tuple(warnings))
 
 
 _SUBSCRIBER_PATH = re.compile(r"subscribers\[(\d+)\]")

@@ -58,6 +58,7 @@ def hot_paths(store: Store) -> list[tuple[str, Callable[[], object]]]:
         ("an edition's page", lambda: (store.layout("r3@example.org", layout.key), store.papers_by_id(ids), store.papers_version(ids))),
         ("a reader's feed", lambda: store.editions("r3@example.org", 50)),
         ("a bounce's delivery", lambda: store.delivery_by_message_id("<m3.3@x>")),
+        ("a bounce's edition", lambda: (store.sent_editions(), store.sent_to("e3"))),
         ("soft bounces", lambda: store.soft_bounces_in_a_row("r3@example.org", now - timedelta(days=30))),
         ("public pages' changes", lambda: store.papers_changed_since(10**9)),
     ]

@@ -318,3 +318,16 @@ def test_a_server_that_cannot_be_reached_is_one_line_naming_it_without_its_passw
     message = str(caught.value)
     assert "\n" not in message and "s3cret" not in message
     assert message.startswith(f"the state database postgresql://ada@/newsletter?host={tmp_path} failed: ") and "NEWSLETTER_DB" in message
+
+
+def test_the_editions_a_bounce_may_name_are_every_edition_once_by_name_from_the_last(database: Path | str) -> None:
+    with Store(database) as store:
+        assert store.sent_editions() == []
+        for edition in ("send-20261120T080000.000000Z", "slot-2026-11-21T07:00Z", "send-20261122T080000.000000Z"):
+            for who in ("ada@example.org", "bob@example.org"):
+                store.plan_delivery(edition, who, layout(["p1"]))
+        store.claim("slot-2026-11-21T07:00Z", "bob@example.org")
+        store.mark_sent("slot-2026-11-21T07:00Z", "bob@example.org", "<m@x>", "250 ok")
+        assert store.sent_editions() == ["slot-2026-11-21T07:00Z", "send-20261122T080000.000000Z", "send-20261120T080000.000000Z"]
+        assert store.sent_to("slot-2026-11-21T07:00Z") == ["bob@example.org"], "only whoever it was sent to"
+        assert store.sent_to("send-20261122T080000.000000Z") == []

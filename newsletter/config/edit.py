@@ -372,10 +372,26 @@ class _Block:
         return line.lstrip().startswith("#") and len(line) - len(line.lstrip(" ")) <= self.indent
 
 
+_known_block: tuple[str, _Block] | None = None  # the text an edit in this process last read or wrote, and its list
+
+
 def _block(text: str) -> _Block | None:
     """The subscribers list if every item in it is a plain `- email: X` entry at one indentation; else None.
 
-    Found by regular expressions over the whole text, not line by line, as it is at 100,000 readers on every edit."""
+    The text this process last appended to is known without a scan: at 100,000 readers the scan is most of a
+    confirmation's time, and the web app's edits follow one another on the text the one before wrote."""
+    global _known_block
+    known = _known_block
+    if known is not None and known[0] == text:
+        return known[1]
+    block = _scan(text)
+    if block is not None:
+        _known_block = (text, block)
+    return block
+
+
+def _scan(text: str) -> _Block | None:
+    """`_block` by regular expressions over the whole text, not line by line, as it is at 100,000 readers."""
     if _OTHER_LINE_BREAKS.search(text):  # lines are then not just what \n ends: the round trip knows better
         return None
     tops = list(_TOP_SUBSCRIBERS.finditer(text))
@@ -512,7 +528,25 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None
     if not isinstance(alone, dict) or alone.get("subscribers", [])[1:] != entries or str(alone["subscribers"][0].get("email")) != block.entries[-1][1]["email"]:
         return None
     head = "".join(block.lines[:last]) + tail
-    return _Growth(head + "".join(new) + "".join(block.lines[at + 1 :]), added, entries, at, sum(e.count("\n") for e in new))
+    grown = head + "".join(new) + "".join(block.lines[at + 1 :])
+    if block.lines[at].endswith("\n"):  # the lines after the edit are the ones before with the new ones in between
+        _remember_growth(grown, block, at, new)
+    return _Growth(grown, added, entries, at, sum(e.count("\n") for e in new))
+
+
+def _remember_growth(text: str, block: _Block, at: int, new: list[str]) -> None:
+    """Keep the list of `text`, `block` with the entries `new` put after its line `at`, as `_block` would scan it."""
+    global _known_block
+    lines = [line for entry in new for line in entry.splitlines(keepends=True)]
+    entries, line = list(block.entries), at + 1
+    for entry in new:
+        m = _ENTRY.match("\n" + entry.partition("\n")[0])
+        if m is None:
+            return
+        entries.append((line, m))
+        line += entry.count("\n")
+    grown = _Block([*block.lines[: at + 1], *lines, *block.lines[at + 1 :]], block.start, block.end + len(lines), entries, block.indent)
+    _known_block = (text, grown)
 
 
 def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:

@@ -142,6 +142,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def peak_rss(pid: int) -> float:
+    """A running process's peak resident set so far (MB), from its own VmHWM."""
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(found[1]) / 1024 if found else float("nan")
+
+
 def p95(values: list[float]) -> float:
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
 
@@ -180,6 +186,7 @@ def serve(env: dict[str, str], folder: Path, requests: int, run: int) -> dict[st
                 assert done.status_code == 200 and "You are subscribed" in done.text, done.text[:500]
             out["subscribe_page_p95_s"] = p95(pages)
             out["confirmation_p95_s"] = p95(confirms)
+            out["serve_rss_mb"] = peak_rss(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -217,8 +224,7 @@ def reload(env: dict[str, str], folder: Path) -> dict[str, float]:
         os.replace(folder / "subscribers.yaml.tmp", path)
         wait_for("reloaded", 300)
         seconds = time.perf_counter() - start
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        rss = int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024  # type: ignore[index]
+        rss = peak_rss(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import cached_property
@@ -200,12 +200,14 @@ def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
 
 def all_topics(config: Config) -> list[Topic]:
     """Every shared topic and every reader's personal topics and exclude rule, for compiling one matcher."""
-    return rules_of(config, config.subscribers)
+    return list(config.topics.values()) + [t for s in config.subscribers for t in config.own_rules(s)]
 
 
-def rules_of(config: Config, readers: Iterable[Subscriber]) -> list[Topic]:
-    """Every shared topic and these readers' own rules: a matcher for a few readers (a welcome mail) compiles only theirs."""
-    return list(config.topics.values()) + [t for s in readers for t in config.own_rules(s)]
+def rules_of(config: Config, readers: Sequence[Subscriber]) -> list[Topic]:
+    """The shared topics these readers follow and their own rules: a matcher for a few readers (a welcome mail)
+    compiles only what their digests hold, and each topic matches and scores papers the same whatever is beside it."""
+    followed = dict.fromkeys(name for s in readers for name in s.topics if name in config.topics)
+    return [config.topics[name] for name in followed] + [t for s in readers for t in config.own_rules(s)]
 
 
 def topic_labels(config: Config) -> dict[str, str]:

@@ -14,7 +14,7 @@ from cachetools import LRUCache
 from newsletter.environment import Env
 from newsletter.mail import tokens
 from newsletter.mail.render import Reader
-from newsletter.model.config import Config, Subscriber
+from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber
 from newsletter.model.digest import Digest, all_topics, compose, readdressed, rules_of
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, match_all, window_hours
@@ -154,7 +154,8 @@ class Planner:
             owed = self._owed[(shared, sent)] = any(not self._taken.get(name, sent) <= sent for name in shared)
         if owed or not subscriber.keywords:
             return owed
-        return any(not self._taken.get(t.name, sent) <= sent for t in self.config.personal_topics(subscriber))
+        email = subscriber.email.lower()  # their followed authors' and keywords' sections (config.personal_topics names them so)
+        return any(not self._taken.get(f"{kind}:{email}", sent) <= sent for kind in (AUTHORS_TOPIC, KEYWORDS_TOPIC))
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
         """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""

@@ -138,7 +138,7 @@ class Ledger(Database):
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             found = self.db.execute(f"SELECT key, data FROM layouts WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            layouts.update((r[0], _layout(r[1]).ids) for r in found)
+            layouts.update((r[0], Layout.stored_ids(json.loads(r[1]))) for r in found)
         bases: dict[tuple[str, str | None], tuple[frozenset[str], tuple[str, ...]]] = {}  # a row's papers, and those of them revised since
         kept: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}  # a row's papers less those revised after it went out
         mine: dict[str, set[frozenset[str]]] = {}

@@ -21,6 +21,7 @@ from newsletter.mail.render import Renderer
 from newsletter.model.config import Config, Source, Subscriber
 from newsletter.model.digest import Digest, compose
 from newsletter.model.paper import Paper
+from newsletter.pipeline import planning
 from newsletter.pipeline.courier import Letters
 from newsletter.pipeline.planning import Planner
 from newsletter.storage.store import Store
@@ -206,9 +207,14 @@ def test_followed_authors_and_keywords_sections_name_their_own_reader_however_th
         assert not any("video" in (p.title + p.abstract).lower() for p in digest.papers), "their exclude: rule holds in the shared digest"
 
 
-def test_a_planner_for_one_reader_composes_what_the_send_s_planner_composes_for_them(world: tuple[Config, Store]) -> None:
-    """The welcome mail's and `preview`'s planner compiles the shared topics and that reader's own rules only, and reads
-    only their deliveries; a send's compiles everyone's and reads every reader's deliveries at once. Same digests."""
+@pytest.mark.parametrize("share", [1000, 2], ids=["read-at-once", "one-by-one-then-at-once"])
+def test_a_planner_for_one_reader_composes_what_the_send_s_planner_composes_for_them(
+    world: tuple[Config, Store], monkeypatch: pytest.MonkeyPatch, share: int
+) -> None:
+    """The welcome mail's and `preview`'s planner compiles the shared topics that reader follows and their own rules
+    only, and reads only their deliveries; a send's compiles everyone's and reads the deliveries of the first readers
+    it plans one by one, then every reader's at once. Same digests."""
+    monkeypatch.setattr(planning, "BULK_SHARE", share)  # 28 readers: all read at once, or the first 14 one by one
     config, store = world
     reference = Planner(config, store, NOW)
     for n, subscriber in enumerate(config.subscribers[::3]):  # a history: mailed, mailed and cut, waiting, refused
@@ -229,3 +235,4 @@ def test_a_planner_for_one_reader_composes_what_the_send_s_planner_composes_for_
         alone = Planner(config, store, NOW, readers=[subscriber])
         assert len(alone.matcher.topics) < len(everyone.matcher.topics)
         assert alone.next_digest(subscriber) == everyone.next_digest(subscriber), subscriber.email
+    assert everyone._asked == (0 if share == 1000 else 14)

@@ -22,6 +22,7 @@ from newsletter.model.topics import Matcher
 from newsletter.storage.store import Store
 
 CACHED_SELECTIONS = 1024  # digests kept composed, by selection: readers of one selection need not be listed together
+BULK_SHARE = 64  # past this share of the list planned (1 in 64), every reader's deliveries are read at once: a slot's small batch reads its own
 
 # sending
 
@@ -83,6 +84,7 @@ class Planner:
     _matched: frozenset[str] = field(init=False)  # papers some topic takes: of a reader's sent papers, only these can change a digest
     _taken: dict[str, frozenset[str]] = field(init=False)  # the papers each topic takes
     _sent: dict[str, frozenset[str]] | None = field(init=False, default=None)  # every reader's sent papers among _matched, read at once
+    _asked: int = field(init=False, default=0)  # readers whose sent papers were read one by one
     _owed: dict[tuple[tuple[str, ...], frozenset[str]], bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,9 +135,11 @@ class Planner:
         return digest if digest is None else readdressed(digest, subscriber.email)
 
     def _sent_to(self, subscriber: Subscriber) -> frozenset[str]:
-        """The papers any topic takes that this subscriber was sent: for everyone, read in bulk on the first digest
-        (after a send has resumed its unfinished rows, as the per-reader read was), one set per distinct history."""
-        if self.readers is not None:
+        """The papers any topic takes that this subscriber was sent: read reader by reader for a planner of a few
+        (a welcome, a daemon's small batch), and once more than one in BULK_SHARE of the list is asked for, every
+        reader's at once (one set per distinct history). Either way after the send resumed its unfinished rows."""
+        if self.readers is not None or (self._sent is None and self._asked < len(self.config.subscribers) // BULK_SHARE):
+            self._asked += 1
             return self._matched.intersection(self.store.sent_paper_ids(subscriber.email, self.since))
         if self._sent is None:
             shared: dict[frozenset[str], frozenset[str]] = {}

@@ -380,3 +380,15 @@ def test_smtp_refuses_a_non_ascii_envelope_clearly_instead_of_crashing() -> None
         finally:
             transport.close()
         assert smtp.messages == []
+
+
+def test_reading_ahead_leaves_the_list_and_the_address_index_an_edit_starts_from(yaml_file: Path) -> None:
+    """What `serve` does at start-up, so the first confirmation does not scan 100,000 readers' entries."""
+    edit._known_block = None
+    file = SubscriberFile(yaml_file)
+    file.warm()
+    text = yaml_file.read_text(encoding="utf-8")
+    assert edit._known_block is not None and edit._known_block[0] == text
+    assert "_by_address" in file.load().__dict__
+    assert file.add("new@example.com", Choice(("exoplanets",)))
+    assert load(yaml_file).subscriber("new@example.com") is not None

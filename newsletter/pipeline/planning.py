@@ -51,18 +51,18 @@ def reader_for(subscriber: Subscriber, secret: str, link_version: int, layout_ke
     )
 
 
-_everyone: tuple[weakref.ref[Config], Matcher] | None = None  # the last config's matcher of every reader's rules
+_everyone: tuple[weakref.ref[Config], weakref.ref[Matcher]] | None = None  # the last config's matcher of every reader's rules, while in use
 
 
 def everyones_matcher(config: Config) -> Matcher:
-    """Every reader's rules compiled once per config: the daemon plans each slot's batch with the config it holds
-    until a reload, and at 100,000 readers compiling them took seconds a batch."""
+    """Every reader's rules compiled once per config while something holds them: the daemon's tick holds them over
+    its slots' batches (at 100,000 readers compiling them took seconds a batch), and lets them go between ticks."""
     global _everyone
     held = _everyone
-    if held is not None and held[0]() is config:
-        return held[1]
-    matcher = Matcher(all_topics(config))
-    _everyone = (weakref.ref(config), matcher)
+    matcher = held[1]() if held is not None and held[0]() is config else None
+    if matcher is None:
+        matcher = Matcher(all_topics(config))
+        _everyone = (weakref.ref(config), weakref.ref(matcher))
     return matcher
 
 

@@ -8,9 +8,13 @@ process as a user runs it:
 
 - `newsletter check`, cold (no validated config cached: the file was just edited) and warm (cached by another
   process, as the daemon or the web app leave it);
-- a `send` with nothing new and `status` (warm);
+- a `send` with nothing new and `status` (warm), after a day of history: a real arXiv listing stored yesterday and
+  every reader mailed their digest of it then (one delivery each), so the send has candidates to match and every
+  reader's deliveries to read, and finds each owed nothing, as the day's second send does;
 - `newsletter serve`: seconds from its start to its first answer, then the subscribe page (GET /) and a
   confirmation (GET the link's page, POST its form: the reader appended to the file) p95 over --requests each;
+- `newsletter run --dry-run`: seconds from an edit of the file (a reader appended, saved by rename as editors
+  do) to the daemon's "reloaded" line, its two-second poll included;
 - peak RSS of each process.
 
 Medians of --runs runs; the load average is printed, and the baseline is the same commands on
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import random
 import re
 import shutil
@@ -32,16 +37,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
+from newsletter import config as config_mod
+from newsletter.ingest.sources import parse
+from newsletter.model.config import Source
 from newsletter.model.signup import Choice
+from newsletter.pipeline.planning import Planner
 from newsletter.storage.store import Store
 from newsletter.subscriptions.optin import add_pending, confirm_token
 
 ROOT = Path(__file__).resolve().parent.parent
+LISTING = ROOT / "tests" / "fixtures" / "arxiv_rss" / "aioarxiv__rss_all_archives_2024-11-28_full.xml"  # a real day of arXiv, all archives
 SECRET = "bench-secret-bench-secret-bench-secret"
 ZONES = ("Europe/London", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 KEYWORDS = ("retrieval-augmented", "diffusion", "graph neural*", "speech recognition", '"/\\\\bRLHF\\\\b/"', "protein design", "causal inference")
@@ -93,6 +105,26 @@ def make_site(folder: Path, readers: int) -> dict[str, str]:
     return env
 
 
+def seed_history(env: dict[str, str]) -> int:
+    """Yesterday's papers (a real arXiv listing) stored, and every active reader mailed their digest of them then; how many were."""
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    config = config_mod.load(Path(env["NEWSLETTER_CONFIG"]))
+    papers = parse(Source("arxiv-all", "arxiv_rss"), LISTING.read_bytes(), "https://rss.arxiv.org/rss/").papers
+    mailed = 0
+    with Store(Path(env["NEWSLETTER_DB"])) as store:
+        store.add_papers(papers, yesterday)
+        planner = Planner(config, store, yesterday)
+        with store.transaction():
+            for subscriber in config.subscribers:
+                digest = None if subscriber.paused else planner.next_digest(subscriber)
+                if digest is not None:
+                    store.plan_delivery("seed", subscriber.email, digest.layout, yesterday)
+                    store.claim("seed", subscriber.email, yesterday)
+                    store.mark_sent("seed", subscriber.email, f"<seed.{mailed}@bench>", "250 ok", yesterday)
+                    mailed += 1
+    return mailed
+
+
 def timed(env: dict[str, str], *args: str) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of one `newsletter` command, run in a process of its own."""
     wrapper = "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
@@ -108,6 +140,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def peak_rss(pid: int) -> float:
+    """A running process's peak resident set so far (MB), from its own VmHWM."""
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(found[1]) / 1024 if found else float("nan")
 
 
 def p95(values: list[float]) -> float:
@@ -148,6 +186,7 @@ def serve(env: dict[str, str], folder: Path, requests: int, run: int) -> dict[st
                 assert done.status_code == 200 and "You are subscribed" in done.text, done.text[:500]
             out["subscribe_page_p95_s"] = p95(pages)
             out["confirmation_p95_s"] = p95(confirms)
+            out["serve_rss_mb"] = peak_rss(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -159,6 +198,42 @@ def serve(env: dict[str, str], folder: Path, requests: int, run: int) -> dict[st
     return out
 
 
+def reload(env: dict[str, str], folder: Path) -> dict[str, float]:
+    """Start the daemon (a rehearsal: nothing sent); once it is running, append a reader to the file; seconds to its reload."""
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run", "--dry-run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or ()], daemon=True).start()
+
+    def wait_for(word: str, limit: float) -> None:
+        end = time.perf_counter() + limit
+        while time.perf_counter() < end:
+            try:
+                if word in lines.get(timeout=max(0.01, end - time.perf_counter())):
+                    return
+            except queue.Empty:
+                pass
+        raise SystemExit(f"`newsletter run` logged no {word!r} within {limit:.0f} s")
+
+    try:
+        wait_for("newsletter run", 300)
+        time.sleep(5)  # past its first fetch and tick
+        path = folder / "subscribers.yaml"
+        text = path.read_text(encoding="utf-8") + "  - email: edited@example.net\n    topics: [hf-top]\n"
+        (folder / "subscribers.yaml.tmp").write_text(text, encoding="utf-8")
+        start = time.perf_counter()
+        os.replace(folder / "subscribers.yaml.tmp", path)
+        wait_for("reloaded", 300)
+        seconds = time.perf_counter() - start
+        rss = peak_rss(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {"daemon_reload_s": seconds, "daemon_rss_mb": rss}
+
+
 def measure(readers: int, runs: int, requests: int) -> dict[str, float]:
     results: dict[str, list[float]] = {}
     for run in range(runs):
@@ -168,9 +243,11 @@ def measure(readers: int, runs: int, requests: int) -> dict[str, float]:
             figures: dict[str, float] = {}
             figures["check_cold_s"], figures["check_cold_rss_mb"] = timed(env, "check")
             figures["check_warm_s"], figures["check_warm_rss_mb"] = timed(env, "check")
+            seed_history(env)
             figures["send_nothing_new_s"], figures["send_rss_mb"] = timed(env, "send")
             figures["status_s"], figures["status_rss_mb"] = timed(env, "status")
             figures |= serve(env, folder, requests, run)
+            figures |= reload(env, folder)
             for key, value in figures.items():
                 results.setdefault(key, []).append(value)
         finally:

@@ -304,7 +304,7 @@ def preview(ctx: click.Context, email: str, output: str | None, text: bool) -> N
     if subscriber is None:
         _fail(f"{email} is not a subscriber in {config.path}")
     with Store(env.db, env.db_timeout) as store:
-        digest = pipeline.Planner(config, store, utcnow()).next_digest(subscriber)
+        digest = pipeline.Planner(config, store, utcnow(), readers=[subscriber]).next_digest(subscriber)
         secret = pipeline.secret_key(env, store)
         link_version = store.link_version(subscriber.email)
     if digest is None:
@@ -422,7 +422,9 @@ def status(ctx: click.Context, resume: str | None, as_json: bool) -> None:
         why = p.reason or f"after {p.failures} hard refusals in a row; last: {p.last_failure}"
         click.echo(f"  paused   {p.subscriber} since {_when(p.paused_at)}: {why} (newsletter status --resume {p.subscriber})")
     if found.by_choice:
-        click.echo(f"Paused by their own choice (paused: true, from the preferences page or the file): {', '.join(found.by_choice)}")
+        more = len(found.by_choice) - report_mod.LISTED
+        named = ", ".join(found.by_choice[: report_mod.LISTED]) + (f" and {more} more (status --json lists each)" if more > 0 else "")
+        click.echo(f"Paused by their own choice (paused: true, from the preferences page or the file): {named}")
     if any(found.came_back.values()):
         click.echo("Mail that came back: " + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(found.came_back.items())))
     if found.last_sent:
@@ -464,6 +466,21 @@ def _print_deliveries(found: report_mod.Status) -> None:
 
 def _print_schedule(found: report_mod.Status) -> None:
     """The daemon's side of `status`: next send per subscriber, last fetch per source, the last runs (the daemon's and by hand)."""
+    if len(found.next_sends) > report_mod.LISTED:
+        _print_slot_groups(found)
+    else:
+        _print_next_sends(found)
+    click.echo("Last fetch per source:")
+    for name, h in found.sources:
+        state = "never" if h is None else f"{_when(h.last_attempt)} ({'ok' if h.consecutive_failures == 0 else 'failed: ' + (h.last_error or '')})"
+        click.echo(f"  {name}: {state}")
+    runs = found.runs
+    click.echo(f"Daemon (`newsletter run`): last fetch run {runs['daemon_fetch'] or 'never'}; last send run {runs['daemon_send'] or 'never'}")
+    click.echo(f"By hand or cron: last `newsletter fetch` {runs['manual_fetch'] or 'never'}; last `newsletter send` {runs['manual_send'] or 'never'}")
+
+
+def _print_next_sends(found: report_mod.Status) -> None:
+    """Each subscriber's next send, in their zone and in UTC when that differs, and their last slot."""
     click.echo("Next sends:")
     for n in found.next_sends:
         s = n.subscriber
@@ -476,13 +493,20 @@ def _print_schedule(found: report_mod.Status) -> None:
                 when += ", held: paused after hard failures"
         handled = f"; last slot {_when(n.last[0])}: {n.last[1]}" if n.last else ""
         click.echo(f"  {s.email} [{s.frequency}]: {when}{handled}")
-    click.echo("Last fetch per source:")
-    for name, h in found.sources:
-        state = "never" if h is None else f"{_when(h.last_attempt)} ({'ok' if h.consecutive_failures == 0 else 'failed: ' + (h.last_error or '')})"
-        click.echo(f"  {name}: {state}")
-    runs = found.runs
-    click.echo(f"Daemon (`newsletter run`): last fetch run {runs['daemon_fetch'] or 'never'}; last send run {runs['daemon_send'] or 'never'}")
-    click.echo(f"By hand or cron: last `newsletter fetch` {runs['manual_fetch'] or 'never'}; last `newsletter send` {runs['manual_send'] or 'never'}")
+
+
+def _print_slot_groups(found: report_mod.Status) -> None:
+    """More readers than LISTED: the next sends counted per instant (`status --json` still names each reader)."""
+    groups = found.slot_groups()
+    click.echo(f"Next sends: {counted(len(found.next_sends), 'reader')} on {counted(len(groups), 'slot')} (`status --json` lists each reader):")
+    for g in groups[: report_mod.LISTED]:
+        kinds = ", ".join(f"{n} {f}" for f, n in sorted(g.frequencies.items()))
+        held = f"; {g.held} held: paused after hard failures" if g.held else ""
+        click.echo(f"  {_when(g.upcoming)}: {counted(g.readers, 'reader')} ({kinds}){held}")
+    if len(groups) > report_mod.LISTED:
+        click.echo(f"  … and {len(groups) - report_mod.LISTED} later slots")
+    if chose := len(found.next_sends) - sum(g.readers for g in groups):
+        click.echo(f"  {counted(chose, 'reader')} paused by their own choice")
 
 
 @cli.command()

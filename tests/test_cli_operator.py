@@ -139,6 +139,26 @@ def test_status_counts_in_sql_without_reading_the_ledger(tmp_path: Path) -> None
     assert [d.edition for d in newest] == ["send-059", "send-058", "send-057"]
 
 
+def test_status_on_a_long_list_counts_the_next_sends_per_slot_and_json_still_names_each_reader(tmp_path: Path) -> None:
+    """More readers than status lists one by one: a line per slot (how many, of which frequencies, how many held), the
+    readers who paused themselves named up to the limit; `--json` keeps a row per reader."""
+    readers = [reader(f"r{i}@example.org", timezone="UTC") for i in range(40)] + [reader(f"t{i}@example.org", timezone="Asia/Tokyo") for i in range(15)]
+    readers += [reader(f"p{i}@example.org", paused="true") for i in range(55)]
+    (tmp_path / "subscribers.yaml").write_text(CONFIG + "".join(readers), encoding="utf-8")
+    with Store(tmp_path / "newsletter.db") as store:
+        store.plan_delivery("send-2026-11-30", "r3@example.org", Layout(date(2026, 11, 30), ()))
+        store.mark_failed("send-2026-11-30", "r3@example.org", "550 no such user", hard=True, pause_after=1)
+    out = newsletter("status", cwd=tmp_path).stdout
+    assert "Next sends: 110 readers on 2 slots (`status --json` lists each reader):" in out, out
+    slots = re.findall(rf"\n  ({TIME}): (\d+) readers \(([^)]*)\)(.*)", out)
+    assert sorted((int(n), kinds, held) for _, n, kinds, held in slots) == [(15, "15 daily", ""), (40, "40 daily", "; 1 held: paused after hard failures")]
+    assert "  55 readers paused by their own choice" in out
+    assert "r3@example.org" not in out.split("Next sends:")[1], "no line per reader"
+    assert "p0@example.org, p1@example.org" in out and "and 5 more (status --json lists each)" in out
+    found = json.loads(newsletter("status", "--json", cwd=tmp_path).stdout)
+    assert len(found["next_sends"]) == 110
+
+
 # subscribe's options and the subscribers list
 
 

@@ -73,6 +73,21 @@ def test_an_app_edit_leaves_the_config_it_derived_which_is_the_one_a_parse_gives
     assert [w.path for w in derived.warnings] == ["subscribers[1].keywords[0]"] and derived.warnings[0].line < before.warnings[0].line
 
 
+def test_an_app_edit_carries_the_address_index_over_and_it_finds_what_a_fresh_one_finds(yaml_file: Path) -> None:
+    """A confirmation at 100,000 readers does not rebuild the index of every address: the derived config's is the one
+    before, less those removed, plus those added."""
+    file = SubscriberFile(yaml_file)
+    assert file.load().subscriber("ADA@example.org") is not None  # the index of the config before is built
+    assert file.add("new@example.com", Choice(("exoplanets",), "weekly"))
+    assert file.remove("grace@example.org")
+    derived = cache.recall(yaml_file, cache.digest(yaml_file.read_bytes()))
+    assert derived is not None and "_by_address" in derived.__dict__, "carried over, not left to be rebuilt"
+    fresh = parse(yaml_file.read_text(encoding="utf-8"), str(yaml_file))
+    for address in ("new@example.com", "New@Example.com", "grace@example.org", "ada@example.org", "rosalind@example.org", "nobody@example.org"):
+        assert derived.subscriber(address) == fresh.subscriber(address), address
+    assert derived.subscriber("grace@example.org") is None and derived.subscriber("new@example.com") is not None
+
+
 def test_preferences_saved_through_the_readers_own_lines_are_what_the_whole_round_trip_writes(tmp_path: Path, yaml_file: Path) -> None:
     text = yaml_file.read_text(encoding="utf-8").replace("    name: Grace\n", "    name: Grace   # since 2024\n    # weekdays suit her\n")
     other = tmp_path / "other" / "subscribers.yaml"

@@ -77,7 +77,7 @@ def _user_version(database: Path | str) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> None:
     with Store(database):
         pass
-    assert LATEST == 15
+    assert LATEST == 16
     assert _user_version(database) == LATEST
     columns, indexes = _shape(database)
     assert "sent" not in columns and columns["sent_lists"] == {"subscriber", "sent_at", "edition", "paper_ids"}
@@ -97,6 +97,7 @@ def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> No
         "deliveries_message_id",
         "papers_revised",
         "papers_unpruned",
+        "sent_lists_sent_at",
     }
 
 
@@ -316,14 +317,14 @@ ARXIV_RSS = Path(__file__).parent / "fixtures" / "arxiv_rss" / "aioarxiv__rss_al
 
 
 def test_latex_stored_before_the_cleaning_is_read_as_a_fetch_reads_it_now(database: Path | str) -> None:
-    """Migration 15: real arXiv titles and abstracts stored raw (as before ingest read LaTeX) come out as ingest gives
+    """Migration 16: real arXiv titles and abstracts stored raw (as before ingest read LaTeX) come out as ingest gives
     them now; papers stored since stay as they were, even one that reading again would change."""
     fetched = {p.id: p for p in parse(Source("arxiv", "arxiv_rss"), ARXIV_RSS.read_bytes(), "https://rss.arxiv.org/rss/all").papers}
     raw = {e.link.rsplit("/", 1)[-1]: e for e in feedparser.parse(ARXIV_RSS.read_bytes()).entries}
     old_ids = ["2411.17875", "2411.17792", "2411.17797"]  # Erd\H{o}s; $H^3$Fusion; Precis\~ao … Cram\'er-Rao
     since = next(p for p in fetched.values() if readable_text(p.abstract, paragraphs=True) != p.abstract)  # "≈15~orbits"
     db = _connect(database)
-    migrations.migrate(db, str(database), MIGRATIONS[:14])
+    migrations.migrate(db, str(database), MIGRATIONS[:15])
     rows = []
     for n, pid in enumerate(old_ids, 1):
         record = fetched[pid].to_dict()
@@ -359,7 +360,7 @@ def test_latex_stored_before_the_cleaning_is_read_as_a_fetch_reads_it_now(databa
     db = _connect(database)
     before = [tuple(r) for r in db.execute("SELECT id, data, changed FROM papers ORDER BY id")]
     db.begin()
-    migrations.m015_papers_readable_latex(db)
+    migrations.m016_papers_readable_latex(db)
     db.execute("COMMIT")
     assert [tuple(r) for r in db.execute("SELECT id, data, changed FROM papers ORDER BY id")] == before, "a second run changes nothing"
     db.close()

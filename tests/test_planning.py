@@ -21,6 +21,7 @@ from newsletter.mail.render import Renderer
 from newsletter.model.config import Config, Source, Subscriber
 from newsletter.model.digest import Digest, compose
 from newsletter.model.paper import Paper
+from newsletter.pipeline import planning
 from newsletter.pipeline.courier import Letters
 from newsletter.pipeline.planning import Planner
 from newsletter.storage.store import Store
@@ -204,3 +205,34 @@ def test_followed_authors_and_keywords_sections_name_their_own_reader_however_th
         keys = [shelf.key for shelf in digest.layout.sections]
         assert keys[0] == f"authors:{subscriber.email}" and keys[-1] == f"keywords:{subscriber.email}"
         assert not any("video" in (p.title + p.abstract).lower() for p in digest.papers), "their exclude: rule holds in the shared digest"
+
+
+@pytest.mark.parametrize("share", [1000, 2], ids=["read-at-once", "one-by-one-then-at-once"])
+def test_a_planner_for_one_reader_composes_what_the_send_s_planner_composes_for_them(
+    world: tuple[Config, Store], monkeypatch: pytest.MonkeyPatch, share: int
+) -> None:
+    """The welcome mail's and `preview`'s planner compiles the shared topics that reader follows and their own rules
+    only, and reads only their deliveries; a send's compiles everyone's and reads the deliveries of the first readers
+    it plans one by one, then every reader's at once. Same digests."""
+    monkeypatch.setattr(planning, "BULK_SHARE", share)  # 28 readers: all read at once, or the first 14 one by one
+    config, store = world
+    reference = Planner(config, store, NOW)
+    for n, subscriber in enumerate(config.subscribers[::3]):  # a history: mailed, mailed and cut, waiting, refused
+        first = reference.next_digest(subscriber)
+        assert first is not None
+        edition, ids = f"earlier-{n}", list(first.layout.ids)
+        store.plan_delivery(edition, subscriber.email, first.layout, NOW)
+        if n % 3 == 0:
+            store.claim(edition, subscriber.email, NOW)
+            store.mark_sent(edition, subscriber.email, "<m@x>", "250 ok", NOW)
+        elif n % 3 == 1:
+            store.claim(edition, subscriber.email, NOW)
+            store.mark_failed(edition, subscriber.email, "550 no", hard=True, pause_after=3, now=NOW)
+        store.record_sent(subscriber.email, ids[:2], f"welcome-{n}", NOW)
+
+    everyone = Planner(config, store, NOW)
+    for subscriber in config.subscribers:
+        alone = Planner(config, store, NOW, readers=[subscriber])
+        assert len(alone.matcher.topics) < len(everyone.matcher.topics)
+        assert alone.next_digest(subscriber) == everyone.next_digest(subscriber), subscriber.email
+    assert everyone._asked == (0 if share == 1000 else 14)

@@ -14,9 +14,12 @@ from support.smtpserver import SMTPServer
 from test_editions import CONFIG, digests, layouts, snapshot
 from test_web import Site, link, make_site
 
+from newsletter import environment
 from newsletter.cli import cli
+from newsletter.model.config import Config, Settings
 from newsletter.model.digest import Layout, Shelf
 from newsletter.model.paper import Paper
+from newsletter.pipeline.pruning import keep
 from newsletter.storage.pruning import Keep
 from newsletter.storage.store import Store
 
@@ -172,3 +175,14 @@ def _keep(now: datetime) -> Keep:
         http_cache=now - timedelta(days=7),
         urls=frozenset({"https://feeds.example.org/configured"}),
     )
+
+
+def test_deliveries_are_kept_as_long_as_soft_bounces_in_a_row_are_counted_over() -> None:
+    """INBOUND_SOFT_BOUNCE_DAYS beyond how long editions are kept: prune keeps the digests the count reads."""
+    config = Config(Path("subscribers.yaml"), Settings(), (), {}, ())
+    short = environment.load({"NEWSLETTER_KEEP_EDITIONS_DAYS": "10"})
+    assert keep(config, short, T0).deliveries == T0 - timedelta(days=30), "the soft bounces' default 30 days"
+    longer = environment.load({"NEWSLETTER_KEEP_EDITIONS_DAYS": "10", "INBOUND_SOFT_BOUNCE_DAYS": "120"})
+    assert keep(config, longer, T0).deliveries == T0 - timedelta(days=120)
+    both = environment.load({"NEWSLETTER_KEEP_EDITIONS_DAYS": "200", "INBOUND_SOFT_BOUNCE_DAYS": "120"})
+    assert keep(config, both, T0).deliveries == T0 - timedelta(days=200)

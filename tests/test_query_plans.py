@@ -45,6 +45,7 @@ def hot_paths(store: Store) -> list[tuple[str, Callable[[], object]]]:
     return [
         ("candidates", lambda: store.papers_seen_since(now - timedelta(days=7))),
         ("papers sent to a reader", lambda: store.sent_paper_ids("r3@example.org", now - timedelta(days=7))),
+        ("papers sent to every reader", lambda: store.sent_paper_ids_by_reader(now - timedelta(days=7))),
         ("a fetch's papers", lambda: store.add_papers([Paper(id="2429.00001", title="P"), Paper(id="2430.00001", title="N")], now)),
         ("a fetch's snapshots", lambda: store.record_popularity([Paper(id="2429.00001", title="P", score=50)], now, 24)),
         ("rising", lambda: store.popularity_history(ids, now - timedelta(hours=24))),
@@ -57,6 +58,7 @@ def hot_paths(store: Store) -> list[tuple[str, Callable[[], object]]]:
         ("an edition's page", lambda: (store.layout("r3@example.org", layout.key), store.papers_by_id(ids), store.papers_version(ids))),
         ("a reader's feed", lambda: store.editions("r3@example.org", 50)),
         ("a bounce's delivery", lambda: store.delivery_by_message_id("<m3.3@x>")),
+        ("a bounce's edition", lambda: (store.sent_editions(), store.sent_to("e3"))),
         ("soft bounces", lambda: store.soft_bounces_in_a_row("r3@example.org", now - timedelta(days=30))),
         ("public pages' changes", lambda: store.papers_changed_since(10**9)),
     ]

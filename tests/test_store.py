@@ -175,6 +175,53 @@ def test_source_health_counts_consecutive_failures(database: Path | str) -> None
         assert health.consecutive_failures == 0 and health.papers_seen == 7 and health.last_error == "HTTP 503"
 
 
+def test_what_every_reader_was_sent_read_at_once_is_what_each_reader_was_sent_read_alone(database: Path | str) -> None:
+    """Ledger.sent_paper_ids_by_reader, the send's one read, against the per-reader query: waiting, sent, uncertain and
+    refused rows, cut papers, welcome lists, revisions before and after a mail, and rows older than the horizon."""
+    with Store(database) as store:
+        store.add_papers([Paper(id=f"p{n}", title="P", version=1) for n in range(1, 9)], T0)
+        hours = [T0 + timedelta(hours=h) for h in range(12)]
+
+        def mailed(edition: str, who: str, shown: list[str], cut: tuple[str, ...], at: datetime) -> None:
+            store.plan_delivery(edition, who, layout(shown, cut), at)
+            store.claim(edition, who, at)
+            store.mark_sent(edition, who, f"<{edition}.{who}>", "250 ok", at)
+
+        for who in ("ada@example.org", "bob@example.org", "Cyd@example.org", "hal@example.org", "ida@example.org"):  # one edition, five readers
+            mailed("e1", who, ["p1", "p2"], ("p3",), hours[1])
+        mailed("e0", "ada@example.org", ["p8"], (), T0 - timedelta(days=30))  # before the horizon: not read with `since`
+        mailed("e2", "bob@example.org", ["p4"], (), hours[2])
+        store.plan_delivery("e3", "ada@example.org", layout(["p5"]), hours[3])  # pending
+        store.plan_delivery("e3", "bob@example.org", layout(["p5", "p6"]), hours[3])
+        store.claim("e3", "bob@example.org", hours[3])  # left in sending
+        store.plan_delivery("e3", "dee@example.org", layout(["p6"]), hours[3])
+        store.claim("e3", "dee@example.org", hours[3])
+        store.mark_deferred("e3", "dee@example.org", "451 later", now=hours[3])  # deferred
+        store.plan_delivery("e3", "eve@example.org", layout(["p7"]), hours[3])
+        store.claim("e3", "eve@example.org", hours[3])
+        store.mark_uncertain("e3", "eve@example.org", "lost", limit=1, now=hours[4])  # failed, the server may have it
+        store.plan_delivery("e3", "fay@example.org", layout(["p7", "p1"]), hours[3])
+        store.claim("e3", "fay@example.org", hours[3])
+        store.mark_failed("e3", "fay@example.org", "550 no", hard=True, pause_after=3, now=hours[4])  # refused: nothing offered
+        store.record_sent("gus@example.org", ["p2", "p8"], "welcome", hours[5])
+        store.add_papers([Paper(id="p2", title="P", version=2), Paper(id="p7", title="P", version=2)], hours[6], replace=True)  # news again
+        mailed("e4", "Cyd@example.org", ["p2"], (), hours[7])  # v2 mailed after its revision
+        store.plan_delivery("e5", "ada@example.org", layout(["p7"]), hours[8])  # waiting rows hold every version
+
+        readers = [f"{name}@example.org" for name in ("ada", "bob", "cyd", "dee", "eve", "fay", "gus", "hal", "ida")]
+        for since in (None, T0 - timedelta(days=1), hours[2], hours[6]):
+            everyone = store.sent_paper_ids_by_reader(since)
+            assert {who: set(everyone.get(who, ())) for who in readers} == {who: store.sent_paper_ids(who, since) for who in readers}, since
+            assert set(everyone) <= set(readers)
+        everyone = store.sent_paper_ids_by_reader(T0 - timedelta(days=1))
+        assert everyone["ada@example.org"] == {"p1", "p3", "p5", "p7"}, "e0 is past the horizon, p2 revised after e1, p7 waits"
+        assert everyone["bob@example.org"] == {"p1", "p3", "p4", "p5", "p6"}
+        assert everyone["eve@example.org"] == set(), "the server may have had p7, but v2 came after"
+        assert "fay@example.org" not in everyone, "a refused row offered nothing"
+        assert store.sent_paper_ids_by_reader(hours[11]) == {"ada@example.org": {"p5", "p7"}, "bob@example.org": {"p5", "p6"}, "dee@example.org": {"p6"}}
+        assert everyone["hal@example.org"] is everyone["ida@example.org"], "readers sent the same mails share one set"
+
+
 def test_a_higher_version_through_a_replace_source_is_news_again_once(database: Path | str) -> None:
     with Store(database) as store:
         store.add_papers([Paper(id="2411.00001", title="A", version=1)], T0)
@@ -271,3 +318,16 @@ def test_a_server_that_cannot_be_reached_is_one_line_naming_it_without_its_passw
     message = str(caught.value)
     assert "\n" not in message and "s3cret" not in message
     assert message.startswith(f"the state database postgresql://ada@/newsletter?host={tmp_path} failed: ") and "NEWSLETTER_DB" in message
+
+
+def test_the_editions_a_bounce_may_name_are_every_edition_once_by_name_from_the_last(database: Path | str) -> None:
+    with Store(database) as store:
+        assert store.sent_editions() == []
+        for edition in ("send-20261120T080000.000000Z", "slot-2026-11-21T07:00Z", "send-20261122T080000.000000Z"):
+            for who in ("ada@example.org", "bob@example.org"):
+                store.plan_delivery(edition, who, layout(["p1"]))
+        store.claim("slot-2026-11-21T07:00Z", "bob@example.org")
+        store.mark_sent("slot-2026-11-21T07:00Z", "bob@example.org", "<m@x>", "250 ok")
+        assert store.sent_editions() == ["slot-2026-11-21T07:00Z", "send-20261122T080000.000000Z", "send-20261120T080000.000000Z"]
+        assert store.sent_to("slot-2026-11-21T07:00Z") == ["bob@example.org"], "only whoever it was sent to"
+        assert store.sent_to("send-20261122T080000.000000Z") == []

@@ -43,6 +43,28 @@ def test_adding_and_removing_leaves_every_other_line_as_written(yaml_file: Path)
     assert not SubscriberFile(yaml_file).remove("new@example.com"), "removing twice is a no-op"
 
 
+def test_the_list_an_append_wrote_is_known_without_a_scan_and_is_what_a_scan_finds(yaml_file: Path) -> None:
+    """The next web edit starts from the list the last one wrote (at 100,000 readers the scan was most of a
+    confirmation); it must be the very list a scan of the file finds, with a list after it and before it."""
+
+    def shape(block: Any) -> tuple[object, ...]:
+        return (block.lines, block.start, block.end, block.indent, [(i, m["email"], m["indent"]) for i, m in block.entries])
+
+    text = yaml_file.read_text(encoding="utf-8")
+    yaml_file.write_text(text + "\n# a comment after the list\n", encoding="utf-8")
+    file = SubscriberFile(yaml_file)
+    for n, choice in enumerate([Choice(("exoplanets",), "weekly"), Choice(("hf-top", "exoplanets")), Choice(("hf-top",), timezone="Asia/Tokyo")]):
+        assert file.add(f"new{n}@example.com", choice)
+        written = yaml_file.read_text(encoding="utf-8")
+        known = edit._known_block
+        assert known is not None and known[0] == written, "the text just written is the one known"
+        assert shape(known[1]) == shape(edit._scan(written)), n
+    assert file.remove("new1@example.com") and file.add("new3@example.com", Choice(("hf-top",)))
+    written = yaml_file.read_text(encoding="utf-8")
+    assert edit._known_block is not None and shape(edit._known_block[1]) == shape(edit._scan(written))
+    assert [s.email for s in load(yaml_file).subscribers][-3:] == ["new0@example.com", "new2@example.com", "new3@example.com"]
+
+
 def test_removing_someone_in_the_middle_keeps_comments_quotes_and_order(yaml_file: Path) -> None:
     original = yaml_file.read_text(encoding="utf-8")
     assert SubscriberFile(yaml_file).remove("grace@example.org")
@@ -358,3 +380,15 @@ def test_smtp_refuses_a_non_ascii_envelope_clearly_instead_of_crashing() -> None
         finally:
             transport.close()
         assert smtp.messages == []
+
+
+def test_reading_ahead_leaves_the_list_and_the_address_index_an_edit_starts_from(yaml_file: Path) -> None:
+    """What `serve` does at start-up, so the first confirmation does not scan 100,000 readers' entries."""
+    edit._known_block = None
+    file = SubscriberFile(yaml_file)
+    file.warm()
+    text = yaml_file.read_text(encoding="utf-8")
+    assert edit._known_block is not None and edit._known_block[0] == text
+    assert "_by_address" in file.load().__dict__
+    assert file.add("new@example.com", Choice(("exoplanets",)))
+    assert load(yaml_file).subscriber("new@example.com") is not None

@@ -80,6 +80,13 @@ class SubscriberFile:
         """The validated config; parsed again only when no process has validated the file's current bytes yet."""
         return load_snapshot(self.path, read(self.path))[0]  # read under the lock when it comes quickly: never a save half-way
 
+    def warm(self) -> None:
+        """Read ahead what an edit starts from, the file's list and the config's address index: at 100,000 readers
+        they took seconds, which the first confirmation after a start would otherwise pay."""
+        config = self.load()
+        config.subscriber("")  # looked up once: the index is built
+        _block(self.snapshot().text)
+
     def snapshot(self) -> Snapshot:
         data = self.path.read_bytes()
         return Snapshot(data.decode("utf-8"), cache.digest(data))
@@ -372,10 +379,26 @@ class _Block:
         return line.lstrip().startswith("#") and len(line) - len(line.lstrip(" ")) <= self.indent
 
 
+_known_block: tuple[str, _Block] | None = None  # the text an edit in this process last read or wrote, and its list
+
+
 def _block(text: str) -> _Block | None:
     """The subscribers list if every item in it is a plain `- email: X` entry at one indentation; else None.
 
-    Found by regular expressions over the whole text, not line by line, as it is at 100,000 readers on every edit."""
+    The text this process last appended to is known without a scan: at 100,000 readers the scan is most of a
+    confirmation's time, and the web app's edits follow one another on the text the one before wrote."""
+    global _known_block
+    known = _known_block
+    if known is not None and known[0] == text:
+        return known[1]
+    block = _scan(text)
+    if block is not None:
+        _known_block = (text, block)
+    return block
+
+
+def _scan(text: str) -> _Block | None:
+    """`_block` by regular expressions over the whole text, not line by line, as it is at 100,000 readers."""
     if _OTHER_LINE_BREAKS.search(text):  # lines are then not just what \n ends: the round trip knows better
         return None
     tops = list(_TOP_SUBSCRIBERS.finditer(text))
@@ -466,7 +489,7 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None
     if block is None:
         return None
     lower = block.text()
-    written = block.by_address()
+    written: dict[str, list[int]] | None = None  # read only when an address to add is written somewhere already
     last = block.entries[-1][0]
     key = " " * block.lines[last].index("email")
     dash = " " * block.indent
@@ -480,8 +503,11 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None
             return None
         if not _PLAIN_WORD.fullmatch(choice.frequency) or choice.name or choice.keywords or not _PLAIN_ZONE.fullmatch(choice.timezone or "UTC"):
             return None  # a name or keywords may need quoting: the round trip writes them
-        present = len(written.get(wanted, []))
-        if lower.count(wanted) != present:
+        seen = lower.count(wanted)
+        if seen and written is None:
+            written = block.by_address()
+        present = len(written.get(wanted, [])) if seen and written is not None else 0
+        if seen != present:
             return None
         if present or wanted in added:
             continue
@@ -509,7 +535,25 @@ def _append_text(text: str, add: Sequence[tuple[str, Choice]]) -> _Growth | None
     if not isinstance(alone, dict) or alone.get("subscribers", [])[1:] != entries or str(alone["subscribers"][0].get("email")) != block.entries[-1][1]["email"]:
         return None
     head = "".join(block.lines[:last]) + tail
-    return _Growth(head + "".join(new) + "".join(block.lines[at + 1 :]), added, entries, at, sum(e.count("\n") for e in new))
+    grown = head + "".join(new) + "".join(block.lines[at + 1 :])
+    if block.lines[at].endswith("\n"):  # the lines after the edit are the ones before with the new ones in between
+        _remember_growth(grown, block, at, new)
+    return _Growth(grown, added, entries, at, sum(e.count("\n") for e in new))
+
+
+def _remember_growth(text: str, block: _Block, at: int, new: list[str]) -> None:
+    """Keep the list of `text`, `block` with the entries `new` put after its line `at`, as `_block` would scan it."""
+    global _known_block
+    lines = [line for entry in new for line in entry.splitlines(keepends=True)]
+    entries, line = list(block.entries), at + 1
+    for entry in new:
+        m = _ENTRY.match("\n" + entry.partition("\n")[0])
+        if m is None:
+            return
+        entries.append((line, m))
+        line += entry.count("\n")
+    grown = _Block([*block.lines[: at + 1], *lines, *block.lines[at + 1 :]], block.start, block.end + len(lines), entries, block.indent)
+    _known_block = (text, grown)
 
 
 def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
@@ -519,7 +563,6 @@ def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
     checker = Checker(str(known.path))
     fresh = checker.subscribers(grown.entries, {}, known.settings, known.topics)
     gone = [i for i, s in enumerate(known.subscribers) if s.email.lower() in cut.removed] if cut.removed else []
-    kept = tuple(s for s in known.subscribers if s.email.lower() not in cut.removed) if cut.removed else known.subscribers
     taken = any((old := known.subscriber(s.email)) is not None and old.email.lower() not in cut.removed for s in fresh)
     if checker.problems or checker.warnings or len(gone) != len(cut.removed) or taken:
         return None
@@ -535,7 +578,7 @@ def _derived(known: Config, cut: _Cut, grown: _Growth) -> Config | None:
             line += grown.lines
         path = warning.path if index is None else f"subscribers[{index - bisect.bisect_left(gone, index)}]{warning.path[entry.end() :] if entry else ''}"
         warnings.append(dataclasses.replace(warning, line=line + 1, path=path))
-    return dataclasses.replace(known, subscribers=(*kept, *fresh), warnings=tuple(warnings))
+    return known.edited(cut.removed, fresh, tuple(warnings))
 
 
 _SUBSCRIBER_PATH = re.compile(r"subscribers\[(\d+)\]")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import time
 from functools import cached_property
@@ -64,6 +66,18 @@ class Config:
     def subscriber(self, email: str) -> Subscriber | None:
         """Find a subscriber by address, ignoring case; a Unicode domain finds its punycode form."""
         return self._by_address.get(address_key(email))
+
+    def edited(self, removed: Collection[str], added: Sequence[Subscriber], warnings: tuple[Problem, ...]) -> Config:
+        """This config without the readers of these lower-cased addresses and with these appended (none of them listed
+        yet): the address index, once built, is carried over rather than built again over every reader."""
+        kept = tuple(s for s in self.subscribers if s.email.lower() not in removed) if removed else self.subscribers
+        out = dataclasses.replace(self, subscribers=(*kept, *added), warnings=warnings)
+        if "_by_address" in self.__dict__:  # built (a cached_property lives in the instance's dict)
+            index = {key: s for key, s in self._by_address.items() if s.email.lower() not in removed} if removed else dict(self._by_address)
+            for s in added:
+                index.setdefault(address_key(s.email), s)
+            out.__dict__["_by_address"] = index
+        return out
 
     @cached_property
     def _by_address(self) -> dict[str, Subscriber]:

@@ -133,6 +133,11 @@ class Layout:
     def to_dict(self) -> dict[str, object]:
         return {"day": self.day.isoformat(), "sections": [{"key": s.key, "title": s.title, "shown": list(s.shown), "cut": list(s.cut)} for s in self.sections]}
 
+    @staticmethod
+    def stored_ids(data: Mapping[str, Any]) -> list[str]:
+        """`from_dict(data).ids` without building the layout: a send reads thousands of them."""
+        return [pid for s in data["sections"] for pid in (*s["shown"], *s["cut"])]
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Layout:
         return cls(date.fromisoformat(data["day"]), tuple(Shelf(s["key"], s["title"], tuple(s["shown"]), tuple(s["cut"])) for s in data["sections"]))
@@ -201,6 +206,13 @@ def subscriber_topics(config: Config, subscriber: Subscriber) -> list[Topic]:
 def all_topics(config: Config) -> list[Topic]:
     """Every shared topic and every reader's personal topics and exclude rule, for compiling one matcher."""
     return list(config.topics.values()) + [t for s in config.subscribers for t in config.own_rules(s)]
+
+
+def rules_of(config: Config, readers: Sequence[Subscriber]) -> list[Topic]:
+    """The shared topics these readers follow and their own rules: a matcher for a few readers (a welcome mail)
+    compiles only what their digests hold, and each topic matches and scores papers the same whatever is beside it."""
+    followed = dict.fromkeys(name for s in readers for name in s.topics if name in config.topics)
+    return [config.topics[name] for name in followed] + [t for s in readers for t in config.own_rules(s)]
 
 
 def topic_labels(config: Config) -> dict[str, str]:

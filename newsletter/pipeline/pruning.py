@@ -18,12 +18,13 @@ HTTP_CACHE_DAYS = 7  # validators of a URL no configured source starts from stay
 
 def keep(config: Config, env: Env, now: datetime) -> Keep:
     """Finished deliveries for as long as their edition's link opens (NEWSLETTER_KEEP_EDITIONS_DAYS), and never less
-    than the horizon (dedup reads them that far back); papers' bodies NEWSLETTER_KEEP_PAPERS_DAYS, and never less than
-    the horizon (the candidates); snapshots as the longest rising window needs."""
+    than the horizon (dedup reads them that far back) nor INBOUND_SOFT_BOUNCE_DAYS (soft bounces in a row are counted
+    over the digests sent that long); papers' bodies NEWSLETTER_KEEP_PAPERS_DAYS, and never less than the horizon
+    (the candidates); snapshots as the longest rising window needs."""
     horizon = timedelta(days=config.settings.horizon_days)
     editions = timedelta(days=env.keep_editions_days) if env.keep_editions_days else tokens.edition_max_age(config.settings.horizon_days)
     return Keep(
-        deliveries=now - max(editions, horizon),
+        deliveries=now - max(editions, horizon, timedelta(days=env.soft_bounce_days)),
         papers=now - max(timedelta(days=env.keep_papers_days), horizon),
         candidates=now - horizon,
         snapshots=now - timedelta(hours=window_hours(config.topics.values())),

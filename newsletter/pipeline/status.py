@@ -28,6 +28,16 @@ class NextSend:
 
 
 @dataclass(frozen=True)
+class SlotGroup:
+    """The readers whose next send is one instant, as `status` counts them on a list too long to name each."""
+
+    upcoming: datetime
+    readers: int
+    held: int  # of them, paused after hard failures
+    frequencies: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything `newsletter status` prints."""
 
@@ -42,6 +52,18 @@ class Status:
     next_sends: list[NextSend]
     sources: list[tuple[str, SourceHealth | None]]
     runs: dict[str, str | None]
+
+    def slot_groups(self) -> list[SlotGroup]:
+        """The next sends counted by instant, soonest first; readers paused by their own choice have none."""
+        groups: dict[datetime, tuple[list[int], dict[str, int]]] = {}
+        for n in self.next_sends:
+            if n.upcoming is None:
+                continue
+            counts, frequencies = groups.setdefault(n.upcoming, ([0, 0], {}))
+            counts[0] += 1
+            counts[1] += n.held
+            frequencies[n.subscriber.frequency] = frequencies.get(n.subscriber.frequency, 0) + 1
+        return [SlotGroup(when, c[0], c[1], f) for when, (c, f) in sorted(groups.items())]
 
     def as_json(self) -> dict[str, Any]:
         """The stable keys the README documents; times are ISO 8601 in UTC."""

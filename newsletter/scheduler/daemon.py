@@ -20,6 +20,7 @@ from newsletter.inbound import imap
 from newsletter.mail.pool import transport as make_transport
 from newsletter.model.config import Config, Subscriber
 from newsletter.model.wording import counted
+from newsletter.pipeline.planning import everyones_matcher
 from newsletter.pipeline.stopping import stop_on_signals
 from newsletter.scheduler.slots import decide, edition_for
 from newsletter.storage.database import utcnow
@@ -176,10 +177,12 @@ class Daemon:
                         )
                         continue
                     batches.setdefault(decision.slot, []).append(subscriber)
+                held = everyones_matcher(config) if batches else None  # every reader's rules compiled once for this tick's batches
                 for slot, subscribers in sorted(batches.items(), key=lambda item: item[0]):
                     if self.stopping.is_set():
                         break
                     self.send_batch(store, config, slot, subscribers)
+                del held  # and let go until the next tick: a daemon at 100,000 readers holds them only while it sends
         except Exception:
             log.exception("send tick failed")
 

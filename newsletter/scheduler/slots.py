@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from newsletter.model.config import WEEKDAYS, Config, Subscriber
@@ -13,7 +15,20 @@ from newsletter.storage.store import Store
 SCAN_DAYS = 8  # a weekly subscriber has a slot within any 8 consecutive local days
 
 
-# slot arithmetic (pure)
+# slot arithmetic (pure; worked out once per schedule, which a long list's readers share by the thousand)
+
+
+class Schedule(NamedTuple):
+    """What a subscriber's slots depend on: a tick at 100,000 readers asks about a few hundred of these."""
+
+    frequency: str
+    day: str
+    timezone: str
+    send_at: time
+
+    @classmethod
+    def of(cls, subscriber: Subscriber) -> Schedule:
+        return cls(subscriber.frequency, subscriber.day, subscriber.timezone, subscriber.send_at)
 
 
 def slot_on(subscriber: Subscriber, day: date) -> datetime | None:
@@ -22,13 +37,18 @@ def slot_on(subscriber: Subscriber, day: date) -> datetime | None:
     A local time that does not exist (clocks spring forward over it) sends at the first instant after the gap;
     a local time that happens twice (clocks fall back) sends once, at its first occurrence.
     """
+    return _slot_on(Schedule.of(subscriber), day)
+
+
+@functools.lru_cache(maxsize=16384)
+def _slot_on(schedule: Schedule, day: date) -> datetime | None:
     weekday = day.weekday()
-    if subscriber.frequency == "weekdays" and weekday >= 5:
+    if schedule.frequency == "weekdays" and weekday >= 5:
         return None
-    if subscriber.frequency == "weekly" and WEEKDAYS[weekday] != subscriber.day:
+    if schedule.frequency == "weekly" and WEEKDAYS[weekday] != schedule.day:
         return None
-    zone = ZoneInfo(subscriber.timezone)
-    wall = datetime.combine(day, subscriber.send_at)
+    zone = ZoneInfo(schedule.timezone)
+    wall = datetime.combine(day, schedule.send_at)
     while not _exists(wall, zone):
         wall += timedelta(minutes=1)
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
@@ -40,23 +60,32 @@ def _exists(wall: datetime, zone: ZoneInfo) -> bool:
     return there.replace(tzinfo=None) == wall
 
 
-def _local_days(subscriber: Subscriber, around: datetime, before: int, after: int) -> Iterable[date]:
-    today = around.astimezone(ZoneInfo(subscriber.timezone)).date()
+def _local_days(schedule: Schedule, around: datetime, before: int, after: int) -> Iterable[date]:
+    today = around.astimezone(ZoneInfo(schedule.timezone)).date()
     return (today + timedelta(days=n) for n in range(-before, after + 1))
 
 
 def next_slot(subscriber: Subscriber, after: datetime) -> datetime:
     """The first slot strictly after `after`."""
-    for day in _local_days(subscriber, after, 1, SCAN_DAYS):
-        slot = slot_on(subscriber, day)
-        if slot is not None and slot > after:
-            return slot
-    raise AssertionError(f"no slot within {SCAN_DAYS} days for {subscriber.email}")  # every frequency has one
+    slot = _next_slot(Schedule.of(subscriber), after)
+    if slot is None:
+        raise AssertionError(f"no slot within {SCAN_DAYS} days for {subscriber.email}")  # every frequency has one
+    return slot
+
+
+@functools.lru_cache(maxsize=4096)
+def _next_slot(schedule: Schedule, after: datetime) -> datetime | None:
+    return next((slot for day in _local_days(schedule, after, 1, SCAN_DAYS) if (slot := _slot_on(schedule, day)) is not None and slot > after), None)
 
 
 def latest_slot(subscriber: Subscriber, now: datetime) -> datetime | None:
     """The most recent slot at or before `now` (within the last SCAN_DAYS days)."""
-    slots = [s for day in _local_days(subscriber, now, SCAN_DAYS, 1) if (s := slot_on(subscriber, day)) is not None and s <= now]
+    return _latest_slot(Schedule.of(subscriber), now)
+
+
+@functools.lru_cache(maxsize=4096)
+def _latest_slot(schedule: Schedule, now: datetime) -> datetime | None:
+    slots = [s for day in _local_days(schedule, now, SCAN_DAYS, 1) if (s := _slot_on(schedule, day)) is not None and s <= now]
     return max(slots, default=None)
 
 

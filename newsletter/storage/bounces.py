@@ -26,8 +26,16 @@ class Bounces(Database):
         return None if row is None else _delivery(row)
 
     def sent_editions(self) -> list[str]:
-        """Every edition with a sent delivery, newest first (a VERP tag names one of them)."""
-        return [r[0] for r in self.db.execute("SELECT edition FROM deliveries WHERE status = 'sent' GROUP BY edition ORDER BY MAX(created) DESC")]
+        """Every edition in the ledger, by name from the last (a VERP tag names one of them; `sent_to` says who was sent it).
+
+        Read by skipping from one edition to the one before along the primary key, so that a bounce reads an index
+        entry per edition rather than grouping every sent row (readers × editions)."""
+        rows = self.db.execute(
+            "WITH RECURSIVE e(edition) AS (SELECT MAX(edition) FROM deliveries "
+            "UNION ALL SELECT (SELECT MAX(d.edition) FROM deliveries d WHERE d.edition < e.edition) FROM e WHERE e.edition IS NOT NULL) "
+            "SELECT edition FROM e WHERE edition IS NOT NULL"
+        )
+        return [r[0] for r in rows]
 
     def sent_to(self, edition: str) -> list[str]:
         """The readers this edition was sent to."""

@@ -115,6 +115,54 @@ class Ledger(Database):
                 sent.update(pid for pid in _ids(row) if pid not in revised or revised[pid] <= row["updated"])
         return sent
 
+    def sent_paper_ids_by_reader(self, since: datetime | None = None) -> dict[str, frozenset[str]]:
+        """`sent_paper_ids` of every subscriber with a row, by lower-cased address, in three range reads rather than a query per reader.
+
+        Each distinct layout is read and parsed once, each distinct (papers, revisions after it) once, and readers
+        sent the same mails share one set: at 100,000 readers a send reads what it needs in about as many rows as
+        there are deliveries within the horizon, with no per-reader round trip.
+        """
+        after = since.isoformat() if since else ""
+        rows = self.db.execute(
+            "SELECT subscriber, updated, status, paper_ids, layout FROM deliveries WHERE status IN ('pending', 'sending', 'deferred') "
+            "UNION ALL SELECT subscriber, updated, status, paper_ids, layout FROM deliveries WHERE status IN ('sent', 'failed') AND updated >= ?1 "
+            "AND (status = 'sent' OR uncertain > 0) "
+            "UNION ALL SELECT subscriber, sent_at, 'sent', paper_ids, NULL FROM sent_lists WHERE sent_at >= ?1",
+            (after,),
+        ).fetchall()
+        if not rows:
+            return {}
+        revised = {r[0]: r[1] for r in self.db.execute("SELECT id, revised FROM papers WHERE revised >= ?", (after,))}
+        keys = list({r[4] for r in rows if r[4] is not None})
+        layouts: dict[str, list[str]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            found = self.db.execute(f"SELECT key, data FROM layouts WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            layouts.update((r[0], Layout.stored_ids(json.loads(r[1]))) for r in found)
+        bases: dict[tuple[str, str | None], tuple[frozenset[str], tuple[str, ...]]] = {}  # a row's papers, and those of them revised since
+        kept: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}  # a row's papers less those revised after it went out
+        mine: dict[str, set[frozenset[str]]] = {}
+        for subscriber, updated, status, paper_ids, layout in rows:
+            base = bases.get((paper_ids, layout))
+            if base is None:
+                ids = frozenset(json.loads(paper_ids) + layouts.get(layout, []) if layout is not None else json.loads(paper_ids))
+                base = bases[(paper_ids, layout)] = (ids, tuple(pid for pid in ids if pid in revised))
+            ids, changed = base
+            if changed and (status == "sent" or status == "failed"):  # waiting rows hold every version; mail sent holds the one it had
+                newer = frozenset(pid for pid in changed if revised[pid] > updated)
+                if newer:
+                    ids = kept.setdefault((ids, newer), ids - newer)
+            mine.setdefault(subscriber, set()).add(ids)
+        unions: dict[frozenset[frozenset[str]], frozenset[str]] = {}
+        out: dict[str, frozenset[str]] = {}
+        for subscriber, sets in mine.items():
+            key = frozenset(sets)
+            union = unions.get(key)
+            if union is None:
+                union = unions[key] = next(iter(sets)) if len(sets) == 1 else frozenset().union(*sets)
+            out[subscriber] = union
+        return out
+
     def plan_delivery(self, edition: str, subscriber: str, layout: Layout, now: datetime | None = None) -> bool:
         """Record a digest to send, its layout stored once for every reader who gets it; False when this edition already has a row for the subscriber."""
         now_s = (now or utcnow()).isoformat()

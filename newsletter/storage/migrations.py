@@ -176,7 +176,12 @@ def m014_deliveries_claimed_by(db: Connection) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN claimed_by INTEGER")
 
 
-def m015_papers_readable_latex(db: Connection) -> None:
+def m015_sent_lists_by_time(db: Connection) -> None:
+    """sent_lists indexed by time: a send reads every reader's welcome lists within the horizon at once (not reader by reader)."""
+    db.execute("CREATE INDEX sent_lists_sent_at ON sent_lists(sent_at)")
+
+
+def m016_papers_readable_latex(db: Connection) -> None:
     """Titles and abstracts stored before ingest rendered LaTeX readably get what a fetch gives them now (`readable_text`,
     ingest's own step), so old papers read, match and sort like new ones. A record from before has no `arxiv_comment`
     key (it came with the cleaning); one whose text changes is given it, so a second run leaves it alone: text stored
@@ -214,7 +219,8 @@ MIGRATIONS: list[Migration] = [
     m012_prunable,
     m013_pending_choice_details,
     m014_deliveries_claimed_by,
-    m015_papers_readable_latex,
+    m015_sent_lists_by_time,
+    m016_papers_readable_latex,
 ]
 
 

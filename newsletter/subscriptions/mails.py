@@ -76,7 +76,7 @@ class Mails:
 
     def welcome(self, config: Config, store: Store, subscriber: Subscriber, now: datetime | None = None) -> tuple[EmailMessage, list[str]]:
         """Sent on confirmation: the most recent papers for their topics, as a taste of the digest; and their ids."""
-        digest = Planner(config, store, now or utcnow()).next_digest(subscriber)
+        digest = Planner(config, store, now or utcnow(), readers=[subscriber]).next_digest(subscriber)
         papers = sorted(digest.papers, key=lambda p: p.published or _EPOCH, reverse=True)[:WELCOME_PAPERS] if digest else []
         links = self.links(subscriber.email, store.link_version(subscriber.email))
         context = {"papers": papers, "topics": [config.topics[t].title for t in subscriber.topics if t in config.topics], "subscriber": subscriber, **links}

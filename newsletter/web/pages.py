@@ -200,20 +200,23 @@ class Pages:
 
     @asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
-        """At start-up, build the public listing in the background; a request that comes first waits for it."""
+        """At start-up, in the background, build the public listing (a request that comes first waits for it), then
+        read ahead what the first confirmation's edit starts from."""
         threading.Thread(target=self._warm, name="newsletter-listing", daemon=True).start()
         yield
 
     def _warm(self) -> None:
         try:
-            config = SubscriberFile(self.config_path).load()
+            file = SubscriberFile(self.config_path)
+            config = file.load()
             if config.settings.public_pages:
                 with Store(self.env.db, self.env.db_timeout) as store:
                     self.public.warm(store, config)
-                # The listing's tens of thousands of objects live as long as the app: out of the collector's sight, a full
-                # collection no longer walks them, which held a request up to 100 ms every few hundred (garbage first, so none is kept).
-                gc.collect()
-                gc.freeze()
+            file.warm()
+            # The listing's and the list's tens of thousands of objects live as long as the app: out of the collector's sight, a
+            # full collection no longer walks them, which held a request up to 100 ms every few hundred (garbage first, so none is kept).
+            gc.collect()
+            gc.freeze()
         except NewsletterError as exc:  # the first request meets it again and answers for it
             log.warning("the public listing could not be built at start-up: %s", exc)
 

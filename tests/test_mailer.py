@@ -210,6 +210,20 @@ def test_smtp_delivers_and_reuses_one_connection() -> None:
     assert [m["To"] for m in server.messages] == ["Ada <ada@example.org>", "Bob <bob@example.org>"]
 
 
+def test_lines_starting_with_a_dot_arrive_as_they_were_sent() -> None:
+    """DATA doubles a line's leading dot (RFC 5321 4.5.2) and the server takes it off again: a line of only "." in a
+    message does not end it early, and a message whose first byte is a dot keeps it too."""
+    letters = [seal(message()), Letter("digest@example.org", "bob@example.org", "<x@example.org>", b".first line\r\n\r\n.\r\n..two\r\nend")]
+    sent = letters[0].data.replace(b"plain body", b".\r\n.plain body\r\n..")
+    letters[0] = Letter(letters[0].sender, letters[0].recipient, letters[0].message_id, sent)
+    with SMTPServer(Sink(raw=True)) as server:
+        smtp = Smtp(env_for(server))
+        for one in letters:
+            smtp.send(one)
+        smtp.close()
+    assert server.sink.received == [sent, letters[1].data + b"\r\n"]  # the server ends a message with a line end
+
+
 def test_a_connection_dropped_between_messages_is_replaced_without_losing_the_message() -> None:
     with SMTPServer(Sink(drop_every=2)) as server:
         smtp = Smtp(env_for(server))

@@ -1,6 +1,7 @@
 """DKIM signing with a key read once; the signature covers both List-Unsubscribe headers (RFC 8058), over-signed.
 
-dkimpy canonicalises (relaxed headers, simple body, its default) and folds the header, as it always has; the RSA
+Canonicalisation is relaxed headers, simple body (dkimpy's default, as it always was): `relaxed_headers` makes the
+header block's canonical form as dkimpy would, dkimpy selects, hashes and folds the header fields; the RSA
 step is OpenSSL's through `cryptography` (about 0.5 ms a message, where dkimpy's own pure-Python RSA took 12-14 ms,
 and with the GIL released), and only the header block is parsed, since the simple body is hashed as it is.
 """

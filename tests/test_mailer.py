@@ -210,6 +210,20 @@ def test_smtp_delivers_and_reuses_one_connection() -> None:
     assert [m["To"] for m in server.messages] == ["Ada <ada@example.org>", "Bob <bob@example.org>"]
 
 
+def test_lines_starting_with_a_dot_arrive_as_they_were_sent() -> None:
+    """DATA doubles a line's leading dot (RFC 5321 4.5.2) and the server takes it off again: a line of only "." in a
+    message does not end it early, and a message whose first byte is a dot keeps it too."""
+    letters = [seal(message()), Letter("digest@example.org", "bob@example.org", "<x@example.org>", b".first line\r\n\r\n.\r\n..two\r\nend")]
+    sent = letters[0].data.replace(b"plain body", b".\r\n.plain body\r\n..")
+    letters[0] = Letter(letters[0].sender, letters[0].recipient, letters[0].message_id, sent)
+    with SMTPServer(Sink(raw=True)) as server:
+        smtp = Smtp(env_for(server))
+        for one in letters:
+            smtp.send(one)
+        smtp.close()
+    assert server.sink.received == [sent, letters[1].data + b"\r\n"]  # the server ends a message with a line end
+
+
 def test_a_connection_dropped_between_messages_is_replaced_without_losing_the_message() -> None:
     with SMTPServer(Sink(drop_every=2)) as server:
         smtp = Smtp(env_for(server))
@@ -219,17 +233,22 @@ def test_a_connection_dropped_between_messages_is_replaced_without_losing_the_me
     assert server.sink.recipients() == ["ada@example.org", "bob@example.org", "cy@example.org", "dan@example.org", "eve@example.org"]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one by one"])
 @pytest.mark.parametrize(("reply", "temporary"), [("451 4.7.1 Try again later", True), ("550 5.1.1 No such user", False)])
-def test_refusals_say_whether_to_retry(reply: str, temporary: bool) -> None:
-    with SMTPServer(Sink(reply=lambda rcpt: reply if rcpt.startswith("ada@") else None)) as server:
+def test_refusals_say_whether_to_retry(reply: str, temporary: bool, pipelining: bool) -> None:
+    """With PIPELINING (RFC 2920) MAIL, RCPT and DATA go in one write: the refused RCPT is the answer (not DATA's
+    "need RCPT" that follows it), and the session goes on; without it, each command waits for its reply."""
+    with SMTPServer(Sink(reply=lambda rcpt: reply if rcpt.startswith("ada@") else None, pipelining=pipelining)) as server:
         smtp = Smtp(env_for(server))
+        assert smtp.send(letter("cy")).startswith("250")
+        assert smtp._conn is not None and smtp._conn.has_extn("pipelining") is pipelining
         with pytest.raises(DeliveryError) as info:
             smtp.send(letter())
         smtp.send(letter("bob"))
         smtp.close()
     assert info.value.temporary is temporary and info.value.server is False
-    assert info.value.reply.startswith(reply[:3])
-    assert server.sink.recipients() == ["bob@example.org"], "the session goes on after a refused recipient"
+    assert info.value.reply.startswith(reply[:3]) and "RCPT" not in info.value.reply
+    assert server.sink.recipients() == ["cy@example.org", "bob@example.org"], "the session goes on after a refused recipient"
 
 
 def test_starttls_is_never_dropped_to_plaintext() -> None:

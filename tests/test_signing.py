@@ -15,6 +15,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.canonicalization import CanonicalizationPolicy
 from markupsafe import escape
 from support.dkimverifiers import DkimKey, mail_dkim, opendkim
 from support.smtpserver import Sink, SMTPServer
@@ -23,7 +24,7 @@ from newsletter import environment
 from newsletter.errors import EnvError
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
 from newsletter.mail.pool import Job, Pool
-from newsletter.mail.signing import DkimSettings, Signer
+from newsletter.mail.signing import DkimSettings, Signer, relaxed_headers
 from newsletter.mail.transports import Outbox, Signed, Smtp, SmtpSettings
 
 SENDER = Address("Paper Digest", "digest", "example.org")
@@ -89,6 +90,15 @@ def test_the_signature_verifies_with_opendkim_mail_dkim_and_dkimpy(key: DkimKey)
     assert dict(zip(signed, key.verdicts(*signed.values()), strict=True)) == dict.fromkeys(signed, ALL_PASS)
     digest_signed = signed["digest"]
     assert opendkim(digest_signed, key.name, key.txt).said == "Success" and mail_dkim([digest_signed], key.name, key.txt)[0].said == "pass"
+
+
+def test_the_header_block_is_canonicalised_as_dkimpy_does_it() -> None:
+    """relaxed_headers stands in for dkimpy's parse and relaxed canonicalisation (same fields, same bytes), folded
+    headers, tabs, runs of spaces and trailing spaces included."""
+    odd = b"Subject:  a\t\tfolded\r\n \t subject  \r\nX-Thing:value  \r\nTo: <ada@example.org>\r\n\tcont\r\n\r\nbody\r\n"
+    for data in [*messages().values(), odd]:
+        head = data.partition(b"\r\n\r\n")[0]
+        assert relaxed_headers(head) == CanonicalizationPolicy.from_c_value(b"relaxed/simple").canonicalize_headers(dkim.rfc822_parse(data)[0])
 
 
 CHANGES = {

@@ -320,11 +320,12 @@ def short_lines(text: str, limit: int = MIME_LINE_BYTES) -> str:
     """Break lines longer than `limit` UTF-8 bytes at a space: source lines a person can read, though the
     mail goes out quoted-printable in lines of 76 whatever their length.
 
-    A newline is the same whitespace as a space in HTML (no <pre> in the digest) and in wrapped text.
+    A newline is the same whitespace as a space in HTML (no <pre> in the digest) and in wrapped text. An ASCII
+    line is as long in bytes as in characters, so only the others are encoded to be measured.
     """
     out: list[str] = []
     for line in text.split("\n"):
-        while len(line.encode("utf-8")) > limit:
+        while len(line) > limit or (not line.isascii() and len(line.encode("utf-8")) > limit):
             head = line.encode("utf-8")[:limit].decode("utf-8", "ignore")
             cut = head.rfind(" ")
             if cut <= 0:  # one unbroken run (only hostile text does this): leave it to the mailer's encoding

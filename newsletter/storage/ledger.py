@@ -299,6 +299,24 @@ class Ledger(Database):
             )
         return [_delivery(r) for r in rows]
 
+    def register_sender(self, now: datetime | None = None) -> None:
+        """Count this connection among the running senders of an SQLite file (a worker of `send --workers N`), so the
+        others leave the rows it takes alone; on PostgreSQL its open connection says so already."""
+        if not self.shared:
+            with self.transaction() as db:
+                db.execute("INSERT INTO senders (worker, started) VALUES (?, ?) ON CONFLICT DO NOTHING", (db.worker, (now or utcnow()).isoformat()))
+
+    def forget_senders(self, workers: Iterable[int] | None = None) -> None:
+        """These senders of an SQLite file are gone (default: all, as a new holder of its lock file knows): the rows they
+        took and did not claim are free for another, and theirs in `sending` count as interrupted."""
+        if self.shared:
+            return
+        with self.transaction() as db:
+            if workers is None:
+                db.execute("DELETE FROM senders")
+            else:
+                db.executemany("DELETE FROM senders WHERE worker = ?", [(w,) for w in workers])
+
     @contextmanager
     def planning(self) -> Iterator[bool]:
         """Whether this sender plans the new rows: an SQLite file's one sender always; on PostgreSQL the one that holds

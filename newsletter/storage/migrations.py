@@ -174,6 +174,12 @@ def m014_deliveries_claimed_by(db: Connection) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN claimed_by INTEGER")
 
 
+def m015_senders(db: Connection) -> None:
+    """senders: the worker processes of a `send --workers N` on an SQLite file while it runs, so each leaves alone the
+    rows another has taken and a killed one's become free (PostgreSQL reads its live connections instead)."""
+    db.execute("CREATE TABLE IF NOT EXISTS senders (worker INTEGER PRIMARY KEY, started TEXT NOT NULL)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -189,6 +195,7 @@ MIGRATIONS: list[Migration] = [
     m012_prunable,
     m013_pending_choice_details,
     m014_deliveries_claimed_by,
+    m015_senders,
 ]
 
 

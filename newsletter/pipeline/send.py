@@ -124,8 +124,11 @@ def send(
 
 def _plan(planner: Planner, courier: Courier, store: Store, edition: str, fresh: Sequence[Subscriber], now: datetime, between: Callable[[], None]) -> None:
     """Record every new row of the edition for whichever sender takes it, a batch to a transaction (so the senders
-    taking rows meanwhile wait on the database lock less), with `between` called after each batch."""
+    taking rows meanwhile wait on the database lock less), with `between` called after each batch; a stop ends it
+    (whoever is not planned yet is still due for the next send)."""
     for start in range(0, len(fresh), BATCH):
+        if not courier.running:
+            return
         digests = [(s, d) for s in fresh[start : start + BATCH] if (d := planner.next_digest(s)) is not None]
         with store.transaction():
             for subscriber, digest in digests:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -178,26 +179,35 @@ class Team:
 
 def work(job: Job, pipe: Connection) -> None:
     """One worker process: its own store, SMTP pool and renderer; takes rows until none are left, and tells the parent
-    each outcome as it comes. SIGTERM or Ctrl-C stops it after the messages in flight."""
+    each outcome as it comes. SIGTERM or Ctrl-C stops it after the messages in flight, and so does the parent's end
+    (killed, it releases the lock file: a worker going on could meet the next send's)."""
     logging.basicConfig(level=job.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
     stopping = threading.Event()
+    parent = os.getppid()
     planned = False
+
+    def stopped() -> bool:
+        return stopping.is_set() or os.getppid() != parent
 
     def more() -> bool:
         nonlocal planned
-        while not planned and pipe.poll():
-            planned = pipe.recv() == PLANNED
+        try:
+            while not planned and pipe.poll():
+                planned = pipe.recv() == PLANNED
+        except EOFError:  # the parent is gone: stopped() says so
+            planned = True
         return not planned or store.planning_elsewhere()
 
+    words = _Words(pipe)
     with stop_on_signals(stopping):
         try:
             with Store(job.env.db, job.env.db_timeout) as store:
                 store.register_sender()
-                pipe.send(("worker", store.db.worker))
+                words.say("worker", store.db.worker)
                 env = job.env
-                report = SendReport(on_outcome=lambda outcome: pipe.send(("outcome", outcome)))
+                report = SendReport(on_outcome=lambda outcome: words.say("outcome", outcome))
                 letters = Letters(env, Renderer(env.base_url, env.templates), job.secret, store.link_versions())
-                courier = Courier(env, store, make_transport(env.smtp, env.outbox, env.pool, env.dkim), report, letters, stopping.is_set)
+                courier = Courier(env, store, make_transport(env.smtp, env.outbox, env.pool, env.dkim), report, letters, stopped)
                 recorded = True
                 try:
                     wanted = {s.email.lower(): s for s in job.wanted}
@@ -209,8 +219,35 @@ def work(job: Job, pipe: Connection) -> None:
                 finally:
                     courier.close(record=recorded)
                 if report.error:
-                    pipe.send(("error", report.error))
+                    words.say("error", report.error)
         except StorageError as exc:
-            pipe.send(("storage", str(exc)))
+            words.say("storage", str(exc))
         finally:
+            words.close()
             pipe.close()
+
+
+class _Words:
+    """What a worker tells the parent, sent by a thread of its own: a ledger transaction never waits on the pipe (the
+    parent, planning between its reads, may itself be waiting for the database lock that transaction holds)."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self.pipe = pipe
+        self.queue: queue.SimpleQueue[tuple[str, object] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._forward, name="newsletter-words", daemon=True)
+        self.thread.start()
+
+    def say(self, kind: str, value: object) -> None:
+        self.queue.put((kind, value))
+
+    def close(self) -> None:
+        """Once everything said has been sent."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _forward(self) -> None:
+        while (word := self.queue.get()) is not None:
+            try:
+                self.pipe.send(word)
+            except OSError:  # the parent is gone
+                return

@@ -98,7 +98,7 @@ class Planner:
         sections renamed to theirs."""
         day = self.today(subscriber).date()
         sent = self._matched.intersection(self.store.sent_paper_ids(subscriber.email, self.since))
-        selection = (*self._selection(subscriber), sent)
+        selection = (*self.selection(subscriber), sent)
         if selection not in self._composed:
             self._composed[selection] = compose(self.config, subscriber, self.matcher, self.papers, self.matches, set(sent), day)
         digest = self._composed[selection]
@@ -109,14 +109,14 @@ class Planner:
 
         Composed once per selection and paper list, as `next_digest` composes (a send spread over workers resumes
         every row of its edition this way)."""
-        key = (*self._selection(subscriber), tuple(paper_ids))
+        key = (*self.selection(subscriber), tuple(paper_ids))
         if key not in self._resumed:
             papers = self.store.papers_by_id(paper_ids)
             self._resumed[key] = compose(self.config, subscriber, self.matcher, papers, self.matched(papers), set(), self.today(subscriber).date())
         digest = self._resumed[key]
         return digest if digest is None else readdressed(digest, subscriber.email)
 
-    def _selection(self, subscriber: Subscriber) -> tuple[object, ...]:
+    def selection(self, subscriber: Subscriber) -> tuple[object, ...]:
         """What a reader's digest depends on beside the papers: readers alike in these share one composed digest."""
         shared = tuple(t for t in subscriber.topics if t in self.config.topics)
         return (shared, subscriber.keywords, frozenset(subscriber.exclude), subscriber.min_score, subscriber.max_papers, self.today(subscriber).date())

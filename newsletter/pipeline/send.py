@@ -95,7 +95,7 @@ def send(
                 team = Team(job, workers, store, report, should_stop)
             if store.shared or team is not None:  # several senders share the edition: one plans every new row first, each sends the rows it takes
                 with store.planning() as planning:
-                    _plan(planner, courier, store, edition, fresh if planning else [], now, team.poll if team else lambda: None)
+                    _plan(planner, courier, edition, fresh if planning else [], now, team.poll if team else lambda: None)
                 fresh = []
             if team is not None:
                 team.planned()
@@ -122,17 +122,19 @@ def send(
     return report
 
 
-def _plan(planner: Planner, courier: Courier, store: Store, edition: str, fresh: Sequence[Subscriber], now: datetime, between: Callable[[], None]) -> None:
+def _plan(planner: Planner, courier: Courier, edition: str, fresh: Sequence[Subscriber], now: datetime, between: Callable[[], None]) -> None:
     """Record every new row of the edition for whichever sender takes it, a batch to a transaction (so the senders
     taking rows meanwhile wait on the database lock less), with `between` called after each batch; a stop ends it
-    (whoever is not planned yet is still due for the next send)."""
+    (whoever is not planned yet is still due for the next send). Readers of one selection are planned together, so
+    the rows a sender takes share few digests, each composed and rendered once by it."""
+    together: dict[tuple[object, ...], list[Subscriber]] = {}
+    for subscriber in fresh:
+        together.setdefault(planner.selection(subscriber), []).append(subscriber)
+    fresh = [subscriber for group in together.values() for subscriber in group]
     for start in range(0, len(fresh), BATCH):
         if not courier.running:
             return
-        digests = [(s, d) for s in fresh[start : start + BATCH] if (d := planner.next_digest(s)) is not None]
-        with store.transaction():
-            for subscriber, digest in digests:
-                courier.plan(edition, subscriber, digest, now)
+        courier.plan(edition, [(s, d) for s in fresh[start : start + BATCH] if (d := planner.next_digest(s)) is not None], now)
         between()
 
 

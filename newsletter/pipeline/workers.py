@@ -105,16 +105,21 @@ class Team:
         self.processes: dict[Connection, BaseProcess] = {}
         spawn = multiprocessing.get_context("spawn")
         share = dataclasses.replace(job, env=dataclasses.replace(job.env, smtp_rate=job.env.smtp_rate / size if job.env.smtp_rate else None))
+        self.handing: list[threading.Thread] = []  # each worker's job goes over its pipe while it starts and the rows are planned
         for i in range(size):
             ours, theirs = spawn.Pipe()
-            process = spawn.Process(target=work, args=(share, theirs), name=f"newsletter-send-{i + 1}", daemon=True)
+            process = spawn.Process(target=work, args=(theirs,), name=f"newsletter-send-{i + 1}", daemon=True)
             process.start()
             theirs.close()
             self.workers[ours] = None
             self.processes[ours] = process
+            self.handing.append(threading.Thread(target=_hand, args=(ours, share), name=f"newsletter-job-{i + 1}", daemon=True))
+            self.handing[-1].start()
 
     def planned(self) -> None:
         """Every new row is in the ledger: a worker that finds none left may end."""
+        for thread in self.handing:
+            thread.join()
         for pipe in self.processes:
             with contextlib.suppress(OSError):  # it died already: poll() forgets it
                 pipe.send(PLANNED)
@@ -177,10 +182,17 @@ class Team:
                 self.store.forget_senders([worker])
 
 
-def work(job: Job, pipe: Connection) -> None:
-    """One worker process: its own store, SMTP pool and renderer; takes rows until none are left, and tells the parent
-    each outcome as it comes. SIGTERM or Ctrl-C stops it after the messages in flight, and so does the parent's end
+def _hand(pipe: Connection, job: Job) -> None:
+    """Give a worker its job (the config of every reader is large: the write waits until the new interpreter reads it)."""
+    with contextlib.suppress(OSError):  # it died already: poll() forgets it
+        pipe.send(job)
+
+
+def work(pipe: Connection) -> None:
+    """One worker process: its job from the parent, then its own store, SMTP pool and renderer; takes rows until none
+    are left, and tells the parent each outcome as it comes. SIGTERM or Ctrl-C stops it after the messages in flight, and so does the parent's end
     (killed, it releases the lock file: a worker going on could meet the next send's)."""
+    job: Job = pipe.recv()
     logging.basicConfig(level=job.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
     stopping = threading.Event()
     parent = os.getppid()

@@ -285,13 +285,14 @@ class Ledger(Database):
             return resent, [_delivery(_with_layout(db, r)) for r in failed]
 
     def take_unfinished(self, limit: int) -> list[Delivery]:
-        """Up to `limit` pending or deferred rows, oldest first, taken for this connection: not those it took before,
+        """Up to `limit` pending or deferred rows, oldest first (an edition's readers of one layout together: one digest
+        for the sender to make), taken for this connection: not those it took before,
         nor those another sender still running holds (on PostgreSQL a row being taken by two at once goes to one: SKIP LOCKED)."""
         with self.transaction() as db:
             rows = db.execute(
                 f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.status IN ('pending', 'deferred') "
                 f"AND (d.claimed_by IS NULL OR d.claimed_by <> ? AND NOT coalesce(d.claimed_by IN ({db.alive}), FALSE)) "
-                f"ORDER BY d.created, d.subscriber LIMIT ?{db.skip_locked}",
+                f"ORDER BY d.created, d.layout, d.subscriber LIMIT ?{db.skip_locked}",
                 (db.worker, limit),
             ).fetchall()
             db.executemany(

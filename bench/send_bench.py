@@ -8,9 +8,11 @@ it (start-up, config, fetch, planning, rendering, ledger, DKIM, SMTP). The aiosm
 writes every message it gets to a capture file, for the send and for the raw push alike; the raw push is that
 capture, pushed by `smtplib.SMTP.sendmail` from as many threads as the send has connections, into the same kind of
 sink. `smtp-sink` (Debian `postfix`; only that binary runs, on 127.0.0.1) throws messages away. Each of `--runs`
-rounds measures every case and its own raw push; medians over the rounds, with the load average.
+rounds measures every case and its own raw push; medians over the rounds, with the load average. With `--workers N`
+the whole send is also measured spread over N processes (`send --workers N`), the same connections shared out
+among them, beside the one-process send of the same round.
 
-Run: .venv/bin/python bench/send_bench.py [--readers 1000] [--connections 4] [--runs 3]
+Run: .venv/bin/python bench/send_bench.py [--readers 1000] [--connections 4] [--runs 3] [--workers 1]
 Target (#17): at 10,000 readers, DKIM on, into smtp-sink, the whole send within 1.3x of the raw push.
 """
 
@@ -161,7 +163,7 @@ def client(folder: Path) -> None:
     with Store(env.db) as store:
         pipeline.fetch(config, env, store)
         fetched = time.perf_counter()
-        report = pipeline.send(config, env, store, transport(env.smtp, env.outbox, env.pool, env.dkim))
+        report = pipeline.send(config, env, store, transport(env.smtp, env.outbox, env.pool, env.dkim), workers=env.send_workers)
     sent = time.perf_counter()
     if report.count("sent") != len(config.subscribers):
         raise SystemExit(f"only {report.count('sent')} of {len(config.subscribers)} sent: {report.outcomes[:3]}")
@@ -188,8 +190,9 @@ class Measure:
     load: float = 0.0
 
 
-def whole_send(folder: Path, port: int, connections: int, dkim: Path | None) -> Measure:
-    """The send in a fresh interpreter on a fresh database, from start-up to exit."""
+def whole_send(folder: Path, port: int, connections: int, dkim: Path | None, workers: int = 1) -> Measure:
+    """The send in a fresh interpreter on a fresh database, from start-up to exit; with `workers`, its
+    `connections` shared out among that many worker processes (its CPU counts theirs: the send waits for them)."""
     db = folder / "state.db"
     for stale in folder.glob("state.db*"):
         stale.unlink()
@@ -198,7 +201,8 @@ def whole_send(folder: Path, port: int, connections: int, dkim: Path | None) -> 
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(port),
         "SMTP_SECURITY": "none",
-        "SMTP_CONNECTIONS": str(connections),
+        "SMTP_CONNECTIONS": str(max(1, connections // workers)),
+        "NEWSLETTER_SEND_WORKERS": str(workers),
         "NEWSLETTER_FROM": f"Paper Digest <{SENDER}>",
         "NEWSLETTER_SECRET_KEY": "bench-secret",
         "NEWSLETTER_DB": str(db),
@@ -284,6 +288,7 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=1000, help="readers (default 1000 for a quick run; #17's target is at 10000)")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="also measure the send spread over this many processes (default 1: only one)")
     parser.add_argument("--sinks", default="smtp-sink,aiosmtpd", help="comma-separated: smtp-sink, aiosmtpd")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--capture", type=Path, help=argparse.SUPPRESS)
@@ -300,18 +305,19 @@ def main() -> None:
         raise SystemExit(f"{SMTP_SINK} is missing: apt-get install postfix (only its smtp-sink binary runs), or --sinks aiosmtpd")
 
     n, conns = args.readers, args.connections
+    teams = sorted({1, args.workers})
     with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
         folder = Path(tmp)
         (folder / "subscribers.yaml").write_text(config(n), encoding="utf-8")
         key = dkim_key(folder)
-        sends: dict[tuple[str, str], list[Measure]] = {}
+        sends: dict[tuple[str, str, int], list[Measure]] = {}
         raws: dict[tuple[str, str], list[Measure]] = {}
         sizes: dict[str, float] = {}
         for run in range(args.runs):
             for dkim in ("off", "on"):
                 capture = folder / f"capture-{dkim}.bin"
                 with sink("aiosmtpd", capture) as port:  # the capture run: its messages are the raw push's
-                    sends.setdefault(("aiosmtpd", dkim), []).append(whole_send(folder, port, conns, key if dkim == "on" else None))
+                    sends.setdefault(("aiosmtpd", dkim, 1), []).append(whole_send(folder, port, conns, key if dkim == "on" else None))
                 messages = captured(capture)
                 if len(messages) != n:
                     raise SystemExit(f"the sink captured {len(messages)} of {n} messages")
@@ -319,14 +325,19 @@ def main() -> None:
                     unsigned = [data for _, _, data in messages[:200]]
                 sizes[dkim] = statistics.fmean(len(m[2]) for m in messages) / 1024
                 for kind in kinds:
-                    if kind != "aiosmtpd":
-                        with sink(kind, folder / "unused") as port:
-                            sends.setdefault((kind, dkim), []).append(whole_send(folder, port, conns, key if dkim == "on" else None))
+                    for workers in teams:
+                        if kind != "aiosmtpd" or workers > 1:
+                            with sink(kind, folder / "unused") as port:
+                                sends.setdefault((kind, dkim, workers), []).append(whole_send(folder, port, conns, key if dkim == "on" else None, workers))
                     with sink(kind, folder / f"raw-{dkim}.bin") as port:
                         raws.setdefault((kind, dkim), []).append(raw_push(port, messages, conns))
                 print(
                     f"run {run + 1}/{args.runs} DKIM {dkim}: "
-                    + ", ".join(f"{k} send {sends[k, dkim][-1].wall:.1f} s / raw {raws[k, dkim][-1].wall:.2f} s" for k in kinds),
+                    + ", ".join(
+                        f"{k} send {' / '.join(f'{sends[k, dkim, w][-1].wall:.1f}' for w in teams)} s (workers {'/'.join(map(str, teams))}) "
+                        f"/ raw {raws[k, dkim][-1].wall:.2f} s"
+                        for k in kinds
+                    ),
                     flush=True,
                 )
         fast, slow = signing(unsigned, key, args.runs)
@@ -336,15 +347,15 @@ def main() -> None:
         f"{sizes['off']:.1f} KiB (DKIM off) / {sizes['on']:.1f} KiB (on); {conns} SMTP connections; medians of {args.runs} runs"
     )
     print(
-        f"{'':18} {'whole send':>11} {'pipeline.send':>14} {'raw push':>9} {'whole/raw':>10} {'send/raw':>9} {'CPU/msg send':>13} {'CPU/msg raw':>12} {'peak RSS':>9}"
+        f"{'':28} {'whole send':>11} {'pipeline.send':>14} {'raw push':>9} {'whole/raw':>10} {'send/raw':>9} {'CPU/msg send':>13} {'CPU/msg raw':>12} {'peak RSS':>9}"
     )
     for kind in kinds:
-        for dkim in ("off", "on"):
-            s, r = sends[kind, dkim], raws[kind, dkim]
+        for dkim, workers in ((d, w) for d in ("off", "on") for w in teams):
+            s, r = sends[kind, dkim, workers], raws[kind, dkim]
             ratio = statistics.median(a.wall / b.wall for a, b in zip(s, r, strict=True))
             deliver_ratio = statistics.median(a.deliver / b.wall for a, b in zip(s, r, strict=True))
             print(
-                f"{kind + ' DKIM ' + dkim:18} {statistics.median(m.wall for m in s):9.2f} s {statistics.median(m.deliver for m in s):12.2f} s "
+                f"{kind + ' DKIM ' + dkim + f', {workers} process' + ('es' if workers > 1 else ''):28} {statistics.median(m.wall for m in s):9.2f} s {statistics.median(m.deliver for m in s):12.2f} s "
                 f"{statistics.median(m.wall for m in r):7.2f} s {ratio:9.1f}x {deliver_ratio:8.1f}x "
                 f"{statistics.median(m.cpu for m in s) / n * 1000:10.2f} ms {statistics.median(m.cpu for m in r) / n * 1000:9.2f} ms "
                 f"{statistics.median(m.rss_mib for m in s):6.0f} MiB"

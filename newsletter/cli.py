@@ -183,8 +183,14 @@ def _print_fetch(results: list[pipeline.SourceResult]) -> None:
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Render and report without sending or recording deliveries.")
 @click.option("--to", "only", metavar="EMAIL", help="Only this subscriber, whether or not they are due today.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Spread the messages over N processes, each with SMTP_CONNECTIONS connections (default: NEWSLETTER_SEND_WORKERS, else 1).",
+)
 @click.pass_context
-def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
+def send(ctx: click.Context, dry_run: bool, only: str | None, workers: int | None) -> None:
     """One cycle now: fetch all sources, then send every subscriber due today (by frequency and day) their digest."""
     env, config = _ready(ctx)
     if only:
@@ -211,6 +217,7 @@ def send(ctx: click.Context, dry_run: bool, only: str | None) -> None:
                 renderer=_renderer(env),
                 should_stop=stopping.is_set,
                 on_outcome=_progress(),
+                workers=workers or env.send_workers,
             )
         except RenderError as exc:
             _fail(str(exc))

@@ -41,6 +41,7 @@ class Env:
     smtp_max_attempts: int = 5  # tries per delivery over all runs before a temporary refusal becomes `failed`
     smtp_retry_delay: float = 5.0  # first in-run backoff after a temporary refusal, doubled each time
     pause_after_failures: int = 3  # consecutive hard refusals before a subscriber is paused
+    send_workers: int = 1  # NEWSLETTER_SEND_WORKERS: processes a send spreads its messages over (`send --workers`)
     unsubscribe_mailto: str | None = None  # NEWSLETTER_UNSUBSCRIBE_MAILTO
     dkim_selector: str | None = None
     dkim_domain: str | None = None
@@ -174,6 +175,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path = Path(".env")) -> 
         smtp_max_attempts=_number(get, "SMTP_MAX_ATTEMPTS", int, 5, minimum=1),
         smtp_retry_delay=_number(get, "SMTP_RETRY_DELAY", float, 5.0, minimum=0),
         pause_after_failures=_number(get, "NEWSLETTER_PAUSE_AFTER_FAILURES", int, 3, minimum=1),
+        send_workers=_number(get, "NEWSLETTER_SEND_WORKERS", int, 1, minimum=1),
         unsubscribe_mailto=mailto,
         dkim_selector=get("DKIM_SELECTOR"),
         dkim_domain=get("DKIM_DOMAIN"),

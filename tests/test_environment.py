@@ -29,6 +29,7 @@ def test_defaults_verify_tls_and_send_over_a_few_connections_without_a_rate_cap(
 def test_delivery_settings_are_parsed() -> None:
     env = load(SMTP_TLS_VERIFY="false", SMTP_CONNECTIONS="8", SMTP_RATE="12.5", NEWSLETTER_UNSUBSCRIBE_MAILTO="mailto:leave@example.org")
     assert (env.smtp_tls_verify, env.smtp_connections, env.smtp_rate, env.unsubscribe_mailto) == (False, 8, 12.5, "leave@example.org")
+    assert load(NEWSLETTER_SEND_WORKERS="3").send_workers == 3 and load().send_workers == 1, "one process unless asked"
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,7 @@ def test_delivery_settings_are_parsed() -> None:
     [
         ("SMTP_TLS_VERIFY", "maybe", "SMTP_TLS_VERIFY must be true or false"),
         ("SMTP_CONNECTIONS", "0", "SMTP_CONNECTIONS must be at least 1"),
+        ("NEWSLETTER_SEND_WORKERS", "0", "NEWSLETTER_SEND_WORKERS must be at least 1"),
         ("SMTP_RATE", "fast", "SMTP_RATE must be a number"),
         ("NEWSLETTER_UNSUBSCRIBE_MAILTO", "a@b.org\r\nBcc: x@y.org", "NEWSLETTER_UNSUBSCRIBE_MAILTO must be one address"),
     ],

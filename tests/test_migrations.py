@@ -77,13 +77,13 @@ def _user_version(database: Path | str) -> int:
 def test_a_fresh_database_ends_at_the_latest_version(database: Path | str) -> None:
     with Store(database):
         pass
-    assert LATEST == 16
+    assert LATEST == 17
     assert _user_version(database) == LATEST
     columns, indexes = _shape(database)
     assert "sent" not in columns and columns["sent_lists"] == {"subscriber", "sent_at", "edition", "paper_ids"}
     assert "pruned" in columns["papers"] and "saved" in columns["http_cache"]
-    assert len(columns) == 15 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
-    assert "pause_reason" in columns["readers"] and "bounces" in columns
+    assert len(columns) == 16 and "revised" in columns["papers"] and "uncertain" in columns["deliveries"] and "link_versions" in columns
+    assert "pause_reason" in columns["readers"] and "bounces" in columns and columns["senders"] == {"worker", "started"}
     assert "layout" in columns["deliveries"] and "layouts" in columns and "claimed_by" in columns["deliveries"]
     assert columns["popularity"] == {"paper", "at", "upvotes", "comments", "stars"}
     assert indexes == {

@@ -311,6 +311,20 @@ def test_unfinished_rows_are_taken_once_per_store(database: Path | str) -> None:
             assert taken_by_other == first + ["c@x.org"], "an SQLite file has one sender: the lock file says the last one is gone"
 
 
+def test_a_registered_worker_keeps_the_rows_it_took_until_it_is_forgotten(tmp_path: Path) -> None:
+    with Store(tmp_path / "state.db") as worker, Store(tmp_path / "state.db") as other:
+        worker.register_sender()
+        for who in ("a@x.org", "b@x.org", "c@x.org"):
+            worker.plan_delivery("e1", who, layout(["p1"]), T0)
+        assert [d.subscriber for d in worker.take_unfinished(2)] == ["a@x.org", "b@x.org"]
+        assert worker.claim("e1", "a@x.org") == 1
+        assert [d.subscriber for d in other.take_unfinished(5)] == ["c@x.org"], "a running worker's rows are left alone"
+        assert other.recover_interrupted() == 0, "its row in `sending` is in its hands, not interrupted"
+        other.forget_senders([worker.db.worker])
+        assert [d.subscriber for d in other.take_unfinished(5)] == ["b@x.org"], "a killed worker's rows it never claimed are free"
+        assert other.recover_interrupted() == 1, "and its row in `sending` was interrupted"
+
+
 def test_a_server_that_cannot_be_reached_is_one_line_naming_it_without_its_password(tmp_path: Path) -> None:
     url = f"postgresql://ada:s3cret@/newsletter?host={tmp_path}"
     with pytest.raises(StorageError) as caught:

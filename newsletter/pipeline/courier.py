@@ -7,7 +7,7 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
@@ -149,9 +149,13 @@ class Courier:
             self.answered.append(result)
             result = self.pool.get(0) if self.in_flight > len(self.answered) else None
 
-    def plan(self, edition: str, subscriber: Subscriber, digest: Digest, now: datetime) -> None:
-        """Record a new row for this digest, for whichever sender takes it (a shared store's senders plan ahead)."""
-        self.store.plan_delivery(edition, subscriber.email, self.letters.layout(digest), now)
+    def plan(self, edition: str, digests: Sequence[tuple[Subscriber, Digest]], now: datetime) -> None:
+        """Record new rows for these digests, for whichever sender takes them (a shared store's senders plan ahead):
+        their layouts made first, so the one transaction that records them holds the database lock only to write."""
+        layouts = [(subscriber.email, self.letters.layout(digest)) for subscriber, digest in digests]
+        with self.store.transaction():
+            for email, layout in layouts:
+                self.store.plan_delivery(edition, email, layout, now)
 
     def _fail_alone(self, edition: str, subscriber: Subscriber, papers: int, plan: tuple[Layout, datetime] | None, reply: str) -> None:
         """A row that cannot be sent fails on its own, recorded so `status` names it (with `plan`, the new row is

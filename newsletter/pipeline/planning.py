@@ -81,6 +81,7 @@ class Planner:
     first_seen: dict[str, datetime] = field(init=False)
     matches: dict[str, Matched] = field(init=False)
     _composed: LRUCache[tuple[object, ...], Digest | None] = field(init=False, default_factory=lambda: LRUCache(CACHED_SELECTIONS))
+    _resumed: LRUCache[tuple[object, ...], Digest | None] = field(init=False, default_factory=lambda: LRUCache(CACHED_SELECTIONS))
     _matched: frozenset[str] = field(init=False)  # papers some topic takes: of a reader's sent papers, only these can change a digest
     _taken: dict[str, frozenset[str]] = field(init=False)  # the papers each topic takes
     _sent: dict[str, frozenset[str]] | None = field(init=False, default=None)  # every reader's sent papers among _matched, read at once
@@ -123,12 +124,11 @@ class Planner:
         Composed once per selection: readers of the same topics, keywords (followed authors among them), exclude rule,
         caps and day who have been sent the same of the papers any topic takes get one digest, only its personal
         sections renamed to theirs."""
-        shared = tuple(t for t in subscriber.topics if t in self.config.topics)
         day = self.today(subscriber).date()
         sent = self._sent_to(subscriber)
-        if not self._owed_any(subscriber, shared, sent):
+        if not self._owed_any(subscriber, self._shared(subscriber), sent):
             return None
-        selection = (shared, subscriber.keywords, frozenset(subscriber.exclude), subscriber.min_score, subscriber.max_papers, day, sent)
+        selection = (*self.selection(subscriber), sent)
         if selection not in self._composed:
             self._composed[selection] = compose(self.config, subscriber, self.matcher, self.papers, self.matches, set(sent), day)
         digest = self._composed[selection]
@@ -162,6 +162,28 @@ class Planner:
         return any(not self._taken.get(f"{kind}:{email}", sent) <= sent for kind in (AUTHORS_TOPIC, KEYWORDS_TOPIC))
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
-        """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail."""
-        papers = self.store.papers_by_id(paper_ids)
-        return compose(self.config, subscriber, self.matcher, papers, self.matched(papers), set(), self.today(subscriber).date())
+        """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail.
+
+        Composed once per selection and paper list, as `next_digest` composes (a send spread over workers resumes
+        every row of its edition this way)."""
+        key = (*self.selection(subscriber), tuple(paper_ids))
+        if key not in self._resumed:
+            papers = self.store.papers_by_id(paper_ids)
+            self._resumed[key] = compose(self.config, subscriber, self.matcher, papers, self.matched(papers), set(), self.today(subscriber).date())
+        digest = self._resumed[key]
+        return digest if digest is None else readdressed(digest, subscriber.email)
+
+    def _shared(self, subscriber: Subscriber) -> tuple[str, ...]:
+        """The operator's topics this reader follows (a name no longer in the config is ignored)."""
+        return tuple(t for t in subscriber.topics if t in self.config.topics)
+
+    def selection(self, subscriber: Subscriber) -> tuple[object, ...]:
+        """What a reader's digest depends on beside the papers: readers alike in these share one composed digest."""
+        return (
+            self._shared(subscriber),
+            subscriber.keywords,
+            frozenset(subscriber.exclude),
+            subscriber.min_score,
+            subscriber.max_papers,
+            self.today(subscriber).date(),
+        )

@@ -1,9 +1,9 @@
-"""One send: unfinished ledger rows first, then this edition's new digests, one sender per database."""
+"""One send: unfinished ledger rows first, then this edition's new digests, one send per SQLite file (spread over
+worker processes with `--workers N`)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,12 +18,11 @@ from newsletter.model.config import Config, Subscriber
 from newsletter.pipeline.courier import Courier, Letters
 from newsletter.pipeline.planning import Planner, secret_key
 from newsletter.pipeline.report import Outcome, SendReport
+from newsletter.pipeline.workers import BATCH, Job, Team, send_unfinished
 from newsletter.storage.database import utcnow
-from newsletter.storage.ledger import Delivery
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter")
-BATCH = 50  # unfinished rows a sender takes at a time
 
 
 def send(
@@ -41,6 +40,7 @@ def send(
     due: Collection[str] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_outcome: Callable[[Outcome], None] | None = None,
+    workers: int = 1,
 ) -> SendReport:
     """Deliver every active subscriber's digest through the ledger; papers are marked sent only once accepted.
 
@@ -48,7 +48,7 @@ def send(
     names the slot (a scheduler passes one per slot, so a restart in the same slot never sends a second digest
     for it; default: one per call), `subscribers` narrows who is mailed, `due` (lower-case addresses) narrows who
     gets a new digest while everyone chosen still has their unfinished rows resumed, and `should_stop` is checked
-    between messages.
+    between messages. With `workers` above 1 this process plans the rows and that many worker processes send them.
     """
     now = now or utcnow()
     report = SendReport(on_outcome=on_outcome)
@@ -86,23 +86,24 @@ def send(
             )
         courier = Courier(env, store, transport, report, Letters(env, renderer, secret, store.link_versions()), should_stop)
         recorded = True
+        team: Team | None = None
         try:
             wanted = {s.email.lower(): s for s in active}
-            present = {s.email.lower() for s in config.subscribers} - left
-            if store.shared:  # several senders share this store: one plans every new row first, each sends the rows it takes
+            present = frozenset({s.email.lower() for s in config.subscribers} - left)
+            if workers > 1:  # started first: they get ready while the rows are planned, and take them as they come
+                job = Job(config, env, secret, now, tuple(active), present, logging.getLogger().getEffectiveLevel())
+                team = Team(job, workers, store, report, should_stop)
+            if store.shared or team is not None:  # several senders share the edition: one plans every new row first, each sends the rows it takes
                 with store.planning() as planning:
-                    for subscriber in fresh if planning else ():
-                        digest = planner.next_digest(subscriber)
-                        if digest is not None:
-                            courier.plan(edition, subscriber, digest, now)
+                    _plan(planner, courier, edition, fresh if planning else [], now, team.poll if team else lambda: None)
                 fresh = []
-            for row in _unfinished(store, courier):
-                if row.subscriber not in present:  # gone from the config: close the row, so `status` drops it and its papers are free should they return
-                    store.mark_failed(row.edition, row.subscriber, "no longer subscribed", hard=False, pause_after=env.pause_after_failures, now=now)
-                    continue
-                resumed = wanted.get(row.subscriber)
-                if resumed is not None and courier.running:
-                    courier.offer(row.edition, resumed, planner.resumed_digest(resumed, list(row.paper_ids)), stored=row.layout)
+            if team is not None:
+                team.planned()
+                team.wait()
+                if team.failure is not None:
+                    raise StorageError(team.failure)
+            if team is None or (team.lost and courier.running):  # with workers, the rows a killed one took and never claimed
+                send_unfinished(store, courier, planner, env, wanted, present, now, store.planning_elsewhere)
             for subscriber in fresh:
                 if not courier.running:
                     break
@@ -115,21 +116,26 @@ def send(
             exc.sent = report.count("sent")
             raise
         finally:
+            if team is not None:
+                team.close()
             courier.close(record=recorded)
     return report
 
 
-def _unfinished(store: Store, courier: Courier) -> Iterator[Delivery]:
-    """Unfinished rows a batch at a time, each taken by one sender only; on a shared store, while another sender is
-    still planning, also the rows it has yet to plan."""
-    while courier.running:
-        batch = store.take_unfinished(BATCH)
-        if batch:
-            yield from batch
-        elif store.planning_elsewhere():
-            time.sleep(0.1)
-        else:
+def _plan(planner: Planner, courier: Courier, edition: str, fresh: Sequence[Subscriber], now: datetime, between: Callable[[], None]) -> None:
+    """Record every new row of the edition for whichever sender takes it, a batch to a transaction (so the senders
+    taking rows meanwhile wait on the database lock less), with `between` called after each batch; a stop ends it
+    (whoever is not planned yet is still due for the next send). Readers of one selection are planned together, so
+    the rows a sender takes share few digests, each composed and rendered once by it."""
+    together: dict[tuple[object, ...], list[Subscriber]] = {}
+    for subscriber in fresh:
+        together.setdefault(planner.selection(subscriber), []).append(subscriber)
+    fresh = [subscriber for group in together.values() for subscriber in group]
+    for start in range(0, len(fresh), BATCH):
+        if not courier.running:
             return
+        courier.plan(edition, [(s, d) for s in fresh[start : start + BATCH] if (d := planner.next_digest(s)) is not None], now)
+        between()
 
 
 @contextmanager
@@ -146,6 +152,7 @@ def _lock(store: Store) -> Iterator[None]:
     except Timeout as exc:
         raise SendInProgress(f"another newsletter send is running (lock {lock_path})") from exc
     try:
+        store.forget_senders()  # any worker registered before this lock was taken is gone with the send that started it
         yield
     finally:
         lock.release()

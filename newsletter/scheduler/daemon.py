@@ -201,6 +201,7 @@ class Daemon:
                 subscribers=subscribers,
                 should_stop=self.stopping.is_set,
                 dry_run=self.dry_run,
+                workers=self.env.send_workers,
             )
         except RuntimeError as exc:  # another `newsletter send` holds the lock: try again next tick
             log.warning("%s: %s", edition, exc)

@@ -80,7 +80,7 @@ class SQLite(sqlite3.Connection):
     """An SQLite file in WAL mode; writers queue at BEGIN IMMEDIATE, and one sender per file holds its lock file."""
 
     dialect = "sqlite"
-    alive = "SELECT NULL WHERE 0"  # no other sender can be running (the lock file): every row in `sending` was interrupted
+    alive = "SELECT worker FROM senders"  # only this run's `send --workers` processes (the lock file): every other row in `sending` was interrupted
     skip_locked = ""  # writers queue at BEGIN IMMEDIATE: no row is being taken by another
     worker = 0  # set per connection: rows it took in an earlier run are free again
 

@@ -333,19 +333,38 @@ class Ledger(Database):
             return resent, [_delivery(_with_layout(db, r)) for r in failed]
 
     def take_unfinished(self, limit: int) -> list[Delivery]:
-        """Up to `limit` pending or deferred rows, oldest first, taken for this connection: not those it took before,
+        """Up to `limit` pending or deferred rows, oldest first (an edition's readers of one layout together: one digest
+        for the sender to make), taken for this connection: not those it took before,
         nor those another sender still running holds (on PostgreSQL a row being taken by two at once goes to one: SKIP LOCKED)."""
         with self.transaction() as db:
             rows = db.execute(
                 f"SELECT d.*, l.data AS layout_data FROM {_ROWS} WHERE d.status IN ('pending', 'deferred') "
                 f"AND (d.claimed_by IS NULL OR d.claimed_by <> ? AND NOT coalesce(d.claimed_by IN ({db.alive}), FALSE)) "
-                f"ORDER BY d.created, d.subscriber LIMIT ?{db.skip_locked}",
+                f"ORDER BY d.created, d.layout, d.subscriber LIMIT ?{db.skip_locked}",
                 (db.worker, limit),
             ).fetchall()
             db.executemany(
                 "UPDATE deliveries SET claimed_by = ? WHERE edition = ? AND subscriber = ?", [(db.worker, r["edition"], r["subscriber"]) for r in rows]
             )
         return [_delivery(r) for r in rows]
+
+    def register_sender(self, now: datetime | None = None) -> None:
+        """Count this connection among the running senders of an SQLite file (a worker of `send --workers N`), so the
+        others leave the rows it takes alone; on PostgreSQL its open connection says so already."""
+        if not self.shared:
+            with self.transaction() as db:
+                db.execute("INSERT INTO senders (worker, started) VALUES (?, ?) ON CONFLICT DO NOTHING", (db.worker, (now or utcnow()).isoformat()))
+
+    def forget_senders(self, workers: Iterable[int] | None = None) -> None:
+        """These senders of an SQLite file are gone (default: all, as a new holder of its lock file knows): the rows they
+        took and did not claim are free for another, and theirs in `sending` count as interrupted."""
+        if self.shared:
+            return
+        with self.transaction() as db:
+            if workers is None:
+                db.execute("DELETE FROM senders")
+            else:
+                db.executemany("DELETE FROM senders WHERE worker = ?", [(w,) for w in workers])
 
     @contextmanager
     def planning(self) -> Iterator[bool]:

@@ -204,6 +204,12 @@ def m016_papers_readable_latex(db: Connection) -> None:
     db.executemany("UPDATE papers SET data = ?, updated = ?, changed = ? WHERE id = ?", updates)
 
 
+def m017_senders(db: Connection) -> None:
+    """senders: the worker processes of a `send --workers N` on an SQLite file while it runs, so each leaves alone the
+    rows another has taken and a killed one's become free (PostgreSQL reads its live connections instead)."""
+    db.execute("CREATE TABLE IF NOT EXISTS senders (worker INTEGER PRIMARY KEY, started TEXT NOT NULL)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_tables,
     m002_papers_revised,
@@ -221,6 +227,7 @@ MIGRATIONS: list[Migration] = [
     m014_deliveries_claimed_by,
     m015_sent_lists_by_time,
     m016_papers_readable_latex,
+    m017_senders,
 ]
 
 

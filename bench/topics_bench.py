@@ -279,17 +279,31 @@ def research_topics(papers: Sequence[Paper], n: int, seed: int = 2024) -> list[T
     return topics
 
 
+def _earlier(arxiv_id: str, months: int) -> str:
+    """The id's number `months` earlier ("2411.17875" three back: "2408.17875"): a copy gets an arXiv id of its own,
+    as papers in a real store have (a "#3" suffix made every id one of the few from other feeds that tie on their
+    natural order)."""
+    head, _, number = arxiv_id.partition(".")
+    month = int(head[:2]) * 12 + int(head[2:4]) - 1 - months
+    return f"{month // 12:02d}{month % 12 + 1:02d}.{number}"
+
+
 def corpus(papers: Sequence[Paper], n: int, seed: int = 7) -> list[Paper]:
     """`n` papers made of shuffled copies of the real ones, with varied ids, sources and scores."""
     rng = random.Random(seed)
     out: list[Paper] = []
+    taken: set[str] = set()
     round_ = 0
     while len(out) < n:
         batch = list(papers)
         rng.shuffle(batch)
         for p in batch[: n - len(out)]:
             score = rng.choice((None, rng.randint(0, 40)))
-            out.append(dataclasses.replace(p, id=f"{p.id}#{round_}", sources=rng.choice(SOURCES), score=score))
+            back = 12 * round_  # a year back per round of copies, then a month more while that id is taken
+            while (copy := _earlier(p.id, back)) in taken:
+                back += 1
+            taken.add(copy)
+            out.append(dataclasses.replace(p, id=copy, sources=rng.choice(SOURCES), score=score))
         round_ += 1
     return out
 
@@ -367,7 +381,7 @@ def main() -> int:
     print(f"ratio:     {fast / slow:10,.0f}x")
     wrong = [p.id for p, want, got in zip(sample, expected, results[: len(sample)], strict=True) if want != got]
     print(f"identical results on {len(sample)} papers: {'yes' if not wrong else 'NO: ' + ', '.join(wrong[:5])}")
-    print(f"target ≥ 20,000 papers/s with scoring on: {'met' if max(scoring) >= 20_000 else 'MISSED'} (median {statistics.median(scoring):,.0f})")
+    print(f"target ≥ 20,000 papers/s with scoring on: {'met' if statistics.median(scoring) >= 20_000 else 'MISSED'} (median {statistics.median(scoring):,.0f})")
     return 1 if wrong else 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time as time_module
 from datetime import time
 from pathlib import Path
 
@@ -35,6 +36,26 @@ def test_a_config_validated_by_one_process_is_read_by_another_without_parsing(ya
     assert found is not None and [s.email for s in found.subscribers] == ["ada@example.org", "grace@example.org", "rosalind@example.org"]
     assert cache.recall(yaml_file, cache.digest(b"other bytes")) is None, "another content is parsed, not served from the cache"
     assert cache.recall(yaml_file.parent / "other.yaml", fingerprint) is None, "the same bytes in another file count only for their own file"
+
+
+def test_a_process_that_exits_without_flushing_still_leaves_its_entry_and_does_not_wait_for_edits_to_settle(yaml_file: Path, config_cache: Path) -> None:
+    script = "import sys, time; from pathlib import Path; from newsletter.config import load; load(Path(sys.argv[1])); print(time.monotonic())"
+    done = subprocess.run([sys.executable, "-c", script, str(yaml_file)], check=True, capture_output=True, text=True)
+    exited = time_module.monotonic()
+    assert len(list((config_cache / "newsletter").glob("config-*.pickle"))) == 1, "written on the way out"
+    assert exited - float(done.stdout) < cache.SETTLE, "the exit wrote at once instead of waiting out SETTLE"
+
+
+def test_a_burst_of_edits_is_written_once_when_they_settle_with_the_last_one(yaml_file: Path, config_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "SETTLE", 30.0)  # longer than the test: nothing is written until flush
+    config = parse(yaml_file.read_text(encoding="utf-8"), str(yaml_file))
+    cache.remember(yaml_file, b"first edit", config)
+    cache.remember(yaml_file, b"second edit", config)
+    time_module.sleep(0.3)  # long enough for a write (a few ms for this file)
+    assert not list((config_cache / "newsletter").glob("config-*.pickle")), "no write while edits come"
+    cache.flush()
+    cache._memory.clear()
+    assert cache.recall(yaml_file, b"second edit") is not None, "flush wrote the last edit's config"
 
 
 def test_an_edit_is_read_fresh_and_an_entry_others_could_write_is_not_trusted(yaml_file: Path, config_cache: Path) -> None:

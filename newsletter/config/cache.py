@@ -16,6 +16,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,10 @@ _unwritten: dict[str, tuple[bytes, Config]] = {}  # the same, still to be writte
 _writer: threading.Thread | None = None  # the thread writing them, while there are any
 _pauses = 0  # builds under many_objects() at this moment
 _guard = threading.Lock()
+_changed = 0.0  # when a config was last remembered (monotonic)
+_now = threading.Event()  # set by flush: write what is left without waiting for edits to settle
+SETTLE = 1.0  # seconds without another edit before an entry is written: a burst of web edits is pickled once, not per edit
+_POLL = 0.05  # how often the writer looks whether the process is exiting (then it writes at once)
 
 
 def digest(data: bytes) -> bytes:
@@ -94,22 +99,26 @@ def recall(path: Path, fingerprint: bytes) -> Config | None:
 
 def remember(path: Path, fingerprint: bytes, config: Config) -> None:
     """Keep `config` as the one validated from the content with this digest: at once in this process, on disk by a
-    thread of its own (the process waits for it before exiting), so an edit does not wait for the write."""
-    global _writer
+    thread of its own once edits have settled for SETTLE seconds (the process waits for it before exiting), so an
+    edit neither waits for the write nor, in a burst of them, for the previous edit's."""
+    global _writer, _changed
     key = _key(path)
     with _guard:
         _memory[key] = (fingerprint, config)
         _unwritten[key] = (fingerprint, config)
+        _changed = time.monotonic()
         if _writer is None:
+            _now.clear()
             _writer = threading.Thread(target=_write_all, name="newsletter-config-cache")
             _writer.start()
 
 
 def flush() -> None:
-    """Wait until every config remembered so far is on disk (or found unwritable)."""
+    """Write every config remembered so far to disk (or find it unwritable) now, and wait until that is done."""
     with _guard:
         writer = _writer
     if writer is not None:
+        _now.set()
         writer.join()
 
 
@@ -120,7 +129,13 @@ def _write_all() -> None:
             if not _unwritten:
                 _writer = None
                 return
-            key, (fingerprint, config) = _unwritten.popitem()
+            done = _now.is_set() or not threading.main_thread().is_alive()  # flushed, or the process is exiting
+            wait = 0.0 if done else _changed + SETTLE - time.monotonic()
+            entry = _unwritten.popitem() if wait <= 0 else None
+        if entry is None:
+            _now.wait(min(wait, _POLL))  # another edit meanwhile replaces the unwritten entry, and is written instead
+            continue
+        key, (fingerprint, config) = entry
         _write(key, fingerprint, config)
 
 

@@ -71,8 +71,8 @@ def sign(secret: str, purpose: str, value: str, version: int = 0) -> str:
 def verify(secret: str, purpose: str, token: str, max_age: timedelta | None = None) -> Claim | None:
     """The claim of a valid, unexpired token for this purpose, else None (revocation is the caller's check)."""
     age = max_age or MAX_AGE[purpose]
-    raw = _unpadded_b64(token)
-    if raw is None or len(raw) < _HEADER.size + _NONCE + _TAG or raw[0] != _FORMAT:
+    raw = _sealed(token)
+    if raw is None:
         return _legacy(secret, purpose, token, age)
     opened = _open(secret, purpose, raw, age)
     if opened is None:
@@ -89,6 +89,12 @@ def _seal(secret: str, purpose: str, body: bytes) -> str:
     nonce = os.urandom(_NONCE)
     sealed = _aead(secret).encrypt(nonce, body, header + purpose.encode())
     return base64.urlsafe_b64encode(header + nonce + sealed).rstrip(b"=").decode("ascii")
+
+
+def _sealed(token: str) -> bytes | None:
+    """The token's bytes when it has the shape `_seal` makes (else it is a legacy token, or none of ours)."""
+    raw = _unpadded_b64(token)
+    return None if raw is None or len(raw) < _HEADER.size + _NONCE + _TAG or raw[0] != _FORMAT else raw
 
 
 def _open(secret: str, purpose: str, raw: bytes, age: timedelta) -> tuple[bytes, datetime] | None:
@@ -156,10 +162,8 @@ def preview(secret: str, email: str, layout: Layout, version: int) -> str:
 
 def read_preview(secret: str, token: str) -> PreviewLink | None:
     """The reader and layout a link made by `preview` opens, or None when it is forged, expired or not a preview's."""
-    raw = _unpadded_b64(token)
-    if raw is None or len(raw) < _HEADER.size + _NONCE + _TAG or raw[0] != _FORMAT:
-        return None
-    opened = _open(secret, PREVIEW, raw, MAX_AGE[PREVIEW])
+    raw = _sealed(token)
+    opened = None if raw is None else _open(secret, PREVIEW, raw, MAX_AGE[PREVIEW])
     if opened is None:
         return None
     email, version, layout = json.loads(zlib.decompress(opened[0]))  # sealed by us: well formed

@@ -91,9 +91,8 @@ class Config:
         """The subscriber's followed authors and their other keywords, each a topic of their own shown as its own section."""
         authors = tuple(k for k in subscriber.keywords if is_author_keyword(k))
         words = tuple(k for k in subscriber.keywords if not is_author_keyword(k))
-        email = subscriber.email.lower()
-        out = [Topic(name=f"{AUTHORS_TOPIC}:{email}", title="Followed authors", any=authors)] if authors else []
-        return out + ([Topic(name=f"{KEYWORDS_TOPIC}:{email}", title="Your keywords", any=words)] if words else [])
+        out = [Topic(name=own_rule_name(AUTHORS_TOPIC, subscriber.email), title="Followed authors", any=authors)] if authors else []
+        return out + ([Topic(name=own_rule_name(KEYWORDS_TOPIC, subscriber.email), title="Your keywords", any=words)] if words else [])
 
     def own_rules(self, subscriber: Subscriber) -> list[Topic]:
         """Every rule the subscriber wrote for themselves (followed authors, keywords, exclude), each a matcher topic."""
@@ -104,7 +103,13 @@ class Config:
         """The subscriber's `exclude:` list as a rule: a paper it takes stays out of their digest."""
         if not subscriber.exclude:
             return None
-        return Topic(name=f"{EXCLUDE_TOPIC}:{subscriber.email.lower()}", title="Excluded", any=subscriber.exclude)
+        return Topic(name=own_rule_name(EXCLUDE_TOPIC, subscriber.email), title="Excluded", any=subscriber.exclude)
+
+
+def own_rule_name(kind: str, email: str) -> str:
+    """The topic name of one subscriber's own rule of this kind (AUTHORS_TOPIC, KEYWORDS_TOPIC, EXCLUDE_TOPIC): the
+    section key their digest shows it under, and the name the matcher and the planner know it by."""
+    return f"{kind}:{email.lower()}"
 
 
 def is_author_keyword(keyword: str) -> bool:

@@ -14,7 +14,7 @@ from cachetools import LRUCache
 from newsletter.environment import Env
 from newsletter.mail import tokens
 from newsletter.mail.render import Reader
-from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber
+from newsletter.model.config import AUTHORS_TOPIC, KEYWORDS_TOPIC, Config, Subscriber, own_rule_name
 from newsletter.model.digest import Digest, all_topics, compose, readdressed, rules_of
 from newsletter.model.paper import Paper
 from newsletter.model.ranking import Matched, match_all, window_hours
@@ -102,7 +102,7 @@ class Planner:
             for key in matched.keys:
                 taken.setdefault(key, set()).add(pid)
         self._taken = {key: frozenset(ids) for key, ids in taken.items()}
-        self._matched = frozenset(pid for pid, matched in self.matches.items() if matched.keys)
+        self._matched = frozenset().union(*self._taken.values())
 
     def _match(self, papers: list[Paper]) -> dict[str, Matched]:
         """Topics and scores of these papers, the idf counted over them and rising from their snapshots."""
@@ -158,8 +158,7 @@ class Planner:
             owed = self._owed[(shared, sent)] = any(not self._taken.get(name, sent) <= sent for name in shared)
         if owed or not subscriber.keywords:
             return owed
-        email = subscriber.email.lower()  # their followed authors' and keywords' sections (config.personal_topics names them so)
-        return any(not self._taken.get(f"{kind}:{email}", sent) <= sent for kind in (AUTHORS_TOPIC, KEYWORDS_TOPIC))
+        return any(not self._taken.get(own_rule_name(kind, subscriber.email), sent) <= sent for kind in (AUTHORS_TOPIC, KEYWORDS_TOPIC))
 
     def resumed_digest(self, subscriber: Subscriber, paper_ids: list[str]) -> Digest | None:
         """Rebuild an unfinished delivery's digest from the papers recorded for it: same papers, same caps, same mail.

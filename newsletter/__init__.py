@@ -5,8 +5,10 @@ The CLI is a thin layer over this API: load a config (`newsletter.config.load`) 
 (`newsletter.environment.load`), open a `Store`, then `fetch` and `send`.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from newsletter.__about__ import __version__
-from newsletter.environment import Env
 from newsletter.errors import (
     ArchiveError,
     ConcurrentEdit,
@@ -26,13 +28,46 @@ from newsletter.errors import (
     SourceError,
     StorageError,
 )
-from newsletter.mail.render import Renderer
-from newsletter.model.config import Config, Settings, Source, Subscriber
-from newsletter.model.digest import Digest, Entry, Section
-from newsletter.model.paper import Paper
-from newsletter.model.topics import Matcher, Topic
-from newsletter.pipeline import SendReport, fetch, send
-from newsletter.storage.store import Store
+
+# The rest of the API is imported when first used, so that a process needing one corner of the package (a
+# sending process imports only newsletter.mail) does not load all of it.
+_LAZY = {
+    "Renderer": "newsletter.mail.render",
+    "Config": "newsletter.model.config",
+    "Settings": "newsletter.model.config",
+    "Source": "newsletter.model.config",
+    "Subscriber": "newsletter.model.config",
+    "Digest": "newsletter.model.digest",
+    "Entry": "newsletter.model.digest",
+    "Section": "newsletter.model.digest",
+    "Paper": "newsletter.model.paper",
+    "Matcher": "newsletter.model.topics",
+    "Topic": "newsletter.model.topics",
+    "SendReport": "newsletter.pipeline",
+    "fetch": "newsletter.pipeline",
+    "send": "newsletter.pipeline",
+    "Store": "newsletter.storage.store",
+    "Env": "newsletter.environment",
+}
+
+if TYPE_CHECKING:
+    from newsletter.environment import Env
+    from newsletter.mail.render import Renderer
+    from newsletter.model.config import Config, Settings, Source, Subscriber
+    from newsletter.model.digest import Digest, Entry, Section
+    from newsletter.model.paper import Paper
+    from newsletter.model.topics import Matcher, Topic
+    from newsletter.pipeline import SendReport, fetch, send
+    from newsletter.storage.store import Store
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'newsletter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ArchiveError",

@@ -238,15 +238,14 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
 
 
 @pytest.mark.timeout(60)  # the hang guard (#15)
-def test_a_transport_that_cannot_be_built_ends_the_send_with_an_error_not_a_hang(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise FileNotFoundError(2, "No such file or directory", "dkim.pem")
-
+def test_a_connection_that_cannot_be_set_up_ends_the_send_with_an_error_not_a_hang(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each SMTP connection runs in a process of its own: when none can start (here the interpreter is gone), every
+    claimed row is answered with a server error, which counts against no reader."""
     with monkeypatch.context() as patch:
-        patch.setattr("newsletter.mail.pool.Smtp", broken)
+        patch.setattr("sys.executable", str(world.folder / "no-such-python"))
         result = world.send()
     assert result.exit_code == 2
-    assert "cannot set up the connection" in result.output and "dkim.pem" in result.output
+    assert "cannot set up the connection: cannot start a sending process" in result.output and "no-such-python" in result.output
     assert world.arrivals() == Counter()
     assert all(r.attempts == 0 and r.status in ("pending", "deferred") for r in world.rows().values()), "nothing counted against readers"
     assert world.send().exit_code == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import signal
 import time
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -16,7 +18,7 @@ from support.smtpserver import Sink, SMTPServer, free_port, self_signed_cert
 from newsletter import environment
 from newsletter.errors import DeliveryError
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
-from newsletter.mail.pool import Job, Pool, RateLimiter
+from newsletter.mail.pool import Job, Pool, PoolSettings, RateLimiter, transport
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings
 
 SENDER = Address("Paper Digest", "digest", "example.org")
@@ -280,18 +282,11 @@ def test_unreachable_server_is_a_temporary_server_failure() -> None:
 
 def test_rate_limiter_spaces_messages_evenly() -> None:
     clock = [100.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    limiter = RateLimiter(4.0, clock=lambda: clock[0], sleep=sleep)
-    for _ in range(5):
-        limiter.wait()
-    assert slept == [0.25, 0.5, 0.75, 1.0], "the first goes at once, then one every 1/4 s"
+    limiter = RateLimiter(4.0, clock=lambda: clock[0])
+    assert [limiter.slot() for _ in range(5)] == [100.0, 100.25, 100.5, 100.75, 101.0], "the first goes at once, then one every 1/4 s"
     clock[0] = 200.0
-    limiter.wait()
-    assert len(slept) == 4, "an idle limiter does not make the next message wait"
+    assert limiter.slot() == 200.0, "an idle limiter does not make the next message wait"
+    assert RateLimiter(None, clock=lambda: clock[0]).slot() == 200.0, "no rate: every message goes at once"
 
 
 def test_pool_sends_over_several_connections_under_the_rate() -> None:
@@ -308,6 +303,75 @@ def test_pool_sends_over_several_connections_under_the_rate() -> None:
     assert all(r is not None and r.error is None for r in results)
     assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
     assert elapsed >= 19 / 50, "20 messages at 50/s take at least 0.38 s"
+
+
+def lane_processes() -> list[int]:
+    """The pids of this process's running lane processes (`python -m newsletter.mail.lane`)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"newsletter.mail.lane" in command:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_smtp_connections_run_in_processes_of_their_own_under_the_rate(tmp_path: Path) -> None:
+    with SMTPServer() as server:
+        pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=3, rate=50.0), None)
+        started = time.monotonic()
+        users = [f"user{i}" for i in range(20)]
+        for user in users[:3]:
+            pool.put(Job(user, letter(user)))
+        running = lane_processes()
+        for user in users[3:]:
+            pool.put(Job(user, letter(user)))
+        results = [pool.get(10) for _ in users]
+        elapsed = time.monotonic() - started
+        pool.close()
+        assert lane_processes() == [], "closing the pool ends its processes"
+    assert len(running) == 3, "one process per connection"
+    assert all(r is not None and r.error is None for r in results)
+    assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
+    assert elapsed >= 19 / 50, "20 messages at 50/s over three processes still take at least 0.38 s"
+
+
+def test_a_lane_killed_while_sending_answers_uncertain_and_the_next_message_gets_a_new_one(tmp_path: Path) -> None:
+    """The server has the message when its sending process dies: uncertain, never silently lost or plainly retried."""
+    with SMTPServer() as server:
+        server.sink.on_data = lambda msg: [os.kill(pid, signal.SIGKILL) for pid in lane_processes()]
+        pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=1), None)
+        pool.put(Job("ada", letter("ada")))
+        result = pool.get(10)
+        server.sink.on_data = None
+        pool.put(Job("bob", letter("bob")))
+        after = pool.get(10)
+        pool.close()
+    assert result is not None and result.error is not None
+    assert result.error.uncertain and result.error.temporary
+    assert "the sending process ended while it had the message" in result.reply
+    assert after is not None and after.error is None, "a fresh process takes the next message"
+    assert server.sink.recipients() == ["ada@example.org", "bob@example.org"]
+
+
+def test_ctrl_c_and_sigterm_leave_the_lanes_to_the_send_that_started_them(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C and systemd's SIGTERM reach the whole process group: the send decides when to stop, and
+    its lanes finish the messages they have."""
+    with SMTPServer() as server:
+        pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=1), None)
+        pool.put(Job("ada", letter("ada")))
+        assert pool.get(10) is not None
+        [pid] = lane_processes()
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        pool.put(Job("bob", letter("bob")))
+        result = pool.get(10)
+        pool.close()
+    assert result is not None and result.error is None
+    assert server.sink.recipients() == ["ada@example.org", "bob@example.org"]
 
 
 @pytest.mark.timeout(20)  # the hang guard: before #15 a worker that could not build its transport died and get() waited forever

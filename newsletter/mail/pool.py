@@ -1,18 +1,28 @@
-"""A few SMTP connections in worker threads under one rate limit; only the caller touches the database."""
+"""A few SMTP connections, each in a lane of its own (a process, or a thread), under one rate limit; only the caller touches the database."""
 
 from __future__ import annotations
 
-import queue
+import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from newsletter.errors import DeliveryError
+from newsletter.mail import lane
 from newsletter.mail.message import Letter
 from newsletter.mail.signing import DkimSettings, Signer
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport, signed
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where a lane process finds this very package
 
 
 @dataclass(frozen=True)
@@ -26,22 +36,19 @@ class PoolSettings:
 class RateLimiter:
     """At most `rate` messages per second over all connections, spaced evenly; None means no limit."""
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = 1.0 / rate if rate else 0.0
         self.clock = clock
-        self.sleep = sleep
         self._next = 0.0
-        self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def slot(self) -> float:
+        """When, on the monotonic clock, the next message may go: now, or one interval after the one before."""
+        now = self.clock()
         if not self.interval:
-            return
-        with self._lock:
-            now = self.clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            self.sleep(slot - now)
+            return now
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        return slot
 
 
 @dataclass(frozen=True)
@@ -61,69 +68,137 @@ class Result:
     error: DeliveryError | None = None
 
 
-class Pool:
-    """A few worker threads, each with its own connection, sending jobs from one queue under one rate limit.
+@dataclass
+class _Lane:
+    """One connection's worker as the pool sees it: its pipes, and the jobs it has not answered yet, in order."""
 
-    Only the caller's thread touches the database: workers take jobs and give back results, nothing else.
+    jobs: Connection
+    answers: Connection
+    runner: threading.Thread | subprocess.Popen[bytes]
+    waiting: deque[Job]
+    running: bool = False  # it said it is ready: from then on, its end may come in the middle of a message
+
+
+class Pool:
+    """A few lanes, each with its own connection, sending the jobs handed to them under one rate limit.
+
+    With `processes`, each lane is a process of its own (`make` must then pickle): signing and the SMTP
+    exchange run beside the caller's work on the other cores instead of taking turns with it for one
+    interpreter's lock. Only the caller touches the database: lanes take jobs and give back answers, nothing
+    else. A lane that dies with jobs on hand answers them as uncertain (the server may have the message).
     """
 
-    def __init__(self, make: Callable[[], Transport], size: int, rate: float | None) -> None:
+    def __init__(self, make: Callable[[], Transport], size: int, rate: float | None, *, processes: bool = False) -> None:
         self.make = make
         self.size = size
         self.rate = rate
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=size)  # few claimed rows wait: fewer uncertain after a crash
-        self._results: queue.Queue[Result] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self.processes = processes
+        self._lanes: list[_Lane] = []
+        self._answers: deque[Result] = deque()
+        self._limiter = RateLimiter(rate)
 
     def put(self, job: Job) -> None:
-        if not self._threads:
-            limiter = RateLimiter(self.rate)
-            self._threads = [threading.Thread(target=self._work, args=(limiter,), name=f"smtp-{i}", daemon=True) for i in range(self.size)]
-            for thread in self._threads:
-                thread.start()
-        self._jobs.put(job)
+        """Hand `job` to an idle lane (one more is started while fewer than `size` run), else to the least busy one."""
+        chosen = next((each for each in self._lanes if not each.waiting), None)
+        if chosen is None and len(self._lanes) < self.size:
+            try:
+                chosen = self._start()
+            except OSError as exc:  # no process can be started (the interpreter gone, no memory): a server error, counted against nobody
+                why = DeliveryError(f"cannot set up the connection: cannot start a sending process: {exc}", temporary=False, server=True)
+                self._answers.append(Result(job, why.reply, why))
+                return
+        chosen = chosen or min(self._lanes, key=lambda each: len(each.waiting))
+        chosen.waiting.append(job)
+        with contextlib.suppress(OSError):  # a lane gone: its answers, this job's included, come from `get`
+            chosen.jobs.send((job.letter, self._limiter.slot()))
 
     def get(self, timeout: float | None = None) -> Result | None:
         """The next result, or None if none came within `timeout` (0 = do not wait)."""
-        try:
-            return self._results.get(block=timeout != 0, timeout=timeout or None)
-        except queue.Empty:
-            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._answers:
+            busy = {each.answers: each for each in self._lanes if each.waiting}
+            if not busy:
+                return None
+            ready = wait(list(busy), None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            for answers in ready:
+                self._take(busy[answers])  # type: ignore[index]
+        return self._answers.popleft()
 
     def close(self) -> None:
-        """Stop the workers after the queued jobs; each closes its connection. The pool can be used again."""
-        for _ in self._threads:
-            self._jobs.put(None)
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
+        """Stop the lanes after the jobs they have; each closes its connection, and its answers stay for `get`. The pool can be used again."""
+        for each in self._lanes:
+            with contextlib.suppress(OSError):
+                each.jobs.send(None)
+        for each in list(self._lanes):
+            while each.waiting:
+                self._take(each)
+            self._end(each)
 
-    def _work(self, limiter: RateLimiter) -> None:
+    def _start(self) -> _Lane:
+        if self.processes:
+            jobs_in, jobs_out = os.pipe()
+            answers_in, answers_out = os.pipe()
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+            command = [sys.executable, "-m", "newsletter.mail.lane", str(jobs_in), str(answers_out), str(os.getpid())]
+            runner: threading.Thread | subprocess.Popen[bytes] = subprocess.Popen(command, pass_fds=(jobs_in, answers_out), stdin=subprocess.DEVNULL, env=env)
+            os.close(jobs_in)
+            os.close(answers_out)
+            started = _Lane(Connection(jobs_out, readable=False), Connection(answers_in, writable=False), runner, deque())
+            started.jobs.send(self.make)
+        else:
+            mine, theirs = multiprocessing.Pipe()
+            runner = threading.Thread(target=lane.serve, args=(theirs, theirs, self.make), name=f"smtp-{len(self._lanes)}", daemon=True)
+            runner.start()
+            started = _Lane(mine, mine, runner, deque())
+        self._lanes.append(started)
+        return started
+
+    def _take(self, each: _Lane) -> None:
+        """Read the lane's next answer (waiting for it); a lane that died answers every job it had as uncertain."""
         try:
-            transport = self.make()
-        except Exception as exc:  # e.g. a key file gone: without a transport, answer every job rather than leave the run waiting
-            error = DeliveryError(f"cannot set up the connection: {type(exc).__name__}: {exc}", temporary=False, server=True)
-            while (job := self._jobs.get()) is not None:
-                self._results.put(Result(job, error.reply, error))
+            if not each.running:
+                each.running = each.answers.recv() == lane.READY
+                if not each.answers.poll():
+                    return
+            reply, flags = each.answers.recv()
+        except (EOFError, OSError):
+            if each.running:  # the server may have the message the lane was sending
+                why = DeliveryError("the sending process ended while it had the message", temporary=True, server=True, uncertain=True)
+            else:
+                why = DeliveryError("cannot set up the connection: the sending process ended as it started", temporary=False, server=True)
+            self._answers.extend(Result(job, why.reply, why) for job in each.waiting)
+            each.waiting.clear()
+            self._end(each)
             return
-        try:
-            while (job := self._jobs.get()) is not None:
-                limiter.wait()
-                try:
-                    self._results.put(Result(job, transport.send(job.letter)))
-                except DeliveryError as exc:
-                    self._results.put(Result(job, exc.reply, exc))
-                except Exception as exc:  # a bug must not strand the row in `sending` while the run waits for it
-                    self._results.put(Result(job, f"unexpected {type(exc).__name__}: {exc}", DeliveryError(str(exc), temporary=True, server=True)))
-        finally:
-            transport.close()
+        job = each.waiting.popleft()
+        self._answers.append(Result(job, reply, None if flags is None else DeliveryError(reply, *flags)))
+
+    def _end(self, each: _Lane) -> None:
+        if isinstance(each.runner, threading.Thread):
+            each.runner.join()
+        else:
+            each.runner.wait()
+        each.jobs.close()
+        each.answers.close()
+        self._lanes.remove(each)
+
+
+def _smtp(settings: SmtpSettings, signer: Signer | None) -> Transport:
+    return signed(Smtp(settings), signer)
+
+
+def _outbox(folder: Path, signer: Signer | None) -> Transport:
+    return signed(Outbox(folder), signer)
 
 
 def transport(smtp: SmtpSettings | None, outbox: Path, pool: PoolSettings, dkim: DkimSettings | None) -> Pool:
-    """`pool.connections` SMTP connections at `pool.rate`, or one writer into the outbox folder when there are no SMTP settings.
+    """`pool.connections` SMTP connections at `pool.rate`, each in a process of its own, or one writer into the
+    outbox folder (a thread) when there are no SMTP settings.
 
-    The DKIM key is read once here; each worker signs the messages it sends, off the thread that composes them."""
+    The DKIM key is read once here, so that a bad one stops the run before any mail; each lane signs what it sends."""
     signer = Signer.from_settings(dkim)
     if smtp is not None:
-        return Pool(lambda: signed(Smtp(smtp), signer), pool.connections, pool.rate)
-    return Pool(lambda: signed(Outbox(outbox), signer), 1, None)
+        return Pool(partial(_smtp, smtp, signer), pool.connections, pool.rate, processes=True)
+    return Pool(partial(_outbox, outbox, signer), 1, None)

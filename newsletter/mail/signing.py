@@ -12,7 +12,6 @@ import base64
 import hashlib
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,6 @@ SIGNED_HEADERS = (
 # breaks the signature instead of being what the reader's client shows (it shows the topmost).
 OVERSIGNED = (b"from", b"subject", b"list-unsubscribe", b"list-unsubscribe-post")
 
-_HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.M)
 _WSP = re.compile(rb"[\t ]+")
 _CANON = CanonicalizationPolicy.from_c_value(b"relaxed/simple")  # dkimpy's default, and what it signed with before
 _FIELD = b"DKIM-Signature"
@@ -57,6 +55,11 @@ class Signer:
         self.selector = selector.encode()
         self.domain = domain.encode()
         self.private_key = private_key
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled with its key (DER), for the sending processes: read and checked once, by the process that starts them."""
+        der = self.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        return (_from_der, (self.selector.decode(), self.domain.decode(), der))
 
     @classmethod
     def from_settings(cls, settings: DkimSettings | None) -> Signer | None:
@@ -80,7 +83,8 @@ class Signer:
         if not data.isascii():
             data = seven_bit(data)
         head, _, body = data.partition(b"\r\n\r\n")
-        include = signed_headers(head)
+        present = _by_name(relaxed_headers(head))
+        include = _included(present)
         fields = [
             (b"v", b"1"),
             (b"a", b"rsa-sha256"),
@@ -96,28 +100,49 @@ class Signer:
         ]
         unsigned = dkim.RE_BTAG.sub(rb"\1", dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_FIELD)))
         hasher = hashlib.sha256()
-        dkim.hash_headers(hasher, _CANON, relaxed_headers(head), include, (_FIELD, b" " + unsigned), None)
+        for name in include:  # each name takes the lowest instance not taken yet (RFC 6376 §5.4.2); an over-signed one finds none
+            if values := present.get(name):
+                hasher.update(name + b":" + values.pop())
+        hasher.update(b"dkim-signature:" + _WSP.sub(b" ", unsigned.replace(b"\r\n", b"")).strip())  # relaxed, without its CRLF (§3.7)
         signature = self.private_key.sign(hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
         fields[-1] = (b"b", base64.b64encode(signature))
         header: bytes = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(_FIELD))
         return _FIELD + b": " + header + data
 
 
+def _from_der(selector: str, domain: str, der: bytes) -> Signer:
+    key = serialization.load_der_private_key(der, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return Signer(selector, domain, key)
+
+
 def relaxed_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     """The header block's fields in relaxed canonical form (RFC 6376 §3.4.2), as dkimpy's rfc822_parse and relaxed
-    canonicalize_headers make them, in a fifth of their time (they go through `re`'s module functions line by line),
-    which the sending threads spend holding the GIL."""
-    fields: list[list[bytes]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1][1] += line
+    canonicalize_headers make them: whitespace runs squeezed over the whole block at once (a field folded onto more
+    lines once more), where dkimpy goes through `re`'s module functions line by line, five times as long."""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in _WSP.sub(b" ", head).split(b"\r\n"):
+        if line[:1] == b" " and fields:  # a folded field's next line (its tab or spaces now one space)
+            name, value = fields[-1]
+            fields[-1] = (name, _WSP.sub(b" ", value + line))
         else:
             name, _, value = line.partition(b":")
-            fields.append([name, value])
-    return [(name.lower().rstrip(), _WSP.sub(b" ", value).strip() + b"\r\n") for name, value in fields]
+            fields.append((name, value))
+    return [(name.lower().rstrip(), value.strip() + b"\r\n") for name, value in fields]
 
 
 def signed_headers(head: bytes) -> list[bytes]:
     """h= for a message with this header block: SIGNED_HEADERS, with each of OVERSIGNED once more than it carries it."""
-    counts = Counter(name.lower() for name in _HEADER_NAME.findall(head))
-    return [*SIGNED_HEADERS, *(name for name in OVERSIGNED for _ in range(counts[name]))]
+    return _included(_by_name(relaxed_headers(head)))
+
+
+def _by_name(fields: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """Each field name's canonical values, top to bottom."""
+    present: dict[bytes, list[bytes]] = {}
+    for name, value in fields:
+        present.setdefault(name, []).append(value)
+    return present
+
+
+def _included(present: dict[bytes, list[bytes]]) -> list[bytes]:
+    return [*SIGNED_HEADERS, *(name for name in OVERSIGNED for _ in present.get(name, ()))]

@@ -1,0 +1,77 @@
+"""One connection's loop: jobs in, answers out, over a pair of pipes; in a thread of the sending process, or in a
+process of its own (`python -m newsletter.mail.lane JOBS ANSWERS PARENT`), started by `newsletter.mail.pool`.
+
+A job is (letter, slot): the message, and the monotonic time before which it may not go (the pool's rate limit;
+the monotonic clock is the machine's, shared by its processes). An answer is (reply, flags), flags None when the
+server took the message, else DeliveryError's (temporary, server, uncertain). None ends the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+from newsletter.errors import DeliveryError
+from newsletter.mail.message import Letter
+from newsletter.mail.transports import Transport
+
+Flags = tuple[bool, bool, bool]  # DeliveryError's temporary, server, uncertain
+READY = ("ready", None)  # the first answer: the lane runs, so a lane that ends before it has sent nothing
+
+
+def serve(jobs: Connection, answers: Connection, make: Callable[[], Transport], parent: int | None = None) -> None:
+    """Send each job's message at its slot and answer it, in order, until None or until the caller is gone (its
+    pipes closed, or with `parent`, that process no longer this one's parent): the rows it claimed stay in
+    `sending` and its next run counts them, so no message is started for a caller that can no longer record it."""
+    try:
+        transport: Transport | None = make()
+        setup = None
+    except Exception as exc:  # e.g. a key file gone: without a transport, answer every job rather than leave the run waiting
+        transport = None
+        setup = DeliveryError(f"cannot set up the connection: {type(exc).__name__}: {exc}", temporary=False, server=True)
+    try:
+        answers.send(READY)
+        while (job := jobs.recv()) is not None and (parent is None or os.getppid() == parent):
+            letter, slot = job
+            if transport is None:
+                answers.send((setup.reply if setup else "no connection", (False, True, False)))
+                continue
+            if (delay := slot - time.monotonic()) > 0:
+                time.sleep(delay)
+            answers.send(_answer(transport, letter))
+    except (EOFError, OSError):  # the caller is gone
+        pass
+    finally:
+        if transport is not None:
+            transport.close()
+        answers.close()
+
+
+def _answer(transport: Transport, letter: Letter) -> tuple[str, Flags | None]:
+    try:
+        return transport.send(letter), None
+    except DeliveryError as exc:
+        return exc.reply, (exc.temporary, exc.server, exc.uncertain)
+    except Exception as exc:  # a bug must not strand the row in `sending` while the run waits for it
+        return f"unexpected {type(exc).__name__}: {exc}", (True, True, False)
+
+
+def main(argv: list[str]) -> None:
+    """A lane in a process of its own. Ctrl-C and SIGTERM reach the whole process group: the caller decides when to
+    stop, and ends its lanes once their messages are answered. The first job is the transport's factory."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    jobs, answers = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
+    try:
+        make = jobs.recv()
+    except (EOFError, OSError):
+        return
+    serve(jobs, answers, make, parent=int(argv[2]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

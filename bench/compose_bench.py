@@ -102,8 +102,8 @@ def mails(config: Config, store: Store, now: datetime, digest_of: Callable[[Plan
         digest = digest_of(planner, subscriber)
         composing += time.perf_counter() - t
         if digest is not None:
-            letter = letters.make(subscriber, digest, letters.layout(digest), "bench")
-            count, size = count + 1, size + len(letter.data)
+            draft, stationery = letters.make(subscriber, digest, letters.layout(digest), "bench")
+            count, size = count + 1, size + len(stationery.fill(draft).data)
     return composing, time.perf_counter() - started, count, size
 
 

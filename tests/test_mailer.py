@@ -9,6 +9,7 @@ import signal
 import time
 from email.headerregistry import Address
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from support.smtpserver import Sink, SMTPServer, free_port, self_signed_cert
 
 from newsletter import environment
 from newsletter.errors import DeliveryError
+from newsletter.mail import lane
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
 from newsletter.mail.pool import Job, Pool, PoolSettings, RateLimiter, transport
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings
@@ -337,6 +339,39 @@ def test_smtp_connections_run_in_processes_of_their_own_under_the_rate(tmp_path:
     assert all(r is not None and r.error is None for r in results)
     assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
     assert elapsed >= 19 / 50, "20 messages at 50/s over three processes still take at least 0.38 s"
+
+
+def drafts(count: int, stationeries: int) -> list[tuple[Job, bytes]]:
+    """`count` readers' drafts cycling over `stationeries` different messages, each with the bytes it must arrive as."""
+    made = [Stationery(SENDER, f"Digest {i}", "Paper digest <digest.example.org>", TEXT_BODY, HTML_BODY, PLACEHOLDERS) for i in range(stationeries)]
+    jobs = []
+    for n in range(count):
+        stationery = made[n % stationeries]
+        to = Address(f"Reader {n}", f"reader{n}", "example.org")
+        draft = stationery.draft(f"key-{n % stationeries}", Headers(to, "x", f"https://news.example.org/u/{n}", "l"), dict.fromkeys(PLACEHOLDERS, f"v{n}"))
+        jobs.append((Job(draft.recipient, draft, stationery), stationery.fill(draft).data))
+    return jobs
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_drafts_are_filled_in_the_lanes_from_the_stationery_each_got_once(tmp_path: Path, processes: bool) -> None:
+    """A lane keeps the stationeries it was sent and the pool keeps the same record of each lane, so a draft travels
+    alone once its lane has the stationery; more stationeries than a lane keeps still arrive right (the least
+    recently used goes on both sides alike)."""
+    jobs = drafts(lane.KEPT + 40, lane.KEPT + 20)
+    jobs += jobs[:60]  # the first ones again: some still kept, some gone since
+    with SMTPServer() as server:
+        pool = (
+            transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=2), None) if processes else Pool(partial(Smtp, env_for(server)), 2, None)
+        )
+        for job, _ in jobs:
+            pool.put(job)
+        results = [pool.get(10) for _ in jobs]
+        pool.close()
+        arrived = {m["To"].addresses[0].addr_spec: m for m in server.sink.messages}
+    assert all(r is not None and r.error is None for r in results) and len(results) == len(jobs)
+    for job, data in jobs:
+        assert arrived[job.letter.recipient].get_payload()[0].get_content() == parse(data).get_payload()[0].get_content()
 
 
 def test_a_lane_killed_while_sending_answers_uncertain_and_the_next_message_gets_a_new_one(tmp_path: Path) -> None:

@@ -136,8 +136,8 @@ def message(letters: Letters, subscriber: Subscriber, digest: Digest) -> list[tu
         assert claim is not None and claim.value.split("\0")[0] == subscriber.email, link[0]
         return f"/{link[1]}/<{claim.value}>"
 
-    letter = letters.make(subscriber, digest, letters.layout(digest), "edition-1")
-    mail = email.message_from_bytes(letter.data, policy=email.policy.default)
+    draft, stationery = letters.make(subscriber, digest, letters.layout(digest), "edition-1")
+    mail = email.message_from_bytes(stationery.fill(draft).data, policy=email.policy.default)
     out = [(name, LINKS.sub(opened, str(value))) for name, value in mail.items() if name not in ("Date", "Message-ID")]
     for part in mail.walk():
         out += [("part", f"{part.get_content_type()} {part['Content-Transfer-Encoding']}")]

@@ -1,8 +1,10 @@
 """One connection's loop: jobs in, answers out, over a pair of pipes; in a thread of the sending process, or in a
 process of its own (`python -m newsletter.mail.lane JOBS ANSWERS PARENT`), started by `newsletter.mail.pool`.
 
-A job is (letter, slot): the message, and the monotonic time before which it may not go (the pool's rate limit;
-the monotonic clock is the machine's, shared by its processes). An answer is (reply, flags), flags None when the
+A job is (letter, stationery, slot): the message, or a reader's Draft of a stationery's message (with the
+stationery itself the first time this lane gets a draft of it, else None: the lane keeps the last KEPT it got, and
+the pool keeps the same record of each lane), and the monotonic time before which it may not go (the pool's rate
+limit; the monotonic clock is the machine's, shared by its processes). An answer is (reply, flags), flags None when the
 server took the message, else DeliveryError's (temporary, server, uncertain). None ends the loop.
 """
 
@@ -15,11 +17,14 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+from cachetools import LRUCache
+
 from newsletter.errors import DeliveryError
-from newsletter.mail.message import Letter
+from newsletter.mail.message import Draft, Letter, Stationery
 from newsletter.mail.transports import Transport
 
 Flags = tuple[bool, bool, bool]  # DeliveryError's temporary, server, uncertain
+KEPT = 256  # stationeries a lane keeps, the most recently used: as many as the renderer keeps digests
 READY = ("ready", None)  # the first answer: the lane runs, so a lane that ends before it has sent nothing
 
 
@@ -33,16 +38,21 @@ def serve(jobs: Connection, answers: Connection, make: Callable[[], Transport], 
     except Exception as exc:  # e.g. a key file gone: without a transport, answer every job rather than leave the run waiting
         transport = None
         setup = DeliveryError(f"cannot set up the connection: {type(exc).__name__}: {exc}", temporary=False, server=True)
+    kept: LRUCache[str, Stationery] = LRUCache(KEPT)
     try:
         answers.send(READY)
         while (job := jobs.recv()) is not None and (parent is None or os.getppid() == parent):
-            letter, slot = job
+            letter, stationery, slot = job
+            if isinstance(letter, Draft):  # its stationery comes with the first of its drafts this lane gets
+                if stationery is not None:
+                    kept[letter.stationery] = stationery
+                stationery = kept.get(letter.stationery)
             if transport is None:
                 answers.send((setup.reply if setup else "no connection", (False, True, False)))
                 continue
             if (delay := slot - time.monotonic()) > 0:
                 time.sleep(delay)
-            answers.send(_answer(transport, letter))
+            answers.send(_answer(transport, letter, stationery))
     except (EOFError, OSError):  # the caller is gone
         pass
     finally:
@@ -51,8 +61,12 @@ def serve(jobs: Connection, answers: Connection, make: Callable[[], Transport], 
         answers.close()
 
 
-def _answer(transport: Transport, letter: Letter) -> tuple[str, Flags | None]:
+def _answer(transport: Transport, letter: Letter | Draft, stationery: Stationery | None) -> tuple[str, Flags | None]:
     try:
+        if isinstance(letter, Draft):
+            if stationery is None:
+                raise LookupError(f"stationery {letter.stationery} is not kept here")
+            letter = stationery.fill(letter)
         return transport.send(letter), None
     except DeliveryError as exc:
         return exc.reply, (exc.temporary, exc.server, exc.uncertain)

@@ -108,18 +108,40 @@ class Stationery:
 
     def letter(self, headers: Headers, values: Mapping[str, str]) -> Letter:
         """This reader's message, ready for the wire (the transport signs it); `values` fill the placeholders and are one line each."""
+        return self.fill(self.draft("", headers, values))
+
+    def draft(self, key: str, headers: Headers, values: Mapping[str, str]) -> Draft:
+        """What this reader's copy adds to the stationery known as `key`, checked and with its header lines made:
+        a small thing, so the sending process that keeps the stationery fills it in (`fill`), not the caller."""
         together = "".join(values.values())
         if "\r" in together or "\n" in together:
             raise InvalidInput("a reader's value spans lines")
-        encoded = {name: _qp(value.encode("utf-8"), soft_end=True) for name, value in values.items()}
         message_id = make_msgid(domain=self.sender.domain or "localhost")
         reader = b"".join(
             _header_line(name, value) for name, value in (("To", headers.to), ("Message-ID", message_id), ("List-Unsubscribe", _unsubscribe(headers)))
         )
-        joined: list[bytes] = [reader] * (2 * len(self.chunks))
+        return Draft(key, self.sender.addr_spec, headers.to.addr_spec, message_id, reader, tuple(values.items()))
+
+    def fill(self, draft: Draft) -> Letter:
+        """The draft's message as bytes: the stationery's chunks joined with the reader's header lines and encoded values."""
+        encoded = {name: _qp(value.encode("utf-8"), soft_end=True) for name, value in draft.values}
+        joined: list[bytes] = [draft.reader] * (2 * len(self.chunks))
         joined[1::2] = self.chunks
         joined[2::2] = [encoded[slot] for slot in self.slots]
-        return Letter(self.sender.addr_spec, headers.to.addr_spec, message_id, b"".join(joined))
+        return Letter(draft.sender, draft.recipient, draft.message_id, b"".join(joined))
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One reader's copy of a Stationery message before it is filled in: the envelope, the Message-ID, their header
+    lines and the placeholders' values, to go with the stationery known as `stationery`."""
+
+    stationery: str
+    sender: str
+    recipient: str
+    message_id: str
+    reader: bytes
+    values: tuple[tuple[str, str], ...]
 
 
 @lru_cache(maxsize=8)

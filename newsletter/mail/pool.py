@@ -11,14 +11,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from newsletter.errors import DeliveryError
 from newsletter.mail import lane
-from newsletter.mail.message import Letter
+from newsletter.mail.message import Draft, Letter, Stationery
 from newsletter.mail.signing import DkimSettings, Signer
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport, signed
 
@@ -56,7 +58,8 @@ class Job:
     """One claimed ledger row's message, handed to a worker; `tag` lets the caller find its row again."""
 
     tag: object
-    letter: Letter
+    letter: Letter | Draft
+    stationery: Stationery | None = None  # what a Draft fills in: the lane that has not got it yet gets it with the job
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class _Lane:
     runner: threading.Thread | subprocess.Popen[bytes]
     waiting: deque[Job]
     running: bool = False  # it said it is ready: from then on, its end may come in the middle of a message
+    kept: LRUCache[str, bool] = field(default_factory=lambda: LRUCache(lane.KEPT))  # the stationeries it keeps, as it keeps them
 
 
 class Pool:
@@ -109,8 +113,11 @@ class Pool:
                 return
         chosen = chosen or min(self._lanes, key=lambda each: len(each.waiting))
         chosen.waiting.append(job)
+        stationery = None
+        if isinstance(job.letter, Draft) and chosen.kept.get(job.letter.stationery) is None:  # get marks it used, as the lane's own record does
+            chosen.kept[job.letter.stationery], stationery = True, job.stationery
         with contextlib.suppress(OSError):  # a lane gone: its answers, this job's included, come from `get`
-            chosen.jobs.send((job.letter, self._limiter.slot()))
+            chosen.jobs.send((job.letter, stationery, self._limiter.slot()))
 
     def get(self, timeout: float | None = None) -> Result | None:
         """The next result, or None if none came within `timeout` (0 = do not wait)."""

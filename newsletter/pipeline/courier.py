@@ -17,7 +17,7 @@ from cachetools import LRUCache
 from newsletter.environment import Env
 from newsletter.errors import StorageError
 from newsletter.mail import verp
-from newsletter.mail.message import Headers, Letter, Stationery
+from newsletter.mail.message import Draft, Headers, Stationery
 from newsletter.mail.pool import Job, Pool, Result
 from newsletter.mail.render import CACHED_DIGESTS, Renderer
 from newsletter.model.config import Subscriber
@@ -40,7 +40,8 @@ class _Row:
     subscriber: Subscriber
     papers: int  # in the mail
     total: int  # in the edition
-    letter: Letter
+    letter: Draft
+    stationery: Stationery
     attempts: int = 0
     tries: int = 0  # in this run
 
@@ -59,9 +60,10 @@ class Letters:
         """The edition this reader's digest makes: their papers, cut as the mail they get is."""
         return cut_as(digest, self.renderer.render(digest).digest).layout
 
-    def make(self, subscriber: Subscriber, digest: Digest, layout: Layout, edition: str) -> Letter:
-        """The mail of `digest`, its edition link opening `layout` for this subscriber; with NEWSLETTER_BOUNCE_ADDRESS
-        its envelope sender is this delivery's signed VERP address."""
+    def make(self, subscriber: Subscriber, digest: Digest, layout: Layout, edition: str) -> tuple[Draft, Stationery]:
+        """The mail of `digest`, its edition link opening `layout` for this subscriber, as the reader's draft of the
+        digest's stationery (the sending process fills it in); with NEWSLETTER_BOUNCE_ADDRESS its envelope sender
+        is this delivery's signed VERP address."""
         rendered = self.renderer.render(digest)
         key = digest.key
         stationery = self.stationery.get(key)
@@ -77,10 +79,10 @@ class Letters:
             list_id=self.env.list_id,
             unsubscribe_mailto=self.env.unsubscribe_mailto,
         )
-        letter = stationery.letter(headers, rendered.placeholders.values(reader))
+        draft = stationery.draft(key, headers, rendered.placeholders.values(reader))
         if self.env.bounce_address:
-            letter = dataclasses.replace(letter, sender=verp.address(self.env.bounce_address, self.secret, edition, subscriber.email))
-        return letter
+            draft = dataclasses.replace(draft, sender=verp.address(self.env.bounce_address, self.secret, edition, subscriber.email))
+        return draft, stationery
 
 
 class Courier:
@@ -126,11 +128,11 @@ class Courier:
         planned = None if plan is None else (layout, plan)
         shown = self.letters.renderer.render(digest).digest.count
         try:
-            letter = self.letters.make(subscriber, digest, layout, edition)
+            draft, stationery = self.letters.make(subscriber, digest, layout, edition)
         except ValueError as exc:  # InvalidInput and the email package's header errors: this reader's values cannot go into a mail
             self._fail_alone(edition, subscriber, shown, planned, f"cannot build this reader's mail: {exc}")
             return
-        self.ready.append((_Row(edition, subscriber, shown, max(layout.total, shown), letter), planned))
+        self.ready.append((_Row(edition, subscriber, shown, max(layout.total, shown), draft, stationery), planned))
         self._collect(0)
         while len(self.ready) >= self.pool.size and not self.free:  # a pool's worth built ahead and every connection busy: wait for one
             self._collect(None)
@@ -229,7 +231,7 @@ class Courier:
             del self.report.outcomes[recorded:]  # rolled back: these answers are not in the ledger, their rows stay in `sending`
             raise
         for row in claimed:
-            self.pool.put(Job(row, row.letter))
+            self.pool.put(Job(row, row.letter, row.stationery))
 
     def _claim(self, row: _Row) -> bool:
         """Move the row to `sending` and count it in flight; False (and nothing to send) when the row is not claimable."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import selectors
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from cachetools import LRUCache
@@ -100,6 +101,7 @@ class Pool:
         self._lanes: list[_Lane] = []
         self._answers: deque[Result] = deque()
         self._limiter = RateLimiter(rate)
+        self._readable = selectors.DefaultSelector()  # every lane's answers, registered once: `get` waits on them in one call
 
     def put(self, job: Job) -> None:
         """Hand `job` to an idle lane (one more is started while fewer than `size` run), else to the least busy one."""
@@ -123,14 +125,13 @@ class Pool:
         """The next result, or None if none came within `timeout` (0 = do not wait)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._answers:
-            busy = {each.answers: each for each in self._lanes if each.waiting}
-            if not busy:
+            if not any(each.waiting for each in self._lanes):
                 return None
-            ready = wait(list(busy), None if deadline is None else max(0.0, deadline - time.monotonic()))
+            ready = self._readable.select(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if not ready:
                 return None
-            for answers in ready:
-                self._take(busy[answers])  # type: ignore[index]
+            for key, _ in ready:
+                self._take(key.data)
         return self._answers.popleft()
 
     def close(self) -> None:
@@ -160,6 +161,7 @@ class Pool:
             runner.start()
             started = _Lane(mine, mine, runner, deque())
         self._lanes.append(started)
+        self._readable.register(started.answers, selectors.EVENT_READ, started)
         return started
 
     def _take(self, each: _Lane) -> None:
@@ -183,6 +185,7 @@ class Pool:
         self._answers.append(Result(job, reply, None if flags is None else DeliveryError(reply, *flags)))
 
     def _end(self, each: _Lane) -> None:
+        self._readable.unregister(each.answers)
         if isinstance(each.runner, threading.Thread):
             each.runner.join()
         else:

@@ -143,10 +143,14 @@ class Layout:
         return cls(date.fromisoformat(data["day"]), tuple(Shelf(s["key"], s["title"], tuple(s["shown"]), tuple(s["cut"])) for s in data["sections"]))
 
     @cached_property
+    def canonical(self) -> str:
+        """The layout as JSON, one way only: what its key hashes and what the ledger stores."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+    @cached_property
     def key(self) -> str:
         """A content hash: equal layouts are one stored edition; 128 bits, so it fits in a short link."""
-        canonical = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
+        return hashlib.blake2b(self.canonical.encode("utf-8"), digest_size=16).hexdigest()
 
 
 PERSONAL = (f"{AUTHORS_TOPIC}:", f"{KEYWORDS_TOPIC}:")  # how a reader's own sections' keys start: `Config.personal_topics` names them

@@ -423,7 +423,7 @@ def _with_layout(db: Connection, row: Any) -> dict[str, Any]:
 def _store_layout(db: Connection, layout: Layout, when: str) -> None:
     db.execute(
         "INSERT INTO layouts (key, data, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (layout.key, json.dumps(layout.to_dict(), ensure_ascii=False, separators=(",", ":")), when),
+        (layout.key, layout.canonical, when),
     )
 
 

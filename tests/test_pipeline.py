@@ -177,6 +177,33 @@ def test_each_outcome_is_reported_as_it_happens(setup, tmp_path: Path) -> None: 
     assert seen == report.outcomes and [o.status for o in seen] == ["sent", "sent"]
 
 
+TWO_TOPICS = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Two topics</title><link>https://feed.example/</link><description>d</description>
+<item><title>Agents that plan</title><link>https://feed.example/1</link><guid>https://feed.example/1</guid><description>Agents.</description></item>
+<item><title>Robots that grasp</title><link>https://feed.example/2</link><guid>https://feed.example/2</guid><description>Robots.</description></item>
+</channel></rss>
+"""
+
+
+def test_readers_of_one_selection_are_sent_one_after_another_whatever_the_config_order(tmp_path: Path) -> None:
+    """So each digest is composed, rendered and handed to the connections while it is in their caches, which keep a
+    few hundred: a list with more selections than that, in any order, still renders each once."""
+    (tmp_path / "two.xml").write_text(TWO_TOPICS, encoding="utf-8")
+    listed = ["a1", "b1", "a2", "b2", "a3"]
+    (tmp_path / "subscribers.yaml").write_text(
+        f"sources:\n  - name: two\n    type: feed\n    url: {tmp_path / 'two.xml'}\n"
+        "topics:\n  agents:\n    any: [agent*]\n  robots:\n    any: [robot*]\nsubscribers:\n"
+        + "".join(f"  - email: {r}@example.org\n    topics: [{'agents' if r[0] == 'a' else 'robots'}]\n" for r in listed),
+        encoding="utf-8",
+    )
+    settings = environment.load({"NEWSLETTER_DB": str(tmp_path / "state.db"), "NEWSLETTER_OUTBOX": str(tmp_path / "out")}, dotenv=tmp_path / "none")
+    conf = config_mod.load(tmp_path / "subscribers.yaml")
+    with Store(settings.db) as store:
+        pipeline.fetch(conf, settings, store)
+        report = pipeline.send(conf, settings, store, transport(settings.smtp, settings.outbox, settings.pool, settings.dkim))
+    assert [o.email.split("@")[0] for o in report.outcomes] == ["a1", "a2", "a3", "b1", "b2"], "the outbox's one lane answers in order"
+
+
 BAIT = "__NL_UNSUBSCRIBE_TOKEN__ __NL_PREFERENCES_TOKEN__ __NL_HTML_EMAIL__ __NL_TEXT_EMAIL__ __NL_TEXT_NAME__ {{ reader.email }} *|EMAIL|*"
 BAIT_LINK = "https://evil.example/t?u=__NL_UNSUBSCRIBE_TOKEN__&amp;p=__NL_PREFERENCES_TOKEN__&amp;e=__NL_HTML_EMAIL__&amp;n=__NL_TEXT_EMAIL__"
 HOSTILE_FEED = f"""<?xml version="1.0" encoding="utf-8"?>

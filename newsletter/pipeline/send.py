@@ -104,7 +104,7 @@ def send(
                     raise StorageError(team.failure)
             if team is None or (team.lost and courier.running):  # with workers, the rows a killed one took and never claimed
                 send_unfinished(store, courier, planner, env, wanted, present, now, store.planning_elsewhere)
-            for subscriber in fresh:
+            for subscriber in _together(planner, fresh):
                 if not courier.running:
                     break
                 digest = planner.next_digest(subscriber)
@@ -127,15 +127,22 @@ def _plan(planner: Planner, courier: Courier, edition: str, fresh: Sequence[Subs
     taking rows meanwhile wait on the database lock less), with `between` called after each batch; a stop ends it
     (whoever is not planned yet is still due for the next send). Readers of one selection are planned together, so
     the rows a sender takes share few digests, each composed and rendered once by it."""
-    together: dict[tuple[object, ...], list[Subscriber]] = {}
-    for subscriber in fresh:
-        together.setdefault(planner.selection(subscriber), []).append(subscriber)
-    fresh = [subscriber for group in together.values() for subscriber in group]
+    fresh = _together(planner, fresh)
     for start in range(0, len(fresh), BATCH):
         if not courier.running:
             return
         courier.plan(edition, [(s, d) for s in fresh[start : start + BATCH] if (d := planner.next_digest(s)) is not None], now)
         between()
+
+
+def _together(planner: Planner, readers: Sequence[Subscriber]) -> list[Subscriber]:
+    """The readers, those of one selection next to each other (in their order), so that each digest is composed,
+    rendered and sent to the connections' processes while it is in their caches, however many selections the
+    list has."""
+    together: dict[tuple[object, ...], list[Subscriber]] = {}
+    for subscriber in readers:
+        together.setdefault(planner.selection(subscriber), []).append(subscriber)
+    return [subscriber for group in together.values() for subscriber in group]
 
 
 @contextmanager

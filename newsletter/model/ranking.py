@@ -197,36 +197,37 @@ def match_all(
 def _match_all(
     matcher: Matcher, papers: Iterable[Paper], now: datetime | None, first_seen: Mapping[str, datetime], history: Mapping[str, Sequence[Snapshot]]
 ) -> dict[str, Matched]:
-    matched = [(paper, *matcher.match(paper)) for paper in papers]
+    matched = [(paper, *matcher.take(paper)) for paper in papers]
     weights = idfs(matcher.keyword_count(), [found for _, _, found in matched])
-    # per topic: its sort, rising window and any/all keywords as bits by id (0: it has none, and match 1)
-    rules = {t.name: (t.sort, t.rising_hours, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics}
+    # by topic number: its name, sort, rising window and any/all keywords as bits by id (0: it has none, and match 1)
+    rules = [(t.name, t.sort, t.rising_hours, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics]
     starts = {hours: now - timedelta(hours=hours) for hours in {t.rising_hours for t in matcher.topics}} if now else {}
     out: dict[str, Matched] = {}
-    for paper, names, found in matched:
-        if not names:
+    for paper, taken, found in matched:
+        if not taken:
             out[paper.id] = Matched(found, {}, {})
             continue
-        hits, elsewhere = found.any, found.title | found.authors | found.categories  # most hits are in the abstract only
+        elsewhere = found.title | found.authors | found.categories  # most hits are in the abstract only
+        hits = elsewhere | found.abstract
         when = paper.published or first_seen.get(paper.id)
         popularity = weight(paper.score, paper.comments, paper.stars)  # `Figures.of(paper).weight`, without building one
         lift, fresh = 1 + POPULARITY * popularity, recency(when, now)
         day, order, natural = tie_key(paper.id, when)  # each key spelled out: a tuple display builds faster than `(…, *ties)`
-        seen = history.get(paper.id)
+        seen = history.get(paper.id) if starts else None
         gains: dict[int, Figures] = {}
         rises: dict[int, float] = {}  # rising window -> -gains[window].weight, the first part of a rising key
         keys: dict[str, SortKey] = {}
         matches: dict[str, float] = {}
-        for name in names:
-            sort, hours, kids = rules[name]
+        while taken:  # lowest topic number first: the keys in topic order
+            rule = taken & -taken
+            taken ^= rule
+            name, sort, hours, kids = rules[rule.bit_length() - 1]
             bits = hits & kids
-            if not kids:
-                match = 1.0
-            elif bits & (bits - 1):
-                match = _match(bits, found, weights)
-            else:  # one keyword hit: most topics of most papers, weighed as `_weighed` does
+            if bits.bit_count() == 1:  # one keyword hit: most topics of most papers, weighed as `_weighed` does
                 kid = bits.bit_length() - 1
                 match = weights[kid] if not elsewhere & bits else _WEIGHTS[_fields_hit(found, bits)] * weights[kid]
+            else:
+                match = _match(bits, found, weights) if kids else 1.0
             matches[name] = match
             value = match * lift * fresh  # `relevance`, inlined
             if sort == "relevance":
@@ -238,7 +239,7 @@ def _match_all(
             else:  # rising
                 rise = rises.get(hours)
                 if rise is None:
-                    if seen and starts:
+                    if seen:
                         gains[hours] = gained(seen, starts[hours], paper.published)
                     rise = rises[hours] = -gains.get(hours, NO_GAIN).weight
                 keys[name] = (rise, -popularity, -value, day, order, natural)

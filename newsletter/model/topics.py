@@ -561,6 +561,7 @@ class Matcher:
         self._found: list[list[int]] = []  # per layout and field (2 * layout + field): by automaton key, its found bits
         if entries:
             entries[_RUN] = [self._run[layout] for layout in (self._HOT, self._HOT, self._BOTH, self._BOTH)]
+            self._run_key = len(entries) - 1  # the automaton key of `_RUN`, added last
             # a DFA: the fastest scan (twice pyahocorasick's here), for a slower build (some 15 ms for 4,400 forms)
             self._automaton = ahocorasick_rs.BytesAhoCorasick([key.encode() for key in entries], implementation=ahocorasick_rs.Implementation.DFA)
             self._found = [[found[slot] for found in entries.values()] for slot in range(4)]
@@ -575,15 +576,16 @@ class Matcher:
             text = _token_text(title, abstract)
             cut = text.index(_MARK)
             in_title, in_abstract = self._found[2 * layout], self._found[2 * layout + 1]
-            for key, start, _ in self._automaton.find_matches_as_indexes(text, overlapping=True):
+            hits = self._automaton.find_matches_as_indexes(text, overlapping=True)
+            for key, start, _ in hits:
                 if start < cut:
                     title_found |= in_title[key]
                 else:
                     abstract_found |= in_abstract[key]
             if (title_found | abstract_found) & self._run[layout]:
-                title_found, abstract_found = self._rescan(text, cut, layout, title_found, abstract_found)
+                title_found, abstract_found = self._rescan(text, hits, cut, layout, title_found, abstract_found)
         shift = self._check_shift[layout]
-        if not (title_found | abstract_found) >> shift and not self._regexes:
+        if (title_found | abstract_found).bit_length() <= shift and not self._regexes:  # no hit to confirm (most papers)
             return title_found, abstract_found
         switch, fields, lowered = self._switches[layout], (title, abstract), ["", ""]
         found = [title_found & (1 << shift) - 1, abstract_found & (1 << shift) - 1]
@@ -602,16 +604,19 @@ class Matcher:
                     found[f] |= switch[kid]
         return found[0], found[1]
 
-    def _rescan(self, text: bytes, cut: int, layout: int, title_found: int, abstract_found: int) -> tuple[int, int]:
+    def _rescan(self, text: bytes, hits: list[tuple[int, int, int]], cut: int, layout: int, title_found: int, abstract_found: int) -> tuple[int, int]:
         """The found bits without the run flag and with the phrases across runs of separators, which the token
         text keeps (collapsing them would cost every paper a search): the text around the runs is collapsed
         and scanned again. The part of a phrase before its first run or after its last is shorter than the
         longest form, and so is the text between two of its runs: windows reaching that far around each
-        run, merged, hold it whole.
+        run, merged, hold it whole. The runs are where the automaton's `hits` found the run key (overlapping: one
+        per pair of separators in a row), which spares a search of the text for them.
         """
         windows: list[list[int]] = []
-        for run in _SEP_RUNS.finditer(text):
-            start, end = run.start() - self._longest, run.end() + self._longest
+        for key, at, stop in hits:
+            if key != self._run_key:
+                continue
+            start, end = at - self._longest, stop + self._longest
             if windows and start <= windows[-1][1]:
                 windows[-1][1] = end
             else:
@@ -652,18 +657,25 @@ class Matcher:
             found |= self._scan_values(paper.authors, 0, self._HOT)
         if self._values[1]:
             found |= self._scan_values(paper.categories, 1, self._HOT)
-        return self._decide(found, paper)
+        return self._named(self._taken(found, paper))
 
     def match(self, paper: Paper) -> tuple[list[str], Found]:
         """The paper's topics (as `topics_for`) and where each keyword hit, from one scan: ranking weighs the latter."""
+        taken, found = self.take(paper)
+        return self._named(taken), found
+
+    def take(self, paper: Paper) -> tuple[int, Found]:
+        """`match` with the topics as bits by topic number (bit i: `topics[i]`), for ranking, which goes through them
+        once anyway: no list of names is built for it."""
         title, abstract = self._scan(paper.title, paper.abstract, self._BOTH)
         authors = self._scan_values(paper.authors, 0, self._BOTH) if self._values[0] else 0
         categories = self._scan_values(paper.categories, 1, self._BOTH) if self._values[1] else 0
         width = self._width
-        return self._decide(title | abstract | authors | categories, paper), Found(title >> width, abstract >> width, authors >> width, categories >> width)
+        return self._taken(title | abstract | authors | categories, paper), Found(title >> width, abstract >> width, authors >> width, categories >> width)
 
-    def _decide(self, found: int, paper: Paper) -> list[str]:
-        """The topics whose rules these found bits satisfy for this paper (it reads only the hot bits: either layout)."""
+    def _taken(self, found: int, paper: Paper) -> int:
+        """The topics whose rules these found bits satisfy for this paper, as bits by topic number (it reads only
+        the hot bits: either layout)."""
         taken = found & self._simple
         tested = (found | self._always) & self._tested
         if tested:
@@ -674,6 +686,10 @@ class Matcher:
                 mask, need, min_score, wanted = tests[rule.bit_length() - 1]  # type: ignore[misc]
                 if found & mask == need and score >= min_score and (not wanted or not wanted.isdisjoint(sources)):
                     taken |= rule
+        return taken
+
+    def _named(self, taken: int) -> list[str]:
+        """The names of these topics (bits by topic number, as `take` gives them), in topic order."""
         names, out = self._names, []
         while taken:
             rule = taken & -taken

@@ -86,6 +86,7 @@ def weight(upvotes: int | None, comments: int | None, stars: int | None) -> floa
 
 ZERO = Figures(0, 0, 0)
 NO_GAIN = Figures()
+_NO_RISE = -NO_GAIN.weight  # the first part of a rising key without snapshots
 _NO_GAINS: Mapping[int, Figures] = MappingProxyType({})
 
 
@@ -207,11 +208,13 @@ def _match_all(
         if not taken:
             out[paper.id] = Matched(found, {}, {})
             continue
-        elsewhere = found.title | found.authors | found.categories  # most hits are in the abstract only
-        hits = elsewhere | found.abstract
+        title, abstract, authors, categories = found  # unpacked: faster than the fields by name
+        elsewhere = title | authors | categories  # most hits are in the abstract only
+        hits = elsewhere | abstract
         when = paper.published or first_seen.get(paper.id)
         popularity = weight(paper.score, paper.comments, paper.stars)  # `Figures.of(paper).weight`, without building one
         lift, fresh = 1 + POPULARITY * popularity, recency(when, now)
+        down, fall = -lift, -popularity  # keys sort ascending: match × -lift × fresh is -relevance, bit for bit
         day, order, natural = tie_key(paper.id, when)  # each key spelled out: a tuple display builds faster than `(…, *ties)`
         seen = history.get(paper.id) if starts else None
         gains: dict[int, Figures] = {}
@@ -229,20 +232,21 @@ def _match_all(
             else:
                 match = _match(bits, found, weights) if kids else 1.0
             matches[name] = match
-            value = match * lift * fresh  # `relevance`, inlined
             if sort == "relevance":
-                keys[name] = (-value, day, order, natural)
+                keys[name] = (match * down * fresh, day, order, natural)
             elif sort == "trending":
-                keys[name] = (-popularity, -value, day, order, natural)
+                keys[name] = (fall, match * down * fresh, day, order, natural)
             elif sort == "newest":
-                keys[name] = (day, -value, order, natural)
+                keys[name] = (day, match * down * fresh, order, natural)
             else:  # rising
-                rise = rises.get(hours)
-                if rise is None:
-                    if seen:
-                        gains[hours] = gained(seen, starts[hours], paper.published)
-                    rise = rises[hours] = -gains.get(hours, NO_GAIN).weight
-                keys[name] = (rise, -popularity, -value, day, order, natural)
+                if not seen:
+                    rise = _NO_RISE
+                elif hours in rises:
+                    rise = rises[hours]
+                else:
+                    gains[hours] = gain = gained(seen, starts[hours], paper.published)
+                    rise = rises[hours] = -gain.weight
+                keys[name] = (rise, fall, match * down * fresh, day, order, natural)
         out[paper.id] = Matched(found, keys, matches, popularity, fresh, gains or _NO_GAINS)
     return out
 
@@ -296,8 +300,8 @@ def idfs(keywords: int, found: Sequence[Found]) -> list[float]:
     # the hits of all keywords counted at once, bit-sliced: bit k of planes[i] is bit i of keyword k's count, and a
     # paper adds its hits as a binary adder would (a few int operations a paper instead of a few per keyword hit)
     planes: list[int] = []
-    for paper in found:
-        carry = paper.title | paper.abstract | paper.authors | paper.categories
+    for title, abstract, authors, categories in found:  # unpacked: faster than the fields by name
+        carry = title | abstract | authors | categories
         for i, plane in enumerate(planes):
             planes[i] = plane ^ carry
             carry &= plane
@@ -312,10 +316,11 @@ def idfs(keywords: int, found: Sequence[Found]) -> list[float]:
 def _arxiv_order(paper_id: str) -> float:
     """An arXiv id as a number that grows with its date and sequence (old and new style alike); -1 for any other id."""
     if m := _NEW_ID.match(paper_id):  # the most ids: year and month as one number, 20yymm = 200000 + yymm
-        return float((200_000 + int(m[1])) * 100_000 + int(m[2]))
+        head, number = m.groups()  # one call for both: a third faster than m[1], m[2]
+        return float((200_000 + int(head)) * 100_000 + int(number))
     if m := _OLD_ID.match(paper_id):
-        year = (1900 if int(m[1]) >= 91 else 2000) + int(m[1])
-        return float((year * 100 + int(m[2])) * 100_000 + int(m[3]))
+        yy, mm, number = m.groups()
+        return float((((1900 if int(yy) >= 91 else 2000) + int(yy)) * 100 + int(mm)) * 100_000 + int(number))
     return -1.0
 
 

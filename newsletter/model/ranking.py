@@ -218,7 +218,6 @@ def _match_all(
         day, order, natural = tie_key(paper.id, when)  # each key spelled out: a tuple display builds faster than `(…, *ties)`
         seen = history.get(paper.id) if starts else None
         gains: dict[int, Figures] = {}
-        rises: dict[int, float] = {}  # rising window -> -gains[window].weight, the first part of a rising key
         keys: dict[str, SortKey] = {}
         matches: dict[str, float] = {}
         while taken:  # lowest topic number first: the keys in topic order
@@ -241,11 +240,11 @@ def _match_all(
             else:  # rising
                 if not seen:
                     rise = _NO_RISE
-                elif hours in rises:
-                    rise = rises[hours]
                 else:
-                    gains[hours] = gain = gained(seen, starts[hours], paper.published)
-                    rise = rises[hours] = -gain.weight
+                    gain = gains.get(hours)
+                    if gain is None:
+                        gain = gains[hours] = gained(seen, starts[hours], paper.published)
+                    rise = -gain.weight
                 keys[name] = (rise, fall, match * down * fresh, day, order, natural)
         out[paper.id] = Matched(found, keys, matches, popularity, fresh, gains or _NO_GAINS)
     return out

@@ -677,7 +677,7 @@ class Matcher:
         """The topics whose rules these found bits satisfy for this paper, as bits by topic number (it reads only
         the hot bits: either layout)."""
         taken = found & self._simple
-        tested = (found | self._always) & self._tested
+        tested = found & self._tested | self._always  # (the rules without any/all are all tested)
         if tested:
             score, sources, tests = paper.score or 0, paper.sources, self._tests
             while tested:  # `_bits`, inlined: this is the hot loop

@@ -22,7 +22,7 @@ from newsletter.ingest.sources import parse
 from newsletter.model.config import Config, Source
 from newsletter.model.digest import all_topics, compose
 from newsletter.model.paper import Paper
-from newsletter.model.ranking import Figures, Snapshot, gained, idf, match_all, recency, tie_key
+from newsletter.model.ranking import Figures, Snapshot, gained, idf, idfs, match_all, recency, tie_key
 from newsletter.model.topics import Matcher, Topic
 from newsletter.storage.pruning import Keep
 from newsletter.storage.store import Store
@@ -81,6 +81,16 @@ def test_more_distinct_keywords_and_rarer_ones_weigh_more() -> None:
     both = scored["2607.27919"]  # "Memory Decoder at Scale: A Pretrained, Parametric Long-Term Memory"
     assert both.found.title and both.matches["t"] > max(m.matches["t"] for pid, m in scored.items() if "t" in m.keys and pid != "2607.27919")
     assert idf(1, 30) > idf(10, 30) > idf(30, 30) > 0
+
+
+def test_idfs_count_the_papers_each_keyword_hits() -> None:
+    """The bit-sliced count `idfs` makes agrees with counting paper by paper, keyword by keyword."""
+    papers = hf() + hf(HF_EARLIER)
+    matcher = Matcher([Topic("t", "T", any=("diffusion", "agent*", "memory", "learning", "video", "reasoning", "title:model*"))])
+    found = [matcher.match(p)[1] for p in papers]
+    counts = [sum(f.any >> kid & 1 for f in found) for kid in range(matcher.keyword_count())]
+    assert all(0 < n < len(found) for n in counts) and len(set(counts)) > 3, counts  # each keyword hits some papers, not all
+    assert idfs(matcher.keyword_count(), found) == [idf(n, len(found)) for n in counts]
 
 
 def test_at_equal_match_strength_more_upvotes_rank_first() -> None:

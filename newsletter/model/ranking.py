@@ -39,7 +39,7 @@ COMMENTS, STARS = 0.05, 0.02  # the damped comment and star counts weigh little:
 POPULARITY = 0.25  # how much popularity lifts relevance: 1 + popularity / 4
 FRESH_DAYS = 7.0  # recency: papers up to a week old count in full (a digest's usual span: upvotes order them)
 HALF_LIFE_DAYS = 30.0  # then they lose up to half, the gap to half halving every 30 days
-_NEW_ID = re.compile(r"^(\d\d)(\d\d)\.(\d{4,5})$")
+_NEW_ID = re.compile(r"^(\d{4})\.(\d{4,5})$")  # year and month, number
 _OLD_ID = re.compile(r"^[a-z-]+(?:\.[A-Z]{2})?/(\d\d)(\d\d)(\d{3})$")
 _DIGITS = re.compile(r"(\d+)")
 _WIDTH = 24  # digits a run in an id is padded to for natural order (longer runs compare as text)
@@ -86,6 +86,7 @@ def weight(upvotes: int | None, comments: int | None, stars: int | None) -> floa
 
 ZERO = Figures(0, 0, 0)
 NO_GAIN = Figures()
+_NO_RISE = -NO_GAIN.weight  # the first part of a rising key without snapshots
 _NO_GAINS: Mapping[int, Figures] = MappingProxyType({})
 
 
@@ -197,52 +198,54 @@ def match_all(
 def _match_all(
     matcher: Matcher, papers: Iterable[Paper], now: datetime | None, first_seen: Mapping[str, datetime], history: Mapping[str, Sequence[Snapshot]]
 ) -> dict[str, Matched]:
-    counts = [0] * matcher.keyword_count()  # papers each keyword hits, counted while matching (`idfs` in one pass)
-    matched = [(paper, *matcher.match(paper, counts)) for paper in papers]
-    weights = [idf(n, len(matched)) for n in counts]
-    # per topic: its sort, rising window and any/all keywords as bits by id (0: it has none, and match 1)
-    rules = {t.name: (t.sort, t.rising_hours, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics}
+    matched = [(paper, *matcher.take(paper)) for paper in papers]
+    weights = idfs(matcher.keyword_count(), [found for _, _, found in matched])
+    # by topic number: its name, sort, rising window and any/all keywords as bits by id (0: it has none, and match 1)
+    rules = [(t.name, t.sort, t.rising_hours, sum(1 << kid for kid, _ in matcher.keywords_of(t.name))) for t in matcher.topics]
     starts = {hours: now - timedelta(hours=hours) for hours in {t.rising_hours for t in matcher.topics}} if now else {}
     out: dict[str, Matched] = {}
-    for paper, names, found in matched:
-        if not names:
+    for paper, taken, found in matched:
+        if not taken:
             out[paper.id] = Matched(found, {}, {})
             continue
-        hits, elsewhere = found.any, found.title | found.authors | found.categories  # most hits are in the abstract only
+        title, abstract, authors, categories = found  # unpacked: faster than the fields by name
+        elsewhere = title | authors | categories  # most hits are in the abstract only
+        hits = elsewhere | abstract
         when = paper.published or first_seen.get(paper.id)
         popularity = weight(paper.score, paper.comments, paper.stars)  # `Figures.of(paper).weight`, without building one
         lift, fresh = 1 + POPULARITY * popularity, recency(when, now)
-        ties = tie_key(paper.id, when)
-        seen = history.get(paper.id)
+        down, fall = -lift, -popularity  # keys sort ascending: match × -lift × fresh is -relevance, bit for bit
+        day, order, natural = tie_key(paper.id, when)  # each key spelled out: a tuple display builds faster than `(…, *ties)`
+        seen = history.get(paper.id) if starts else None
         gains: dict[int, Figures] = {}
-        rises: dict[int, float] = {}  # rising window -> -gains[window].weight, the first part of a rising key
         keys: dict[str, SortKey] = {}
         matches: dict[str, float] = {}
-        for name in names:
-            sort, hours, kids = rules[name]
+        while taken:  # lowest topic number first: the keys in topic order
+            rule = taken & -taken
+            taken ^= rule
+            name, sort, hours, kids = rules[rule.bit_length() - 1]
             bits = hits & kids
-            if not kids:
-                match = 1.0
-            elif bits & (bits - 1):
-                match = _match(bits, found, weights)
-            else:  # one keyword hit: most topics of most papers, weighed as `_weighed` does
+            if bits.bit_count() == 1:  # one keyword hit: most topics of most papers, weighed as `_weighed` does
                 kid = bits.bit_length() - 1
                 match = weights[kid] if not elsewhere & bits else _WEIGHTS[_fields_hit(found, bits)] * weights[kid]
+            else:
+                match = _match(bits, found, weights) if kids else 1.0
             matches[name] = match
-            value = match * lift * fresh  # `relevance`, inlined
             if sort == "relevance":
-                keys[name] = (-value, *ties)
+                keys[name] = (match * down * fresh, day, order, natural)
             elif sort == "trending":
-                keys[name] = (-popularity, -value, *ties)
+                keys[name] = (fall, match * down * fresh, day, order, natural)
             elif sort == "newest":
-                keys[name] = (ties[0], -value, *ties[1:])
+                keys[name] = (day, match * down * fresh, order, natural)
             else:  # rising
-                rise = rises.get(hours)
-                if rise is None:
-                    if seen and starts:
-                        gains[hours] = gained(seen, starts[hours], paper.published)
-                    rise = rises[hours] = -gains.get(hours, NO_GAIN).weight
-                keys[name] = (rise, -popularity, -value, *ties)
+                if not seen:
+                    rise = _NO_RISE
+                else:
+                    gain = gains.get(hours)
+                    if gain is None:
+                        gain = gains[hours] = gained(seen, starts[hours], paper.published)
+                    rise = -gain.weight
+                keys[name] = (rise, fall, match * down * fresh, day, order, natural)
         out[paper.id] = Matched(found, keys, matches, popularity, fresh, gains or _NO_GAINS)
     return out
 
@@ -293,25 +296,31 @@ def matched_words(matcher: Matcher, topic: str, found: Found) -> tuple[tuple[int
 
 def idfs(keywords: int, found: Sequence[Found]) -> list[float]:
     """The idf of each of `keywords` keyword ids over papers given as where keywords hit each."""
-    hits = [0] * keywords
-    for paper in found:
-        bits = paper.any
-        while bits:  # highest first: a third faster than `_bits`
-            kid = bits.bit_length() - 1
-            bits ^= 1 << kid
-            hits[kid] += 1
-    return [idf(n, len(found)) for n in hits]
+    # the hits of all keywords counted at once, bit-sliced: bit k of planes[i] is bit i of keyword k's count, and a
+    # paper adds its hits as a binary adder would (a few int operations a paper instead of a few per keyword hit)
+    planes: list[int] = []
+    for title, abstract, authors, categories in found:  # unpacked: faster than the fields by name
+        carry = title | abstract | authors | categories
+        for i, plane in enumerate(planes):
+            planes[i] = plane ^ carry
+            carry &= plane
+            if not carry:
+                break
+        else:
+            if carry:
+                planes.append(carry)
+    return [idf(sum((plane >> kid & 1) << i for i, plane in enumerate(planes)), len(found)) for kid in range(keywords)]
 
 
 def _arxiv_order(paper_id: str) -> float:
     """An arXiv id as a number that grows with its date and sequence (old and new style alike); -1 for any other id."""
-    if m := _NEW_ID.match(paper_id):
-        year, month, number = 2000 + int(m[1]), int(m[2]), int(m[3])
-    elif m := _OLD_ID.match(paper_id):
-        year, month, number = (1900 if int(m[1]) >= 91 else 2000) + int(m[1]), int(m[2]), int(m[3])
-    else:
-        return -1.0
-    return float((year * 100 + month) * 100_000 + number)
+    if m := _NEW_ID.match(paper_id):  # the most ids: year and month as one number, 20yymm = 200000 + yymm
+        head, number = m.groups()  # one call for both: a third faster than m[1], m[2]
+        return float((200_000 + int(head)) * 100_000 + int(number))
+    if m := _OLD_ID.match(paper_id):
+        yy, mm, number = m.groups()
+        return float((((1900 if int(yy) >= 91 else 2000) + int(yy)) * 100 + int(mm)) * 100_000 + int(number))
+    return -1.0
 
 
 def _natural(paper_id: str) -> str:

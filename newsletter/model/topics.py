@@ -443,15 +443,17 @@ def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 class Matcher:
     """All topic rules compiled together once, so matching a paper costs one scan of its title and abstract.
 
-    What a paper matches is kept as bits of an int, in one of two layouts (`_HOT`, `_KEYWORDS`):
+    What a paper matches is kept as bits of an int, in one of two layouts (`_HOT`, `_BOTH`):
     `topics_for` needs only a few hundred bits, small ints being fast: bit i for rule i switched on by
     a keyword of its any clause (of its all clause if it has no any), which decides a rule with only an
-    any clause, then one bit per fact that `_tests` reads for the other rules; `explain` needs one bit
-    per keyword. Above those come the bits of hits still to be confirmed by their regex (`_checks`).
+    any clause, then one bit per fact that `_tests` reads for the other rules; `match` needs those and
+    one bit per keyword (ranking weighs them), so its layout has the keywords' bits above the hot ones
+    (from `_width`) and one scan sets both. Above those come the bits of hits still to be confirmed by
+    their regex (`_checks`).
     `_switches[layout][kid]` holds the bits that a match of keyword `kid` sets.
     """
 
-    _HOT, _KEYWORDS = 0, 1  # layouts of found bits (see the class doc)
+    _HOT, _BOTH = 0, 1  # layouts of found bits (see the class doc)
 
     def __init__(self, topics: Sequence[Topic]) -> None:
         """Compile every rule; raises KeywordError naming each invalid keyword and its topic."""
@@ -513,7 +515,8 @@ class Matcher:
                 self._always |= 1 << i
             need = (1 << i if any_ else 0) | sum(new_bit([kid]) for kid in all_)
             self._tests.append((need | (new_bit(none) if none else 0), need, topic.min_score, sources))
-        self._switches = (hot, [1 << kid for kid in range(len(self._keywords))])
+        self._width = width  # where the keywords' bits start in layout `_BOTH`
+        self._switches = (hot, [bits | 1 << (width + kid) for kid, bits in enumerate(hot)])
 
         # one automaton for all title/abstract keywords: the token forms of each phrase, and the required word
         # of each /regex/ that has one; its value holds a hit's found bits per layout and field (title,
@@ -524,7 +527,7 @@ class Matcher:
         self._regexes: list[tuple[int, list[int], _Bounded, bool]] = []  # /regexes/ searched in every paper
         self._values: tuple[list[tuple[int, Callable[[str], object]]], ...] = ([], [])  # author:, category:
         self._value_found: tuple[dict[str, tuple[int, int]], ...] = ({}, {})  # value -> found bits per layout
-        self._check_shift = (width, len(self._keywords))
+        self._check_shift = (width, width + len(self._keywords))
         for kid, kw in enumerate(self._keywords):
             if kw.field in ("author", "category"):
                 self._values[kw.field == "category"].append((kid, _value_test(kw)))
@@ -549,7 +552,7 @@ class Matcher:
                 self._checks.append(check)
             for key in keys:
                 found = entries.setdefault(key, [0, 0, 0, 0])
-                for layout, f in itertools.product((self._HOT, self._KEYWORDS), fields):
+                for layout, f in itertools.product((self._HOT, self._BOTH), fields):
                     found[2 * layout + f] |= bits[layout]
         # a run of separators, after which `_rescan` finds the phrases across it
         self._run = [1 << (shift + len(self._checks)) for shift in self._check_shift]
@@ -557,7 +560,8 @@ class Matcher:
         self._automaton: ahocorasick_rs.BytesAhoCorasick | None = None
         self._found: list[list[int]] = []  # per layout and field (2 * layout + field): by automaton key, its found bits
         if entries:
-            entries[_RUN] = [self._run[layout] for layout in (self._HOT, self._HOT, self._KEYWORDS, self._KEYWORDS)]
+            entries[_RUN] = [self._run[layout] for layout in (self._HOT, self._HOT, self._BOTH, self._BOTH)]
+            self._run_key = len(entries) - 1  # the automaton key of `_RUN`, added last
             # a DFA: the fastest scan (twice pyahocorasick's here), for a slower build (some 15 ms for 4,400 forms)
             self._automaton = ahocorasick_rs.BytesAhoCorasick([key.encode() for key in entries], implementation=ahocorasick_rs.Implementation.DFA)
             self._found = [[found[slot] for found in entries.values()] for slot in range(4)]
@@ -572,15 +576,16 @@ class Matcher:
             text = _token_text(title, abstract)
             cut = text.index(_MARK)
             in_title, in_abstract = self._found[2 * layout], self._found[2 * layout + 1]
-            for key, start, _ in self._automaton.find_matches_as_indexes(text, overlapping=True):
+            hits = self._automaton.find_matches_as_indexes(text, overlapping=True)
+            for key, start, _ in hits:
                 if start < cut:
                     title_found |= in_title[key]
                 else:
                     abstract_found |= in_abstract[key]
             if (title_found | abstract_found) & self._run[layout]:
-                title_found, abstract_found = self._rescan(text, cut, layout, title_found, abstract_found)
+                title_found, abstract_found = self._rescan(text, hits, cut, layout, title_found, abstract_found)
         shift = self._check_shift[layout]
-        if not (title_found | abstract_found) >> shift and not self._regexes:
+        if (title_found | abstract_found).bit_length() <= shift and not self._regexes:  # no hit to confirm (most papers)
             return title_found, abstract_found
         switch, fields, lowered = self._switches[layout], (title, abstract), ["", ""]
         found = [title_found & (1 << shift) - 1, abstract_found & (1 << shift) - 1]
@@ -599,16 +604,19 @@ class Matcher:
                     found[f] |= switch[kid]
         return found[0], found[1]
 
-    def _rescan(self, text: bytes, cut: int, layout: int, title_found: int, abstract_found: int) -> tuple[int, int]:
+    def _rescan(self, text: bytes, hits: list[tuple[int, int, int]], cut: int, layout: int, title_found: int, abstract_found: int) -> tuple[int, int]:
         """The found bits without the run flag and with the phrases across runs of separators, which the token
         text keeps (collapsing them would cost every paper a search): the text around the runs is collapsed
         and scanned again. The part of a phrase before its first run or after its last is shorter than the
         longest form, and so is the text between two of its runs: windows reaching that far around each
-        run, merged, hold it whole.
+        run, merged, hold it whole. The runs are where the automaton's `hits` found the run key (overlapping: one
+        per pair of separators in a row), which spares a search of the text for them.
         """
         windows: list[list[int]] = []
-        for run in _SEP_RUNS.finditer(text):
-            start, end = run.start() - self._longest, run.end() + self._longest
+        for key, at, stop in hits:
+            if key != self._run_key:
+                continue
+            start, end = at - self._longest, stop + self._longest
             if windows and start <= windows[-1][1]:
                 windows[-1][1] = end
             else:
@@ -630,12 +638,12 @@ class Matcher:
         for value in values:
             bits = known.get(value)
             if bits is None:
-                folded, hot, keywords = _fold(value), 0, 0
+                folded, hot, both = _fold(value), 0, 0
                 for kid, test in self._values[f]:
                     if test(folded):
                         hot |= self._switches[self._HOT][kid]
-                        keywords |= self._switches[self._KEYWORDS][kid]
-                bits = (hot, keywords)
+                        both |= self._switches[self._BOTH][kid]
+                bits = (hot, both)
                 if len(known) < _VALUE_CACHE:
                     known[value] = bits
             found |= bits[layout]
@@ -649,28 +657,27 @@ class Matcher:
             found |= self._scan_values(paper.authors, 0, self._HOT)
         if self._values[1]:
             found |= self._scan_values(paper.categories, 1, self._HOT)
-        return self._decide(found, paper)
+        return self._named(self._taken(found, paper))
 
-    def match(self, paper: Paper, counts: list[int] | None = None) -> tuple[list[str], Found]:
-        """The paper's topics (as `topics_for`) and where each keyword hit, from one scan: ranking weighs the latter.
-        `counts` (by keyword id) counts the paper in for each keyword that hit it: the idf's, without a second pass."""
-        title, abstract = self._scan(paper.title, paper.abstract, self._KEYWORDS)
-        authors = self._scan_values(paper.authors, 0, self._KEYWORDS) if self._values[0] else 0
-        categories = self._scan_values(paper.categories, 1, self._KEYWORDS) if self._values[1] else 0
-        hits = title | abstract | authors | categories
-        found, switch = 0, self._switches[self._HOT]
-        while hits:  # `_bits` inlined, highest first: a third faster, and the order makes no difference here
-            kid = hits.bit_length() - 1
-            hits ^= 1 << kid
-            found |= switch[kid]
-            if counts is not None:
-                counts[kid] += 1
-        return self._decide(found, paper), Found(title, abstract, authors, categories)
+    def match(self, paper: Paper) -> tuple[list[str], Found]:
+        """The paper's topics (as `topics_for`) and where each keyword hit, from one scan: ranking weighs the latter."""
+        taken, found = self.take(paper)
+        return self._named(taken), found
 
-    def _decide(self, found: int, paper: Paper) -> list[str]:
-        """The topics whose rules these found bits (layout `_HOT`) satisfy for this paper."""
+    def take(self, paper: Paper) -> tuple[int, Found]:
+        """`match` with the topics as bits by topic number (bit i: `topics[i]`), for ranking, which goes through them
+        once anyway: no list of names is built for it."""
+        title, abstract = self._scan(paper.title, paper.abstract, self._BOTH)
+        authors = self._scan_values(paper.authors, 0, self._BOTH) if self._values[0] else 0
+        categories = self._scan_values(paper.categories, 1, self._BOTH) if self._values[1] else 0
+        width = self._width
+        return self._taken(title | abstract | authors | categories, paper), Found(title >> width, abstract >> width, authors >> width, categories >> width)
+
+    def _taken(self, found: int, paper: Paper) -> int:
+        """The topics whose rules these found bits satisfy for this paper, as bits by topic number (it reads only
+        the hot bits: either layout)."""
         taken = found & self._simple
-        tested = (found | self._always) & self._tested
+        tested = found & self._tested | self._always  # (the rules without any/all are all tested)
         if tested:
             score, sources, tests = paper.score or 0, paper.sources, self._tests
             while tested:  # `_bits`, inlined: this is the hot loop
@@ -679,6 +686,10 @@ class Matcher:
                 mask, need, min_score, wanted = tests[rule.bit_length() - 1]  # type: ignore[misc]
                 if found & mask == need and score >= min_score and (not wanted or not wanted.isdisjoint(sources)):
                     taken |= rule
+        return taken
+
+    def _named(self, taken: int) -> list[str]:
+        """The names of these topics (bits by topic number, as `take` gives them), in topic order."""
         names, out = self._names, []
         while taken:
             rule = taken & -taken

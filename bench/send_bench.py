@@ -192,7 +192,8 @@ class Measure:
 
 def whole_send(folder: Path, port: int, connections: int, dkim: Path | None, workers: int = 1) -> Measure:
     """The send in a fresh interpreter on a fresh database, from start-up to exit; with `workers`, its
-    `connections` shared out among that many worker processes (its CPU counts theirs: the send waits for them)."""
+    `connections` shared out among that many worker processes. Its CPU counts that of every process it waits
+    for: its connections' (each in a process of its own) and its workers'."""
     db = folder / "state.db"
     for stale in folder.glob("state.db*"):
         stale.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import os
 import signal
 import time
@@ -20,7 +21,7 @@ from newsletter import environment
 from newsletter.errors import DeliveryError
 from newsletter.mail import lane
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
-from newsletter.mail.pool import Job, Pool, PoolSettings, RateLimiter, transport
+from newsletter.mail.pool import RAMP, Job, Pool, PoolSettings, RateLimiter, transport
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings
 
 SENDER = Address("Paper Digest", "digest", "example.org")
@@ -322,23 +323,27 @@ def lane_processes() -> list[int]:
 
 
 def test_smtp_connections_run_in_processes_of_their_own_under_the_rate(tmp_path: Path) -> None:
+    """A few dozen messages go over one process (one takes as long to start as a hundred messages take); a long send
+    gets one more process as each running one has answered RAMP messages, up to one per connection."""
     with SMTPServer() as server:
-        pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=3, rate=50.0), None)
+        pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=3, rate=200.0), None)
         started = time.monotonic()
-        users = [f"user{i}" for i in range(20)]
-        for user in users[:3]:
-            pool.put(Job(user, letter(user)))
-        running = lane_processes()
-        for user in users[3:]:
-            pool.put(Job(user, letter(user)))
-        results = [pool.get(10) for _ in users]
+        count = 4 * RAMP
+        users = iter(f"user{i}" for i in range(count))
+        results, running = [], []
+        for _ in range(count // 4):  # bursts that keep every lane busy, the courier's way: hand out, then take the answers
+            for user in itertools.islice(users, 4):
+                pool.put(Job(user, letter(user)))
+            running.append(len(lane_processes()))
+            results += [pool.get(10) for _ in range(4)]
         elapsed = time.monotonic() - started
         pool.close()
         assert lane_processes() == [], "closing the pool ends its processes"
-    assert len(running) == 3, "one process per connection"
+    assert running[: RAMP // 4] == [1] * (RAMP // 4), "the first RAMP messages over one process"
+    assert max(running) == running[-1] == 3, "then one per connection, never more"
     assert all(r is not None and r.error is None for r in results)
-    assert sorted(server.sink.recipients()) == sorted(f"{u}@example.org" for u in users)
-    assert elapsed >= 19 / 50, "20 messages at 50/s over three processes still take at least 0.38 s"
+    assert sorted(server.sink.recipients()) == sorted(f"user{i}@example.org" for i in range(count))
+    assert elapsed >= (count - 1) / 200, "at 200 messages a second over three processes, still no faster"
 
 
 def drafts(count: int, stationeries: int) -> list[tuple[Job, bytes]]:

@@ -25,6 +25,7 @@ from newsletter.mail.message import Draft, Letter, Stationery
 from newsletter.mail.signing import DkimSettings, Signer
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport, signed
 
+RAMP = 32  # answers per running lane before one more starts (see Pool.put)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where a lane process finds this very package
 
 
@@ -101,12 +102,15 @@ class Pool:
         self._lanes: list[_Lane] = []
         self._answers: deque[Result] = deque()
         self._limiter = RateLimiter(rate)
+        self._answered = 0  # answers the lanes gave: more lanes start as the send proves long
         self._readable = selectors.DefaultSelector()  # every lane's answers, registered once: `get` waits on them in one call
 
     def put(self, job: Job) -> None:
-        """Hand `job` to an idle lane (one more is started while fewer than `size` run), else to the least busy one."""
+        """Hand `job` to an idle lane, else to a new one, else to the least busy. A lane more starts only once each
+        running one has started and answered RAMP messages: a process takes a quarter of a second to start, as long
+        as a hundred messages take, so a send of a few dozen leaves them to one."""
         chosen = next((each for each in self._lanes if not each.waiting), None)
-        if chosen is None and len(self._lanes) < self.size:
+        if chosen is None and len(self._lanes) < self.size and all(each.running for each in self._lanes) and self._answered >= RAMP * len(self._lanes):
             try:
                 chosen = self._start()
             except OSError as exc:  # no process can be started (the interpreter gone, no memory): a server error, counted against nobody
@@ -114,6 +118,13 @@ class Pool:
                 self._answers.append(Result(job, why.reply, why))
                 return
         chosen = chosen or min(self._lanes, key=lambda each: len(each.waiting))
+        while (
+            len(chosen.waiting) >= self.size and chosen in self._lanes
+        ):  # more than the pool holds: take this lane's answers (kept for `get`), so neither side waits on a full pipe
+            self._take(chosen)
+        if chosen not in self._lanes:  # it died meanwhile
+            self.put(job)
+            return
         chosen.waiting.append(job)
         stationery = None
         if isinstance(job.letter, Draft) and chosen.kept.get(job.letter.stationery) is None:  # get marks it used, as the lane's own record does
@@ -182,6 +193,7 @@ class Pool:
             self._end(each)
             return
         job = each.waiting.popleft()
+        self._answered += 1
         self._answers.append(Result(job, reply, None if flags is None else DeliveryError(reply, *flags)))
 
     def _end(self, each: _Lane) -> None:

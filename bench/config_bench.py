@@ -188,14 +188,19 @@ def serve(env: dict[str, str], folder: Path, requests: int, run: int) -> dict[st
             out["confirmation_p95_s"] = p95(confirms)
             out["serve_rss_mb"] = peak_rss(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc, 30)
     text = (folder / "subscribers.yaml").read_text(encoding="utf-8")
     assert all(f"- email: {p.email}\n" in text for p in pendings), "every confirmed reader is in the file"
     return out
+
+
+def interrupt(proc: subprocess.Popen[bytes] | subprocess.Popen[str], seconds: float) -> None:
+    """Ctrl-C a command the bench started, as a user stops it; killed if it has not exited within `seconds`."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def reload(env: dict[str, str], folder: Path) -> dict[str, float]:
@@ -226,11 +231,7 @@ def reload(env: dict[str, str], folder: Path) -> dict[str, float]:
         seconds = time.perf_counter() - start
         rss = peak_rss(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc, 60)
     return {"daemon_reload_s": seconds, "daemon_rss_mb": rss}
 
 

@@ -32,12 +32,11 @@ def serve(jobs: Connection, answers: Connection, make: Callable[[], Transport], 
     """Send each job's message at its slot and answer it, in order, until None or until the caller is gone (its
     pipes closed, or with `parent`, that process no longer this one's parent): the rows it claimed stay in
     `sending` and its next run counts them, so no message is started for a caller that can no longer record it."""
+    opened: Transport | DeliveryError
     try:
-        transport: Transport | None = make()
-        setup = None
+        opened = make()
     except Exception as exc:  # e.g. a key file gone: without a transport, answer every job rather than leave the run waiting
-        transport = None
-        setup = DeliveryError(f"cannot set up the connection: {type(exc).__name__}: {exc}", temporary=False, server=True)
+        opened = DeliveryError(f"cannot set up the connection: {type(exc).__name__}: {exc}", temporary=False, server=True)
     kept: LRUCache[str, Stationery] = LRUCache(KEPT)
     try:
         answers.send(READY)
@@ -47,17 +46,17 @@ def serve(jobs: Connection, answers: Connection, make: Callable[[], Transport], 
                 if stationery is not None:
                     kept[letter.stationery] = stationery
                 stationery = kept.get(letter.stationery)
-            if transport is None:
-                answers.send((setup.reply if setup else "no connection", (False, True, False)))
+            if isinstance(opened, DeliveryError):
+                answers.send((opened.reply, _flags(opened)))
                 continue
             if (delay := slot - time.monotonic()) > 0:
                 time.sleep(delay)
-            answers.send(_answer(transport, letter, stationery))
+            answers.send(_answer(opened, letter, stationery))
     except (EOFError, OSError):  # the caller is gone
         pass
     finally:
-        if transport is not None:
-            transport.close()
+        if not isinstance(opened, DeliveryError):
+            opened.close()
         answers.close()
 
 
@@ -69,9 +68,13 @@ def _answer(transport: Transport, letter: Letter | Draft, stationery: Stationery
             letter = stationery.fill(letter)
         return transport.send(letter), None
     except DeliveryError as exc:
-        return exc.reply, (exc.temporary, exc.server, exc.uncertain)
+        return exc.reply, _flags(exc)
     except Exception as exc:  # a bug must not strand the row in `sending` while the run waits for it
         return f"unexpected {type(exc).__name__}: {exc}", (True, True, False)
+
+
+def _flags(error: DeliveryError) -> Flags:
+    return error.temporary, error.server, error.uncertain
 
 
 def main(argv: list[str]) -> None:

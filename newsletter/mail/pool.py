@@ -97,7 +97,6 @@ class Pool:
     def __init__(self, make: Callable[[], Transport], size: int, rate: float | None, *, processes: bool = False) -> None:
         self.make = make
         self.size = size
-        self.rate = rate
         self.processes = processes
         self._lanes: list[_Lane] = []
         self._answers: deque[Result] = deque()
@@ -118,9 +117,8 @@ class Pool:
                 self._answers.append(Result(job, why.reply, why))
                 return
         chosen = chosen or min(self._lanes, key=lambda each: len(each.waiting))
-        while (
-            len(chosen.waiting) >= self.size and chosen in self._lanes
-        ):  # more than the pool holds: take this lane's answers (kept for `get`), so neither side waits on a full pipe
+        # more than the pool holds: take this lane's answers first (kept for `get`), so neither side waits on a full pipe
+        while len(chosen.waiting) >= self.size and chosen in self._lanes:
             self._take(chosen)
         if chosen not in self._lanes:  # it died meanwhile
             self.put(job)

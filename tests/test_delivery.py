@@ -20,6 +20,7 @@ from support.dkimverifiers import DkimKey
 from support.smtpserver import RefusingSMTPServer, Sink, SMTPServer, drop_once, free_port, greylisting
 
 from newsletter.cli import cli
+from newsletter.mail import pool as pool_module
 from newsletter.pipeline.courier import SERVER_DOWN_AFTER
 from newsletter.storage.store import Store
 
@@ -239,9 +240,10 @@ def test_a_session_refused_for_good_stops_the_run_without_burning_attempts(world
 
 @pytest.mark.timeout(60)  # the hang guard (#15)
 def test_a_connection_that_cannot_be_set_up_ends_the_send_with_an_error_not_a_hang(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each SMTP connection runs in a process of its own: when none can start (here the interpreter is gone), every
-    claimed row is answered with a server error, which counts against no reader."""
+    """Past a send's first messages, each SMTP connection runs in a process of its own: when none can start (here
+    the interpreter is gone), every claimed row is answered with a server error, which counts against no reader."""
     with monkeypatch.context() as patch:
+        patch.setattr(pool_module, "RAMP", 0)  # processes from the first message
         patch.setattr("sys.executable", str(world.folder / "no-such-python"))
         result = world.send()
     assert result.exit_code == 2

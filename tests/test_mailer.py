@@ -20,6 +20,7 @@ from support.smtpserver import Sink, SMTPServer, free_port, self_signed_cert
 from newsletter import environment
 from newsletter.errors import DeliveryError
 from newsletter.mail import lane
+from newsletter.mail import pool as pool_module
 from newsletter.mail.message import Headers, Letter, Stationery, build_message, seal
 from newsletter.mail.pool import RAMP, Job, Pool, PoolSettings, RateLimiter, transport
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings
@@ -323,8 +324,9 @@ def lane_processes() -> list[int]:
 
 
 def test_smtp_connections_run_in_processes_of_their_own_under_the_rate(tmp_path: Path) -> None:
-    """A few dozen messages go over one process (one takes as long to start as a hundred messages take); a long send
-    gets one more process as each running one has answered RAMP messages, up to one per connection."""
+    """A few dozen messages go over a thread (a process takes as long to start as a hundred messages take); a long
+    send goes on over processes, one more as each running one has answered RAMP messages, up to one per connection,
+    and the thread's connection ends before the first process opens one."""
     with SMTPServer() as server:
         pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=3, rate=200.0), None)
         started = time.monotonic()
@@ -339,8 +341,9 @@ def test_smtp_connections_run_in_processes_of_their_own_under_the_rate(tmp_path:
         elapsed = time.monotonic() - started
         pool.close()
         assert lane_processes() == [], "closing the pool ends its processes"
-    assert running[: RAMP // 4] == [1] * (RAMP // 4), "the first RAMP messages over one process"
-    assert max(running) == running[-1] == 3, "then one per connection, never more"
+    assert running[: RAMP // 4] == [0] * (RAMP // 4), "the first RAMP messages over a thread"
+    assert max(running) == running[-1] == 3, "then one process per connection, never more"
+    assert server.sink.most_sessions == 3 and server.sink.sessions == 0, "never more connections than SMTP_CONNECTIONS"
     assert all(r is not None and r.error is None for r in results)
     assert sorted(server.sink.recipients()) == sorted(f"user{i}@example.org" for i in range(count))
     assert elapsed >= (count - 1) / 200, "at 200 messages a second over three processes, still no faster"
@@ -379,8 +382,9 @@ def test_drafts_are_filled_in_the_lanes_from_the_stationery_each_got_once(tmp_pa
         assert arrived[job.letter.recipient].get_payload()[0].get_content() == parse(data).get_payload()[0].get_content()
 
 
-def test_a_lane_killed_while_sending_answers_uncertain_and_the_next_message_gets_a_new_one(tmp_path: Path) -> None:
+def test_a_lane_killed_while_sending_answers_uncertain_and_the_next_message_gets_a_new_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server has the message when its sending process dies: uncertain, never silently lost or plainly retried."""
+    monkeypatch.setattr(pool_module, "RAMP", 0)  # processes from the first message
     with SMTPServer() as server:
         server.sink.on_data = lambda msg: [os.kill(pid, signal.SIGKILL) for pid in lane_processes()]
         pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=1), None)
@@ -397,9 +401,10 @@ def test_a_lane_killed_while_sending_answers_uncertain_and_the_next_message_gets
     assert server.sink.recipients() == ["ada@example.org", "bob@example.org"]
 
 
-def test_ctrl_c_and_sigterm_leave_the_lanes_to_the_send_that_started_them(tmp_path: Path) -> None:
+def test_ctrl_c_and_sigterm_leave_the_lanes_to_the_send_that_started_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminal's Ctrl-C and systemd's SIGTERM reach the whole process group: the send decides when to stop, and
     its lanes finish the messages they have."""
+    monkeypatch.setattr(pool_module, "RAMP", 0)
     with SMTPServer() as server:
         pool = transport(env_for(server), tmp_path / "outbox", PoolSettings(connections=1), None)
         pool.put(Job("ada", letter("ada")))

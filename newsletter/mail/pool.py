@@ -88,10 +88,12 @@ class _Lane:
 class Pool:
     """A few lanes, each with its own connection, sending the jobs handed to them under one rate limit.
 
-    With `processes`, each lane is a process of its own (`make` must then pickle): signing and the SMTP
-    exchange run beside the caller's work on the other cores instead of taking turns with it for one
-    interpreter's lock. Only the caller touches the database: lanes take jobs and give back answers, nothing
-    else. A lane that dies with jobs on hand answers them as uncertain (the server may have the message).
+    With `processes`, each lane of a send that proves long is a process of its own (`make` must then pickle):
+    signing and the SMTP exchange run beside the caller's work on the other cores instead of taking turns with it
+    for one interpreter's lock. The first RAMP messages go over a thread: a process takes a third of a second to
+    start, longer than a confirmation mail or a send of a few dozen takes. Only the caller touches the database:
+    lanes take jobs and give back answers, nothing else. A lane that dies with jobs on hand answers them as
+    uncertain (the server may have the message).
     """
 
     def __init__(self, make: Callable[[], Transport], size: int, rate: float | None, *, processes: bool = False) -> None:
@@ -106,8 +108,11 @@ class Pool:
 
     def put(self, job: Job) -> None:
         """Hand `job` to an idle lane, else to a new one, else to the least busy. A lane more starts only once each
-        running one has started and answered RAMP messages: a process takes a quarter of a second to start, as long
-        as a hundred messages take, so a send of a few dozen leaves them to one."""
+        running one has started and answered RAMP messages: a process takes a third of a second to start, as long as
+        a hundred messages take, so a send of a few dozen leaves them to one. With `processes`, the thread that
+        sent the first RAMP ends first (its answers kept for `get`), so no more connections are open than `size`."""
+        if self.processes and self._answered >= RAMP and self._lanes and isinstance(self._lanes[0].runner, threading.Thread):
+            self._retire(self._lanes[0])
         chosen = next((each for each in self._lanes if not each.waiting), None)
         if chosen is None and len(self._lanes) < self.size and all(each.running for each in self._lanes) and self._answered >= RAMP * len(self._lanes):
             try:
@@ -149,12 +154,22 @@ class Pool:
             with contextlib.suppress(OSError):
                 each.jobs.send(None)
         for each in list(self._lanes):
-            while each.waiting:
-                self._take(each)
+            self._drain(each)
+
+    def _retire(self, each: _Lane) -> None:
+        with contextlib.suppress(OSError):
+            each.jobs.send(None)
+        self._drain(each)
+
+    def _drain(self, each: _Lane) -> None:
+        """Wait for a lane told to stop to answer the jobs it has (the answers kept for `get`), then end it."""
+        while each.waiting:
+            self._take(each)
+        if each in self._lanes:  # not ended by its death meanwhile
             self._end(each)
 
     def _start(self) -> _Lane:
-        if self.processes:
+        if self.processes and self._answered >= RAMP:
             jobs_in, jobs_out = os.pipe()
             answers_in, answers_out = os.pipe()
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}

@@ -69,11 +69,21 @@ class Sink:
     on_data: Callable[[EmailMessage], None] | None = None  # called with each message as it is kept, before the server replies
     drop_after_data: Callable[[str], bool] = lambda rcpt: False  # True: keep the message, then hang up instead of replying to the final dot
     lock: threading.Lock = field(default_factory=threading.Lock)
+    sessions: int = 0  # greeted (EHLO) and not yet said QUIT
+    most_sessions: int = 0  # the most there were at once
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
+        with self.lock:
+            self.sessions += 1
+            self.most_sessions = max(self.most_sessions, self.sessions)
         kept = [r for r in responses if self.eight_bit or r != "250-8BITMIME"]
         return [kept[0], "250-PIPELINING", *kept[1:]] if self.pipelining else kept
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.sessions -= 1
+        return "221 Bye"
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]) -> str:
         with self.lock:

@@ -324,7 +324,8 @@ def test_aliases_of_reasonable_size_still_work() -> None:
     ("text", "expected"),
     [
         (GOOD.replace("LoRA]", "Lo\x00RA]"), "subs.yaml:11:26: invalid YAML: character U+0000 is not allowed"),
-        ("topics: " + "[" * 5000 + "]" * 5000 + "\n", "subs.yaml:1:1: invalid YAML: nested too deeply to read"),
+        ("topics: " + "[" * 5000 + "]" * 5000 + "\n", "subs.yaml:1:264: invalid YAML: nested too deeply to read"),  # at the 256th [
+        ("a:\n  b: [" + "{c: [" * 200 + "]}" * 200 + "]\n", "subs.yaml:2:642: invalid YAML: nested too deeply to read"),  # at the { that opens the 256th level
     ],
 )
 def test_a_nul_byte_or_absurd_nesting_is_one_located_problem_not_a_traceback(text: str, expected: str) -> None:

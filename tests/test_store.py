@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +36,18 @@ def test_papers_are_new_once_and_merge_later_sightings(database: Path | str) -> 
         assert merged.score == 42 and merged.categories == ("cs.CL",) and merged.sources == ("arxiv", "hf") and merged.version == 2
         [stored] = store.papers_seen_since(T0)
         assert stored.first_seen == T0, "age counts from the first sighting"
+
+
+def test_a_server_url_without_psycopg_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg is imported only to open a server: an SQLite installation never loads it, and one without the extra is told what to install."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed: importing it fails
+    with pytest.raises(StorageError, match=r"names a PostgreSQL server, but psycopg is not installed: pip install 'newsletter\[postgres\]'"):
+        Store("postgresql://ada:s3cret@/newsletter?host=/nowhere")
+
+
+def test_an_sqlite_store_never_imports_psycopg(tmp_path: Path) -> None:
+    code = f"import sys; from newsletter.storage.store import Store; Store({str(tmp_path / 'state.db')!r}).close(); print('psycopg' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_state_survives_reopening_the_file(database: Path | str) -> None:

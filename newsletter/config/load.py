@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml_rs
 from filelock import FileLock, Timeout
@@ -104,6 +104,8 @@ def parse(text: str, filename: str) -> Config:
     name line and column. A valid file of 100,000 readers thus takes seconds, not the minutes ruamel needs."""
     with cache.many_objects():
         data = quick(text)
+        if isinstance(data, TooDeep):
+            raise ConfigError([Problem(filename, data.line, data.column, "", "invalid YAML: nested too deeply to read")])
         if data is not _UNSURE:
             checker = Checker(filename)
             config = checker.config(data, Path(filename))
@@ -113,6 +115,17 @@ def parse(text: str, filename: str) -> Config:
 
 
 _UNSURE = object()  # the fast reader's answer when only ruamel's reading counts
+_TOO_DEEP = re.compile(r"line (\d+), column (\d+)(?s:.*)recursion limit exceeded$")  # yaml-rs past 256 levels
+
+
+class TooDeep(NamedTuple):
+    """Where the fast reader gave up on nesting: ruamel would take seconds over each level more (its scanner is
+    quadratic in the depth of [ ] and { }), and no subscribers file nests anywhere near this deep."""
+
+    line: int
+    column: int
+
+
 # What the fast reader may read otherwise than ruamel's round trip, or not refuse as it does: a character YAML does
 # not allow (ruamel's reader.NON_PRINTABLE, comments included); outside comments, a tab (yaml-rs takes one in an
 # indentation), a token starting with a tag (!x), a directive (%YAML), a reserved @ or `, a merge key or value
@@ -130,12 +143,15 @@ def _unsure(text: str) -> bool:
 
 
 def quick(text: str) -> Any:
-    """The document read by yaml-rs (YAML 1.2, as ruamel reads it), or _UNSURE when it cannot say or might differ."""
+    """The document read by yaml-rs (YAML 1.2, as ruamel reads it), TooDeep, or _UNSURE when it cannot say or might differ."""
     if _unsure(text):
         return _UNSURE
     try:
         return yaml_rs.loads(text, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error, alias_limits=_ALIAS_LIMITS)
-    except (yaml_rs.YAMLDecodeError, ValueError, TypeError, RecursionError):  # what yaml-rs refuses, ruamel explains
+    except yaml_rs.YAMLDecodeError as exc:  # what yaml-rs refuses, ruamel explains, unless it is only too deep
+        deep = _TOO_DEEP.search(str(exc))
+        return _UNSURE if deep is None else TooDeep(int(deep[1]), int(deep[2]))
+    except (ValueError, TypeError, RecursionError):
         return _UNSURE
 
 

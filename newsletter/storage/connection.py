@@ -11,6 +11,7 @@ import functools
 import re
 import secrets
 import sqlite3
+import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,13 +23,12 @@ from newsletter.errors import StorageError
 
 URL_SCHEMES = ("postgresql://", "postgres://")  # NEWSLETTER_DB naming a server, not a file
 
-try:
-    import psycopg
 
-    ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
-except ImportError:  # the `postgres` extra is not installed: only SQLite files can be opened
-    psycopg = None  # type: ignore[assignment]
-    ERRORS = (sqlite3.Error,)
+def engine_errors() -> tuple[type[Exception], ...]:
+    """What either engine raises. psycopg is imported only to open a server (it takes a quarter of a second, on
+    every command), so until then no error can be one of its."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 def is_url(location: Path | str) -> bool:
@@ -170,15 +170,20 @@ class Postgres:
     skip_locked = " FOR UPDATE OF d SKIP LOCKED"
 
     def __init__(self, url: str, timeout: float) -> None:
-        if psycopg is None:
-            raise StorageError(f"NEWSLETTER_DB={redacted(url)} names a PostgreSQL server, but psycopg is not installed: pip install 'newsletter[postgres]'")
+        try:
+            import psycopg
+        except ImportError:  # the `postgres` extra is not installed: only SQLite files can be opened
+            raise StorageError(
+                f"NEWSLETTER_DB={redacted(url)} names a PostgreSQL server, but psycopg is not installed: pip install 'newsletter[postgres]'"
+            ) from None
+        self._idle = psycopg.pq.TransactionStatus.IDLE
         self.conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout)), row_factory=_row_maker)
         self.conn.execute(f"SET lock_timeout = {round(timeout * 1000):d}")
         self.worker = int(self.conn.info.backend_pid)
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        return self.conn.info.transaction_status != self._idle
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
         query, order = _translate(sql)

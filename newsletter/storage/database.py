@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, Self, TypeVar
 
 from newsletter.errors import StorageError
-from newsletter.storage.connection import ERRORS, Connection, Postgres, is_url, redacted, sqlite
+from newsletter.storage.connection import Connection, Postgres, engine_errors, is_url, redacted, sqlite
 from newsletter.storage.migrations import migrate
 
 P = ParamSpec("P")
@@ -69,7 +69,7 @@ class Database:
         """Turn an engine error into one StorageError line that names the database and what to do about it."""
         try:
             yield
-        except ERRORS as exc:
+        except engine_errors() as exc:
             raise StorageError(_describe(exc, self.name, self.timeout)) from exc
 
     def close(self) -> None:
@@ -100,7 +100,7 @@ class Database:
     def _rollback(self) -> None:
         """After a failure; SQLite may already have rolled back on its own (disk full, I/O error)."""
         if self.db.in_transaction:
-            with contextlib.suppress(*ERRORS):  # the error that brought us here is the one to report
+            with contextlib.suppress(*engine_errors()):  # the error that brought us here is the one to report
                 self.db.execute("ROLLBACK")
 
     # installation-wide values

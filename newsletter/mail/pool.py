@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing
 import os
 import selectors
@@ -26,6 +27,7 @@ from newsletter.mail.signing import DkimSettings, Signer
 from newsletter.mail.transports import Outbox, Smtp, SmtpSettings, Transport, signed
 
 RAMP = 32  # answers per running lane before one more starts (see Pool.put)
+PIPE_SIZE = 1 << 20  # bytes a lane's job pipe holds: Linux's default most a user may ask for (the default is 64 KiB)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where a lane process finds this very package
 
 
@@ -171,6 +173,9 @@ class Pool:
     def _start(self) -> _Lane:
         if self.processes and self._answered >= RAMP:
             jobs_in, jobs_out = os.pipe()
+            if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: room for a digest's stationery (~100 KB), so handing it over never waits for the lane
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(jobs_out, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             answers_in, answers_out = os.pipe()
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
             command = [sys.executable, "-m", "newsletter.mail.lane", str(jobs_in), str(answers_out), str(os.getpid())]

@@ -93,9 +93,9 @@ class Pool:
     With `processes`, each lane of a send that proves long is a process of its own (`make` must then pickle):
     signing and the SMTP exchange run beside the caller's work on the other cores instead of taking turns with it
     for one interpreter's lock. The first RAMP messages go over a thread: a process takes a third of a second to
-    start, longer than a confirmation mail or a send of a few dozen takes. Only the caller touches the database:
-    lanes take jobs and give back answers, nothing else. A lane that dies with jobs on hand answers them as
-    uncertain (the server may have the message).
+    start, longer than a send of a few dozen takes (a daemon's slot of a few readers). Only the caller touches the
+    database: lanes take jobs and give back answers, nothing else. A lane that dies with jobs on hand answers them
+    as uncertain (the server may have the message).
     """
 
     def __init__(self, make: Callable[[], Transport], size: int, rate: float | None, *, processes: bool = False) -> None:
